@@ -1,0 +1,389 @@
+// Package config loads and validates posthorn.toml, the one configuration
+// file of a Posthorn installation.
+//
+// Implementation notes: every key has a default in Default; an unknown key,
+// a value of the wrong type or a value that does not validate is an error
+// that names the key and the line it is on. Paths in the file are relative
+// to the file's directory.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is the whole configuration. The TOML keys are a public interface
+// (shared/DESIGN.md).
+type Config struct {
+	// Hostname is this server's name: SMTP greeting, Received:, EHLO.
+	Hostname string `toml:"hostname"`
+	// DataDir holds posthorn.db, the self-signed certificate and the
+	// control socket. Relative to the config file.
+	DataDir string `toml:"data_dir"`
+	// AllowPlaintextAuth lets AUTH, LOGIN and USER/PASS work without TLS.
+	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
+	// MaxMessageBytes is the largest message accepted (SIZE, APPENDLIMIT).
+	MaxMessageBytes int64 `toml:"max_message_bytes"`
+	// LogLevel is "debug", "info", "warn" or "error".
+	LogLevel string `toml:"log_level"`
+
+	Listen   Listen   `toml:"listen"`
+	TLS      TLS      `toml:"tls"`
+	Outbound Outbound `toml:"outbound"`
+	Limits   Limits   `toml:"limits"`
+
+	// Path is the file this was loaded from ("" for defaults).
+	Path string `toml:"-"`
+}
+
+// Listen holds the listening addresses; "" turns a listener off.
+type Listen struct {
+	SMTP        string `toml:"smtp"`        // inbound MTA, port 25
+	Submission  string `toml:"submission"`  // MSA with STARTTLS, 587
+	Submissions string `toml:"submissions"` // MSA with implicit TLS, 465
+	IMAP        string `toml:"imap"`        // IMAP with STARTTLS, 143
+	IMAPS       string `toml:"imaps"`       // IMAP with implicit TLS, 993
+	POP3        string `toml:"pop3"`        // POP3 with STLS, 110
+	POP3S       string `toml:"pop3s"`       // POP3 with implicit TLS, 995
+	HTTP        string `toml:"http"`        // autoconfig, MTA-STS policy, ACME HTTP-01
+	Metrics     string `toml:"metrics"`     // Prometheus /metrics
+}
+
+// TLS says where certificates come from.
+type TLS struct {
+	// CertFile and KeyFile are PEM files; both empty: a self-signed
+	// certificate for Hostname is made in DataDir.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// ACME obtains and renews a certificate for Hostname.
+	ACME      bool   `toml:"acme"`
+	ACMEEmail string `toml:"acme_email"`
+	// ACMEDirectory is the ACME directory URL ("" for Let's Encrypt).
+	ACMEDirectory string `toml:"acme_directory"`
+}
+
+// Outbound configures delivery to other servers.
+type Outbound struct {
+	// Smarthost "host:port" receives all outbound mail instead of MX hosts.
+	Smarthost         string `toml:"smarthost"`
+	SmarthostUser     string `toml:"smarthost_user"`
+	SmarthostPassword string `toml:"smarthost_password"`
+	// MXPort is the port used on remote MX hosts.
+	MXPort int `toml:"mx_port"`
+	// DNSServer "host:port" replaces the system resolver.
+	DNSServer string `toml:"dns_server"`
+	// RetryInitial is the first retry delay; it doubles up to RetryMax.
+	RetryInitial Duration `toml:"retry_initial"`
+	RetryMax     Duration `toml:"retry_max"`
+	// GiveUpAfter bounces a message still undelivered after this long.
+	GiveUpAfter Duration `toml:"give_up_after"`
+	// DelayNotice sends a delay DSN once a message has waited this long.
+	DelayNotice Duration `toml:"delay_notice"`
+	// Workers is the number of concurrent outbound deliveries.
+	Workers int `toml:"workers"`
+}
+
+// Limits bound what one client can cost.
+type Limits struct {
+	MaxRecipients       int      `toml:"max_recipients"`  // per message
+	MaxLineBytes        int      `toml:"max_line_bytes"`  // command line length
+	MaxConnections      int      `toml:"max_connections"` // all protocols together
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+	CommandTimeout      Duration `toml:"command_timeout"`     // SMTP/POP3 idle between commands
+	DataTimeout         Duration `toml:"data_timeout"`        // SMTP DATA, also bounded by MinDataRate
+	IMAPIdleTimeout     Duration `toml:"imap_idle_timeout"`   // IMAP inactivity (RFC 9051: at least 30 min)
+	MaxBadRecipients    int      `toml:"max_bad_recipients"`  // unknown RCPTs before the session is cut
+	DefaultQuotaBytes   int64    `toml:"default_quota_bytes"` // for new accounts; 0: none
+	MaxHeaderFields     int      `toml:"max_header_fields"`   // parsing limit per message
+	MaxMIMEDepth        int      `toml:"max_mime_depth"`      // parsing limit per message
+}
+
+// Duration is a time.Duration written as a string ("5m", "4h", "120h").
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (use e.g. \"5m\", \"4h\")", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default returns the configuration used where the file is silent.
+func Default() Config {
+	return Config{
+		Hostname:        defaultHostname(),
+		DataDir:         "data",
+		MaxMessageBytes: 50 << 20,
+		LogLevel:        "info",
+		Listen: Listen{
+			SMTP: ":25", Submission: ":587", Submissions: ":465",
+			IMAP: ":143", IMAPS: ":993", POP3: ":110", POP3S: ":995",
+		},
+		Outbound: Outbound{
+			MXPort:       25,
+			RetryInitial: Duration{5 * time.Minute},
+			RetryMax:     Duration{4 * time.Hour},
+			GiveUpAfter:  Duration{5 * 24 * time.Hour},
+			DelayNotice:  Duration{4 * time.Hour},
+			Workers:      8,
+		},
+		Limits: Limits{
+			MaxRecipients:       100,
+			MaxLineBytes:        4096,
+			MaxConnections:      4000,
+			MaxConnectionsPerIP: 50,
+			CommandTimeout:      Duration{5 * time.Minute},
+			DataTimeout:         Duration{10 * time.Minute},
+			IMAPIdleTimeout:     Duration{30 * time.Minute},
+			MaxBadRecipients:    10,
+			MaxHeaderFields:     1000,
+			MaxMIMEDepth:        50,
+		},
+	}
+}
+
+func defaultHostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+// Error is a problem in the configuration file, with the key and line.
+type Error struct {
+	Path string
+	Key  string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	loc := e.Path
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Key != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Msg)
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes and validates configuration text; path names it in errors
+// and is the base for relative paths.
+func Parse(path string, data []byte) (*Config, error) {
+	c := Default()
+	dec := toml.NewDecoder(strings.NewReader(string(data))).DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, decodeError(path, data, err)
+	}
+	c.Path = path
+	if err := c.validate(); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.Path = path
+			ce.Line = keyLine(data, ce.Key)
+		}
+		return nil, err
+	}
+	return &c, nil
+}
+
+func decodeError(path string, data []byte, err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) && len(strict.Errors) > 0 {
+		e := strict.Errors[0]
+		row, _ := e.Position()
+		return &Error{Path: path, Key: strings.Join(e.Key(), "."), Line: row, Msg: "unknown key"}
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		return &Error{Path: path, Key: strings.Join(de.Key(), "."), Line: row, Msg: de.Error()}
+	}
+	// Type mismatches come without a position; find the key in the text.
+	msg := err.Error()
+	key := ""
+	if i := strings.Index(msg, "field "); i >= 0 {
+		f := strings.Fields(msg[i+len("field "):])
+		if len(f) > 0 {
+			key = strings.Trim(f[0], `"':`)
+			if j := strings.Index(key, "Config."); j >= 0 {
+				key = key[j+len("Config."):]
+			}
+		}
+	}
+	return &Error{Path: path, Key: key, Line: keyLine(data, key), Msg: msg}
+}
+
+// keyLine finds the line on which a dotted key ("listen.smtp") is set.
+func keyLine(data []byte, key string) int {
+	if key == "" {
+		return 0
+	}
+	section, leaf := "", key
+	if i := strings.LastIndex(key, "."); i >= 0 {
+		section, leaf = key[:i], key[i+1:]
+	}
+	cur := ""
+	for n, line := range strings.Split(string(data), "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "[") && strings.HasSuffix(t, "]") {
+			cur = strings.Trim(t, "[] ")
+			continue
+		}
+		k, _, ok := strings.Cut(t, "=")
+		if ok && strings.TrimSpace(k) == leaf && strings.EqualFold(cur, section) {
+			return n + 1
+		}
+	}
+	return 0
+}
+
+func bad(key, format string, args ...any) error {
+	return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (c *Config) validate() error {
+	if c.Hostname == "" || strings.ContainsAny(c.Hostname, " \t\r\n/@") || strings.HasPrefix(c.Hostname, ".") {
+		return bad("hostname", "%q is not a host name", c.Hostname)
+	}
+	if c.DataDir == "" {
+		return bad("data_dir", "must not be empty")
+	}
+	if c.MaxMessageBytes < 1024 {
+		return bad("max_message_bytes", "%d is too small (at least 1024)", c.MaxMessageBytes)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	addrs := map[string]string{
+		"listen.smtp": c.Listen.SMTP, "listen.submission": c.Listen.Submission,
+		"listen.submissions": c.Listen.Submissions, "listen.imap": c.Listen.IMAP,
+		"listen.imaps": c.Listen.IMAPS, "listen.pop3": c.Listen.POP3,
+		"listen.pop3s": c.Listen.POP3S, "listen.http": c.Listen.HTTP,
+		"listen.metrics": c.Listen.Metrics, "outbound.smarthost": c.Outbound.Smarthost,
+		"outbound.dns_server": c.Outbound.DNSServer,
+	}
+	for key, a := range addrs {
+		if a == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a); err != nil {
+			return bad(key, "%q is not host:port", a)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return bad(key, "%q has no valid port", a)
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return bad("tls.cert_file", "cert_file and key_file must be set together")
+	}
+	if c.TLS.ACME && c.TLS.ACMEEmail == "" {
+		return bad("tls.acme_email", "acme = true needs an e-mail address")
+	}
+	if c.Outbound.MXPort < 1 || c.Outbound.MXPort > 65535 {
+		return bad("outbound.mx_port", "%d is not a port", c.Outbound.MXPort)
+	}
+	if c.Outbound.Workers < 1 {
+		return bad("outbound.workers", "must be at least 1")
+	}
+	if c.Outbound.RetryInitial.Duration <= 0 {
+		return bad("outbound.retry_initial", "must be positive")
+	}
+	if c.Outbound.RetryMax.Duration < c.Outbound.RetryInitial.Duration {
+		return bad("outbound.retry_max", "must not be below retry_initial")
+	}
+	if c.Outbound.GiveUpAfter.Duration <= 0 {
+		return bad("outbound.give_up_after", "must be positive")
+	}
+	l := c.Limits
+	checks := []struct {
+		key string
+		v   int
+		min int
+	}{
+		{"limits.max_recipients", l.MaxRecipients, 1},
+		{"limits.max_line_bytes", l.MaxLineBytes, 512},
+		{"limits.max_connections", l.MaxConnections, 1},
+		{"limits.max_connections_per_ip", l.MaxConnectionsPerIP, 1},
+		{"limits.max_bad_recipients", l.MaxBadRecipients, 1},
+		{"limits.max_header_fields", l.MaxHeaderFields, 10},
+		{"limits.max_mime_depth", l.MaxMIMEDepth, 1},
+	}
+	for _, ch := range checks {
+		if ch.v < ch.min {
+			return bad(ch.key, "%d is too small (at least %d)", ch.v, ch.min)
+		}
+	}
+	if l.CommandTimeout.Duration < time.Second || l.DataTimeout.Duration < time.Second {
+		return bad("limits.command_timeout", "timeouts must be at least 1s")
+	}
+	if l.DefaultQuotaBytes < 0 {
+		return bad("limits.default_quota_bytes", "must not be negative")
+	}
+	return nil
+}
+
+// Abs resolves a path from the file against the file's directory.
+func (c *Config) Abs(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	base := "."
+	if c.Path != "" {
+		base = filepath.Dir(c.Path)
+	}
+	return filepath.Join(base, p)
+}
+
+// DataPath is a path inside the data directory.
+func (c *Config) DataPath(name string) string {
+	return filepath.Join(c.Abs(c.DataDir), name)
+}
+
+// FindPath returns the config file to use: the flag, then
+// $POSTHORN_CONFIG, then ./posthorn.toml, then /etc/posthorn/posthorn.toml.
+func FindPath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if p := os.Getenv("POSTHORN_CONFIG"); p != "" {
+		return p
+	}
+	if _, err := os.Stat("posthorn.toml"); err == nil {
+		return "posthorn.toml"
+	}
+	return filepath.Join("/etc", "posthorn", "posthorn.toml")
+}

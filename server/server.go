@@ -1,0 +1,198 @@
+// Package server wires Posthorn's components together exactly as
+// `posthorn serve` runs them: it opens the store, makes the TLS
+// configuration, the authenticator, the resolver and the delivery agent,
+// and starts one listener per configured address. The test harness uses
+// the same code, so end-to-end tests run what users run.
+//
+// Each component's wiring lives in its own wire_*.go file and returns the
+// services it provides; a component that is not built yet returns a service
+// without Serve, which is logged as not available instead of pretending to
+// work.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/posthorn/posthorn/auth"
+	"github.com/posthorn/posthorn/certs"
+	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/resolver"
+	"github.com/posthorn/posthorn/store"
+)
+
+// service is one listener of one component.
+type service struct {
+	name        string // "smtp", "imaps"... as in [listen]
+	addr        string // from the config; "" is off
+	implicitTLS bool
+	// serve runs until the listener is closed; nil: not available yet.
+	serve    func(net.Listener) error
+	shutdown func(context.Context) error
+}
+
+// worker is a background task of a component (the outbound queue).
+type worker struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// Server is a running Posthorn.
+type Server struct {
+	Config   *config.Config
+	Logger   *slog.Logger
+	Store    store.Store
+	TLS      *tls.Config
+	Auth     *auth.Authenticator
+	Resolver *net.Resolver
+	MDA      *mda.Agent
+
+	mu        sync.Mutex
+	addrs     map[string]net.Addr
+	services  []service
+	listeners []net.Listener
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	extra     []func() // closed on Shutdown after services
+}
+
+// New opens the store and builds every component from cfg. The store stays
+// open until Shutdown.
+func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
+	st, err := store.Open(cfg.DataPath("posthorn.db"), store.Options{
+		MaxHeaderFields: cfg.Limits.MaxHeaderFields,
+		MaxMIMEDepth:    cfg.Limits.MaxMIMEDepth,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := certs.Load(cfg, logger)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &Server{
+		Config:   cfg,
+		Logger:   logger,
+		Store:    st,
+		TLS:      tlsConf,
+		Auth:     auth.New(st, logger),
+		Resolver: resolver.New(cfg.Outbound.DNSServer),
+		addrs:    map[string]net.Addr{},
+	}
+	s.MDA = &mda.Agent{Store: st, Logger: logger}
+	return s, nil
+}
+
+// Start binds every configured listener and starts serving. It returns
+// once all listeners are bound; a bind error stops everything.
+func (s *Server) Start(ctx context.Context) error {
+	ctx, s.cancel = context.WithCancel(ctx)
+	var services []service
+	var workers []worker
+	for _, wire := range []func() ([]service, []worker, error){
+		s.wireMTA, s.wireMSA, s.wireIMAP, s.wirePOP3, s.wireHTTP, s.wireControl,
+	} {
+		sv, wk, err := wire()
+		if err != nil {
+			s.closeListeners()
+			return err
+		}
+		services = append(services, sv...)
+		workers = append(workers, wk...)
+	}
+	for _, sv := range services {
+		if sv.addr == "" {
+			continue
+		}
+		if sv.serve == nil {
+			s.Logger.Warn("listener not available in this build", "listener", sv.name, "addr", sv.addr)
+			continue
+		}
+		ln, err := net.Listen("tcp", sv.addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s on %s: %w", sv.name, sv.addr, err)
+		}
+		if sv.implicitTLS {
+			ln = tls.NewListener(ln, s.TLS)
+		}
+		s.mu.Lock()
+		s.addrs[sv.name] = ln.Addr()
+		s.listeners = append(s.listeners, ln)
+		s.services = append(s.services, sv)
+		s.mu.Unlock()
+		s.Logger.Info("listening", "listener", sv.name, "addr", ln.Addr().String())
+		s.wg.Add(1)
+		go func(sv service, ln net.Listener) {
+			defer s.wg.Done()
+			if err := sv.serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.Logger.Error("listener stopped", "listener", sv.name, "err", err)
+			}
+		}(sv, ln)
+	}
+	for _, w := range workers {
+		s.wg.Add(1)
+		go func(w worker) {
+			defer s.wg.Done()
+			if err := w.run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				s.Logger.Error("worker stopped", "worker", w.name, "err", err)
+			}
+		}(w)
+	}
+	return nil
+}
+
+// Addr returns the bound address of a listener ("smtp", "imap"...), or nil.
+func (s *Server) Addr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addrs[name]
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	s.listeners = nil
+}
+
+// Shutdown stops accepting, lets in-flight work finish until ctx ends, and
+// closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	services := s.services
+	s.mu.Unlock()
+	var errs []error
+	for _, sv := range services {
+		if sv.shutdown != nil {
+			if err := sv.shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, fmt.Errorf("%s: %w", sv.name, err))
+			}
+		}
+	}
+	s.closeListeners()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	for _, f := range s.extra {
+		f()
+	}
+	errs = append(errs, s.Store.Close())
+	return errors.Join(errs...)
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/posthorn/posthorn/certs"
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/resolver"
 	"github.com/posthorn/posthorn/store"
 )
@@ -52,6 +53,7 @@ type Server struct {
 	Auth     *auth.Authenticator
 	Resolver *net.Resolver
 	MDA      *mda.Agent
+	Metrics  *metrics.Registry
 
 	mu        sync.Mutex
 	addrs     map[string]net.Addr
@@ -84,6 +86,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		TLS:      tlsConf,
 		Auth:     auth.New(st, logger),
 		Resolver: resolver.New(cfg.Outbound.DNSServer),
+		Metrics:  metrics.New(),
 		addrs:    map[string]net.Addr{},
 	}
 	s.MDA = &mda.Agent{Store: st, Logger: logger}

@@ -18,7 +18,7 @@ test: vet
 
 # Benchmarks with the figures the issues ask for.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s -timeout 30m ./store/ ./mta/ ./maa/... ./msa/ ./mta/outbound/
+	$(GO) test -run '^$$' -bench . -benchtime 200x -timeout 30m ./store/ ./mta/ ./maa/... ./msa/ ./mailio/ ./auth/
 
 # A demo on unprivileged ports: domain example.test, user demo@example.test.
 run: build
@@ -26,3 +26,18 @@ run: build
 
 clean:
 	rm -rf bin $(DEMO)
+
+# The long crash test (N=10,000, 200 kills) and the full-size hostile tests.
+crashtest:
+	POSTHORN_CRASH_N=10000 POSTHORN_CRASH_KILLS=200 POSTHORN_CRASH_WORKERS=16 \
+	POSTHORN_CRASH_OUTBOUND_N=1000 POSTHORN_CRASH_OUTBOUND_KILLS=30 \
+	$(GO) test -count=1 -v -timeout 60m -run TestCrash ./tests/crash/
+	POSTHORN_HOSTILE_SEARCH_N=100000 $(GO) test -count=1 -v -timeout 30m ./tests/hostile/
+
+FUZZTIME ?= 60s
+fuzz:
+	bash tests/fuzz/run.sh $(FUZZTIME)
+
+# Postfix+Dovecot installed privately, the same load against both.
+bench-peers:
+	bash bench/peers/run.sh

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
+
 	"github.com/posthorn/posthorn/auth"
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/server"
@@ -75,6 +77,9 @@ func Start(t testing.TB, opts Options) *Env {
 	if err := os.MkdirAll(cfg.DataPath(""), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	if err := WriteConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
 	level := slog.LevelWarn
 	if os.Getenv("POSTHORN_TEST_LOG") != "" {
 		level = slog.LevelDebug
@@ -95,6 +100,16 @@ func Start(t testing.TB, opts Options) *Env {
 		e.AddUser(User, Password)
 	}
 	return e
+}
+
+// WriteConfig writes cfg as TOML to cfg.Path, so that the CLI and
+// subprocesses can load the same configuration.
+func WriteConfig(cfg *config.Config) error {
+	b, err := toml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(cfg.Path, b, 0o600)
 }
 
 // Stop shuts the server down (idempotent).

@@ -2,13 +2,34 @@
 // aliases, catch-all, user+tag), applies quotas, adds Return-Path and
 // Delivered-To, and writes messages into mailboxes through the store.
 //
-// CONTRACT (filled in by the mda implementation; signatures are fixed).
+// Implementation notes:
+//
+//   - Resolve never routes on: a local part with '%', '!', '@', ':',
+//     quotes, spaces or control characters is ErrBadAddress, whatever the
+//     domain (the relay forms of RFC 5321 appendix C and the "percent
+//     hack"). Source routes are stripped by the SMTP parser (RFC 5321
+//     section 4.1.2 says they SHOULD be ignored) and a domain part that is
+//     not a plain host name (an address literal) is never ours.
+//   - Lookup order for user@domain: the account, then an alias of that
+//     exact address, then the same two for "user" without its "+tag"
+//     (subaddressing; the message goes to INBOX), then the domain's
+//     catch-all alias "@domain", which has the lowest priority.
+//   - Alias targets in our domains are resolved again, so aliases nest;
+//     an address met twice on one path, or a nesting deeper than
+//     maxAliasDepth, is ErrAliasLoop. Targets elsewhere are Route.Remote.
+//   - Deliver hands every local account to store.Deliver in one call: the
+//     body is stored once, the per-recipient Return-Path and Delivered-To
+//     (RFC 5321 section 4.4; RFC 9228) go in store.Delivery.Prefix, and
+//     the call returns only after the commit is fsynced, so a 250 sent
+//     after it is durable. Remote alias targets go to Queue afterwards.
 package mda
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/posthorn/posthorn/store"
 )
@@ -22,7 +43,13 @@ var (
 	ErrBadAddress = errors.New("address not accepted")
 	// ErrAliasLoop: an alias expands into itself or too deep.
 	ErrAliasLoop = errors.New("alias loop")
+	// ErrNoQueue: an alias forwards to a remote address but no outbound
+	// queue is wired; the sender should retry later (a temporary failure).
+	ErrNoQueue = errors.New("remote delivery is not available")
 )
+
+// maxAliasDepth bounds alias nesting.
+const maxAliasDepth = 10
 
 // Queue takes mail for remote addresses (aliases that forward outside).
 // The outbound queue implements it.
@@ -57,11 +84,242 @@ type Agent struct {
 }
 
 // Resolve says where an address leads, or why it does not.
-func (a *Agent) Resolve(address string) (Route, error) { panic("not implemented") }
+func (a *Agent) Resolve(address string) (Route, error) {
+	local, domain, err := splitAddress(address)
+	if err != nil {
+		return Route{}, err
+	}
+	ok, err := a.Store.HasDomain(domain)
+	if err != nil {
+		return Route{}, err
+	}
+	if !ok {
+		return Route{}, ErrNotOurDomain
+	}
+	var r Route
+	if err := a.expand(local, domain, 0, map[string]bool{}, &r); err != nil {
+		return Route{}, err
+	}
+	return r, nil
+}
+
+// splitAddress validates an address and returns its lower-case parts.
+func splitAddress(address string) (local, domain string, err error) {
+	address = strings.ToLower(strings.TrimSpace(address))
+	i := strings.LastIndexByte(address, '@')
+	if i <= 0 || i == len(address)-1 {
+		return "", "", ErrBadAddress
+	}
+	local, domain = address[:i], strings.TrimSuffix(address[i+1:], ".")
+	if !validLocal(local) {
+		return "", "", ErrBadAddress
+	}
+	if !validDomain(domain) {
+		// Address literals and anything else that is not a host name
+		// are never one of our domains.
+		return "", "", ErrNotOurDomain
+	}
+	return local, domain, nil
+}
+
+// validLocal accepts a dot-atom local part (RFC 5322 section 3.2.3) with
+// UTF-8 allowed (RFC 6531), minus '%' and '!' which old relays route on.
+func validLocal(s string) bool {
+	if s == "" || len(s) > 64 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 0x80, c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte(".#$&'*+-/=?^_`{|}~", c) >= 0:
+		default: // % ! @ : " space, controls, ( ) < > [ ] , ; \
+			return false
+		}
+	}
+	return true
+}
+
+func validDomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 0x80 || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// expand adds where local@domain leads to r.
+func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r *Route) error {
+	addr := local + "@" + domain
+	if depth > maxAliasDepth || seen[addr] {
+		return fmt.Errorf("%w: %s", ErrAliasLoop, addr)
+	}
+	seen[addr] = true
+	defer delete(seen, addr)
+
+	candidates := []string{addr}
+	if base, _, ok := strings.Cut(local, "+"); ok && base != "" {
+		candidates = append(candidates, base+"@"+domain) // RFC 5233 subaddress
+	}
+	for _, c := range candidates {
+		found, err := a.expandExact(c, depth, seen, r)
+		if found || err != nil {
+			return err
+		}
+	}
+	targets, err := a.Store.Alias("@" + domain)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrUnknownUser
+	}
+	if err != nil {
+		return err
+	}
+	return a.expandTargets(targets, depth, seen, r)
+}
+
+// expandExact resolves an address that is an account or an alias.
+func (a *Agent) expandExact(addr string, depth int, seen map[string]bool, r *Route) (bool, error) {
+	acct, err := a.Store.Account(addr)
+	switch {
+	case err == nil && !acct.Disabled:
+		addUnique(&r.Accounts, acct.Address)
+		return true, nil
+	case err == nil: // disabled: like an unknown user
+		return true, ErrUnknownUser
+	case !errors.Is(err, store.ErrNoSuchAccount) && !errors.Is(err, store.ErrNotFound):
+		return false, err
+	}
+	targets, err := a.Store.Alias(addr)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, a.expandTargets(targets, depth, seen, r)
+}
+
+func (a *Agent) expandTargets(targets []string, depth int, seen map[string]bool, r *Route) error {
+	for _, t := range targets {
+		local, domain, err := splitAddress(t)
+		if err != nil {
+			return fmt.Errorf("alias target %q: %w", t, err)
+		}
+		ours, err := a.Store.HasDomain(domain)
+		if err != nil {
+			return err
+		}
+		if !ours {
+			addUnique(&r.Remote, local+"@"+domain)
+			continue
+		}
+		if err := a.expand(local, domain, depth+1, seen, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addUnique(list *[]string, s string) {
+	for _, x := range *list {
+		if x == s {
+			return
+		}
+	}
+	*list = append(*list, s)
+}
+
+// CheckQuota returns store.ErrOverQuota when one of the route's accounts
+// cannot take size more bytes (size 0: when it is already full). It lets
+// the SMTP server refuse a recipient at RCPT time (452 4.2.2) instead of
+// failing the whole message at the end of DATA.
+func (a *Agent) CheckQuota(r Route, size int64) error {
+	for _, addr := range r.Accounts {
+		acct, err := a.Store.Account(addr)
+		if err != nil {
+			return err
+		}
+		if acct.QuotaBytes > 0 && acct.UsedBytes+size >= acct.QuotaBytes {
+			return fmt.Errorf("%w: %s", store.ErrOverQuota, addr)
+		}
+	}
+	return nil
+}
 
 // Deliver writes body (CRLF, without our per-recipient headers) to every
 // local recipient in one durable transaction and queues remote ones.
 // store.ErrOverQuota is returned when an account is full (452 4.2.2).
 func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result, error) {
-	panic("not implemented")
+	var route Route
+	for _, rcpt := range env.Recipients {
+		r, err := a.Resolve(rcpt)
+		if err != nil {
+			return Result{}, fmt.Errorf("recipient %s: %w", rcpt, err)
+		}
+		for _, acct := range r.Accounts {
+			addUnique(&route.Accounts, acct)
+		}
+		for _, rem := range r.Remote {
+			addUnique(&route.Remote, rem)
+		}
+	}
+	if len(route.Remote) > 0 && a.Queue == nil {
+		return Result{}, ErrNoQueue
+	}
+	var res Result
+	if len(route.Accounts) > 0 {
+		mailbox := "INBOX"
+		if env.Junk {
+			mailbox = "Junk"
+		}
+		to := make([]store.Delivery, 0, len(route.Accounts))
+		for _, acct := range route.Accounts {
+			to = append(to, store.Delivery{Account: acct, Mailbox: mailbox, Prefix: Prefix(env.From, acct)})
+		}
+		d, err := a.Store.Deliver(ctx, body, to)
+		if err != nil {
+			return Result{}, err
+		}
+		res.Delivered = d
+	}
+	if len(route.Remote) > 0 {
+		if err := a.forward(ctx, env, route.Remote, body); err != nil {
+			return res, err
+		}
+		res.Queued = route.Remote
+	}
+	return res, nil
+}
+
+// forward queues a message for remote alias targets, keeping the original
+// envelope sender (no SRS: SPF may fail at the next hop).
+func (a *Agent) forward(ctx context.Context, env Envelope, remote []string, body []byte) error {
+	e := store.QueueEntry{From: env.From, NoBounce: env.From == ""}
+	for _, r := range remote {
+		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
+	}
+	q, err := a.Queue.Enqueue(ctx, e, body)
+	if err != nil {
+		return fmt.Errorf("queue for %v: %w", remote, err)
+	}
+	if a.Logger != nil {
+		a.Logger.Info("forwarded", "queue_id", q.ID, "to", remote)
+	}
+	return nil
+}
+
+// Prefix is the per-recipient header block put before a delivered
+// message: Return-Path (RFC 5321 section 4.4) and Delivered-To.
+func Prefix(from, account string) []byte {
+	return []byte("Return-Path: <" + from + ">\r\nDelivered-To: " + account + "\r\n")
 }

@@ -13,12 +13,15 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 
+	"github.com/posthorn/posthorn/admin"
 	"github.com/posthorn/posthorn/auth"
 	"github.com/posthorn/posthorn/certs"
 	"github.com/posthorn/posthorn/config"
@@ -61,7 +64,8 @@ type Server struct {
 	listeners []net.Listener
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-	extra     []func() // closed on Shutdown after services
+	extra     []func()    // closed on Shutdown after services
+	queue     admin.Queue // the outbound queue, set by wireMSA
 }
 
 // New opens the store and builds every component from cfg. The store stays
@@ -140,6 +144,9 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}(sv, ln)
 	}
+	if err := s.writeAddrs(); err != nil {
+		s.Logger.Warn("cannot record listener addresses", "err", err)
+	}
 	for _, w := range workers {
 		s.wg.Add(1)
 		go func(w worker) {
@@ -150,6 +157,29 @@ func (s *Server) Start(ctx context.Context) error {
 		}(w)
 	}
 	return nil
+}
+
+// AddrsFile is the file in data_dir where a running server records the
+// addresses its listeners are bound to (JSON: name -> "host:port"), for
+// tools and tests that start it with port 0.
+const AddrsFile = "listeners.json"
+
+func (s *Server) writeAddrs() error {
+	s.mu.Lock()
+	m := map[string]string{}
+	for k, a := range s.addrs {
+		m[k] = a.String()
+	}
+	s.mu.Unlock()
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	path := s.Config.DataPath(AddrsFile)
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }
 
 // Addr returns the bound address of a listener ("smtp", "imap"...), or nil.
@@ -193,6 +223,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, ctx.Err())
 	}
+	os.Remove(s.Config.DataPath(AddrsFile))
 	for _, f := range s.extra {
 		f()
 	}

@@ -1,7 +1,27 @@
 package server
 
-// wireMTA returns the inbound SMTP listener (port 25). Owned by the mta
-// implementation.
+import (
+	"github.com/posthorn/posthorn/mta"
+)
+
+// wireMTA returns the inbound SMTP listener (port 25).
 func (s *Server) wireMTA() ([]service, []worker, error) {
-	return []service{{name: "smtp", addr: s.Config.Listen.SMTP}}, nil, nil
+	c := s.Config
+	m := &mta.Server{
+		Hostname:            c.Hostname,
+		MDA:                 s.MDA,
+		Resolver:            s.Resolver,
+		TLS:                 s.TLS,
+		Logger:              s.Logger.With("component", "mta"),
+		Metrics:             s.Metrics,
+		MaxMessageBytes:     c.MaxMessageBytes,
+		MaxRecipients:       c.Limits.MaxRecipients,
+		MaxLineBytes:        c.Limits.MaxLineBytes,
+		MaxBadRecipients:    c.Limits.MaxBadRecipients,
+		MaxConnections:      c.Limits.MaxConnections,
+		MaxConnectionsPerIP: c.Limits.MaxConnectionsPerIP,
+		CommandTimeout:      c.Limits.CommandTimeout.Duration,
+		DataTimeout:         c.Limits.DataTimeout.Duration,
+	}
+	return []service{{name: "smtp", addr: c.Listen.SMTP, serve: m.Serve, shutdown: m.Shutdown}}, nil, nil
 }

@@ -1,0 +1,483 @@
+// Package admin carries out the administration commands of the CLI
+// (domains, users, aliases, the queue, DKIM keys, backups...). The same code
+// runs in two places: inside `posthorn serve`, reached through the control
+// socket, and in the CLI process itself when no server runs and the CLI
+// opens the store directly. Either way a command sees an Env and writes its
+// output as text.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/mail"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/store"
+)
+
+// Request is one command with its arguments, as the CLI parsed them.
+type Request struct {
+	Command string   // "domain add", "user list", ...
+	Args    []string // positional arguments
+	// Hash is a password hash made by the CLI (user add, user passwd):
+	// the password itself never leaves the CLI process.
+	Hash    string `json:",omitempty"`
+	Mailbox string `json:",omitempty"` // import --mailbox
+	User    string `json:",omitempty"` // import/export --user
+	Force   bool   `json:",omitempty"`
+}
+
+// Queue is the running outbound queue, when there is one.
+type Queue interface {
+	Retry(id string) error // "" retries every entry
+	Drop(id string) error
+}
+
+// Env is what a command works on.
+type Env struct {
+	Store  store.Store
+	Config *config.Config
+	Queue  Queue // nil when the server is not running
+	Logger *slog.Logger
+}
+
+// UsageError is a mistake in the command line; the CLI prints it as is.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+func usage(format string, args ...any) error {
+	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+}
+
+type handler func(ctx context.Context, env *Env, req Request, out io.Writer) error
+
+// commands maps each command to its handler. Commands registered in other
+// files of this package add themselves in init-free tables merged here.
+func commands() map[string]handler {
+	m := map[string]handler{
+		"domain add":  domainAdd,
+		"domain del":  domainDel,
+		"domain list": domainList,
+		"user add":    userAdd,
+		"user passwd": userPasswd,
+		"user del":    userDel,
+		"user list":   userList,
+		"alias add":   aliasAdd,
+		"alias del":   aliasDel,
+		"alias list":  aliasList,
+		"queue list":  queueList,
+		"queue retry": queueRetry,
+		"queue drop":  queueDrop,
+		"backup":      backup,
+	}
+	for k, v := range extraCommands() {
+		m[k] = v
+	}
+	return m
+}
+
+// Execute runs one command.
+func Execute(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	h, ok := commands()[req.Command]
+	if !ok {
+		return usage("unknown command %q", req.Command)
+	}
+	return h(ctx, env, req, out)
+}
+
+func nargs(req Request, min, max int, what string) error {
+	if len(req.Args) < min || (max >= 0 && len(req.Args) > max) {
+		return usage("usage: posthorn %s %s", req.Command, what)
+	}
+	return nil
+}
+
+// Address checks and lower-cases a mail address "local@domain".
+func Address(s string) (string, error) {
+	if s == "" || strings.ContainsAny(s, " \t\r\n<>,;\"") {
+		return "", fmt.Errorf("%q is not a valid address", s)
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s {
+		return "", fmt.Errorf("%q is not a valid address", s)
+	}
+	local, domain, ok := strings.Cut(strings.ToLower(s), "@")
+	if !ok || local == "" {
+		return "", fmt.Errorf("%q is not a valid address", s)
+	}
+	d, err := Domain(domain)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a valid address: %v", s, err)
+	}
+	return local + "@" + d, nil
+}
+
+// Domain checks and lower-cases a domain name.
+func Domain(s string) (string, error) {
+	d := strings.TrimSuffix(strings.ToLower(s), ".")
+	if d == "" || len(d) > 253 || !strings.Contains(d, ".") {
+		return "", fmt.Errorf("%q is not a valid domain name", s)
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return "", fmt.Errorf("%q is not a valid domain name", s)
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return "", fmt.Errorf("%q is not a valid domain name", s)
+			}
+		}
+	}
+	return d, nil
+}
+
+func domainAdd(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "NAME"); err != nil {
+		return err
+	}
+	d, err := Domain(req.Args[0])
+	if err != nil {
+		return err
+	}
+	if err := env.Store.AddDomain(d); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("domain %s already exists", d)
+		}
+		return err
+	}
+	fmt.Fprintf(out, "domain %s added\n", d)
+	return domainAdded(ctx, env, d, out)
+}
+
+func domainDel(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "NAME"); err != nil {
+		return err
+	}
+	d, err := Domain(req.Args[0])
+	if err != nil {
+		return err
+	}
+	if err := env.Store.DeleteDomain(d); err != nil {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNoSuchDomain) {
+			return fmt.Errorf("domain %s is not served here", d)
+		}
+		return err
+	}
+	fmt.Fprintf(out, "domain %s deleted\n", d)
+	return nil
+}
+
+func domainList(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 0, 0, ""); err != nil {
+		return err
+	}
+	ds, err := env.Store.Domains()
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		fmt.Fprintln(out, d)
+	}
+	return nil
+}
+
+func userAdd(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "ADDRESS"); err != nil {
+		return err
+	}
+	a, err := Address(req.Args[0])
+	if err != nil {
+		return err
+	}
+	if req.Hash == "" {
+		return usage("a password is required")
+	}
+	if err := env.Store.AddAccount(a, req.Hash); err != nil {
+		switch {
+		case errors.Is(err, store.ErrNoSuchDomain):
+			return fmt.Errorf("domain of %s is not served here (add it with: posthorn domain add %s)", a, a[strings.IndexByte(a, '@')+1:])
+		case errors.Is(err, store.ErrExists):
+			return fmt.Errorf("user %s already exists", a)
+		}
+		return err
+	}
+	if q := env.Config.Limits.DefaultQuotaBytes; q > 0 {
+		if err := env.Store.SetQuota(a, q); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "user %s added\n", a)
+	return nil
+}
+
+func userPasswd(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "ADDRESS"); err != nil {
+		return err
+	}
+	a, err := Address(req.Args[0])
+	if err != nil {
+		return err
+	}
+	if req.Hash == "" {
+		return usage("a password is required")
+	}
+	if err := env.Store.SetPasswordHash(a, req.Hash); err != nil {
+		return noUser(a, err)
+	}
+	fmt.Fprintf(out, "password of %s changed\n", a)
+	return nil
+}
+
+func noUser(a string, err error) error {
+	if errors.Is(err, store.ErrNoSuchAccount) || errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no user %s", a)
+	}
+	return err
+}
+
+func userDel(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "ADDRESS"); err != nil {
+		return err
+	}
+	a, err := Address(req.Args[0])
+	if err != nil {
+		return err
+	}
+	if err := env.Store.DeleteAccount(a); err != nil {
+		return noUser(a, err)
+	}
+	fmt.Fprintf(out, "user %s deleted with its mail\n", a)
+	return nil
+}
+
+func userList(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 0, 0, ""); err != nil {
+		return err
+	}
+	accts, err := env.Store.Accounts()
+	if err != nil {
+		return err
+	}
+	sort.Slice(accts, func(i, j int) bool { return accts[i].Address < accts[j].Address })
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tUSED\tQUOTA\tSTATE")
+	for _, a := range accts {
+		quota, state := "-", "active"
+		if a.QuotaBytes > 0 {
+			quota = byteSize(a.QuotaBytes)
+		}
+		if a.Disabled {
+			state = "disabled"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Address, byteSize(a.UsedBytes), quota, state)
+	}
+	return tw.Flush()
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func aliasAdd(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 2, -1, "ADDRESS TARGET..."); err != nil {
+		return err
+	}
+	src := strings.ToLower(req.Args[0])
+	if strings.HasPrefix(src, "@") {
+		d, err := Domain(src[1:])
+		if err != nil {
+			return err
+		}
+		src = "@" + d
+	} else {
+		a, err := Address(src)
+		if err != nil {
+			return err
+		}
+		src = a
+	}
+	dom := src[strings.IndexByte(src, '@')+1:]
+	if ok, err := env.Store.HasDomain(dom); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("domain %s is not served here", dom)
+	}
+	var targets []string
+	for _, t := range req.Args[1:] {
+		a, err := Address(t)
+		if err != nil {
+			return err
+		}
+		if a == src {
+			return fmt.Errorf("alias %s cannot point to itself", src)
+		}
+		targets = append(targets, a)
+	}
+	if err := env.Store.AddAlias(src, targets); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "alias %s -> %s\n", src, strings.Join(targets, ", "))
+	return nil
+}
+
+func aliasDel(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "ADDRESS"); err != nil {
+		return err
+	}
+	src := strings.ToLower(req.Args[0])
+	if err := env.Store.DeleteAlias(src); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("no alias %s", src)
+		}
+		return err
+	}
+	fmt.Fprintf(out, "alias %s deleted\n", src)
+	return nil
+}
+
+func aliasList(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 0, 1, "[ADDRESS]"); err != nil {
+		return err
+	}
+	all, err := env.Store.Aliases()
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(all))
+	for k := range all {
+		if len(req.Args) == 1 && k != strings.ToLower(req.Args[0]) {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(out, "%s -> %s\n", k, strings.Join(all[k], ", "))
+	}
+	return nil
+}
+
+func queueList(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 0, 0, ""); err != nil {
+		return err
+	}
+	entries, err := env.Store.QueueEntries()
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		fmt.Fprintln(out, "queue is empty")
+		return nil
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAGE\tFROM\tRECIPIENTS\tATTEMPTS\tNEXT TRY\tLAST ERROR")
+	for _, e := range entries {
+		var rcpts []string
+		for _, r := range e.Recipients {
+			if !r.Done {
+				rcpts = append(rcpts, r.Address)
+			}
+		}
+		from := e.From
+		if from == "" {
+			from = "<>"
+		}
+		next := "now"
+		if d := e.NextAttempt.Sub(now); d > 0 {
+			next = "in " + d.Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, now.Sub(e.Created).Round(time.Second),
+			from, strings.Join(rcpts, ","), e.Attempts, next, oneLine(e.LastError, 80))
+	}
+	return tw.Flush()
+}
+
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max-1] + "…"
+	}
+	return s
+}
+
+func queueRetry(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 0, 1, "[ID]"); err != nil {
+		return err
+	}
+	id := ""
+	if len(req.Args) == 1 {
+		id = req.Args[0]
+	}
+	if env.Queue != nil {
+		if err := env.Queue.Retry(id); err != nil {
+			return queueErr(id, err)
+		}
+	} else {
+		entries, err := env.Store.QueueEntries()
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, e := range entries {
+			if id != "" && e.ID != id {
+				continue
+			}
+			found = true
+			e.NextAttempt = time.Now()
+			if err := env.Store.UpdateQueueEntry(e); err != nil {
+				return err
+			}
+		}
+		if id != "" && !found {
+			return fmt.Errorf("no queue entry %s", id)
+		}
+	}
+	if id == "" {
+		fmt.Fprintln(out, "every queue entry will be retried now")
+	} else {
+		fmt.Fprintf(out, "queue entry %s will be retried now\n", id)
+	}
+	return nil
+}
+
+func queueErr(id string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no queue entry %s", id)
+	}
+	return err
+}
+
+func queueDrop(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "ID"); err != nil {
+		return err
+	}
+	id := req.Args[0]
+	var err error
+	if env.Queue != nil {
+		err = env.Queue.Drop(id)
+	} else {
+		err = env.Store.DeleteQueueEntry(id)
+	}
+	if err != nil {
+		return queueErr(id, err)
+	}
+	fmt.Fprintf(out, "queue entry %s dropped\n", id)
+	return nil
+}

@@ -1,0 +1,49 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// backup writes a consistent copy of the live store (one bbolt read
+// transaction) to the file named by the CLI, through a temporary file that
+// is fsynced and renamed, so a crash never leaves half a backup.
+func backup(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "FILE"); err != nil {
+		return err
+	}
+	dst := req.Args[0]
+	if !filepath.IsAbs(dst) {
+		return usage("backup needs an absolute path (the CLI makes it so)")
+	}
+	if _, err := os.Stat(dst); err == nil && !req.Force {
+		return fmt.Errorf("%s exists; use --force to overwrite it", dst)
+	}
+	f, err := os.CreateTemp(filepath.Dir(dst), ".posthorn-backup-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	n, err := env.Store.Backup(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o600)
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		return fmt.Errorf("backup to %s: %w", dst, err)
+	}
+	fmt.Fprintf(out, "backup written to %s (%s)\n", dst, byteSize(n))
+	return nil
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/posthorn/posthorn/auth"
+	"github.com/posthorn/posthorn/harness"
+)
+
+// run runs the CLI in-process and returns its output and error.
+func run(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	var out, errw bytes.Buffer
+	app := newApp(strings.NewReader(stdin), &out, &errw)
+	err := app.Run(append([]string{"posthorn"}, args...))
+	return out.String() + errw.String(), err
+}
+
+func mustRun(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, err := run(t, stdin, args...)
+	if err != nil {
+		t.Fatalf("posthorn %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func mustFail(t *testing.T, want string, args ...string) {
+	t.Helper()
+	out, err := run(t, "", args...)
+	if err == nil {
+		t.Fatalf("posthorn %s succeeded, want an error containing %q\n%s", strings.Join(args, " "), want, out)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("posthorn %s: error %q does not contain %q", strings.Join(args, " "), err, want)
+	}
+	if strings.Count(strings.TrimSpace(err.Error()), "\n") > 0 {
+		t.Errorf("error is not one line: %q", err)
+	}
+}
+
+func initDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	out := mustRun(t, "", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", dir)
+	if !strings.Contains(out, "posthorn user add") {
+		t.Errorf("init does not print the next steps:\n%s", out)
+	}
+	return filepath.Join(dir, "posthorn.toml")
+}
+
+func TestCLIStopped(t *testing.T) {
+	cfg := initDir(t)
+	if out := mustRun(t, "", "config", "check", "--config", cfg); !strings.Contains(out, "ok") {
+		t.Errorf("config check: %s", out)
+	}
+	mustRun(t, "", "--config", cfg, "domain", "add", "Other.ORG")
+	if out := mustRun(t, "", "--config", cfg, "domain", "list"); out != "example.org\nother.org\n" {
+		t.Errorf("domain list = %q", out)
+	}
+	mustRun(t, "s3cret pass\n", "--config", cfg, "user", "add", "bob@example.org", "--password-stdin")
+	if out := mustRun(t, "", "--config", cfg, "user", "list"); !strings.Contains(out, "bob@example.org") {
+		t.Errorf("user list = %q", out)
+	}
+	mustRun(t, "", "--config", cfg, "alias", "add", "info@example.org", "bob@example.org", "someone@elsewhere.net")
+	if out := mustRun(t, "", "--config", cfg, "alias", "list"); !strings.Contains(out, "info@example.org -> bob@example.org, someone@elsewhere.net") {
+		t.Errorf("alias list = %q", out)
+	}
+	mustRun(t, "", "--config", cfg, "alias", "del", "info@example.org")
+	if out := mustRun(t, "", "--config", cfg, "queue", "list"); !strings.Contains(out, "empty") {
+		t.Errorf("queue list = %q", out)
+	}
+
+	// Bad input: one line naming the problem, non-zero exit, store unchanged.
+	mustFail(t, "not served here", "--config", cfg, "user", "add", "x@nowhere.org", "--password-stdin")
+	mustFail(t, "not a valid address", "--config", cfg, "user", "add", "not an address", "--password-stdin")
+	mustFail(t, "not a valid domain", "--config", cfg, "domain", "add", "bad_domain!")
+	mustFail(t, "already exists", "--config", cfg, "user", "add", "bob@example.org", "--password-stdin")
+	if _, err := run(t, "\n", "--config", cfg, "user", "add", "carol@example.org", "--password-stdin"); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty password: %v", err)
+	}
+	mustFail(t, "no user", "--config", cfg, "user", "del", "nobody@example.org")
+	mustFail(t, "set up already", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", filepath.Dir(cfg))
+	if out := mustRun(t, "", "--config", cfg, "user", "list"); strings.Contains(out, "carol") || strings.Contains(out, "nowhere") || strings.Count(out, "@") != 1 {
+		t.Errorf("store changed by failed commands: %q", out)
+	}
+	if out := mustRun(t, "", "--config", cfg, "domain", "list"); out != "example.org\nother.org\n" {
+		t.Errorf("domains changed by failed commands: %q", out)
+	}
+	mustFail(t, "has no users", "--config", cfg, "domain", "del", "example.org")
+}
+
+func TestCLIBadDataDir(t *testing.T) {
+	cfg := initDir(t)
+	db := filepath.Join(filepath.Dir(cfg), "data", "posthorn.db")
+	if err := os.WriteFile(db, bytes.Repeat([]byte("not a bbolt file "), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, "posthorn.db", "--config", cfg, "domain", "list")
+
+	// data_dir that is not a directory.
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "posthorn.toml")
+	os.WriteFile(filepath.Join(dir, "data"), []byte("a file"), 0o600)
+	os.WriteFile(bad, []byte("hostname = \"mail.example.org\"\ndata_dir = \"data\"\n"), 0o600)
+	mustFail(t, "data", "--config", bad, "domain", "list")
+
+	// Config errors name the key and the line.
+	os.WriteFile(bad, []byte("hostname = \"mail.example.org\"\n\n[listen]\nsmtpp = \":25\"\n"), 0o600)
+	mustFail(t, "posthorn.toml:4: listen.smtpp: unknown key", "config", "check", "--config", bad)
+	os.WriteFile(bad, []byte("max_message_bytes = \"big\"\n"), 0o600)
+	mustFail(t, "posthorn.toml:1: max_message_bytes", "config", "check", "--config", bad)
+}
+
+func TestCLIRunningServer(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	cfg := env.Config.Path
+	sock := env.Config.DataPath("control.sock")
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatalf("control socket: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("control socket mode %v, want 0600", fi.Mode().Perm())
+	}
+	// These go through the control socket: the store is held by serve.
+	mustRun(t, "pw one two\n", "--config", cfg, "user", "add", "bob@example.test", "--password-stdin")
+	a, err := env.Server.Store.Account("bob@example.test")
+	if err != nil {
+		t.Fatalf("user added through the socket is not in the store: %v", err)
+	}
+	if ok, _ := auth.CheckPassword(a.PasswordHash, "pw one two"); !ok {
+		t.Error("password set through the socket does not verify")
+	}
+	if out := mustRun(t, "", "--config", cfg, "user", "list"); !strings.Contains(out, "bob@example.test") || !strings.Contains(out, harness.User) {
+		t.Errorf("user list = %q", out)
+	}
+	mustFail(t, "not served here", "--config", cfg, "user", "add", "x@nowhere.org", "--password-stdin")
+
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	mustRun(t, "", "--config", cfg, "backup", backup)
+	if fi, err := os.Stat(backup); err != nil || fi.Size() == 0 {
+		t.Fatalf("backup: %v", err)
+	}
+	mustFail(t, "stop it first", "--config", cfg, "restore", backup)
+
+	// A second serve on the same data_dir is refused with one line.
+	mustFail(t, "posthorn.db", "--config", cfg, "serve")
+}

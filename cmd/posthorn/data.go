@@ -1,0 +1,172 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/posthorn/posthorn/admin"
+	"github.com/posthorn/posthorn/control"
+	"github.com/posthorn/posthorn/store"
+)
+
+func dkimCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dkim",
+		Usage: "show or rotate a domain's DKIM keys",
+		Subcommands: []*cli.Command{
+			sub("show", "print the DKIM DNS records of a domain", "DOMAIN", adminAction("dkim show")),
+			sub("rotate", "make new keys with new selectors; old ones stay published", "DOMAIN", adminAction("dkim rotate")),
+		},
+	}
+}
+
+func dnsCommand() *cli.Command {
+	return sub("dns", "print the DNS records to publish, as zone-file lines", "[DOMAIN]", adminAction("dns"))
+}
+
+func doctorCommand() *cli.Command {
+	return sub("doctor", "check the published DNS records, the certificate and the queue", "[DOMAIN]", adminAction("doctor"))
+}
+
+var (
+	userFlag    = &cli.StringFlag{Name: "user", Required: true, Usage: "the account `ADDRESS`"}
+	mailboxFlag = &cli.StringFlag{Name: "mailbox", Usage: "target `MAILBOX` (mbox only; default INBOX)"}
+)
+
+// pathAction turns the PATH argument absolute (the server may run elsewhere).
+func pathAction(command string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return fmt.Errorf("usage: posthorn %s PATH --user ADDRESS", command)
+		}
+		abs, err := filepath.Abs(c.Args().First())
+		if err != nil {
+			return err
+		}
+		return runAdmin(c, admin.Request{Command: command, Args: []string{abs},
+			User: c.String("user"), Mailbox: c.String("mailbox")})
+	}
+}
+
+func importCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "import",
+		Usage: "import messages into an account",
+		Subcommands: []*cli.Command{
+			sub("mbox", "import an mbox file", "FILE", pathAction("import mbox"), userFlag, mailboxFlag),
+			sub("maildir", "import a Maildir (folders and flags kept)", "DIR", pathAction("import maildir"), userFlag),
+		},
+	}
+}
+
+func exportCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "export",
+		Usage: "export an account's mail",
+		Subcommands: []*cli.Command{
+			sub("maildir", "write every mailbox to a Maildir++ tree", "DIR", pathAction("export maildir"), userFlag),
+		},
+	}
+}
+
+// requireStopped fails when a server runs on cfg's data_dir.
+func requireStopped(c *cli.Context) (string, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return "", err
+	}
+	sock := cfg.DataPath(control.SocketName)
+	if _, err := control.Call(sock, admin.Request{Command: "domain list"}); !errors.Is(err, control.ErrNoServer) {
+		return "", errors.New("posthorn serve is running on this data_dir: stop it first")
+	}
+	return cfg.DataPath("posthorn.db"), nil
+}
+
+func restoreCommand() *cli.Command {
+	return sub("restore", "replace the store of a stopped server with a backup", "FILE", func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return errors.New("usage: posthorn restore FILE")
+		}
+		db, err := requireStopped(c)
+		if err != nil {
+			return err
+		}
+		src := c.Args().First()
+		// The backup must open as a store before it replaces anything.
+		st, err := store.Open(src, store.Options{})
+		if err != nil {
+			return fmt.Errorf("%s is not a usable backup: %w", src, err)
+		}
+		st.Close()
+		if _, err := os.Stat(db); err == nil && !c.Bool("force") {
+			return fmt.Errorf("%s exists; use --force to replace it", db)
+		}
+		if err := copyFile(src, db); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "restored %s from %s\n", db, src)
+		return nil
+	}, forceFlag)
+}
+
+func storeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "store",
+		Usage: "maintain the store",
+		Subcommands: []*cli.Command{
+			sub("compact", "rewrite the store of a stopped server to reclaim space", "", func(c *cli.Context) error {
+				db, err := requireStopped(c)
+				if err != nil {
+					return err
+				}
+				before, err := os.Stat(db)
+				if err != nil {
+					return err
+				}
+				tmp := db + ".compact"
+				os.Remove(tmp)
+				if err := store.Compact(db, tmp); err != nil {
+					os.Remove(tmp)
+					return err
+				}
+				if err := os.Rename(tmp, db); err != nil {
+					return err
+				}
+				after, _ := os.Stat(db)
+				fmt.Fprintf(c.App.Writer, "compacted %s: %d -> %d bytes\n", db, before.Size(), after.Size())
+				return nil
+			}),
+		},
+	}
+}
+
+// copyFile copies src over dst through a temporary file, fsynced.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".restore"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, dst)
+}

@@ -1,0 +1,138 @@
+package dkim
+
+import (
+	"bufio"
+	"bytes"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+	"strings"
+
+	msgdkim "github.com/emersion/go-msgauth/dkim"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// SignedHeaders are the header fields signed when present (RFC 6376
+// section 5.4.1's list, trimmed to what a submitted message carries).
+var SignedHeaders = []string{
+	"From", "Reply-To", "Subject", "Date", "To", "Cc", "Message-ID",
+	"In-Reply-To", "References", "MIME-Version", "Content-Type",
+	"Content-Transfer-Encoding",
+}
+
+// ErrNoKeys is returned by NewSigner when no key is active.
+var ErrNoKeys = errors.New("dkim: no active key")
+
+// Signer signs messages with every active key of one domain.
+type Signer struct {
+	Domain string
+	keys   []signingKey
+}
+
+type signingKey struct {
+	selector string
+	signer   crypto.Signer
+}
+
+// NewSigner prepares the active keys among keys, which must all belong to
+// one domain. RSA signatures come first in the output, then ed25519.
+func NewSigner(keys []store.DKIMKey) (*Signer, error) {
+	s := &Signer{}
+	for _, alg := range []string{RSA, Ed25519} {
+		for _, k := range keys {
+			if !k.Active || k.Algorithm != alg {
+				continue
+			}
+			d := strings.ToLower(k.Domain)
+			if s.Domain != "" && d != s.Domain {
+				return nil, fmt.Errorf("dkim: keys of %s and %s given together", s.Domain, d)
+			}
+			s.Domain = d
+			sig, err := ParsePrivateKey(k)
+			if err != nil {
+				return nil, err
+			}
+			s.keys = append(s.keys, signingKey{k.Selector, sig})
+		}
+	}
+	if len(s.keys) == 0 {
+		return nil, ErrNoKeys
+	}
+	return s, nil
+}
+
+// Sign signs msg (a whole RFC 5322 message with CRLF line endings) and
+// returns the DKIM-Signature header fields to put before it, each ending
+// in CRLF.
+func (s *Signer) Sign(msg []byte) ([]byte, error) {
+	headers, err := headerKeys(msg)
+	if err != nil {
+		return nil, err
+	}
+	signers := make([]*msgdkim.Signer, 0, len(s.keys))
+	defer func() {
+		for _, sg := range signers {
+			sg.Close()
+		}
+	}()
+	writers := make([]io.Writer, 0, len(s.keys))
+	for _, k := range s.keys {
+		sg, err := msgdkim.NewSigner(&msgdkim.SignOptions{
+			Domain:                 s.Domain,
+			Selector:               k.selector,
+			Signer:                 k.signer,
+			HeaderCanonicalization: msgdkim.CanonicalizationRelaxed,
+			BodyCanonicalization:   msgdkim.CanonicalizationRelaxed,
+			HeaderKeys:             headers,
+		})
+		if err != nil {
+			return nil, err
+		}
+		signers = append(signers, sg)
+		writers = append(writers, sg)
+	}
+	// One pass over the message feeds every signer.
+	if _, err := io.MultiWriter(writers...).Write(msg); err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	for i, sg := range signers {
+		if err := sg.Close(); err != nil {
+			return nil, fmt.Errorf("dkim: signing with %s: %w", s.keys[i].selector, err)
+		}
+		out.WriteString(sg.Signature())
+	}
+	return out.Bytes(), nil
+}
+
+// Sign signs msg with the active keys among keys; see Signer.Sign.
+func Sign(keys []store.DKIMKey, msg []byte) ([]byte, error) {
+	s, err := NewSigner(keys)
+	if err != nil {
+		return nil, err
+	}
+	return s.Sign(msg)
+}
+
+// headerKeys returns the h= list for msg: each SignedHeaders field as many
+// times as it occurs, and From once more (oversigning).
+func headerKeys(msg []byte) ([]string, error) {
+	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg)))
+	h, err := r.ReadMIMEHeader()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("dkim: reading the header: %w", err)
+	}
+	if len(h.Values("From")) == 0 {
+		return nil, errors.New("dkim: message has no From header field")
+	}
+	var keys []string
+	for _, name := range SignedHeaders {
+		for range h.Values(name) {
+			keys = append(keys, name)
+		}
+	}
+	return append(keys, "From"), nil
+}

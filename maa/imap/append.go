@@ -1,0 +1,73 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"time"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// appendWait bounds how long APPEND to the selected mailbox waits for the
+// store's event, so that its EXISTS comes before the tagged OK.
+const appendWait = 200 * time.Millisecond
+
+// Append implements APPEND (RFC 9051 section 6.3.12) with APPENDUID
+// (RFC 4315). imapserver has checked the size against AppendLimit before
+// accepting the literal; store.Append returns once the message is durable.
+func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.AppendOptions) (*imapv2.AppendData, error) {
+	name, err := checkName(name)
+	if err != nil {
+		io.Copy(io.Discard, r)
+		return nil, err
+	}
+	body := make([]byte, 0, r.Size())
+	buf := bytes.NewBuffer(body)
+	if _, err := io.Copy(buf, io.LimitReader(r, r.Size())); err != nil {
+		return nil, err
+	}
+	body = normalizeCRLF(buf.Bytes())
+	msg := store.NewMessage{Body: body}
+	if options != nil {
+		msg.Flags, msg.InternalDate = fromFlags(options.Flags), options.Time
+	}
+	d, err := ss.s.Store.Append(context.Background(), ss.account, name, msg)
+	if err != nil {
+		return nil, ss.tryCreate("append", err)
+	}
+	if ss.sel != nil {
+		ss.sel.t.mu.RLock()
+		same := ss.sel.t.key.mailbox == name
+		ss.sel.t.mu.RUnlock()
+		if same {
+			ss.sel.t.waitAppended(d.UID, appendWait)
+		}
+	}
+	return &imapv2.AppendData{UID: imapv2.UID(d.UID), UIDValidity: d.UIDValidity}, nil
+}
+
+// normalizeCRLF turns bare LF into CRLF (the store keeps CRLF messages);
+// it returns b itself when there is nothing to change.
+func normalizeCRLF(b []byte) []byte {
+	bare := false
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			bare = true
+			break
+		}
+	}
+	if !bare {
+		return b
+	}
+	out := make([]byte, 0, len(b)+len(b)/32)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,202 @@
+package imap
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// recorder collects unilateral responses of one client.
+type recorder struct {
+	mu       sync.Mutex
+	exists   []uint32
+	expunges []uint32
+	fetches  map[uint32][]imapv2.Flag
+	ch       chan struct{}
+}
+
+func newRecorder() (*recorder, *imapclient.Options) {
+	r := &recorder{fetches: map[uint32][]imapv2.Flag{}, ch: make(chan struct{}, 100)}
+	return r, &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				r.mu.Lock()
+				r.exists = append(r.exists, *d.NumMessages)
+				r.mu.Unlock()
+				r.ch <- struct{}{}
+			}
+		},
+		Expunge: func(seq uint32) {
+			r.mu.Lock()
+			r.expunges = append(r.expunges, seq)
+			r.mu.Unlock()
+			r.ch <- struct{}{}
+		},
+		Fetch: func(m *imapclient.FetchMessageData) {
+			buf, err := m.Collect()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.fetches[buf.SeqNum] = buf.Flags
+			r.mu.Unlock()
+			r.ch <- struct{}{}
+		},
+	}}
+}
+
+func (r *recorder) wait(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case <-r.ch:
+	case <-time.After(d):
+		t.Fatalf("no update within %v", d)
+	}
+}
+
+// TestIdleWakesOnDelivery: a delivery through the store reaches an IDLE
+// session within 100 ms.
+func TestIdleWakesOnDelivery(t *testing.T) {
+	e := newTestEnv(t)
+	e.deliver(testAlice, "INBOX", testMessage(1, "first"))
+	rec, opts := newRecorder()
+	c := e.login(testAlice, opts)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := e.st.Deliver(context.Background(), normalizeCRLF([]byte(testMessage(2, "second"))),
+		[]store.Delivery{{Account: testAlice, Mailbox: "INBOX"}}); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, time.Second)
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("IDLE woke after %v", d)
+	}
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.exists) == 0 || rec.exists[len(rec.exists)-1] != 2 {
+		t.Fatalf("EXISTS %v", rec.exists)
+	}
+}
+
+// TestTwoSessions: flags set in one session show in the other; both
+// expunge at once and sequence numbers stay right.
+func TestTwoSessions(t *testing.T) {
+	e := newTestEnv(t)
+	for i := 1; i <= 6; i++ {
+		e.deliver(testAlice, "INBOX", testMessage(i, "m"))
+	}
+	recA, optsA := newRecorder()
+	a := e.login(testAlice, optsA)
+	recB, optsB := newRecorder()
+	b := e.login(testAlice, optsB)
+	for _, c := range []*imapclient.Client{a, b} {
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Store(imapv2.SeqSetNum(3), &imapv2.StoreFlags{Op: imapv2.StoreFlagsAdd, Silent: true,
+		Flags: []imapv2.Flag{imapv2.FlagFlagged}}, nil).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := b.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recB.wait(t, time.Second)
+	idle.Close()
+	idle.Wait()
+	recB.mu.Lock()
+	f := recB.fetches[3]
+	recB.mu.Unlock()
+	if !hasImapFlag(f, imapv2.FlagFlagged) {
+		t.Fatalf("B saw flags %v", recB.fetches)
+	}
+
+	// A expunges 2 and 5, B expunges 3 and 6, concurrently.
+	var wg sync.WaitGroup
+	for _, x := range []struct {
+		c    *imapclient.Client
+		uids []imapv2.UID
+	}{{a, []imapv2.UID{2, 5}}, {b, []imapv2.UID{3, 6}}} {
+		wg.Add(1)
+		go func(c *imapclient.Client, uids []imapv2.UID) {
+			defer wg.Done()
+			set := imapv2.UIDSetNum(uids...)
+			if _, err := c.Store(set, &imapv2.StoreFlags{Op: imapv2.StoreFlagsAdd, Silent: true,
+				Flags: []imapv2.Flag{imapv2.FlagDeleted}}, nil).Collect(); err != nil {
+				t.Error(err)
+			}
+			if _, err := c.UIDExpunge(set).Collect(); err != nil {
+				t.Error(err)
+			}
+		}(x.c, x.uids)
+	}
+	wg.Wait()
+	for _, c := range []*imapclient.Client{a, b} {
+		if err := c.Noop().Wait(); err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := c.Fetch(imapv2.SeqSet{{Start: 1, Stop: 0}}, &imapv2.FetchOptions{UID: true}).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var uids []imapv2.UID
+		for i, m := range msgs {
+			if m.SeqNum != uint32(i+1) {
+				t.Fatalf("seq %d at %d", m.SeqNum, i)
+			}
+			uids = append(uids, m.UID)
+		}
+		if len(uids) != 2 || uids[0] != 1 || uids[1] != 4 {
+			t.Fatalf("client view after expunges: %v", uids)
+		}
+	}
+	_ = recA
+}
+
+// TestDeleteRecreate: a session on a deleted mailbox gets NO; a mailbox
+// created again under the same name is a new mailbox for new sessions.
+func TestDeleteRecreate(t *testing.T) {
+	e := newTestEnv(t)
+	if _, err := e.st.CreateMailbox(testAlice, "Tmp", ""); err != nil {
+		t.Fatal(err)
+	}
+	e.deliver(testAlice, "Tmp", testMessage(1, "old"))
+	a := e.login(testAlice)
+	if _, err := a.Select("Tmp", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	b := e.login(testAlice)
+	if err := b.Delete("Tmp").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Create("Tmp", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := b.Select("Tmp", nil).Wait()
+	if err != nil || sel.NumMessages != 0 {
+		t.Fatalf("recreated Tmp: %v %+v", err, sel)
+	}
+	if _, err := a.Store(imapv2.SeqSetNum(1), &imapv2.StoreFlags{Op: imapv2.StoreFlagsAdd,
+		Flags: []imapv2.Flag{imapv2.FlagSeen}}, nil).Collect(); err == nil {
+		t.Fatal("STORE on a deleted mailbox succeeded")
+	}
+}

@@ -1,0 +1,373 @@
+package imap
+
+import (
+	"errors"
+	"io"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// infoBatch is how many BlobInfos one store call returns: enough to
+// amortise the call, few enough to keep parsed ENVELOPEs out of the heap.
+const infoBatch = 256
+
+// Fetch implements FETCH and UID FETCH (RFC 9051 section 6.4.5) with
+// BINARY (RFC 3516). Flags, sizes and dates come from the tracker's index;
+// ENVELOPE and BODYSTRUCTURE from store.BlobInfo; sections from the
+// message's bytes, read at offsets (section.go).
+func (ss *session) Fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, options *imapv2.FetchOptions) error {
+	return ss.corked(func() error { return ss.fetch(w, numSet, options) })
+}
+
+func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, options *imapv2.FetchOptions) error {
+	entries := ss.resolve(numSet)
+	seen, err := ss.markSeen(entries, options)
+	if err != nil {
+		return err
+	}
+	needInfo := options.Envelope || options.BodyStructure != nil
+	f := &fetcher{ss: ss, w: w, opts: options, seen: seen}
+	for start := 0; start < len(entries); start += infoBatch {
+		batch := entries[start:min(start+infoBatch, len(entries))]
+		f.infos = nil
+		if needInfo {
+			ids := make([]uint64, 0, len(batch))
+			for _, e := range batch {
+				if e.m != nil {
+					ids = append(ids, e.m.BlobID)
+				}
+			}
+			if f.infos, err = ss.s.Store.BlobInfos(ids); err != nil {
+				return ss.internalError("fetch", err)
+			}
+		}
+		for _, e := range batch {
+			if e.m == nil {
+				continue // expunged meanwhile; reported at the next chance
+			}
+			if err := f.message(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// markSeen sets \Seen for a BODY[...] or BINARY[...] without PEEK on a
+// writable mailbox (RFC 9051 section 6.4.5), and returns the UIDs whose
+// flags changed, so that their FLAGS are sent with the data.
+func (ss *session) markSeen(entries []entry, o *imapv2.FetchOptions) (map[uint32]bool, error) {
+	need := false
+	for _, s := range o.BodySection {
+		need = need || !s.Peek
+	}
+	for _, s := range o.BinarySection {
+		need = need || !s.Peek
+	}
+	if !need || ss.sel.readOnly {
+		return nil, nil
+	}
+	var uids []uint32
+	for _, e := range entries {
+		if e.m != nil && !hasFlag(e.m.Flags, `\Seen`) {
+			uids = append(uids, e.uid)
+		}
+	}
+	if len(uids) == 0 {
+		return nil, nil
+	}
+	ss.sel.beginStore(uids)
+	msgs, err := ss.s.Store.StoreFlags(ss.account, ss.mailbox(), uids, store.FlagsAdd, []string{`\Seen`})
+	ss.sel.endStore(msgs)
+	if err != nil {
+		return nil, ss.storeError("fetch", err)
+	}
+	changed := make(map[uint32]bool, len(msgs))
+	byUID := make(map[uint32][]string, len(msgs))
+	for _, m := range msgs {
+		changed[m.UID] = true
+		byUID[m.UID] = m.Flags
+	}
+	for i := range entries {
+		if f, ok := byUID[entries[i].uid]; ok && entries[i].m != nil {
+			entries[i].m.Flags = f
+		}
+	}
+	return changed, nil
+}
+
+// fetcher writes the FETCH responses of one command, reusing buffers.
+type fetcher struct {
+	ss      *session
+	w       *imapserver.FetchWriter
+	opts    *imapv2.FetchOptions
+	seen    map[uint32]bool
+	infos   map[uint64]store.BlobInfo
+	scratch []byte
+	out     []byte
+	copyBuf []byte
+}
+
+// onlyWriter hides ReadFrom/WriteTo so that io.CopyBuffer uses our buffer.
+type onlyWriter struct{ io.Writer }
+
+// prepared is one section ready to write: data, or n bytes of ra at off.
+type prepared struct {
+	data   []byte
+	ra     io.ReaderAt
+	off, n int64
+	enc    string // BINARY: decode with this encoding
+	skip   int64  // BINARY: decoded bytes to skip (partial)
+	end    int64  // BINARY: end of the encoded part
+}
+
+func (f *fetcher) message(e entry) error {
+	o := f.opts
+	info, err := f.info(e.m)
+	if err != nil {
+		return err
+	}
+	var blob store.Blob
+	if len(o.BodySection)+len(o.BinarySection)+len(o.BinarySectionSize) > 0 {
+		if blob, err = f.ss.s.Store.OpenMessage(*e.m); err != nil {
+			return f.ss.internalError("fetch", err)
+		}
+		defer blob.Close()
+	}
+	f.out = f.out[:0]
+	secs, bins, sizes, err := f.prepare(blob, e.m, info)
+	if err != nil {
+		return err
+	}
+	rw := f.w.CreateMessage(e.seq)
+	if o.UID {
+		rw.WriteUID(imapv2.UID(e.uid))
+	}
+	if o.Flags || f.seen[e.uid] {
+		rw.WriteFlags(toFlags(e.m.Flags))
+	}
+	if o.RFC822Size {
+		rw.WriteRFC822Size(e.m.Size)
+	}
+	if o.InternalDate {
+		rw.WriteInternalDate(e.m.InternalDate)
+	}
+	if o.Envelope {
+		rw.WriteEnvelope(info.Envelope)
+	}
+	if o.BodyStructure != nil {
+		rw.WriteBodyStructure(bodyStructure(info.BodyStructure))
+	}
+	for i, s := range o.BinarySectionSize {
+		rw.WriteBinarySectionSize(s, uint32(sizes[i]))
+	}
+	for i, s := range o.BodySection {
+		if err := f.write(rw.WriteBodySection(s, secs[i].n), secs[i]); err != nil {
+			return f.broken(err)
+		}
+	}
+	for i, s := range o.BinarySection {
+		if err := f.write(rw.WriteBinarySection(s, bins[i].n), bins[i]); err != nil {
+			return f.broken(err)
+		}
+	}
+	return rw.Close()
+}
+
+func (f *fetcher) info(m *store.Message) (store.BlobInfo, error) {
+	if f.infos == nil {
+		return store.BlobInfo{}, nil
+	}
+	if info, ok := f.infos[m.BlobID]; ok {
+		return info, nil
+	}
+	info, err := f.ss.s.Store.BlobInfo(m.BlobID)
+	if err != nil {
+		return info, f.ss.internalError("fetch", err)
+	}
+	return info, nil
+}
+
+// broken ends a connection whose FETCH literal could not be completed:
+// the client cannot resynchronise after a short literal.
+func (f *fetcher) broken(err error) error {
+	f.ss.logger.Warn("imap: fetch aborted mid-literal", "err", err)
+	f.ss.conn.NetConn().Close()
+	return err
+}
+
+func (f *fetcher) prepare(blob store.Blob, m *store.Message, info store.BlobInfo) (secs, bins []prepared, sizes []int64, err error) {
+	if blob == nil {
+		return nil, nil, nil, nil
+	}
+	mr := &msgReader{ra: blob, size: blob.Size()}
+	if info.HeaderLen > 0 {
+		mr.hdrLen = int64(len(m.Prefix)) + info.HeaderLen
+	}
+	for _, s := range f.opts.BodySection {
+		p, err := f.section(mr, s)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		secs = append(secs, p)
+	}
+	for _, s := range f.opts.BinarySection {
+		p, err := f.binary(mr, s.Part, s.Partial)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		bins = append(bins, p)
+	}
+	for _, s := range f.opts.BinarySectionSize {
+		p, err := f.binary(mr, s.Part, nil)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		sizes = append(sizes, p.n)
+	}
+	return secs, bins, sizes, nil
+}
+
+// section locates one BODY[...] section (RFC 9051 section 6.4.5).
+func (f *fetcher) section(mr *msgReader, s *imapv2.FetchItemBodySection) (prepared, error) {
+	if len(s.Part) == 0 && s.Specifier == imapv2.PartSpecifierNone {
+		return rangeOf(mr, 0, mr.size, s.Partial), nil
+	}
+	target := span{start: 0, end: mr.size, hdrEnd: -1}
+	if len(s.Part) > 0 {
+		p, err := mr.findPart(s.Part)
+		if errors.Is(err, errNoPart) {
+			return prepared{}, nil
+		} else if err != nil {
+			return prepared{}, f.ss.internalError("fetch", err)
+		}
+		switch s.Specifier {
+		case imapv2.PartSpecifierNone:
+			return rangeOf(mr, p.hdrEnd, p.end, s.Partial), nil
+		case imapv2.PartSpecifierMIME:
+			return rangeOf(mr, p.start, p.hdrEnd, s.Partial), nil
+		}
+		target = p
+		if p.mediaType == "message/rfc822" {
+			target = span{start: p.hdrEnd, end: p.end, hdrEnd: -1}
+		}
+	}
+	hdr, hdrEnd, err := f.header(mr, target)
+	if err != nil {
+		return prepared{}, f.ss.internalError("fetch", err)
+	}
+	switch {
+	case s.Specifier == imapv2.PartSpecifierText:
+		return rangeOf(mr, hdrEnd, target.end, s.Partial), nil
+	case len(s.HeaderFields) > 0:
+		f.out = filterHeader(f.out[:0], hdr, s.HeaderFields, false)
+	case len(s.HeaderFieldsNot) > 0:
+		f.out = filterHeader(f.out[:0], hdr, s.HeaderFieldsNot, true)
+	default:
+		return rangeOf(mr, target.start, hdrEnd, s.Partial), nil
+	}
+	off, n := partial(s.Partial, int64(len(f.out)))
+	return prepared{data: f.out[off : off+n], n: n}, nil
+}
+
+// header reads the header of target, using the stored header length for
+// the top-level message so that exactly the header bytes are read.
+func (f *fetcher) header(mr *msgReader, target span) ([]byte, int64, error) {
+	if target.start == 0 && mr.hdrLen > 0 && mr.hdrLen <= mr.size {
+		if cap(f.scratch) < int(mr.hdrLen) {
+			f.scratch = make([]byte, mr.hdrLen)
+		}
+		b := f.scratch[:mr.hdrLen]
+		if _, err := mr.ra.ReadAt(b, 0); err != nil && err != io.EOF {
+			return nil, 0, err
+		}
+		return b, mr.hdrLen, nil
+	}
+	hdr, end, err := mr.headerInto(f.scratch[:0], target.start, target.end)
+	if cap(hdr) > cap(f.scratch) {
+		f.scratch = hdr[:0]
+	}
+	return hdr, end, err
+}
+
+func rangeOf(mr *msgReader, start, end int64, p *imapv2.SectionPartial) prepared {
+	if end < start {
+		end = start
+	}
+	off, n := partial(p, end-start)
+	return prepared{ra: mr.ra, off: start + off, n: n}
+}
+
+// binary locates a BINARY[part] section and measures its decoded size by
+// decoding it once; the write decodes it again, so memory stays bounded.
+func (f *fetcher) binary(mr *msgReader, part []int, p *imapv2.SectionPartial) (prepared, error) {
+	if len(part) == 0 {
+		return rangeOf(mr, 0, mr.size, p), nil
+	}
+	sp, err := mr.findPart(part)
+	if errors.Is(err, errNoPart) {
+		return prepared{}, nil
+	} else if err != nil {
+		return prepared{}, f.ss.internalError("fetch", err)
+	}
+	body := io.NewSectionReader(mr.ra, sp.hdrEnd, sp.end-sp.hdrEnd)
+	dec, err := decoder(sp.encoding, body)
+	if err != nil {
+		return prepared{}, err
+	}
+	total, err := io.Copy(io.Discard, dec)
+	if err != nil {
+		return prepared{}, noErr(imapv2.ResponseCodeUnknownCTE, "Cannot decode the part")
+	}
+	off, n := partial(p, total)
+	if sp.encoding == "" || sp.encoding == "7bit" || sp.encoding == "8bit" || sp.encoding == "binary" {
+		return rangeOf(mr, sp.hdrEnd, sp.end, p), nil
+	}
+	return prepared{ra: mr.ra, off: sp.hdrEnd, end: sp.end, n: n, enc: sp.encoding, skip: off}, nil
+}
+
+// write sends a prepared section into a literal of exactly p.n bytes.
+func (f *fetcher) write(wc io.WriteCloser, p prepared) error {
+	var err error
+	switch {
+	case p.ra == nil:
+		_, err = wc.Write(p.data)
+	case p.enc != "":
+		err = f.writeDecoded(wc, p)
+	default:
+		if f.copyBuf == nil {
+			f.copyBuf = make([]byte, store.ChunkSize)
+		}
+		_, err = io.CopyBuffer(onlyWriter{wc}, io.NewSectionReader(p.ra, p.off, p.n), f.copyBuf)
+	}
+	if cerr := wc.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (f *fetcher) writeDecoded(wc io.Writer, p prepared) error {
+	body := io.NewSectionReader(p.ra, p.off, p.end-p.off)
+	dec, err := decoder(p.enc, body)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(io.Discard, dec, p.skip); err != nil {
+		return err
+	}
+	_, err = io.CopyN(wc, dec, p.n)
+	return err
+}
+
+// bodyStructure returns the stored structure, or text/plain for a message
+// stored without one.
+func bodyStructure(bs imapv2.BodyStructure) imapv2.BodyStructure {
+	if bs != nil {
+		return bs
+	}
+	return &imapv2.BodyStructureSinglePart{Type: "text", Subtype: "plain",
+		Extended: &imapv2.BodyStructureSinglePartExt{}}
+}

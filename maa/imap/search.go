@@ -1,0 +1,466 @@
+package imap
+
+import (
+	"bytes"
+	"io"
+	"mime"
+	"slices"
+	"strings"
+	"time"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// searchChunk is how much of a body is read at a time for BODY and TEXT.
+const searchChunk = 32 * 1024
+
+// Search implements SEARCH and UID SEARCH (RFC 9051 section 6.4.4) with
+// ESEARCH results (RFC 4731) and SAVE (RFC 5182, part of IMAP4rev2).
+// Cheap keys (flags, sizes, dates, sets) are checked first; SUBJECT, FROM,
+// TO, CC, BCC and SENT* use the stored ENVELOPE (as 6.4.4 defines them);
+// HEADER reads only the header; BODY and TEXT stream the message in
+// chunks, one message at a time.
+func (ss *session) Search(kind imapserver.NumKind, criteria *imapv2.SearchCriteria, options *imapv2.SearchOptions) (*imapv2.SearchData, error) {
+	var entries []entry
+	var count, maxUID uint32
+	v := ss.sel
+	v.t.mu.RLock()
+	count, maxUID = v.count(), v.maxVisibleUID()
+	v.walk(1, func(e entry) bool {
+		if e.m != nil {
+			m := *e.m
+			e.m = &m
+			entries = append(entries, e)
+		}
+		return true
+	})
+	v.t.mu.RUnlock()
+
+	sc := &searcher{ss: ss, count: count, maxUID: maxUID, saved: ss.searchRes}
+	data := &imapv2.SearchData{}
+	var seqs imapv2.SeqSet
+	var uids imapv2.UIDSet
+	var saved []uint32
+	for start := 0; start < len(entries); start += infoBatch {
+		batch := entries[start:min(start+infoBatch, len(entries))]
+		if err := sc.loadInfos(criteria, batch); err != nil {
+			return nil, err
+		}
+		for i := range batch {
+			e := &batch[i]
+			ok, err := sc.match(criteria, e)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+			num := e.seq
+			if kind == imapserver.NumKindUID {
+				num = e.uid
+				uids.AddNum(imapv2.UID(e.uid))
+			} else {
+				seqs.AddNum(e.seq)
+			}
+			saved = append(saved, e.uid)
+			if data.Min == 0 {
+				data.Min = num
+			}
+			data.Max = num
+			data.Count++
+		}
+	}
+	if kind == imapserver.NumKindUID {
+		data.All = uids
+	} else {
+		data.All = seqs
+	}
+	if options != nil && options.ReturnSave {
+		ss.searchRes = saved
+	}
+	return data, nil
+}
+
+type searcher struct {
+	ss     *session
+	count  uint32
+	maxUID uint32
+	saved  []uint32
+	infos  map[uint64]store.BlobInfo
+	buf    []byte
+}
+
+// loadInfos fetches the BlobInfos of a batch when a key needs them. When
+// only ENVELOPE fields are needed, the tracker's envelope cache answers
+// repeated searches without decoding BlobInfos again.
+func (sc *searcher) loadInfos(c *imapv2.SearchCriteria, batch []entry) error {
+	sc.infos = nil
+	if !needsInfo(c) {
+		return nil
+	}
+	envOnly := envelopeOnly(c)
+	infos := make(map[uint64]store.BlobInfo, len(batch))
+	var ids []uint64
+	for _, e := range batch {
+		if env := sc.ss.sel.t.cachedEnvelope(e.m.BlobID); envOnly && env != nil {
+			infos[e.m.BlobID] = store.BlobInfo{ID: e.m.BlobID, Envelope: env}
+		} else {
+			ids = append(ids, e.m.BlobID)
+		}
+	}
+	if len(ids) > 0 {
+		got, err := sc.ss.s.Store.BlobInfos(ids)
+		if err != nil {
+			return sc.ss.internalError("search", err)
+		}
+		for id, info := range got {
+			infos[id] = info
+			sc.ss.sel.t.cacheEnvelope(id, info.Envelope)
+		}
+	}
+	sc.infos = infos
+	return nil
+}
+
+// envelopeOnly: every key that needs message data is answered from the
+// ENVELOPE.
+func envelopeOnly(c *imapv2.SearchCriteria) bool {
+	if len(c.Body) > 0 || len(c.Text) > 0 {
+		return false
+	}
+	for _, h := range c.Header {
+		switch strings.ToLower(h.Key) {
+		case "subject", "from", "to", "cc", "bcc":
+			if h.Value == "" {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	for i := range c.Not {
+		if !envelopeOnly(&c.Not[i]) {
+			return false
+		}
+	}
+	for i := range c.Or {
+		if !envelopeOnly(&c.Or[i][0]) || !envelopeOnly(&c.Or[i][1]) {
+			return false
+		}
+	}
+	return true
+}
+
+func needsInfo(c *imapv2.SearchCriteria) bool {
+	if len(c.Header) > 0 || len(c.Body) > 0 || len(c.Text) > 0 || !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+		return true
+	}
+	for i := range c.Not {
+		if needsInfo(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if needsInfo(&c.Or[i][0]) || needsInfo(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// match evaluates criteria for one message, cheapest keys first.
+func (sc *searcher) match(c *imapv2.SearchCriteria, e *entry) (bool, error) {
+	if !sc.matchCheap(c, e) {
+		return false, nil
+	}
+	info := sc.infos[e.m.BlobID]
+	if !sc.matchEnvelope(c, info) {
+		return false, nil
+	}
+	for _, h := range c.Header {
+		ok, err := sc.matchHeader(h, e, info)
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	if len(c.Body) > 0 || len(c.Text) > 0 {
+		ok, err := sc.matchText(c, e, info)
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	for i := range c.Not {
+		ok, err := sc.match(&c.Not[i], e)
+		if err != nil || ok {
+			return false, err
+		}
+	}
+	for i := range c.Or {
+		ok, err := sc.match(&c.Or[i][0], e)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			if ok, err = sc.match(&c.Or[i][1], e); err != nil || !ok {
+				return false, err
+			}
+		}
+	}
+	return true, nil
+}
+
+func (sc *searcher) matchCheap(c *imapv2.SearchCriteria, e *entry) bool {
+	m := e.m
+	for _, set := range c.SeqNum {
+		if !containsStar(set, e.seq, sc.count) {
+			return false
+		}
+	}
+	for _, set := range c.UID {
+		if !sc.uidIn(set, e.uid) {
+			return false
+		}
+	}
+	for _, f := range c.Flag {
+		if !hasFlag(m.Flags, string(f)) {
+			return false
+		}
+	}
+	for _, f := range c.NotFlag {
+		if hasFlag(m.Flags, string(f)) {
+			return false
+		}
+	}
+	if c.Larger > 0 && m.Size <= c.Larger || c.Smaller > 0 && m.Size >= c.Smaller {
+		return false
+	}
+	return dateIn(m.InternalDate, c.Since, c.Before)
+}
+
+func (sc *searcher) uidIn(set imapv2.UIDSet, uid uint32) bool {
+	if imapv2.IsSearchRes(set) {
+		for _, u := range sc.saved {
+			if u == uid {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range set {
+		a, b := staticRange(uint32(r.Start), uint32(r.Stop), sc.maxUID)
+		if uid >= a && uid <= b {
+			return true
+		}
+	}
+	return false
+}
+
+// dateIn compares dates only, disregarding time and timezone (6.4.4).
+func dateIn(t, since, before time.Time) bool {
+	if since.IsZero() && before.IsZero() {
+		return true
+	}
+	if t.IsZero() {
+		return false
+	}
+	d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	if !since.IsZero() && d.Before(dateOnly(since)) {
+		return false
+	}
+	return before.IsZero() || d.Before(dateOnly(before))
+}
+
+func dateOnly(t time.Time) time.Time {
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+func (sc *searcher) matchEnvelope(c *imapv2.SearchCriteria, info store.BlobInfo) bool {
+	if c.SentSince.IsZero() && c.SentBefore.IsZero() {
+		return true
+	}
+	var date time.Time
+	if info.Envelope != nil {
+		date = info.Envelope.Date
+	}
+	return dateIn(date, c.SentSince, c.SentBefore)
+}
+
+// matchHeader: SUBJECT, FROM, TO, CC and BCC look in the ENVELOPE fields
+// (decoded at delivery); other fields, and an empty value ("has the
+// field"), read the header.
+func (sc *searcher) matchHeader(h imapv2.SearchCriteriaHeaderField, e *entry, info store.BlobInfo) (bool, error) {
+	if env := info.Envelope; env != nil && h.Value != "" {
+		needle := strings.ToLower(h.Value)
+		switch strings.ToLower(h.Key) {
+		case "subject":
+			return strings.Contains(strings.ToLower(env.Subject), needle), nil
+		case "from":
+			return addrsContain(env.From, needle), nil
+		case "to":
+			return addrsContain(env.To, needle), nil
+		case "cc":
+			return addrsContain(env.Cc, needle), nil
+		case "bcc":
+			return addrsContain(env.Bcc, needle), nil
+		}
+	}
+	blob, err := sc.ss.s.Store.OpenMessage(*e.m)
+	if err != nil {
+		return false, sc.ss.internalError("search", err)
+	}
+	defer blob.Close()
+	mr := &msgReader{ra: blob, size: blob.Size()}
+	hdr, _, err := mr.headerInto(sc.buf[:0], 0, mr.size)
+	if err != nil {
+		return false, sc.ss.internalError("search", err)
+	}
+	sc.buf = hdr[:0]
+	found := false
+	needle := strings.ToLower(h.Value)
+	eachField(hdr, func(field []byte) bool {
+		k, val, ok := bytes.Cut(field, []byte(":"))
+		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), h.Key) {
+			found = needle == "" || strings.Contains(strings.ToLower(decodeHeader(unfold(val))), needle)
+		}
+		return !found
+	})
+	return found, nil
+}
+
+func addrsContain(addrs []imapv2.Address, needle string) bool {
+	for _, a := range addrs {
+		s := strings.ToLower(a.Name + " <" + a.Mailbox + "@" + a.Host + ">")
+		if strings.Contains(s, needle) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchText streams the message once for all BODY and TEXT keys: BODY
+// looks after the header, TEXT everywhere (case-insensitive, raw bytes).
+func (sc *searcher) matchText(c *imapv2.SearchCriteria, e *entry, info store.BlobInfo) (bool, error) {
+	blob, err := sc.ss.s.Store.OpenMessage(*e.m)
+	if err != nil {
+		return false, sc.ss.internalError("search", err)
+	}
+	defer blob.Close()
+	bodyStart := int64(-1)
+	if info.HeaderLen > 0 {
+		bodyStart = int64(len(e.m.Prefix)) + info.HeaderLen
+	} else {
+		mr := &msgReader{ra: blob, size: blob.Size()}
+		if _, end, err := mr.headerInto(sc.buf[:0], 0, mr.size); err == nil {
+			bodyStart = end
+		} else {
+			return false, sc.ss.internalError("search", err)
+		}
+	}
+	mr := &msgReader{ra: blob, size: blob.Size()}
+	for _, s := range c.Text {
+		if ok, err := sc.contains(mr, 0, s, info); err != nil || !ok {
+			return false, sc.textErr(err)
+		}
+	}
+	for _, s := range c.Body {
+		if ok, err := sc.contains(mr, bodyStart, s, info); err != nil || !ok {
+			return false, sc.textErr(err)
+		}
+	}
+	return true, nil
+}
+
+// contains looks for s in the raw bytes from start on, then in the decoded
+// content of base64 and quoted-printable text parts (RFC 9051 6.4.4 asks
+// for a match in the text, not in its transfer encoding).
+func (sc *searcher) contains(mr *msgReader, start int64, s string, info store.BlobInfo) (bool, error) {
+	ok, err := streamContains(io.NewSectionReader(mr.ra, start, mr.size-start), s)
+	if ok || err != nil {
+		return ok, err
+	}
+	for _, path := range encodedTextParts(info.BodyStructure, nil, nil) {
+		sp, err := mr.findPart(path)
+		if err != nil {
+			continue
+		}
+		dec, err := decoder(sp.encoding, io.NewSectionReader(mr.ra, sp.hdrEnd, sp.end-sp.hdrEnd))
+		if err != nil {
+			continue
+		}
+		if ok, _ := streamContains(dec, s); ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// encodedTextParts lists the part paths of text parts in base64 or
+// quoted-printable.
+func encodedTextParts(bs imapv2.BodyStructure, path []int, out [][]int) [][]int {
+	switch p := bs.(type) {
+	case *imapv2.BodyStructureMultiPart:
+		for i, c := range p.Children {
+			out = encodedTextParts(c, append(slices.Clone(path), i+1), out)
+		}
+	case *imapv2.BodyStructureSinglePart:
+		enc := strings.ToLower(p.Encoding)
+		if strings.EqualFold(p.Type, "text") && (enc == "base64" || enc == "quoted-printable") {
+			if len(path) == 0 {
+				path = []int{1}
+			}
+			out = append(out, path)
+		}
+		if p.MessageRFC822 != nil && len(path) > 0 {
+			out = encodedTextParts(p.MessageRFC822.BodyStructure, path, out)
+		}
+	}
+	return out
+}
+
+func (sc *searcher) textErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return sc.ss.internalError("search", err)
+}
+
+// streamContains reports whether r contains s, case-insensitively, reading
+// searchChunk bytes at a time with an overlap of len(s)-1 bytes.
+func streamContains(r io.Reader, s string) (bool, error) {
+	needle := bytes.ToLower([]byte(s))
+	if len(needle) == 0 {
+		return true, nil
+	}
+	buf := make([]byte, searchChunk+len(needle))
+	keep := 0
+	for {
+		n, err := io.ReadFull(r, buf[keep:])
+		if n > 0 {
+			window := bytes.ToLower(buf[:keep+n])
+			if bytes.Contains(window, needle) {
+				return true, nil
+			}
+			total := keep + n
+			keep = min(len(needle)-1, total)
+			copy(buf, buf[total-keep:total])
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// decodeHeader decodes RFC 2047 encoded words; undecodable text is kept.
+func decodeHeader(s string) string {
+	d := mime.WordDecoder{}
+	if out, err := d.DecodeHeader(s); err == nil {
+		return out
+	}
+	return s
+}

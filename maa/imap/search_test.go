@@ -1,0 +1,99 @@
+package imap
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+)
+
+func TestSearch(t *testing.T) {
+	e := newTestEnv(t)
+	e.deliver(testAlice, "INBOX", testMessage(1, "Quarterly report"))
+	e.deliver(testAlice, "INBOX", testMessage(2, "=?UTF-8?Q?R=C3=A9sum=C3=A9?="), `\Seen`)
+	e.deliver(testAlice, "INBOX", testMessage(3, "lunch"), `\Flagged`, "$Junk")
+	e.deliver(testAlice, "INBOX", "From: x@y.test\r\nX-Spam: yes\r\nSubject: big\r\n\r\n"+
+		string(make([]byte, 40000))+"needle in the haystack\r\n")
+	e.deliver(testAlice, "INBOX", string(loadCRLF(t, "testdata/nested.eml")))
+	c := e.login(testAlice)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		c    imapv2.SearchCriteria
+		want []imapv2.UID
+	}{
+		{"subject", imapv2.SearchCriteria{Header: []imapv2.SearchCriteriaHeaderField{{Key: "Subject", Value: "REPORT"}}}, []imapv2.UID{1}},
+		{"subject-encoded", imapv2.SearchCriteria{Header: []imapv2.SearchCriteriaHeaderField{{Key: "Subject", Value: "résumé"}}}, []imapv2.UID{2}},
+		{"from", imapv2.SearchCriteria{Header: []imapv2.SearchCriteriaHeaderField{{Key: "From", Value: "sender3@"}}}, []imapv2.UID{3}},
+		{"header", imapv2.SearchCriteria{Header: []imapv2.SearchCriteriaHeaderField{{Key: "X-Spam", Value: ""}}}, []imapv2.UID{4}},
+		{"body", imapv2.SearchCriteria{Body: []string{"NEEDLE"}}, []imapv2.UID{4}},
+		{"text", imapv2.SearchCriteria{Text: []string{"sender2"}}, []imapv2.UID{2}},
+		{"body-qp-decoded", imapv2.SearchCriteria{Body: []string{"été"}}, []imapv2.UID{5}},
+		{"body-not-header", imapv2.SearchCriteria{Body: []string{"Quarterly"}}, nil},
+		{"seen", imapv2.SearchCriteria{Flag: []imapv2.Flag{imapv2.FlagSeen}}, []imapv2.UID{2}},
+		{"unseen", imapv2.SearchCriteria{NotFlag: []imapv2.Flag{imapv2.FlagSeen}}, []imapv2.UID{1, 3, 4, 5}},
+		{"keyword", imapv2.SearchCriteria{Flag: []imapv2.Flag{"$Junk"}}, []imapv2.UID{3}},
+		{"larger", imapv2.SearchCriteria{Larger: 10000}, []imapv2.UID{4}},
+		{"not", imapv2.SearchCriteria{Not: []imapv2.SearchCriteria{{Larger: 10000}}}, []imapv2.UID{1, 2, 3, 5}},
+		{"or", imapv2.SearchCriteria{Or: [][2]imapv2.SearchCriteria{{{Flag: []imapv2.Flag{imapv2.FlagSeen}},
+			{Flag: []imapv2.Flag{imapv2.FlagFlagged}}}}}, []imapv2.UID{2, 3}},
+		{"uid", imapv2.SearchCriteria{UID: []imapv2.UIDSet{{{Start: 2, Stop: 0}}}}, []imapv2.UID{2, 3, 4, 5}},
+		{"seq", imapv2.SearchCriteria{SeqNum: []imapv2.SeqSet{imapv2.SeqSetNum(1, 4)}}, []imapv2.UID{1, 4}},
+		{"sentbefore", imapv2.SearchCriteria{SentBefore: time.Date(2006, 1, 3, 0, 0, 0, 0, time.UTC)}, []imapv2.UID{1, 2, 3, 5}},
+		{"since", imapv2.SearchCriteria{Since: time.Now().Add(-48 * time.Hour)}, []imapv2.UID{1, 2, 3, 4, 5}},
+	}
+	for _, tc := range cases {
+		res, err := c.UIDSearch(&tc.c, nil).Wait()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := res.AllUIDs()
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+				break
+			}
+		}
+	}
+	res, err := c.Search(&imapv2.SearchCriteria{NotFlag: []imapv2.Flag{imapv2.FlagSeen}},
+		&imapv2.SearchOptions{ReturnCount: true, ReturnMin: true, ReturnMax: true}).Wait()
+	if err != nil || res.Count != 4 || res.Min != 1 || res.Max != 5 {
+		t.Fatalf("ESEARCH: %v %+v", err, res)
+	}
+
+}
+
+// TestSearchRes: SEARCH RETURN (SAVE), then $ as a set (RFC 5182, part of
+// IMAP4rev2). imapclient does not send SAVE, so this speaks the protocol.
+func TestSearchRes(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	e.deliver(testAlice, "INBOX", testMessage(1, "a"))
+	e.deliver(testAlice, "INBOX", testMessage(2, "b"), "$Junk")
+	conn, err := net.Dial("tcp", e.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	r.ReadString('\n')
+	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\nb SELECT INBOX\r\n", testAlice, testPass)
+	expectTagged(t, r, "a OK")
+	expectTagged(t, r, "b OK")
+	fmt.Fprintf(conn, "c UID SEARCH RETURN (SAVE) KEYWORD $Junk\r\nd FETCH $ (UID)\r\n")
+	expectTagged(t, r, "c OK")
+	line, err := r.ReadString('\n')
+	if err != nil || line != "* 2 FETCH (UID 2)\r\n" {
+		t.Fatalf("FETCH $: %q %v", line, err)
+	}
+	expectTagged(t, r, "d OK")
+}

@@ -1,0 +1,329 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"mime"
+	"mime/quotedprintable"
+	"strings"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+)
+
+// Body sections (RFC 9051 section 6.4.5) are located by offsets in the
+// message, found by scanning only the headers and boundary lines on the way
+// to the part, over the store's chunked io.ReaderAt; then the bytes are
+// streamed with an io.SectionReader. Nothing is parsed beyond the part.
+
+// maxHeaderBytes bounds how much of one header is read into memory.
+const maxHeaderBytes = 1 << 20
+
+// errNoPart: the section does not exist; the FETCH answers an empty string
+// (as Dovecot does) rather than failing the command.
+var errNoPart = errors.New("no such body part")
+
+// span is one entity of a message: its header runs [start, hdrEnd), its
+// body [hdrEnd, end).
+type span struct {
+	start, hdrEnd, end int64
+	mediaType          string // lower case, "text/plain" by default
+	boundary           string
+	encoding           string // Content-Transfer-Encoding, lower case
+}
+
+// msgReader reads one message's bytes (Prefix and blob) at offsets.
+type msgReader struct {
+	ra   io.ReaderAt
+	size int64
+	// hdrLen is the top-level header's length when the store knows it
+	// (len(Prefix) + BlobInfo.HeaderLen), else 0.
+	hdrLen int64
+}
+
+// entity parses the header of the entity at [start, end).
+func (mr *msgReader) entity(start, end int64, parentType string) (span, error) {
+	hdr, hdrEnd, err := mr.headerInto(nil, start, end)
+	if err != nil {
+		return span{}, err
+	}
+	s := span{start: start, hdrEnd: hdrEnd, end: end, mediaType: "text/plain"}
+	if parentType == "multipart/digest" {
+		s.mediaType = "message/rfc822"
+	}
+	if ct := headerValue(hdr, "Content-Type"); ct != "" {
+		if mt, params, err := mime.ParseMediaType(ct); err == nil {
+			s.mediaType = strings.ToLower(mt)
+			s.boundary = params["boundary"]
+		}
+	}
+	s.encoding = strings.ToLower(strings.TrimSpace(headerValue(hdr, "Content-Transfer-Encoding")))
+	return s, nil
+}
+
+// headerInto reads the header at start into buf: up to and including the
+// blank line, or everything when there is none.
+func (mr *msgReader) headerInto(buf []byte, start, end int64) ([]byte, int64, error) {
+	limit := end - start
+	if limit > maxHeaderBytes {
+		limit = maxHeaderBytes
+	}
+	buf = buf[:0]
+	step := int64(4096)
+	for {
+		n := int64(len(buf)) + step
+		if n > limit {
+			n = limit
+		}
+		old := int64(len(buf))
+		if int64(cap(buf)) >= n {
+			buf = buf[:n]
+		} else {
+			buf = append(buf, make([]byte, n-old)...)
+		}
+		if _, err := mr.ra.ReadAt(buf[old:n], start+old); err != nil && err != io.EOF {
+			return nil, 0, err
+		}
+		if i := headerLen(buf); i >= 0 {
+			return buf[:i], start + int64(i), nil
+		}
+		if n >= limit {
+			return buf, start + n, nil
+		}
+		step *= 2
+	}
+}
+
+// headerLen finds the end of a header (after the blank line) or -1.
+func headerLen(b []byte) int {
+	if len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
+		return 2
+	}
+	if len(b) >= 1 && b[0] == '\n' {
+		return 1
+	}
+	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+		if j := bytes.Index(b, []byte("\n\n")); j >= 0 && j < i {
+			return j + 2
+		}
+		return i + 4
+	}
+	if j := bytes.Index(b, []byte("\n\n")); j >= 0 {
+		return j + 2
+	}
+	return -1
+}
+
+// findPart walks a part path (RFC 9051 section 6.4.5): part numbers index
+// the children of a multipart; a message/rfc822 part is opened to reach
+// its own parts; part 1 of a non-multipart entity is the entity itself.
+func (mr *msgReader) findPart(path []int) (span, error) {
+	cur, err := mr.entity(0, mr.size, "")
+	if err != nil {
+		return span{}, err
+	}
+	for i, n := range path {
+		if i > 0 && cur.mediaType == "message/rfc822" {
+			if cur, err = mr.entity(cur.hdrEnd, cur.end, ""); err != nil {
+				return span{}, err
+			}
+		}
+		if strings.HasPrefix(cur.mediaType, "multipart/") {
+			if cur, err = mr.child(cur, n); err != nil {
+				return span{}, err
+			}
+			continue
+		}
+		if n != 1 {
+			return span{}, errNoPart
+		}
+	}
+	return cur, nil
+}
+
+// child finds the n-th body part of a multipart entity by scanning for its
+// boundary lines (RFC 2046 section 5.1.1: the CRLF before a delimiter
+// belongs to the delimiter).
+func (mr *msgReader) child(mp span, n int) (span, error) {
+	if mp.boundary == "" || n < 1 {
+		return span{}, errNoPart
+	}
+	delim := []byte("--" + mp.boundary)
+	br := bufio.NewReaderSize(io.NewSectionReader(mr.ra, mp.hdrEnd, mp.end-mp.hdrEnd), 8192)
+	off := mp.hdrEnd
+	lineStart := true
+	prevEOL := int64(0) // length of the line ending before this line
+	count := 0
+	partStart := int64(-1)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && lineStart && bytes.HasPrefix(line, delim) {
+			rest := bytes.TrimRight(line[len(delim):], " \t\r\n")
+			closing := bytes.Equal(rest, []byte("--"))
+			if len(rest) == 0 || closing {
+				if count == n {
+					return mr.entity(partStart, max(partStart, off-prevEOL), mp.mediaType)
+				}
+				if closing {
+					return span{}, errNoPart
+				}
+				count++
+				partStart = off + int64(len(line))
+			}
+		}
+		off += int64(len(line))
+		if err == bufio.ErrBufferFull {
+			lineStart = false
+			continue
+		}
+		lineStart = true
+		prevEOL = eolLen(line)
+		if err != nil {
+			if err == io.EOF && count == n {
+				return mr.entity(partStart, mp.end, mp.mediaType)
+			}
+			if err == io.EOF {
+				return span{}, errNoPart
+			}
+			return span{}, err
+		}
+	}
+}
+
+func eolLen(line []byte) int64 {
+	switch {
+	case bytes.HasSuffix(line, []byte("\r\n")):
+		return 2
+	case bytes.HasSuffix(line, []byte("\n")):
+		return 1
+	}
+	return 0
+}
+
+// headerValue returns the unfolded value of the first field name in hdr.
+func headerValue(hdr []byte, name string) string {
+	var val string
+	found := false
+	eachField(hdr, func(field []byte) bool {
+		k, v, ok := bytes.Cut(field, []byte(":"))
+		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
+			val, found = unfold(v), true
+			return false
+		}
+		return true
+	})
+	if !found {
+		return ""
+	}
+	return val
+}
+
+func unfold(v []byte) string {
+	s := strings.NewReplacer("\r\n", "", "\n", "").Replace(string(v))
+	return strings.TrimSpace(s)
+}
+
+// eachField calls fn with each header field (with its continuation lines
+// and line endings) until fn returns false. The blank line ends the header.
+func eachField(hdr []byte, fn func(field []byte) bool) {
+	i := 0
+	for i < len(hdr) {
+		if hdr[i] == '\r' || hdr[i] == '\n' {
+			return // blank line
+		}
+		j := i
+		for {
+			k := bytes.IndexByte(hdr[j:], '\n')
+			if k < 0 {
+				j = len(hdr)
+				break
+			}
+			j += k + 1
+			if j >= len(hdr) || (hdr[j] != ' ' && hdr[j] != '\t') {
+				break
+			}
+		}
+		if !fn(hdr[i:j]) {
+			return
+		}
+		i = j
+	}
+}
+
+// filterHeader keeps (or, with not, drops) the named fields and ends with
+// the blank line, as HEADER.FIELDS (.NOT) returns (RFC 9051 6.4.5).
+func filterHeader(dst, hdr []byte, names []string, not bool) []byte {
+	eachField(hdr, func(field []byte) bool {
+		k, _, ok := bytes.Cut(field, []byte(":"))
+		if !ok {
+			return true
+		}
+		k = bytes.TrimRight(k, " \t")
+		match := false
+		for _, n := range names {
+			if len(n) == len(k) && strings.EqualFold(n, string(k)) {
+				match = true
+				break
+			}
+		}
+		if match != not {
+			dst = append(dst, field...)
+			if !bytes.HasSuffix(field, []byte("\n")) {
+				dst = append(dst, '\r', '\n')
+			}
+		}
+		return true
+	})
+	return append(dst, '\r', '\n')
+}
+
+// decoder returns a reader decoding a body with a Content-Transfer-Encoding
+// (RFC 3516 BINARY), or an UNKNOWN-CTE error.
+func decoder(enc string, r io.Reader) (io.Reader, error) {
+	switch enc {
+	case "", "7bit", "8bit", "binary":
+		return r, nil
+	case "base64":
+		return base64.NewDecoder(base64.StdEncoding, &base64Cleaner{r: r}), nil
+	case "quoted-printable":
+		return quotedprintable.NewReader(r), nil
+	}
+	return nil, noErr(imapv2.ResponseCodeUnknownCTE, "Unknown Content-Transfer-Encoding")
+}
+
+// base64Cleaner drops line breaks and other characters outside the base64
+// alphabet, which RFC 2045 section 6.8 says decoders must ignore.
+type base64Cleaner struct{ r io.Reader }
+
+func (c *base64Cleaner) Read(p []byte) (int, error) {
+	for {
+		n, err := c.r.Read(p)
+		j := 0
+		for _, b := range p[:n] {
+			if b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '+' || b == '/' || b == '=' {
+				p[j] = b
+				j++
+			}
+		}
+		if j > 0 || err != nil {
+			return j, err
+		}
+	}
+}
+
+// partial applies <offset.size> to a length: the byte range to send.
+func partial(p *imapv2.SectionPartial, length int64) (int64, int64) {
+	if p == nil {
+		return 0, length
+	}
+	if p.Offset >= length {
+		return length, 0
+	}
+	n := length - p.Offset
+	if p.Size < n {
+		n = p.Size
+	}
+	return p.Offset, n
+}

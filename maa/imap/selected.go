@@ -1,0 +1,320 @@
+package imap
+
+import (
+	"slices"
+	"sort"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// permanentFlags: system flags and any keyword (\*), so clients can set
+// $Junk, $NotJunk, $Forwarded... (RFC 9051 section 7.1, PERMANENTFLAGS).
+var permanentFlags = []imapv2.Flag{
+	imapv2.FlagSeen, imapv2.FlagAnswered, imapv2.FlagFlagged, imapv2.FlagDeleted, imapv2.FlagDraft,
+	imapv2.FlagWildcard,
+}
+
+// defaultKeywords are always listed in FLAGS, for Thunderbird's junk
+// controls and forwarding marks.
+var defaultKeywords = []string{"$Forwarded", "$Junk", "$MDNSent", "$NotJunk", "$Phishing"}
+
+// Select implements SELECT and EXAMINE (RFC 9051 sections 6.3.2, 6.3.3).
+func (ss *session) Select(name string, options *imapv2.SelectOptions) (*imapv2.SelectData, error) {
+	name, err := checkName(name)
+	if err != nil {
+		return nil, err
+	}
+	if ss.sel != nil {
+		ss.sel.close()
+		ss.sel = nil
+	}
+	v, err := ss.s.hub.open(ss.account, name)
+	if err != nil {
+		return nil, ss.storeError("select", err)
+	}
+	v.readOnly = options != nil && options.ReadOnly
+	ss.sel = v
+	ss.searchRes = nil
+	t := v.t
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	data := &imapv2.SelectData{
+		Flags:          mailboxFlags(t.msgs),
+		PermanentFlags: permanentFlags,
+		NumMessages:    v.count(),
+		UIDNext:        imapv2.UID(t.nextUID),
+		UIDValidity:    t.uidValidity,
+	}
+	if v.readOnly {
+		data.PermanentFlags = nil
+	}
+	for i := range t.msgs {
+		if t.msgs[i].UID > v.maxUID {
+			break
+		}
+		if !hasFlag(t.msgs[i].Flags, `\Seen`) {
+			data.FirstUnseenSeqNum = uint32(i + 1)
+			break
+		}
+	}
+	return data, nil
+}
+
+// mailboxFlags is the FLAGS response: system flags, common keywords and
+// every keyword in use.
+func mailboxFlags(msgs []store.Message) []imapv2.Flag {
+	kw := map[string]struct{}{}
+	for _, k := range defaultKeywords {
+		kw[k] = struct{}{}
+	}
+	for i := range msgs {
+		for _, f := range msgs[i].Flags {
+			if len(f) > 0 && f[0] != '\\' {
+				kw[f] = struct{}{}
+			}
+		}
+	}
+	out := slices.Clone(permanentFlags[:5])
+	keys := make([]string, 0, len(kw))
+	for k := range kw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out = append(out, imapv2.Flag(k))
+	}
+	return out
+}
+
+// Unselect implements UNSELECT and the end of CLOSE (RFC 9051 6.4.1, 6.4.2).
+func (ss *session) Unselect() error {
+	if ss.sel != nil {
+		ss.sel.close()
+		ss.sel = nil
+	}
+	return nil
+}
+
+func (ss *session) mailbox() string {
+	ss.sel.t.mu.RLock()
+	defer ss.sel.t.mu.RUnlock()
+	return ss.sel.t.key.mailbox
+}
+
+func (ss *session) checkWritable() error {
+	if ss.sel.readOnly {
+		return noErr(imapv2.ResponseCodeCannot, "Mailbox is read-only (EXAMINE)")
+	}
+	ss.sel.t.mu.RLock()
+	gone := ss.sel.t.gone
+	ss.sel.t.mu.RUnlock()
+	if gone {
+		return noErr(imapv2.ResponseCodeNonExistent, "Mailbox was deleted")
+	}
+	return nil
+}
+
+// Expunge implements EXPUNGE, UID EXPUNGE (RFC 9051 section 6.4.3 and
+// 6.4.9) and CLOSE (w writes nothing then). Every pending expunge is
+// reported, the session's own and others'.
+func (ss *session) Expunge(w *imapserver.ExpungeWriter, uids *imapv2.UIDSet) error {
+	if ss.sel.readOnly {
+		if w != nil && uids == nil {
+			// CLOSE after EXAMINE expunges nothing (6.4.2).
+			return nil
+		}
+		return ss.checkWritable()
+	}
+	var del []uint32
+	ss.withMessages(func(msgs []store.Message) {
+		for i := range msgs {
+			if msgs[i].UID <= ss.sel.maxUID && hasFlag(msgs[i].Flags, `\Deleted`) &&
+				(uids == nil || uids.Contains(imapv2.UID(msgs[i].UID))) {
+				del = append(del, msgs[i].UID)
+			}
+		}
+	})
+	if len(del) > 0 {
+		removed, err := ss.s.Store.Expunge(ss.account, ss.mailbox(), del)
+		if err != nil {
+			return ss.storeError("expunge", err)
+		}
+		ss.sel.t.applyExpunge(removed)
+	}
+	for _, seq := range ss.sel.takeExpunges() {
+		if err := w.WriteExpunge(seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withMessages runs fn with the tracker's messages under its read lock.
+func (ss *session) withMessages(fn func(msgs []store.Message)) {
+	ss.sel.t.mu.RLock()
+	defer ss.sel.t.mu.RUnlock()
+	fn(ss.sel.t.msgs)
+}
+
+// resolve turns a sequence or UID set into the client view's entries, in
+// sequence order, with copies of the messages (ghosts have m == nil).
+func (ss *session) resolve(numSet imapv2.NumSet) []entry {
+	if imapv2.IsSearchRes(numSet) {
+		var set imapv2.UIDSet
+		for _, u := range ss.searchRes {
+			set.AddNum(imapv2.UID(u))
+		}
+		if len(set) == 0 {
+			return nil
+		}
+		numSet = set
+	}
+	v := ss.sel
+	v.t.mu.RLock()
+	defer v.t.mu.RUnlock()
+	switch set := numSet.(type) {
+	case imapv2.SeqSet:
+		return v.resolveSeqs(set)
+	case imapv2.UIDSet:
+		return v.resolveUIDs(set)
+	}
+	return nil
+}
+
+// copyEntry detaches an entry from the tracker's slice.
+func copyEntry(e entry) entry {
+	if e.m != nil {
+		m := *e.m
+		e.m = &m
+	}
+	return e
+}
+
+func (v *view) resolveSeqs(set imapv2.SeqSet) []entry {
+	n := v.count()
+	if n == 0 {
+		return nil
+	}
+	first, last := n, uint32(0)
+	for _, r := range set {
+		a, b := staticRange(r.Start, r.Stop, n)
+		first, last = min(first, a), max(last, b)
+	}
+	var out []entry
+	v.walk(first, func(e entry) bool {
+		if e.seq > last {
+			return false
+		}
+		if containsStar(set, e.seq, n) {
+			out = append(out, copyEntry(e))
+		}
+		return true
+	})
+	return out
+}
+
+func (v *view) resolveUIDs(set imapv2.UIDSet) []entry {
+	var out []entry
+	maxUID := v.maxVisibleUID()
+	for _, r := range set {
+		a, b := staticRange(uint32(r.Start), uint32(r.Stop), maxUID)
+		from := v.seqAtOrAfter(a)
+		if from == 0 {
+			continue
+		}
+		v.walk(from, func(e entry) bool {
+			if e.uid > b {
+				return false
+			}
+			out = append(out, copyEntry(e))
+			return true
+		})
+	}
+	if len(set) > 1 {
+		out = sortEntries(out)
+	}
+	return out
+}
+
+// staticRange replaces '*' (0) by max and orders the range (RFC 9051 9:
+// "*:4" is "4:*").
+func staticRange(a, b, max uint32) (uint32, uint32) {
+	if a == 0 {
+		a = max
+	}
+	if b == 0 {
+		b = max
+	}
+	if a > b {
+		a, b = b, a
+	}
+	return a, b
+}
+
+func containsStar(set imapv2.SeqSet, seq, n uint32) bool {
+	for _, r := range set {
+		a, b := staticRange(r.Start, r.Stop, n)
+		if seq >= a && seq <= b {
+			return true
+		}
+	}
+	return false
+}
+
+func sortEntries(es []entry) []entry {
+	sort.Slice(es, func(i, j int) bool { return es[i].seq < es[j].seq })
+	out := es[:0]
+	for i, e := range es {
+		if i == 0 || e.seq != es[i-1].seq {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// maxVisibleUID is the highest UID in the client view.
+func (v *view) maxVisibleUID() uint32 {
+	max := uint32(0)
+	if n := v.t.rank(v.maxUID); n > 0 {
+		max = v.t.msgs[n-1].UID
+	}
+	if g := len(v.ghosts); g > 0 && v.ghosts[g-1] > max {
+		max = v.ghosts[g-1]
+	}
+	return max
+}
+
+// seqAtOrAfter is the sequence number of the first message with UID >= uid,
+// or 0.
+func (v *view) seqAtOrAfter(uid uint32) uint32 {
+	if uid == 0 {
+		uid = 1
+	}
+	i := sort.Search(len(v.t.msgs), func(i int) bool { return v.t.msgs[i].UID >= uid })
+	limit := v.t.rank(v.maxUID)
+	g, _ := slices.BinarySearch(v.ghosts, uid)
+	var candidate uint32
+	if i < limit {
+		candidate = v.t.msgs[i].UID
+	}
+	if g < len(v.ghosts) && (candidate == 0 || v.ghosts[g] < candidate) {
+		candidate = v.ghosts[g]
+	}
+	if candidate == 0 {
+		return 0
+	}
+	return v.seqOf(candidate)
+}
+
+func uidsOf(es []entry) []uint32 {
+	out := make([]uint32, 0, len(es))
+	for _, e := range es {
+		if e.m != nil {
+			out = append(out, e.uid)
+		}
+	}
+	return out
+}

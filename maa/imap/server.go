@@ -1,0 +1,436 @@
+// Package imap is Posthorn's IMAP server: IMAP4rev2 and IMAP4rev1 on
+// go-imap v2's imapserver, backed by the store.
+//
+// Implementation notes:
+//
+//   - Protocol framing, parsing and response encoding are imapserver's
+//     (github.com/emersion/go-imap/v2 v2.0.0-beta.8); this package supplies
+//     the Session (session.go and the files per command group) and the
+//     listeners. Capabilities are set in caps(): only what works end to end.
+//   - LITERAL+ is not advertised. beta.8 always advertises LITERAL- (RFC
+//     7888) for IMAP4rev1 and has two literal bugs: an oversized
+//     non-synchronising literal is refused without being drained, so its
+//     bytes run as commands; a synchronising one over 4096 bytes outside
+//     APPEND makes it wait forever. guard.go watches the plaintext the
+//     client sends, before the parser, and answers BAD [TOOBIG] and closes
+//     the connection instead. To see the plaintext of implicit TLS, ServeTLS
+//     does the TLS itself and gives each connection its own imapserver.Server
+//     (InsecureAuth there only means "not a *tls.Conn of imapserver's").
+//     After STARTTLS on port 143 the guard cannot see the plaintext (beta.8
+//     wraps the connection itself): there only compliant clients are safe.
+//   - The LIST pattern matcher is our own (names.go): imapserver.MatchList
+//     is exponential in the number of wildcards.
+//   - Mailbox state shared between sessions lives in one tracker per
+//     selected mailbox (tracker.go), fed by store.Subscribe events and by
+//     the sessions' own changes, applied idempotently. A session's view is
+//     "the tracker's messages up to the highest UID it was told about, plus
+//     the expunged messages it was not told about yet", so an idle session
+//     costs a few words whatever the mailbox size (RFC 9051 section 7.5.1:
+//     no EXPUNGE during FETCH, STORE, SEARCH).
+//   - ENVELOPE and BODYSTRUCTURE come from store.BlobInfo, parsed once at
+//     delivery. Body sections are located by scanning the MIME structure
+//     over the store's chunked io.ReaderAt (section.go) and streamed; a
+//     whole message is never loaded for a FETCH.
+//   - Inactivity: imapserver sets its own deadlines (35 minutes idle); the
+//     listener wraps each connection so that no read deadline exceeds
+//     IdleTimeout (RFC 9051 section 5.4: at least 30 minutes).
+//     Implicit TLS (ServeTLS) is layered above that wrapper, so the TLS
+//     handshake is bounded too.
+//   - imapserver flushes after every response; FETCH runs "corked" (the
+//     connection wrapper batches writes up to 64 KiB), so a 10,000-message
+//     header sync is a few hundred writes instead of 10,000.
+//   - SEARCH: flags, sizes, dates and sets from the tracker; SUBJECT, FROM,
+//     TO, CC, BCC and SENT* from the stored ENVELOPE; HEADER reads only the
+//     header; BODY and TEXT stream the raw message in 32 KiB chunks and then
+//     the decoded base64/quoted-printable text parts (charsets other than
+//     UTF-8 and ASCII are compared as raw bytes).
+//   - Known limits: no CONDSTORE/QRESYNC; new keywords do not trigger an
+//     unsolicited FLAGS response; the store addresses mailboxes by name, so
+//     a session whose mailbox is deleted and created again by another
+//     session is cut off only once the delete event has reached it.
+//   - Internal errors become NO [SERVERBUG] with an id that is also logged;
+//     a client never sees an internal error's text. Panics in a connection
+//     are recovered and logged by imapserver (and by the IDLE goroutine).
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-sasl"
+
+	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/store"
+)
+
+// Defaults for zero-valued Server fields.
+const (
+	// DefaultIdleTimeout is the RFC 9051 section 5.4 minimum autologout.
+	DefaultIdleTimeout = 30 * time.Minute
+	// DefaultMaxMessageBytes is the APPENDLIMIT when none is configured.
+	DefaultMaxMessageBytes = 50 << 20
+	// handshakeTimeout bounds an implicit-TLS handshake.
+	handshakeTimeout = 30 * time.Second
+)
+
+// Authenticator checks credentials. *auth.Authenticator implements it; its
+// errors are tested with errors.Is against auth.ErrInvalidCredentials and
+// auth.ErrThrottled.
+type Authenticator interface {
+	Authenticate(ctx context.Context, remote net.Addr, username, password string) (string, error)
+	PlainServer(remote net.Addr, done func(account string)) sasl.Server
+	LoginServer(remote net.Addr, done func(account string)) sasl.Server
+}
+
+// Server is an IMAP server. Set the fields, then call Serve (plain with
+// STARTTLS) and/or ServeTLS (implicit TLS) on listeners; Shutdown stops all.
+type Server struct {
+	Store  store.Store
+	Auth   Authenticator
+	Logger *slog.Logger
+	// Metrics is optional (nil records nothing).
+	Metrics *metrics.Registry
+	// TLS is used for STARTTLS and ServeTLS; nil disables STARTTLS.
+	TLS *tls.Config
+	// AllowPlaintextAuth lets LOGIN and AUTHENTICATE work without TLS;
+	// otherwise LOGINDISABLED is advertised before TLS (RFC 9051 6.2.3).
+	AllowPlaintextAuth bool
+	// MaxMessageBytes is the APPENDLIMIT (RFC 7889).
+	MaxMessageBytes int64
+	// IdleTimeout is the longest a connection may stay silent.
+	IdleTimeout time.Duration
+
+	initOnce sync.Once
+	srv      *imapserver.Server // the plaintext/STARTTLS listeners'
+	caps     imapv2.CapSet
+	hub      *hub
+	closed   atomic.Bool
+	conns    atomic.Int64
+
+	mu        sync.Mutex
+	listeners []net.Listener // ServeTLS's
+	open      map[*deadlineConn]struct{}
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		if s.Logger == nil {
+			s.Logger = slog.Default()
+		}
+		if s.IdleTimeout <= 0 {
+			s.IdleTimeout = DefaultIdleTimeout
+		}
+		if s.MaxMessageBytes <= 0 {
+			s.MaxMessageBytes = DefaultMaxMessageBytes
+		}
+		if s.MaxMessageBytes > 1<<32-1 {
+			s.MaxMessageBytes = 1<<32 - 1
+		}
+		s.hub = newHub(s.Store, s.Logger)
+		s.caps = caps()
+		s.srv = imapserver.New(&imapserver.Options{
+			NewSession:   s.newSession,
+			Caps:         s.caps,
+			Logger:       slogLogger{s.Logger},
+			TLSConfig:    s.TLS,
+			InsecureAuth: s.AllowPlaintextAuth,
+		})
+	})
+}
+
+// caps lists the capabilities this server implements in full. beta.8 adds
+// SASL-IR, LITERAL-, AUTH=, STARTTLS/LOGINDISABLED, and after login UNSELECT,
+// ENABLE, IDLE, UTF8=ACCEPT and APPENDLIMIT= (from SessionAppendLimit).
+func caps() imapv2.CapSet {
+	return imapv2.CapSet{
+		imapv2.CapIMAP4rev2:        {},
+		imapv2.CapIMAP4rev1:        {},
+		imapv2.CapNamespace:        {},
+		imapv2.CapUIDPlus:          {},
+		imapv2.CapESearch:          {},
+		imapv2.CapListExtended:     {},
+		imapv2.CapListStatus:       {},
+		imapv2.CapMove:             {},
+		imapv2.CapStatusSize:       {},
+		imapv2.CapBinary:           {},
+		imapv2.CapChildren:         {},
+		imapv2.CapSpecialUse:       {},
+		imapv2.CapCreateSpecialUse: {},
+	}
+}
+
+// Serve accepts plaintext connections (STARTTLS available) on ln.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	if s.closed.Load() {
+		return net.ErrClosed
+	}
+	err := s.srv.Serve(&guardListener{Listener: &deadlineListener{Listener: ln, s: s}, s: s})
+	if err == nil || s.closed.Load() {
+		return net.ErrClosed
+	}
+	return err
+}
+
+// ServeTLS accepts implicit-TLS connections on a plain TCP listener ln.
+// It does the TLS itself so that the literal guard sees the plaintext:
+// each connection gets its own imapserver.Server whose connection is
+// already private, so it allows authentication (InsecureAuth, which here
+// only means "the transport is not a *tls.Conn imapserver made") and
+// offers no STARTTLS.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	s.init()
+	if s.TLS == nil {
+		return errors.New("imap: ServeTLS needs a TLS configuration")
+	}
+	if !s.addListener(ln) {
+		return net.ErrClosed
+	}
+	dl := &deadlineListener{Listener: ln, s: s}
+	for {
+		c, err := dl.Accept()
+		if err != nil {
+			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return net.ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		gc := newGuardConn(tls.Server(c, s.TLS), c.(*deadlineConn), s)
+		srv := imapserver.New(&imapserver.Options{
+			NewSession:   s.newSession,
+			Caps:         s.caps,
+			Logger:       slogLogger{s.Logger},
+			InsecureAuth: true,
+		})
+		go srv.Serve(&oneConnListener{conn: gc, addr: ln.Addr()})
+	}
+}
+
+func (s *Server) addListener(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return false
+	}
+	s.listeners = append(s.listeners, ln)
+	return true
+}
+
+// track records open connections for Shutdown.
+func (s *Server) track(c *deadlineConn, open bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if open {
+		if s.open == nil {
+			s.open = map[*deadlineConn]struct{}{}
+		}
+		s.open[c] = struct{}{}
+	} else {
+		delete(s.open, c)
+	}
+}
+
+// Shutdown closes the listeners and every connection. IMAP sessions hold no
+// state that needs a graceful end: every change is already in the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	if s.closed.Swap(true) {
+		return nil
+	}
+	err := s.srv.Close()
+	s.mu.Lock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	var open []*deadlineConn
+	for c := range s.open {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
+		c.Close()
+	}
+	s.hub.close()
+	if err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "server closed") {
+		return err
+	}
+	return nil
+}
+
+// oneConnListener hands one connection to an imapserver.Server, then
+// reports itself closed, so that Serve returns at once.
+type oneConnListener struct {
+	mu   sync.Mutex
+	conn net.Conn
+	addr net.Addr
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.conn
+	l.conn = nil
+	if c == nil {
+		return nil, net.ErrClosed
+	}
+	return c, nil
+}
+
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.addr }
+
+// guardListener wraps accepted plaintext connections in a guardConn.
+type guardListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *guardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newGuardConn(c, c.(*deadlineConn), l.s), nil
+}
+
+// OpenConnections is the number of connected clients.
+func (s *Server) OpenConnections() int64 { return s.conns.Load() }
+
+// deadlineListener caps every read deadline imapserver sets at IdleTimeout
+// and counts connections.
+type deadlineListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *deadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.s.conns.Add(1)
+	l.s.Metrics.Inc(metrics.Connections, "protocol", "imap")
+	dc := &deadlineConn{Conn: c, s: l.s}
+	l.s.track(dc, true)
+	// Bounds the implicit-TLS handshake and a silent client before the
+	// greeting; imapserver sets its own deadlines from then on.
+	dc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	return dc, nil
+}
+
+type deadlineConn struct {
+	net.Conn
+	s      *Server
+	closed atomic.Bool
+
+	mu      sync.Mutex
+	corked  bool
+	pending []byte
+}
+
+// corkLimit is how much a corked connection buffers before writing.
+const corkLimit = 64 * 1024
+
+// cork makes writes accumulate until uncork (or corkLimit): imapserver
+// flushes after every response, which for a 10,000-message FETCH would be
+// 10,000 system calls.
+func (c *deadlineConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+func (c *deadlineConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	return c.flushLocked()
+}
+
+func (c *deadlineConn) flushLocked() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.pending)
+	c.pending = c.pending[:0]
+	if cap(c.pending) > 2*corkLimit {
+		c.pending = nil
+	}
+	return err
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		return c.Conn.Write(b)
+	}
+	if len(b) >= corkLimit/4 {
+		// A large write (a body literal): no point copying it.
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		return c.Conn.Write(b)
+	}
+	c.pending = append(c.pending, b...)
+	if len(c.pending) >= corkLimit {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	if max := time.Now().Add(c.s.IdleTimeout); t.IsZero() || t.After(max) {
+		t = max
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *deadlineConn) Close() error {
+	if !c.closed.Swap(true) {
+		c.s.track(c, false)
+		c.s.conns.Add(-1)
+		c.s.Metrics.Dec(metrics.Connections, "protocol", "imap")
+	}
+	return c.Conn.Close()
+}
+
+// slogLogger adapts imapserver's Printf logger (which also reports
+// recovered panics) to slog.
+type slogLogger struct{ l *slog.Logger }
+
+func (l slogLogger) Printf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if strings.HasPrefix(msg, "panic") {
+		l.l.Error("imap: " + msg)
+		return
+	}
+	l.l.Debug("imap: " + msg)
+}

@@ -1,0 +1,235 @@
+package imap
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-sasl"
+
+	"github.com/posthorn/posthorn/auth"
+	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/store"
+)
+
+// authTimeout bounds one credential check.
+const authTimeout = 30 * time.Second
+
+// session is one IMAP connection's state behind imapserver.Conn. The
+// states (not authenticated, authenticated, selected) are enforced by
+// imapserver (RFC 9051 section 3); account is set on login and sel while a
+// mailbox is selected.
+type session struct {
+	s       *Server
+	conn    *imapserver.Conn
+	logger  *slog.Logger
+	remote  net.Addr
+	account string
+	sel     *view
+	// searchRes is the last SEARCH RETURN (SAVE) result as UIDs ($, RFC
+	// 5182); it is reset on SELECT.
+	searchRes []uint32
+}
+
+var (
+	_ imapserver.SessionIMAP4rev2   = (*session)(nil)
+	_ imapserver.SessionSASL        = (*session)(nil)
+	_ imapserver.SessionAppendLimit = (*session)(nil)
+)
+
+func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+	id := newID()
+	remote := c.NetConn().RemoteAddr()
+	return &session{
+		s:      s,
+		conn:   c,
+		remote: remote,
+		logger: s.Logger.With("proto", "imap", "conn", id, "remote", remote.String()),
+	}, nil, nil
+}
+
+func (ss *session) Close() error {
+	if ss.sel != nil {
+		ss.sel.close()
+		ss.sel = nil
+	}
+	return nil
+}
+
+// Login implements LOGIN (RFC 9051 section 6.2.3). imapserver has already
+// refused it before TLS unless plaintext auth is allowed.
+func (ss *session) Login(username, password string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+	defer cancel()
+	account, err := ss.s.Auth.Authenticate(ctx, ss.remote, username, password)
+	if err != nil {
+		return ss.authError(err)
+	}
+	ss.loggedIn(account)
+	return nil
+}
+
+// AuthenticateMechanisms lists the SASL mechanisms (RFC 9051 section 6.2.2).
+func (ss *session) AuthenticateMechanisms() []string { return []string{"PLAIN", "LOGIN"} }
+
+// Authenticate returns the SASL server for a mechanism; failures inside it
+// are mapped by authError through the wrapper.
+func (ss *session) Authenticate(mech string) (sasl.Server, error) {
+	var srv sasl.Server
+	switch strings.ToUpper(mech) {
+	case "PLAIN":
+		srv = ss.s.Auth.PlainServer(ss.remote, ss.loggedIn)
+	case "LOGIN":
+		srv = ss.s.Auth.LoginServer(ss.remote, ss.loggedIn)
+	default:
+		return nil, &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Text: "Unsupported SASL mechanism"}
+	}
+	return saslServer{srv: srv, ss: ss}, nil
+}
+
+// saslServer maps the authenticator's errors to IMAP responses.
+type saslServer struct {
+	srv sasl.Server
+	ss  *session
+}
+
+func (w saslServer) Next(resp []byte) ([]byte, bool, error) {
+	challenge, done, err := w.srv.Next(resp)
+	if err != nil {
+		return nil, false, w.ss.authError(err)
+	}
+	return challenge, done, nil
+}
+
+func (ss *session) loggedIn(account string) {
+	ss.account = account
+	ss.logger = ss.logger.With("account", account)
+	ss.logger.Info("imap login")
+}
+
+// authError maps an authentication failure: throttling is temporary
+// (NO [UNAVAILABLE]), bad credentials are AUTHENTICATIONFAILED (RFC 5530).
+func (ss *session) authError(err error) error {
+	ss.s.Metrics.Inc(metrics.AuthFailures, "protocol", "imap")
+	var ie *imapv2.Error
+	switch {
+	case errors.As(err, &ie):
+		return ie
+	case errors.Is(err, auth.ErrThrottled):
+		ss.logger.Warn("imap login throttled")
+		return &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Code: imapv2.ResponseCodeUnavailable,
+			Text: "Too many failed logins, try again later"}
+	case errors.Is(err, auth.ErrInvalidCredentials), strings.HasPrefix(err.Error(), "sasl:"):
+		ss.logger.Info("imap login failed")
+		return imapserver.ErrAuthFailed
+	}
+	return ss.internalError("authenticate", err)
+}
+
+// internalError logs err with an id and returns NO [SERVERBUG] with that
+// id only.
+func (ss *session) internalError(op string, err error) error {
+	id := newID()
+	ss.logger.Error("imap internal error", "op", op, "err", err, "errid", id)
+	return &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Code: imapv2.ResponseCodeServerBug,
+		Text: "Internal error, id " + id}
+}
+
+// storeError maps store errors to IMAP responses (RFC 5530 codes).
+func (ss *session) storeError(op string, err error) error {
+	var ie *imapv2.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ie):
+		return ie
+	case errors.Is(err, store.ErrNoSuchMailbox), errors.Is(err, store.ErrNotFound):
+		return noErr(imapv2.ResponseCodeNonExistent, "No such mailbox")
+	case errors.Is(err, store.ErrMailboxExists), errors.Is(err, store.ErrExists):
+		return noErr(imapv2.ResponseCodeAlreadyExists, "Mailbox already exists")
+	case errors.Is(err, store.ErrInvalidName):
+		return noErr(imapv2.ResponseCodeCannot, "Invalid mailbox name")
+	case errors.Is(err, store.ErrOverQuota):
+		return noErr(imapv2.ResponseCodeOverQuota, "Over quota")
+	}
+	return ss.internalError(op, err)
+}
+
+// tryCreate is the answer for a missing destination (RFC 9051 7.1).
+func (ss *session) tryCreate(op string, err error) error {
+	if errors.Is(err, store.ErrNoSuchMailbox) || errors.Is(err, store.ErrNotFound) {
+		return noErr(imapv2.ResponseCodeTryCreate, "No such mailbox")
+	}
+	return ss.storeError(op, err)
+}
+
+func noErr(code imapv2.ResponseCode, text string) error {
+	return &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Code: code, Text: text}
+}
+
+func badErr(text string) error {
+	return &imapv2.Error{Type: imapv2.StatusResponseTypeBad, Code: imapv2.ResponseCodeClientBug, Text: text}
+}
+
+// corked runs fn with the connection's writes batched (see
+// deadlineConn.cork); the responses are flushed when fn returns.
+func (ss *session) corked(fn func() error) error {
+	var dc *deadlineConn
+	switch c := ss.conn.NetConn().(type) {
+	case *guardConn:
+		dc = c.dc
+	case *tls.Conn: // after STARTTLS
+		if gc, ok := c.NetConn().(*guardConn); ok {
+			dc = gc.dc
+		}
+	}
+	if dc == nil {
+		return fn()
+	}
+	dc.cork()
+	err := fn()
+	if ferr := dc.uncork(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// AppendLimit is APPENDLIMIT (RFC 7889), from max_message_bytes.
+func (ss *session) AppendLimit() uint32 { return uint32(ss.s.MaxMessageBytes) }
+
+// Namespace: one personal namespace, delimiter '/' (RFC 2342).
+func (ss *session) Namespace() (*imapv2.NamespaceData, error) {
+	return &imapv2.NamespaceData{Personal: []imapv2.NamespaceDescriptor{{Prefix: "", Delim: Delim}}}, nil
+}
+
+// Poll reports pending changes of the selected mailbox.
+func (ss *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	if ss.sel == nil {
+		return nil
+	}
+	return writeUpdates(w, ss.sel.collect(allowExpunge))
+}
+
+// Idle waits for changes (RFC 2177); in the authenticated state there is
+// nothing to report, so it only waits.
+func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if ss.sel == nil {
+		<-stop
+		return nil
+	}
+	return ss.sel.idle(w, stop)
+}
+
+func newID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,260 @@
+package imap
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+
+	"github.com/posthorn/posthorn/metrics"
+)
+
+// TestLoginRefusedBeforeSTARTTLS: LOGINDISABLED before TLS, LOGIN refused
+// with PRIVACYREQUIRED, then allowed after STARTTLS (RFC 9051 6.2.3).
+func TestLoginRefusedBeforeSTARTTLS(t *testing.T) {
+	e := newTestEnv(t)
+	c, err := imapclient.DialInsecure(e.plain, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	caps, err := c.Capability().Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !caps.Has(imapv2.CapLoginDisabled) || !caps.Has(imapv2.CapStartTLS) || caps.Has("AUTH=PLAIN") {
+		t.Fatalf("caps before TLS: %v", caps)
+	}
+	err = c.Login(testAlice, testPass).Wait()
+	if imapCode(err) != imapv2.ResponseCodePrivacyRequired {
+		t.Fatalf("LOGIN before TLS: %v", err)
+	}
+	c.Close()
+
+	c, err = imapclient.DialStartTLS(e.plain, &imapclient.Options{TLSConfig: e.tls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(testAlice, testPass).Wait(); err != nil {
+		t.Fatalf("LOGIN after STARTTLS: %v", err)
+	}
+	caps = c.Caps()
+	for _, want := range []imapv2.Cap{imapv2.CapIMAP4rev2, imapv2.CapIdle, imapv2.CapUIDPlus, imapv2.CapMove,
+		imapv2.CapSpecialUse, imapv2.CapListStatus, imapv2.CapStatusSize, imapv2.CapESearch, "APPENDLIMIT=52428800"} {
+		if !caps.Has(want) {
+			t.Errorf("missing capability %s in %v", want, caps)
+		}
+	}
+	if caps.Has(imapv2.CapLiteralPlus) {
+		t.Error("LITERAL+ must not be advertised")
+	}
+}
+
+func TestPlaintextAllowed(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	c, err := imapclient.DialInsecure(e.plain, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(testAlice, testPass).Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoginFailures(t *testing.T) {
+	e := newTestEnv(t)
+	c, err := imapclient.DialTLS(e.implicit, &imapclient.Options{TLSConfig: e.tls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(testAlice, "wrong").Wait(); imapCode(err) != imapv2.ResponseCodeAuthenticationFailed {
+		t.Fatalf("bad password: %v", err)
+	}
+	if err := c.Login("throttled@example.test", testPass).Wait(); imapCode(err) != imapv2.ResponseCodeUnavailable {
+		t.Fatalf("throttled: %v", err)
+	}
+	if n := e.srv.Metrics.Value(metrics.AuthFailures, "protocol", "imap"); n != 2 {
+		t.Fatalf("auth failures metric = %d", n)
+	}
+	if err := c.Authenticate(sasl.NewPlainClient("", testAlice, testPass)); err != nil {
+		t.Fatalf("AUTHENTICATE PLAIN: %v", err)
+	}
+	if c.State() != imapv2.ConnStateAuthenticated {
+		t.Fatalf("state %v", c.State())
+	}
+	if n := e.srv.Metrics.Value(metrics.Connections, "protocol", "imap"); n != 1 {
+		t.Fatalf("connections gauge = %d", n)
+	}
+}
+
+// TestIdleTimeout: a silent client is disconnected after IdleTimeout, even
+// in the authenticated state where imapserver itself waits 35 minutes.
+func TestIdleTimeout(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.IdleTimeout = 300 * time.Millisecond; s.AllowPlaintextAuth = true })
+	conn, err := net.Dial("tcp", e.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	r.ReadString('\n') // greeting
+	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\n", testAlice, testPass)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "a OK") {
+			break
+		}
+	}
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("connection not closed by the server: %v", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+}
+
+// TestGarbageInput: nonsense before login costs a BAD and the connection;
+// after login, a BAD per bad line, and the session keeps working.
+func TestGarbageInput(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	conn, err := net.Dial("tcp", e.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	r.ReadString('\n')
+	e.deliver(testAlice, "INBOX", string(loadCRLF(t, "testdata/nested.eml")))
+	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\n", testAlice, testPass)
+	expectTagged(t, r, "a OK")
+	fmt.Fprintf(conn, "a2 SELECT INBOX\r\n")
+	expectTagged(t, r, "a2 OK")
+	for i, bad := range []string{"b FETCH", "c SELECT \"a\x00b\"", "d UID FETCH 1:* (BODY[1.2.3.4.5.6.7.8.9.10.11.12])",
+		"e LIST \"\" \"" + strings.Repeat("*%", 400) + "\"", "f SEARCH OR OR OR", "g STORE 1 +FLAGS (\\Bogus)",
+		"h FETCH 1 BODY[" + strings.Repeat("1.", 100) + "1]"} {
+		fmt.Fprintf(conn, "%s\r\n", bad)
+		tag := string(rune('b' + i))
+		line := expectTagged(t, r, tag+" ")
+		if strings.HasPrefix(line, tag+" OK") && i < 2 {
+			t.Errorf("%q: %s", bad, line)
+		}
+	}
+	fmt.Fprintf(conn, "z NOOP\r\n")
+	expectTagged(t, r, "z OK")
+}
+
+func expectTagged(t *testing.T, r *bufio.Reader, prefix string) string {
+	t.Helper()
+	tag, _, _ := strings.Cut(prefix, " ")
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", prefix, err)
+		}
+		if strings.HasPrefix(line, tag+" ") {
+			if !strings.HasPrefix(line, prefix) {
+				t.Fatalf("got %q, want %q", line, prefix)
+			}
+			return line
+		}
+	}
+}
+
+// TestLiteralGuard: a non-synchronising literal over 4096 bytes (LITERAL-)
+// ends the connection before its data can run as commands, on the
+// plaintext and on the implicit-TLS listener; implicit TLS offers neither
+// STARTTLS nor LOGINDISABLED.
+func TestLiteralGuard(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	dialers := map[string]func() net.Conn{
+		"plain": func() net.Conn {
+			c, err := net.Dial("tcp", e.plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		},
+		"tls": func() net.Conn {
+			c, err := tls.Dial("tcp", e.implicit, e.tls)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		},
+	}
+	for name, dial := range dialers {
+		t.Run(name, func(t *testing.T) {
+			conn := dial()
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewReader(conn)
+			greeting, _ := r.ReadString('\n')
+			if name == "tls" && (strings.Contains(greeting, "STARTTLS") || strings.Contains(greeting, "LOGINDISABLED") ||
+				!strings.Contains(greeting, "AUTH=PLAIN")) {
+				t.Errorf("implicit TLS greeting: %q", greeting)
+			}
+			fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\n", testAlice, testPass)
+			expectTagged(t, r, "a OK")
+			evil := strings.Repeat("E1 CREATE Smuggled"+name+"\r\n", 300)
+			fmt.Fprintf(conn, "b APPEND INBOX {%d+}\r\n%s\r\nc NOOP\r\n", len(evil), evil)
+			line := expectTagged(t, r, "b BAD")
+			if !strings.Contains(line, "TOOBIG") {
+				t.Errorf("reply %q", line)
+			}
+			rest, _ := io.ReadAll(r)
+			if strings.Contains(string(rest), "E1 ") || strings.Contains(string(rest), "c OK") {
+				t.Errorf("data ran as commands: %q", rest)
+			}
+			if _, err := e.st.Mailbox(testAlice, "Smuggled"+name); err == nil {
+				t.Error("smuggled mailbox exists")
+			}
+		})
+	}
+}
+
+func TestLiteralGuardScan(t *testing.T) {
+	g := &literalGuard{appendLimit: 100}
+	in := "a APPEND INBOX {10}\r\n0123456789\r\nb LOGIN {3+}\r\nbob {5+}\r\nx{99}}\r\nc UID FETCH 1 BODY[]\r\n"
+	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
+		t.Fatalf("clean input: %d %q", n, reply)
+	}
+	// A literal's data that looks like a header is skipped.
+	g = &literalGuard{appendLimit: 100}
+	in = "a APPEND INBOX {12}\r\nz {9999+}\r\n\r\nb NOOP\r\n"
+	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
+		t.Fatalf("literal data: %d %q", n, reply)
+	}
+	g = &literalGuard{appendLimit: 100}
+	in = "a NOOP\r\nb LOGIN {5000}\r\n"
+	if n, reply := g.scan([]byte(in)); n != len("a NOOP\r\n") || !strings.HasPrefix(reply, "b BAD") {
+		t.Fatalf("sync literal outside APPEND: %d %q", n, reply)
+	}
+	g = &literalGuard{appendLimit: 100}
+	in = "a APPEND INBOX {500}\r\nb NOOP\r\n" // refused by imapserver: no data follows
+	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
+		t.Fatalf("APPEND over the limit: %d %q", n, reply)
+	}
+	g = &literalGuard{appendLimit: 100}
+	in = "a STARTTLS\r\n\x16\x03\x01{99999+}\r\n"
+	if n, _ := g.scan([]byte(in)); n != len(in) || !g.off {
+		t.Fatalf("after STARTTLS: %d %v", n, g.off)
+	}
+}

@@ -1,0 +1,625 @@
+package imap
+
+import (
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// hub routes store events to the tracker of each selected mailbox. It holds
+// one store subscription for the whole server; a tracker exists while at
+// least one session has its mailbox selected.
+type hub struct {
+	store  store.Store
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	boxes   map[boxKey]*tracker
+	stop    chan struct{}
+	done    chan struct{}
+	started bool
+	closed  bool
+}
+
+type boxKey struct{ account, mailbox string }
+
+func newHub(st store.Store, logger *slog.Logger) *hub {
+	return &hub{store: st, logger: logger, boxes: map[boxKey]*tracker{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// start subscribes lazily, at the first SELECT: the store may not accept
+// subscriptions before the server runs.
+func (h *hub) startLocked() {
+	if h.started || h.closed {
+		return
+	}
+	h.started = true
+	ch, cancel := h.store.Subscribe("")
+	go h.run(ch, cancel)
+}
+
+func (h *hub) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	close(h.stop)
+	if !h.started {
+		close(h.done)
+	}
+}
+
+func (h *hub) run(ch <-chan store.Event, cancel func()) {
+	defer close(h.done)
+	defer func() {
+		if v := recover(); v != nil {
+			h.logger.Error("imap: panic in event dispatch", "panic", v)
+		}
+	}()
+	for {
+		select {
+		case <-h.stop:
+			cancel()
+			return
+		case ev, ok := <-ch:
+			if !ok {
+				// Overflow: the store dropped us. Resubscribe, then
+				// reload every tracker so nothing is missed.
+				cancel()
+				select { // a closed store would otherwise spin here
+				case <-h.stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				ch, cancel = h.store.Subscribe("")
+				h.resyncAll()
+				continue
+			}
+			h.dispatch(ev)
+		}
+	}
+}
+
+func (h *hub) lookup(account, mailbox string) *tracker {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.boxes[boxKey{account, mailbox}]
+}
+
+func (h *hub) dispatch(ev store.Event) {
+	switch ev.Kind {
+	case store.EventMailboxRename:
+		h.rename(ev.Account, ev.Mailbox, ev.NewName)
+		return
+	case store.EventMailboxDelete:
+		if t := h.lookup(ev.Account, ev.Mailbox); t != nil {
+			t.mu.Lock()
+			t.gone = true
+			t.mu.Unlock()
+		}
+		return
+	}
+	t := h.lookup(ev.Account, ev.Mailbox)
+	if t == nil {
+		return
+	}
+	switch ev.Kind {
+	case store.EventAppend:
+		t.applyAppend(ev.Messages)
+	case store.EventFlags:
+		t.applyFlags(ev.Messages, nil)
+	case store.EventExpunge:
+		t.applyExpunge(ev.UIDs)
+	}
+}
+
+// rename moves trackers of a renamed mailbox and its children. Renaming
+// INBOX leaves an empty INBOX behind (RFC 9051 section 6.3.6): sessions
+// that have INBOX selected keep it and see its messages expunged.
+func (h *hub) rename(account, oldName, newName string) {
+	if oldName == "INBOX" {
+		if t := h.lookup(account, "INBOX"); t != nil {
+			t.resync()
+		}
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k, t := range h.boxes {
+		if k.account != account {
+			continue
+		}
+		if k.mailbox == oldName || len(k.mailbox) > len(oldName) && k.mailbox[:len(oldName)] == oldName && k.mailbox[len(oldName)] == Delim {
+			delete(h.boxes, k)
+			nk := boxKey{account, newName + k.mailbox[len(oldName):]}
+			t.mu.Lock()
+			t.key = nk
+			t.mu.Unlock()
+			h.boxes[nk] = t
+		}
+	}
+}
+
+func (h *hub) resyncAll() {
+	h.mu.Lock()
+	all := make([]*tracker, 0, len(h.boxes))
+	for _, t := range h.boxes {
+		all = append(all, t)
+	}
+	h.mu.Unlock()
+	for _, t := range all {
+		t.resync()
+	}
+}
+
+// open returns the tracker of a mailbox with a new view registered on it,
+// loading the mailbox on first use. The view is registered before the
+// snapshot is read, so no change can fall between the two.
+func (h *hub) open(account, mailbox string) (*view, error) {
+	h.mu.Lock()
+	h.startLocked()
+	k := boxKey{account, mailbox}
+	t := h.boxes[k]
+	if t != nil && t.isGone() {
+		// Deleted (and maybe created again): sessions still on the old
+		// one keep it; new ones get a fresh tracker.
+		delete(h.boxes, k)
+		t = nil
+	}
+	if t == nil {
+		t = &tracker{hub: h, key: k, views: map[*view]struct{}{}}
+		t.mu.Lock() // held until loaded: events for it wait
+		h.boxes[k] = t
+		t.refs++
+		h.mu.Unlock()
+		err := t.load()
+		t.mu.Unlock()
+		if err != nil {
+			h.release(t)
+			return nil, err
+		}
+	} else {
+		t.refs++
+		h.mu.Unlock()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.loadErr != nil {
+		h.release(t)
+		return nil, t.loadErr
+	}
+	v := &view{t: t, maxUID: t.lastUID()}
+	t.views[v] = struct{}{}
+	return v, nil
+}
+
+// release drops a reference; the last one removes the tracker.
+func (h *hub) release(t *tracker) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t.refs--
+	if t.refs == 0 {
+		t.mu.Lock()
+		k := t.key
+		t.mu.Unlock()
+		if h.boxes[k] == t {
+			delete(h.boxes, k)
+		}
+	}
+}
+
+// tracker is the shared state of one selected mailbox: its message index
+// in UID order, as of the store events and session changes applied so
+// far. Every apply is idempotent, so a session may apply its own change
+// before the store's event for it arrives.
+type tracker struct {
+	hub  *hub
+	refs int // guarded by hub.mu
+
+	mu          sync.RWMutex
+	key         boxKey
+	loadErr     error
+	uidValidity uint32
+	msgs        []store.Message // sorted by UID
+	nextUID     uint32          // every UID below was applied (or expunged)
+	gone        bool            // the mailbox was deleted
+	views       map[*view]struct{}
+	appended    chan struct{} // closed and replaced at every append
+
+	// envs caches decoded ENVELOPEs by blob id for SEARCH (blobs never
+	// change); it lives as long as the mailbox is selected somewhere.
+	envMu sync.Mutex
+	envs  map[uint64]*imapv2.Envelope
+}
+
+// maxCachedEnvelopes bounds the SEARCH envelope cache of one mailbox.
+const maxCachedEnvelopes = 200000
+
+func (t *tracker) cachedEnvelope(id uint64) *imapv2.Envelope {
+	t.envMu.Lock()
+	defer t.envMu.Unlock()
+	return t.envs[id]
+}
+
+func (t *tracker) cacheEnvelope(id uint64, env *imapv2.Envelope) {
+	if env == nil {
+		return
+	}
+	t.envMu.Lock()
+	defer t.envMu.Unlock()
+	if t.envs == nil {
+		t.envs = map[uint64]*imapv2.Envelope{}
+	}
+	if len(t.envs) < maxCachedEnvelopes {
+		t.envs[id] = env
+	}
+}
+
+// waitAppended waits until uid has been applied, or for at most d.
+func (t *tracker) waitAppended(uid uint32, d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		t.mu.Lock()
+		if t.nextUID > uid {
+			t.mu.Unlock()
+			return
+		}
+		if t.appended == nil {
+			t.appended = make(chan struct{})
+		}
+		ch := t.appended
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// load reads the mailbox; t.mu is held.
+func (t *tracker) load() error {
+	mb, err := t.hub.store.Mailbox(t.key.account, t.key.mailbox)
+	if err != nil {
+		t.loadErr = err
+		return err
+	}
+	msgs, err := t.hub.store.Messages(t.key.account, t.key.mailbox)
+	if err != nil {
+		t.loadErr = err
+		return err
+	}
+	t.uidValidity = mb.UIDValidity
+	t.msgs = msgs
+	t.nextUID = mb.UIDNext
+	if n := len(msgs); n > 0 && msgs[n-1].UID >= t.nextUID {
+		t.nextUID = msgs[n-1].UID + 1
+	}
+	return nil
+}
+
+func (t *tracker) isGone() bool {
+	t.mu.RLock() // lock order: hub.mu, then tracker.mu
+	defer t.mu.RUnlock()
+	return t.gone
+}
+
+func (t *tracker) lastUID() uint32 {
+	if len(t.msgs) == 0 {
+		return 0
+	}
+	return t.msgs[len(t.msgs)-1].UID
+}
+
+// rank is the number of messages with a UID <= uid.
+func (t *tracker) rank(uid uint32) int {
+	return sort.Search(len(t.msgs), func(i int) bool { return t.msgs[i].UID > uid })
+}
+
+// index returns the position of uid in msgs, or -1.
+func (t *tracker) index(uid uint32) int {
+	i := sort.Search(len(t.msgs), func(i int) bool { return t.msgs[i].UID >= uid })
+	if i < len(t.msgs) && t.msgs[i].UID == uid {
+		return i
+	}
+	return -1
+}
+
+// applyAppend adds new messages. UIDs below nextUID are known already. A
+// UID above nextUID means an earlier append was not seen yet (events out
+// of order, or a session's own append applied first): the tracker then
+// reloads from the store, which has every committed message in order.
+func (t *tracker) applyAppend(msgs []store.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	added := false
+	for _, m := range msgs {
+		switch {
+		case m.UID < t.nextUID:
+			continue
+		case m.UID > t.nextUID:
+			t.resyncLocked()
+			return
+		}
+		t.msgs = append(t.msgs, m)
+		t.nextUID = m.UID + 1
+		added = true
+	}
+	if added {
+		t.notifyAll()
+	}
+	t.wakeAppendWaiters()
+}
+
+// applyFlags records changed flags. source, if not nil, is the view that
+// made the change and reports it itself.
+func (t *tracker) applyFlags(msgs []store.Message, source *view) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range msgs {
+		i := t.index(m.UID)
+		if i < 0 {
+			continue
+		}
+		cur := &t.msgs[i]
+		if m.ModSeq != 0 && m.ModSeq <= cur.ModSeq {
+			continue
+		}
+		same := slices.Equal(cur.Flags, m.Flags)
+		cur.Flags, cur.ModSeq = m.Flags, m.ModSeq
+		if same {
+			continue
+		}
+		for v := range t.views {
+			if v != source && m.UID <= v.maxUID {
+				if _, own := v.storing[m.UID]; !own {
+					v.markFlags(m.UID)
+				}
+			}
+		}
+	}
+	t.notifyAll()
+}
+
+// beginStore marks UIDs whose flags the view is changing: events for them
+// are not echoed to it until endStore, which reports only what differs
+// from the view's own result (another session's later change).
+func (v *view) beginStore(uids []uint32) {
+	v.t.mu.Lock()
+	defer v.t.mu.Unlock()
+	v.storing = make(map[uint32]struct{}, len(uids))
+	for _, u := range uids {
+		v.storing[u] = struct{}{}
+	}
+}
+
+func (v *view) endStore(result []store.Message) {
+	v.t.applyFlags(result, v)
+	t := v.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	byUID := make(map[uint32][]string, len(result))
+	for _, m := range result {
+		byUID[m.UID] = m.Flags
+	}
+	for uid := range v.storing {
+		i := t.index(uid)
+		if i < 0 || uid > v.maxUID {
+			continue
+		}
+		if f, ok := byUID[uid]; !ok || !slices.Equal(f, t.msgs[i].Flags) {
+			v.markFlags(uid)
+		}
+	}
+	v.storing = nil
+}
+
+// applyExpunge removes messages; views that knew them get them as ghosts
+// until they may be told (RFC 9051 section 7.5.1).
+func (t *tracker) applyExpunge(uids []uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expungeLocked(uids)
+}
+
+func (t *tracker) expungeLocked(uids []uint32) {
+	gone := map[uint32]struct{}{}
+	for _, uid := range uids {
+		if t.index(uid) >= 0 {
+			gone[uid] = struct{}{}
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	kept := t.msgs[:0]
+	for _, m := range t.msgs {
+		if _, ok := gone[m.UID]; !ok {
+			kept = append(kept, m)
+		}
+	}
+	clear(t.msgs[len(kept):])
+	t.msgs = kept
+	for v := range t.views {
+		for uid := range gone {
+			if uid <= v.maxUID {
+				v.addGhost(uid)
+			}
+		}
+	}
+	t.notifyAll()
+}
+
+func (t *tracker) resync() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.resyncLocked()
+}
+
+// resyncLocked reloads the index from the store and applies the
+// difference: messages gone are expunged, flags that differ are reported,
+// messages at or above nextUID are appended.
+func (t *tracker) resyncLocked() {
+	msgs, err := t.hub.store.Messages(t.key.account, t.key.mailbox)
+	if err != nil {
+		t.hub.logger.Warn("imap: mailbox resync failed", "account", t.key.account, "mailbox", t.key.mailbox, "err", err)
+		return
+	}
+	now := make(map[uint32]int, len(msgs))
+	for i, m := range msgs {
+		now[m.UID] = i
+	}
+	var gone []uint32
+	for _, m := range t.msgs {
+		if _, ok := now[m.UID]; !ok {
+			gone = append(gone, m.UID)
+		}
+	}
+	t.expungeLocked(gone)
+	var changed []store.Message
+	for _, m := range t.msgs {
+		if n := msgs[now[m.UID]]; !slices.Equal(n.Flags, m.Flags) {
+			changed = append(changed, n)
+		}
+	}
+	for _, n := range changed {
+		i := t.index(n.UID)
+		t.msgs[i].Flags, t.msgs[i].ModSeq = n.Flags, n.ModSeq
+		for v := range t.views {
+			if n.UID <= v.maxUID {
+				v.markFlags(n.UID)
+			}
+		}
+	}
+	for _, m := range msgs {
+		if m.UID >= t.nextUID {
+			t.msgs = append(t.msgs, m)
+			t.nextUID = m.UID + 1
+		}
+	}
+	t.notifyAll()
+	t.wakeAppendWaiters()
+}
+
+func (t *tracker) wakeAppendWaiters() {
+	if t.appended != nil {
+		close(t.appended)
+		t.appended = nil
+	}
+}
+
+func (t *tracker) notifyAll() {
+	for v := range t.views {
+		if v.notify != nil && v.pendingLocked() {
+			select {
+			case v.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// view is one session's view of a selected mailbox: the tracker's messages
+// with UID <= maxUID, plus ghosts (expunged, not yet reported). All fields
+// are guarded by t.mu.
+type view struct {
+	t        *tracker
+	readOnly bool
+	maxUID   uint32              // highest UID reported with EXISTS
+	ghosts   []uint32            // sorted
+	flags    map[uint32]struct{} // UIDs with unreported flag changes
+	storing  map[uint32]struct{} // UIDs this view is changing (beginStore)
+	notify   chan struct{}       // set while IDLE
+}
+
+func (v *view) close() {
+	v.t.mu.Lock()
+	delete(v.t.views, v)
+	v.t.mu.Unlock()
+	v.t.hub.release(v.t)
+}
+
+func (v *view) markFlags(uid uint32) {
+	if v.flags == nil {
+		v.flags = map[uint32]struct{}{}
+	}
+	v.flags[uid] = struct{}{}
+}
+
+func (v *view) addGhost(uid uint32) {
+	i, found := slices.BinarySearch(v.ghosts, uid)
+	if !found {
+		v.ghosts = slices.Insert(v.ghosts, i, uid)
+	}
+	delete(v.flags, uid)
+}
+
+func (v *view) pendingLocked() bool {
+	return len(v.ghosts) > 0 || len(v.flags) > 0 || v.t.lastUID() > v.maxUID
+}
+
+// count is the number of messages the client knows of.
+func (v *view) count() uint32 {
+	return uint32(v.t.rank(v.maxUID) + len(v.ghosts))
+}
+
+// seqOf returns the client's sequence number of uid, or 0.
+func (v *view) seqOf(uid uint32) uint32 {
+	if uid == 0 || uid > v.maxUID {
+		return 0
+	}
+	g, isGhost := slices.BinarySearch(v.ghosts, uid)
+	if !isGhost && v.t.index(uid) < 0 {
+		return 0
+	}
+	return uint32(v.t.rank(uid) + g + boolInt(isGhost))
+}
+
+// entry is one message of a client view: m is nil for a ghost.
+type entry struct {
+	seq uint32
+	uid uint32
+	m   *store.Message
+}
+
+// walk calls fn for the client view's messages in sequence order from
+// sequence number from on, until fn returns false.
+func (v *view) walk(from uint32, fn func(e entry) bool) {
+	limit := v.t.rank(v.maxUID)
+	i, g := 0, 0
+	if len(v.ghosts) == 0 && from > 0 {
+		i = int(from) - 1
+	}
+	seq := uint32(i + 1)
+	for i < limit || g < len(v.ghosts) {
+		var e entry
+		if g < len(v.ghosts) && (i >= limit || v.ghosts[g] < v.t.msgs[i].UID) {
+			e = entry{seq: seq, uid: v.ghosts[g]}
+			g++
+		} else {
+			e = entry{seq: seq, uid: v.t.msgs[i].UID, m: &v.t.msgs[i]}
+			i++
+		}
+		if seq >= from && !fn(e) {
+			return
+		}
+		seq++
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,133 @@
+package imap
+
+import (
+	"slices"
+
+	imapv2 "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+)
+
+// update is one untagged response owed to a client.
+type update struct {
+	expunge uint32 // EXPUNGE seq
+	exists  uint32 // EXISTS n
+	seq     uint32 // FETCH seq (UID uid FLAGS flags)
+	uid     uint32
+	flags   []string
+}
+
+// collect moves the view forward and returns what the client must be told:
+// pending expunges (only when allowed: RFC 9051 section 7.5.1 forbids them
+// during FETCH, STORE and SEARCH), new messages, changed flags.
+func (v *view) collect(allowExpunge bool) []update {
+	t := v.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []update
+	if allowExpunge && len(v.ghosts) > 0 {
+		out = v.expungesLocked(out)
+	}
+	if last := t.lastUID(); last > v.maxUID {
+		v.maxUID = last
+		out = append(out, update{exists: v.count()})
+	}
+	if len(v.flags) > 0 {
+		uids := make([]uint32, 0, len(v.flags))
+		for uid := range v.flags {
+			uids = append(uids, uid)
+		}
+		slices.Sort(uids)
+		for _, uid := range uids {
+			i := t.index(uid)
+			seq := v.seqOf(uid)
+			if i < 0 || seq == 0 {
+				continue
+			}
+			out = append(out, update{seq: seq, uid: uid, flags: t.msgs[i].Flags})
+		}
+		v.flags = nil
+	}
+	return out
+}
+
+// expungesLocked reports every ghost, highest sequence number first so
+// that each number is valid when the client reads it.
+func (v *view) expungesLocked(out []update) []update {
+	for j := len(v.ghosts) - 1; j >= 0; j-- {
+		seq := uint32(v.t.rank(v.ghosts[j]) + j + 1)
+		out = append(out, update{expunge: seq})
+	}
+	v.ghosts = nil
+	return out
+}
+
+// takeExpunges reports the ghosts only (EXPUNGE, MOVE, CLOSE).
+func (v *view) takeExpunges() []uint32 {
+	v.t.mu.Lock()
+	defer v.t.mu.Unlock()
+	var seqs []uint32
+	for _, u := range v.expungesLocked(nil) {
+		seqs = append(seqs, u.expunge)
+	}
+	return seqs
+}
+
+func writeUpdates(w *imapserver.UpdateWriter, ups []update) error {
+	for _, u := range ups {
+		var err error
+		switch {
+		case u.expunge != 0:
+			err = w.WriteExpunge(u.expunge)
+		case u.exists != 0 || u.seq == 0:
+			err = w.WriteNumMessages(u.exists)
+		default:
+			err = w.WriteMessageFlags(u.seq, imapv2.UID(u.uid), toFlags(u.flags))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// idle writes updates as they come until stop is closed (RFC 2177).
+func (v *view) idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	notify := make(chan struct{}, 1)
+	v.t.mu.Lock()
+	v.notify = notify
+	v.t.mu.Unlock()
+	defer func() {
+		v.t.mu.Lock()
+		v.notify = nil
+		v.t.mu.Unlock()
+	}()
+	for {
+		if err := writeUpdates(w, v.collect(true)); err != nil {
+			return err
+		}
+		select {
+		case <-notify:
+		case <-stop:
+			return nil
+		}
+	}
+}
+
+func toFlags(fs []string) []imapv2.Flag {
+	out := make([]imapv2.Flag, len(fs))
+	for i, f := range fs {
+		out[i] = imapv2.Flag(f)
+	}
+	return out
+}
+
+func fromFlags(fs []imapv2.Flag) []string {
+	out := make([]string, 0, len(fs))
+	for _, f := range fs {
+		if f == "\\Recent" || f == imapv2.FlagWildcard {
+			continue
+		}
+		out = append(out, string(f))
+	}
+	return out
+}

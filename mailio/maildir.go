@@ -1,0 +1,227 @@
+package mailio
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// maildirFlags maps the letters of a Maildir "info" suffix (":2,DFRST") to
+// IMAP flags. 'P' (passed, i.e. resent) has no IMAP flag and is dropped.
+var maildirFlags = map[byte]string{
+	'D': `\Draft`,
+	'F': `\Flagged`,
+	'R': `\Answered`,
+	'S': `\Seen`,
+	'T': `\Deleted`,
+}
+
+// maildirFolder is one folder of a Maildir++ directory.
+type maildirFolder struct {
+	path    string // the directory holding cur/ and new/
+	mailbox string // the store's name for it
+}
+
+// ImportMaildir appends every message of a Maildir++ directory to account:
+// the top level's cur/ and new/ go to INBOX, ".Sub.Folder" to
+// "Sub/Folder"; missing mailboxes are created. Flags come from the file
+// names, the internal date from the files' modification times. Malformed
+// messages are skipped and listed in Result.Errors.
+func ImportMaildir(ctx context.Context, st store.Store, dir, account string, progress Progress) (Result, error) {
+	if _, err := st.Account(account); err != nil {
+		return Result{}, fmt.Errorf("account %s: %w", account, err)
+	}
+	folders, err := maildirFolders(dir)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, f := range folders {
+		if err := ensureMailbox(st, account, f.mailbox); err != nil {
+			return Result{}, fmt.Errorf("mailbox %s: %w", f.mailbox, err)
+		}
+	}
+	a := newAppender(ctx, st, account, progress)
+	var werr error
+	for _, f := range folders {
+		if werr = a.importFolder(f); werr != nil || ctx.Err() != nil {
+			break
+		}
+	}
+	res, err := a.finish()
+	if err == nil {
+		err = werr
+	}
+	return res, err
+}
+
+// maildirFolders finds the folders of a Maildir++ directory.
+func maildirFolders(dir string) ([]maildirFolder, error) {
+	if !isMaildir(dir) {
+		return nil, fmt.Errorf("%s is not a Maildir (no cur/ and new/)", dir)
+	}
+	folders := []maildirFolder{{path: dir, mailbox: "INBOX"}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || len(name) < 2 || name[0] != '.' || name == ".." {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if !isMaildir(p) {
+			continue
+		}
+		mbox, err := folderName(name[1:])
+		if err != nil {
+			return nil, fmt.Errorf("folder %s: %w", name, err)
+		}
+		folders = append(folders, maildirFolder{path: p, mailbox: mbox})
+	}
+	return folders, nil
+}
+
+func isMaildir(dir string) bool {
+	for _, sub := range []string{"cur", "new"} {
+		if fi, err := os.Stat(filepath.Join(dir, sub)); err != nil || !fi.IsDir() {
+			return false
+		}
+	}
+	return true
+}
+
+// folderName turns a Maildir++ folder name ("Sub.Folder", modified UTF-7)
+// into a store mailbox name ("Sub/Folder"). Courier's "INBOX." prefix is
+// dropped.
+func folderName(s string) (string, error) {
+	s = strings.TrimPrefix(s, "INBOX.")
+	parts := strings.Split(s, ".")
+	for i, p := range parts {
+		d, err := decodeUTF7(p)
+		if err != nil {
+			return "", err
+		}
+		if d == "" {
+			return "", fmt.Errorf("empty name component")
+		}
+		parts[i] = d
+	}
+	name := strings.Join(parts, "/")
+	if strings.EqualFold(name, "INBOX") {
+		name = "INBOX"
+	}
+	return name, nil
+}
+
+// importFolder queues the messages of one folder, new/ then cur/, each
+// sorted by file name (which starts with the delivery time).
+func (a *appender) importFolder(f maildirFolder) error {
+	keywords, err := readKeywords(f.path)
+	if err != nil {
+		return err
+	}
+	for _, sub := range []string{"new", "cur"} {
+		d := filepath.Join(f.path, sub)
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			return err
+		}
+		sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+		for _, e := range entries {
+			if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			where := filepath.Join(f.mailbox, sub, e.Name())
+			j, err := maildirJob(filepath.Join(d, e.Name()), keywords)
+			if err != nil {
+				a.skip(where, err)
+				continue
+			}
+			j.where, j.mailbox = where, f.mailbox
+			if !a.add(j) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// maildirJob reads one message file.
+func maildirJob(path string, keywords map[byte]string) (job, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return job{}, err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return job{}, err
+	}
+	if fi.Size() > maxMessageBytes {
+		return job{}, fmt.Errorf("larger than %d bytes", maxMessageBytes)
+	}
+	raw, err := io.ReadAll(fh)
+	if err != nil {
+		return job{}, err
+	}
+	body := crlf(raw)
+	if _, err := parseHeader(body); err != nil {
+		return job{}, err
+	}
+	return job{msg: store.NewMessage{
+		Body:         body,
+		Flags:        fileFlags(filepath.Base(path), keywords),
+		InternalDate: fi.ModTime(),
+	}}, nil
+}
+
+// fileFlags reads the flags of a Maildir file name "unique:2,FLAGS" (some
+// systems write '!' or ';' for ':', where ':' is not allowed in names).
+func fileFlags(name string, keywords map[byte]string) []string {
+	i := strings.LastIndexAny(name, ":!;")
+	if i < 0 || !strings.HasPrefix(name[i+1:], "2,") {
+		return nil
+	}
+	var flags []string
+	for _, c := range []byte(name[i+3:]) {
+		if f, ok := maildirFlags[c]; ok {
+			flags = append(flags, f)
+		} else if k, ok := keywords[c]; ok {
+			flags = append(flags, k)
+		}
+	}
+	return flags
+}
+
+// readKeywords reads Dovecot's dovecot-keywords file ("0 Keyword" per
+// line; 0 is 'a', 1 is 'b'...). A missing file means no keywords.
+func readKeywords(dir string) (map[byte]string, error) {
+	m := map[byte]string{}
+	fh, err := os.Open(filepath.Join(dir, "dovecot-keywords"))
+	if os.IsNotExist(err) {
+		return m, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	for sc.Scan() {
+		n, kw, ok := strings.Cut(sc.Text(), " ")
+		i, err := strconv.Atoi(n)
+		if !ok || err != nil || i < 0 || i >= 26 || kw == "" {
+			continue
+		}
+		m['a'+byte(i)] = kw
+	}
+	return m, sc.Err()
+}

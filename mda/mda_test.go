@@ -1,0 +1,159 @@
+package mda
+
+import (
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+func newAgent(t *testing.T) (*Agent, store.Store) {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "posthorn.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(st.AddDomain("example.test"))
+	must(st.AddDomain("other.test"))
+	for _, a := range []string{"alice@example.test", "bob@example.test", "carol@other.test"} {
+		must(st.AddAccount(a, "x"))
+	}
+	must(st.AddAlias("team@example.test", []string{"alice@example.test", "Bob@Example.test", "list@example.test"}))
+	must(st.AddAlias("list@example.test", []string{"carol@other.test", "dave@remote.example"}))
+	must(st.AddAlias("loop1@example.test", []string{"loop2@example.test"}))
+	must(st.AddAlias("loop2@example.test", []string{"loop3@example.test"}))
+	must(st.AddAlias("loop3@example.test", []string{"loop1@example.test"}))
+	must(st.AddAlias("@other.test", []string{"carol@other.test"}))
+	must(st.AddAlias("dangling@example.test", []string{"nobody@example.test"}))
+	return &Agent{Store: st}, st
+}
+
+func TestResolve(t *testing.T) {
+	a, _ := newAgent(t)
+	cases := []struct {
+		addr  string
+		route Route
+		err   error
+	}{
+		{"alice@example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"ALICE@Example.TEST", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"alice+news@example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"team@example.test", Route{Accounts: []string{"alice@example.test", "bob@example.test", "carol@other.test"},
+			Remote: []string{"dave@remote.example"}}, nil},
+		{"team+x@example.test", Route{Accounts: []string{"alice@example.test", "bob@example.test", "carol@other.test"},
+			Remote: []string{"dave@remote.example"}}, nil},
+		{"anything@other.test", Route{Accounts: []string{"carol@other.test"}}, nil}, // catch-all
+		{"carol@other.test", Route{Accounts: []string{"carol@other.test"}}, nil},
+		{"nobody@example.test", Route{}, ErrUnknownUser},
+		{"dangling@example.test", Route{}, ErrUnknownUser},
+		{"loop1@example.test", Route{}, ErrAliasLoop},
+		{"alice@remote.example", Route{}, ErrNotOurDomain},
+		{"alice@[127.0.0.1]", Route{}, ErrNotOurDomain},
+		{"alice%remote.example@example.test", Route{}, ErrBadAddress},
+		{"remote.example!alice@example.test", Route{}, ErrBadAddress},
+		{"alice@remote.example@example.test", Route{}, ErrBadAddress},
+		{"a b@example.test", Route{}, ErrBadAddress},
+		{"\"alice\"@example.test", Route{}, ErrBadAddress},
+		{"@example.test:alice@remote.example", Route{}, ErrBadAddress},
+		{"alice", Route{}, ErrBadAddress},
+		{".alice@example.test", Route{}, ErrBadAddress},
+	}
+	for _, c := range cases {
+		r, err := a.Resolve(c.addr)
+		if !errors.Is(err, c.err) {
+			t.Errorf("Resolve(%q) error %v, want %v", c.addr, err, c.err)
+			continue
+		}
+		if err == nil && !reflect.DeepEqual(r, c.route) {
+			t.Errorf("Resolve(%q) = %+v, want %+v", c.addr, r, c.route)
+		}
+	}
+}
+
+func TestDeliverStoresOnce(t *testing.T) {
+	a, st := newAgent(t)
+	body := []byte("Subject: hi\r\n\r\nhello\r\n")
+	_, err := a.Deliver(context.Background(), Envelope{From: "x@remote.example", Recipients: []string{"team@example.test"}}, body)
+	if !errors.Is(err, ErrNoQueue) {
+		t.Fatalf("remote target without a queue: %v", err)
+	}
+	q := &fakeQueue{}
+	a.Queue = q
+	res, err := a.Deliver(context.Background(), Envelope{From: "x@remote.example",
+		Recipients: []string{"team@example.test", "alice+x@example.test"}}, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Delivered) != 3 || !reflect.DeepEqual(res.Queued, []string{"dave@remote.example"}) {
+		t.Fatalf("result %+v", res)
+	}
+	var blob uint64
+	for _, acct := range []string{"alice@example.test", "bob@example.test", "carol@other.test"} {
+		msgs, err := st.Messages(acct, "INBOX")
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("%s: %d messages, %v", acct, len(msgs), err)
+		}
+		if blob != 0 && msgs[0].BlobID != blob {
+			t.Errorf("body stored more than once")
+		}
+		blob = msgs[0].BlobID
+		b, _ := st.OpenMessage(msgs[0])
+		data, _ := io.ReadAll(b)
+		b.Close()
+		want := "Return-Path: <x@remote.example>\r\nDelivered-To: " + acct + "\r\n" + string(body)
+		if string(data) != want {
+			t.Errorf("%s got %q, want %q", acct, data, want)
+		}
+	}
+	if len(q.entries) != 1 || q.entries[0].Recipients[0].Address != "dave@remote.example" || string(q.bodies[0]) != string(body) {
+		t.Errorf("queued %+v", q.entries)
+	}
+}
+
+func TestDeliverJunkAndQuota(t *testing.T) {
+	a, st := newAgent(t)
+	body := []byte("Subject: spam\r\n\r\nbuy\r\n")
+	if _, err := a.Deliver(context.Background(), Envelope{Recipients: []string{"bob@example.test"}, Junk: true}, body); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, _ := st.Messages("bob@example.test", "Junk"); len(msgs) != 1 {
+		t.Errorf("Junk has %d messages", len(msgs))
+	}
+	if err := st.SetQuota("alice@example.test", 10); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := a.Resolve("alice@example.test")
+	if err := a.CheckQuota(r, 100); !errors.Is(err, store.ErrOverQuota) {
+		t.Errorf("CheckQuota: %v", err)
+	}
+	_, err := a.Deliver(context.Background(), Envelope{Recipients: []string{"alice@example.test", "bob@example.test"}}, body)
+	if !errors.Is(err, store.ErrOverQuota) {
+		t.Errorf("Deliver over quota: %v", err)
+	}
+	if msgs, _ := st.Messages("bob@example.test", "INBOX"); len(msgs) != 0 {
+		t.Errorf("partial delivery: bob got %d", len(msgs))
+	}
+}
+
+type fakeQueue struct {
+	entries []store.QueueEntry
+	bodies  [][]byte
+}
+
+func (q *fakeQueue) Enqueue(_ context.Context, e store.QueueEntry, body []byte) (store.QueueEntry, error) {
+	e.ID = "q1"
+	q.entries = append(q.entries, e)
+	q.bodies = append(q.bodies, body)
+	return e, nil
+}

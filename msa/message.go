@@ -1,0 +1,156 @@
+package msa
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/posthorn/posthorn/dkim"
+	"github.com/posthorn/posthorn/mda"
+)
+
+// owns reports whether account may use address as a sender: the address
+// leads (through the delivery agent's resolution: +tag, aliases,
+// catch-all) to the account.
+func (s *Server) owns(account, address string) (bool, error) {
+	if strings.EqualFold(account, address) {
+		return true, nil
+	}
+	route, err := s.MDA.Resolve(address)
+	switch {
+	case err == nil:
+	case errors.Is(err, mda.ErrNotOurDomain), errors.Is(err, mda.ErrUnknownUser),
+		errors.Is(err, mda.ErrBadAddress), errors.Is(err, mda.ErrAliasLoop):
+		return false, nil
+	default:
+		return false, err
+	}
+	for _, a := range route.Accounts {
+		if strings.EqualFold(a, account) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// prepare checks a submitted message and returns it as it is sent on:
+// with a Received field, Date and Message-ID when missing (RFC 6409
+// section 8.3), and DKIM signatures when its From domain is ours.
+func (s *Server) prepare(ss *session, body []byte) ([]byte, error) {
+	if !cleanLineEndings(body) {
+		return nil, errBareEOL
+	}
+	if !bytes.Contains(body, []byte("\r\n\r\n")) && bytes.HasSuffix(body, []byte("\r\n")) {
+		// A header without a body (RFC 5322 section 3.5 makes the body
+		// optional): add the empty line that ends the header.
+		body = append(body[:len(body):len(body)], "\r\n"...)
+	}
+	m, err := mail.ReadMessage(bytes.NewReader(body))
+	if err != nil {
+		return nil, errBadHeader
+	}
+	from, err := m.Header.AddressList("From")
+	if err != nil || len(from) == 0 {
+		return nil, errNoFrom
+	}
+	for _, a := range from {
+		ok, err := s.owns(ss.account, a.Address)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			ss.log.Info("From: refused", "from", a.Address)
+			return nil, errFromNotOwned
+		}
+	}
+	now := time.Now()
+	var pre bytes.Buffer
+	writeReceived(&pre, s.Hostname, ss, now)
+	if m.Header.Get("Date") == "" {
+		fmt.Fprintf(&pre, "Date: %s\r\n", now.Format(time.RFC1123Z))
+	}
+	if m.Header.Get("Message-Id") == "" {
+		fmt.Fprintf(&pre, "Message-ID: <%s.%s@%s>\r\n", ss.id, newID(), s.Hostname)
+	}
+	msg := append(pre.Bytes(), body...)
+	return s.sign(ss, domainOf(from[0].Address), msg)
+}
+
+// sign prepends DKIM-Signature fields when domain is ours and has keys.
+func (s *Server) sign(ss *session, domain string, msg []byte) ([]byte, error) {
+	ours, err := s.Store.HasDomain(domain)
+	if err != nil || !ours {
+		return msg, err
+	}
+	keys, err := s.Store.DKIMKeys(domain)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := dkim.Sign(keys, msg)
+	if errors.Is(err, dkim.ErrNoKeys) {
+		ss.log.Warn("no active DKIM key; sending unsigned", "domain", domain)
+		return msg, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(sig, msg...), nil
+}
+
+// writeReceived writes our trace field (RFC 5321 section 4.4), with the
+// protocol names of RFC 3848 and RFC 6531, but without the client's
+// address.
+func writeReceived(b *bytes.Buffer, hostname string, ss *session, now time.Time) {
+	proto := "ESMTPA"
+	if ss.tls {
+		proto = "ESMTPSA"
+	}
+	if ss.utf8 {
+		proto = "UTF8SMTPA"
+		if ss.tls {
+			proto = "UTF8SMTPSA"
+		}
+	}
+	helo := strings.Map(func(r rune) rune {
+		if r <= ' ' || r == '(' || r == ')' || r == ';' || r > '~' {
+			return -1
+		}
+		return r
+	}, ss.conn.Hostname())
+	if helo == "" {
+		helo = "unknown"
+	}
+	fmt.Fprintf(b, "Received: from %s\r\n\tby %s (Posthorn) with %s id %s;\r\n\t%s\r\n",
+		helo, hostname, proto, ss.id, now.Format(time.RFC1123Z))
+}
+
+// cleanLineEndings reports whether every CR is followed by LF, every LF
+// follows a CR, and there is no NUL.
+func cleanLineEndings(b []byte) bool {
+	for i, c := range b {
+		switch c {
+		case 0:
+			return false
+		case '\r':
+			if i+1 == len(b) || b[i+1] != '\n' {
+				return false
+			}
+		case '\n':
+			if i == 0 || b[i-1] != '\r' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func domainOf(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[i+1:])
+}

@@ -1,0 +1,200 @@
+// Package msa is Posthorn's mail submission agent: it takes mail from a
+// user's client on the submission ports (587 with STARTTLS, 465 with
+// implicit TLS, RFC 6409 and RFC 8314), after AUTH, and hands it on: local
+// recipients to the delivery agent, remote ones to the outbound queue.
+//
+// Implementation notes:
+//
+//   - The SMTP protocol is go-smtp's server; this package is its Backend.
+//     AUTH PLAIN and LOGIN go to the auth package's SASL servers and are
+//     offered only under TLS unless AllowPlaintextAuth (go-smtp's
+//     AllowInsecureAuth). MAIL before AUTH is 530 5.7.0 (RFC 4954 section
+//     6), a wrong password 535 5.7.8, throttling 454 4.7.0.
+//   - The sender must be the user's: MAIL FROM and every From: address
+//     must be the account's own address (also with a +tag), an alias whose
+//     targets include the account, or an address of a domain whose
+//     catch-all alias the account receives, unless that address is another
+//     account or an alias of others. Otherwise 550 5.7.1 (RFC 6409 section
+//     6.1 lets an MSA enforce this).
+//   - The message is completed as RFC 6409 section 8 allows: Date (8.3) and
+//     Message-ID (8.3) are added when missing, and a Received field is
+//     prepended (RFC 5321 section 4.4) without the client's IP address, so
+//     a user's home address does not travel with their mail.
+//   - A bare CR, bare LF or NUL in the data is refused with 550 5.5.2, as
+//     the inbound MTA does (RFC 5321 section 2.3.8; SMTP smuggling). go-smtp
+//     swallows a "." followed by a lone CR at the start of a line, so that
+//     one form is not seen here; it cannot smuggle anything because nothing
+//     that leaves the queue has a line ending other than CRLF.
+//   - Mail whose From: domain is ours is DKIM-signed with the domain's
+//     active keys (the dkim package: ed25519 and RSA, relaxed/relaxed).
+//   - Routing: every recipient is resolved by the delivery agent; local
+//     ones are delivered with one call (durable before it returns), remote
+//     ones become one queue entry (durable before it returns, grouped by
+//     domain at delivery). Only then is 250 sent. Any internal error is a
+//     451 4.3.0 with an id that is also logged, never go-smtp's 554.
+package msa
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/store"
+)
+
+// Authenticator gives SASL servers that report the account logged in;
+// *auth.Authenticator implements it.
+type Authenticator interface {
+	PlainServer(remote net.Addr, done func(account string)) sasl.Server
+	LoginServer(remote net.Addr, done func(account string)) sasl.Server
+}
+
+// LocalDelivery resolves recipients and delivers to local ones;
+// *mda.Agent implements it.
+type LocalDelivery interface {
+	Resolve(address string) (mda.Route, error)
+	Deliver(ctx context.Context, env mda.Envelope, body []byte) (mda.Result, error)
+}
+
+// Server is one submission listener.
+type Server struct {
+	Hostname string
+	// TLS is offered with STARTTLS; nil: no STARTTLS (the listener is
+	// already TLS for port 465).
+	TLS *tls.Config
+	// ImplicitTLS says the listener is TLS-wrapped (port 465).
+	ImplicitTLS        bool
+	AllowPlaintextAuth bool
+
+	Auth  Authenticator
+	Store store.Store
+	MDA   LocalDelivery
+	Queue mda.Queue
+
+	MaxMessageBytes int64 // 0: 50 MiB
+	MaxRecipients   int   // 0: 100
+	MaxLineBytes    int   // command line length; 0: 4096
+	// CommandTimeout bounds each read and write, including one DATA
+	// transfer as a whole; 0: 5 minutes.
+	CommandTimeout time.Duration
+
+	Logger  *slog.Logger
+	Metrics *metrics.Registry
+
+	mu   sync.Mutex
+	srv  *smtp.Server
+	ln   net.Listener
+	busy atomic.Int64 // messages between DATA and the reply
+}
+
+// Serve accepts submission connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	srv := s.smtpServer()
+	s.mu.Lock()
+	s.srv, s.ln = srv, ln
+	s.mu.Unlock()
+	return srv.Serve(ln)
+}
+
+// Shutdown stops accepting, waits until no message is being taken (or
+// ctx ends), then closes every connection: an idle client is cut, a
+// message in DATA gets its reply first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	srv, ln := s.srv, s.ln
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	ln.Close()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for s.busy.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	srv.Close()
+	return err
+}
+
+func (s *Server) smtpServer() *smtp.Server {
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = s.Hostname
+	srv.TLSConfig = s.TLS
+	if s.ImplicitTLS {
+		srv.TLSConfig = nil // no STARTTLS on an implicit-TLS port
+	}
+	srv.AllowInsecureAuth = s.AllowPlaintextAuth
+	srv.MaxMessageBytes = s.maxMessageBytes()
+	srv.MaxRecipients = s.maxRecipients()
+	srv.MaxLineLength = 4096
+	if s.MaxLineBytes > 0 {
+		srv.MaxLineLength = s.MaxLineBytes
+	}
+	srv.ReadTimeout = durationOr(s.CommandTimeout, 5*time.Minute)
+	srv.WriteTimeout = srv.ReadTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = errorLog{s.Logger}
+	return srv
+}
+
+func (s *Server) maxMessageBytes() int64 {
+	if s.MaxMessageBytes > 0 {
+		return s.MaxMessageBytes
+	}
+	return 50 << 20
+}
+
+func (s *Server) maxRecipients() int {
+	if s.MaxRecipients > 0 {
+		return s.MaxRecipients
+	}
+	return 100
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// errorLog sends go-smtp's own messages to slog.
+type errorLog struct{ l *slog.Logger }
+
+func (e errorLog) Printf(format string, v ...any) {
+	e.l.Warn("smtp server", "msg", fmt.Sprintf(format, v...))
+}
+
+func (e errorLog) Println(v ...any) { e.l.Warn("smtp server", "msg", fmt.Sprint(v...)) }
+
+// newSession starts the session of one connection (at its first EHLO).
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	id := newID()
+	_, isTLS := c.TLSConnectionState()
+	sess := &session{
+		s:    s,
+		conn: c,
+		id:   id,
+		tls:  isTLS,
+		log:  s.Logger.With("conn", id, "proto", "submission", "remote", c.Conn().RemoteAddr().String()),
+	}
+	return sess, nil
+}

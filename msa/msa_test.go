@@ -1,0 +1,367 @@
+package msa_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/dkim"
+	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/store"
+)
+
+// dial opens an authenticated submission session on 587 with STARTTLS.
+func dial(t testing.TB, env *harness.Env, user, pass string) (*smtp.Client, error) {
+	t.Helper()
+	c, err := smtp.DialStartTLS(env.Addr("submission"), env.ClientTLS())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, c.Auth(sasl.NewPlainClient("", user, pass))
+}
+
+// send submits one message over an authenticated session.
+func send(c *smtp.Client, from string, to []string, msg string) error {
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+func code(err error) int {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
+}
+
+// inbox returns the messages in an account's INBOX.
+func inbox(t testing.TB, st store.Store, account string) [][]byte {
+	t.Helper()
+	ms, err := st.Messages(account, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, m := range ms {
+		b, err := st.OpenMessage(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(b)
+		b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data)
+	}
+	return out
+}
+
+func testMessage(from, to, subject string) string {
+	return fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\n\r\nHello.\r\n", from, to, subject)
+}
+
+func TestSubmitLocalAddsHeadersAndSigns(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	if _, err := dkim.Ensure(env.Server.Store, harness.Domain); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatalf("auth: %v", err)
+	}
+	if err := send(c, harness.User, []string{harness.User}, testMessage(harness.User, harness.User, "local")); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	msgs := inbox(t, env.Server.Store, harness.User)
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages in INBOX, want 1", len(msgs))
+	}
+	m := string(msgs[0])
+	for _, h := range []string{"\r\nDate: ", "\r\nMessage-ID: <", "DKIM-Signature: a=ed25519-sha256", "DKIM-Signature: a=rsa-sha256", "with ESMTPSA id"} {
+		if !strings.Contains(m, h) {
+			t.Errorf("delivered message lacks %q:\n%s", h, m)
+		}
+	}
+	if got := env.Server.Metrics.Value(metrics.Accepted, "via", "submission"); got != 1 {
+		t.Errorf("accepted metric = %d, want 1", got)
+	}
+}
+
+func TestMailBeforeAuth(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := smtp.DialStartTLS(env.Addr("submission"), env.ClientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Mail(harness.User, nil)
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 530 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 0}) {
+		t.Fatalf("MAIL before AUTH: %v, want 530 5.7.0", err)
+	}
+}
+
+func TestAuthNotOfferedWithoutTLS(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := smtp.Dial(env.Addr("submission"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.Extension("AUTH"); ok {
+		t.Fatal("AUTH offered before STARTTLS")
+	}
+	if ok, _ := c.Extension("STARTTLS"); !ok {
+		t.Fatal("STARTTLS not offered")
+	}
+	if err := c.Auth(sasl.NewPlainClient("", harness.User, harness.Password)); err == nil {
+		t.Fatal("AUTH accepted in clear text")
+	}
+}
+
+func TestBadPassword(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	_, err := dial(t, env, harness.User, "wrong")
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 535 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 8}) {
+		t.Fatalf("bad password: %v, want 535 5.7.8", err)
+	}
+	if got := env.Server.Metrics.Value(metrics.AuthFailures, "protocol", "smtp"); got != 1 {
+		t.Fatalf("auth failures = %d, want 1", got)
+	}
+}
+
+func TestSenderIdentity(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	env.AddUser("bob@example.test", "bob password 123")
+	if err := st.AddAlias("sales@example.test", []string{harness.User, "bob@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAlias("bobs@example.test", []string{"bob@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	env.AddDomain("other.test")
+	if err := st.AddAlias("@other.test", []string{harness.User}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		mailFrom, headerFrom string
+		want                 int
+	}{
+		{harness.User, harness.User, 250},
+		{"alice+lists@example.test", "alice+lists@example.test", 250},
+		{"sales@example.test", "sales@example.test", 250},
+		{"anything@other.test", "anything@other.test", 250},
+		{"bob@example.test", harness.User, 550},
+		{"bobs@example.test", harness.User, 550},
+		{"someone@elsewhere.test", harness.User, 550},
+		{harness.User, "bob@example.test", 550},
+		{harness.User, "mallory@elsewhere.test", 550},
+		{"", harness.User, 250},
+	}
+	for _, tc := range cases {
+		err := send(c, tc.mailFrom, []string{harness.User}, testMessage(tc.headerFrom, harness.User, "id"))
+		got := 250
+		if err != nil {
+			got = code(err)
+			var se *smtp.SMTPError
+			if errors.As(err, &se) && se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
+				t.Errorf("MAIL FROM:<%s> From: %s: %v, want 5.7.1", tc.mailFrom, tc.headerFrom, err)
+			}
+			c.Reset()
+		}
+		if got != tc.want {
+			t.Errorf("MAIL FROM:<%s> From: %s: %v, want %d", tc.mailFrom, tc.headerFrom, err, tc.want)
+		}
+	}
+}
+
+// rawSubmit speaks SMTP by hand on 465 and returns the reply to the end
+// of data: go-smtp's client would turn a bare LF into CRLF.
+func rawSubmit(t *testing.T, env *harness.Env, body string) string {
+	t.Helper()
+	conn, err := tls.Dial("tcp", env.Addr("submissions"), env.ClientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tp := textproto.NewConn(conn)
+	step := func(cmd string, want int) {
+		t.Helper()
+		if cmd != "" {
+			if err := tp.PrintfLine("%s", cmd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, msg, err := tp.ReadResponse(want); err != nil {
+			t.Fatalf("%q: %v %s", cmd, err, msg)
+		}
+	}
+	step("", 220)
+	step("EHLO client.test", 250)
+	step("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+harness.User+"\x00"+harness.Password)), 235)
+	step("MAIL FROM:<"+harness.User+">", 250)
+	step("RCPT TO:<"+harness.User+">", 250)
+	step("DATA", 354)
+	if _, err := io.WriteString(conn, body+"\r\n.\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := tp.ReadLine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return line
+}
+
+func TestBareLineEndingsRefused(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	head := "From: <" + harness.User + ">\r\nSubject: x\r\n\r\n"
+	for _, body := range []string{"a\nb", "a\rb", "a\x00b", "a\r\n.\nMAIL FROM:<x@y.test>"} {
+		if got := rawSubmit(t, env, head+body); !strings.HasPrefix(got, "550 5.5.2") {
+			t.Errorf("body %q: %q, want 550 5.5.2", body, got)
+		}
+	}
+	if n := len(inbox(t, env.Server.Store, harness.User)); n != 0 {
+		t.Fatalf("%d messages delivered", n)
+	}
+	if got := rawSubmit(t, env, head+"fine"); !strings.HasPrefix(got, "250") {
+		t.Fatalf("clean body: %q", got)
+	}
+}
+
+func TestMissingFromRefused(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = send(c, harness.User, []string{harness.User}, "Subject: x\r\n\r\nbody\r\n")
+	if code(err) != 550 {
+		t.Fatalf("no From: %v, want 550", err)
+	}
+}
+
+func TestImplicitTLS(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := smtp.DialTLS(env.Addr("submissions"), env.ClientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ok, _ := c.Extension("STARTTLS"); ok {
+		t.Error("STARTTLS offered on the implicit-TLS port")
+	}
+	if err := c.Auth(sasl.NewPlainClient("", harness.User, harness.Password)); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, harness.User, []string{harness.User}, testMessage(harness.User, harness.User, "465")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(inbox(t, env.Server.Store, harness.User)); n != 1 {
+		t.Fatalf("%d messages, want 1", n)
+	}
+}
+
+func TestUnknownLocalRecipient(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(harness.User, nil); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Rcpt("nobody@example.test", nil)
+	if code(err) != 550 {
+		t.Fatalf("unknown local rcpt: %v, want 550", err)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	env := harness.Start(t, harness.Options{Configure: func(c *config.Config) {
+		c.Limits.MaxRecipients = 2
+		c.MaxMessageBytes = 2048
+	}})
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = send(c, harness.User, []string{harness.User, "a@remote.test", "b@remote.test"}, testMessage(harness.User, harness.User, "x"))
+	if code(err) != 452 {
+		t.Errorf("third recipient: %v, want 452", err)
+	}
+	c.Reset()
+	big := testMessage(harness.User, harness.User, "big") + strings.Repeat("0123456789abcdef\r\n", 200)
+	if err := send(c, harness.User, []string{harness.User}, big); code(err) != 552 {
+		t.Errorf("oversized message: %v, want 552", err)
+	}
+	if n := len(inbox(t, env.Server.Store, harness.User)); n != 0 {
+		t.Errorf("%d messages delivered", n)
+	}
+}
+
+func TestThrottledAuth(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	l := env.Server.Auth.Limiter
+	l.Free, l.RefuseAfter = 1, 2
+	l.Sleep = func(context.Context, time.Duration) error { return nil }
+	var last error
+	for range 4 {
+		_, last = dial(t, env, harness.User, "wrong")
+	}
+	var se *smtp.SMTPError
+	if !errors.As(last, &se) || se.Code != 454 || se.EnhancedCode != (smtp.EnhancedCode{4, 7, 0}) {
+		t.Fatalf("after repeated failures: %v, want 454 4.7.0", last)
+	}
+}
+
+func TestHeaderOnlyMessage(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, harness.User, []string{harness.User}, "From: <"+harness.User+">\r\nSubject: no body\r\n"); err != nil {
+		t.Fatalf("header-only message: %v", err)
+	}
+	msgs := inbox(t, env.Server.Store, harness.User)
+	if len(msgs) != 1 || !strings.HasSuffix(string(msgs[0]), "Subject: no body\r\n\r\n") {
+		t.Fatalf("stored: %q", msgs)
+	}
+}

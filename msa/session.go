@@ -1,0 +1,206 @@
+package msa
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/store"
+)
+
+// deliverTimeout bounds the local delivery and queueing of one message.
+const deliverTimeout = 2 * time.Minute
+
+// session is one client connection after EHLO. States: not
+// authenticated (only AUTH, and the commands go-smtp handles itself),
+// authenticated (MAIL), in a transaction (RCPT, DATA/BDAT).
+type session struct {
+	s    *Server
+	conn *smtp.Conn
+	id   string
+	tls  bool
+	log  *slog.Logger
+
+	account string // "" until AUTH succeeds
+
+	// The transaction.
+	from     string
+	utf8     bool
+	eightBit bool
+	local    []string
+	remote   []string
+	seen     map[string]bool
+}
+
+// AuthMechanisms implements smtp.AuthSession; go-smtp offers them only
+// under TLS unless plaintext auth is allowed.
+func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+// Auth implements smtp.AuthSession.
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	remote := ss.conn.Conn().RemoteAddr()
+	done := func(account string) {
+		ss.account = account
+		ss.log = ss.log.With("account", account)
+		ss.log.Info("authenticated", "mech", mech)
+	}
+	var inner sasl.Server
+	switch mech {
+	case sasl.Plain:
+		inner = ss.s.Auth.PlainServer(remote, done)
+	case sasl.Login:
+		inner = ss.s.Auth.LoginServer(remote, done)
+	default:
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return &saslServer{inner: inner, ss: ss}, nil
+}
+
+// saslServer turns the auth package's errors into SMTP replies.
+type saslServer struct {
+	inner sasl.Server
+	ss    *session
+}
+
+func (a *saslServer) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := a.inner.Next(response)
+	if err != nil {
+		a.ss.s.Metrics.Inc(metrics.AuthFailures, "protocol", "smtp")
+		a.ss.log.Info("authentication failed", "err", err)
+		return nil, true, authReply(a.ss.log, err)
+	}
+	return challenge, done, nil
+}
+
+// Mail implements smtp.Session: MAIL FROM, after AUTH, for an address the
+// account owns.
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if ss.account == "" {
+		return errAuthRequired // RFC 4954 section 6
+	}
+	ss.Reset()
+	if from != "" {
+		ok, err := ss.s.owns(ss.account, from)
+		if err != nil {
+			return reply(ss.log, err)
+		}
+		if !ok {
+			ss.log.Info("sender refused", "from", from)
+			ss.s.Metrics.Inc(metrics.Rejected, "via", "submission", "reason", "sender")
+			return errSenderNotOwned
+		}
+	}
+	ss.from = from
+	if opts != nil {
+		ss.utf8 = opts.UTF8
+		ss.eightBit = opts.Body == smtp.Body8BitMIME
+	}
+	return nil
+}
+
+// Rcpt implements smtp.Session: any address; ours go to the delivery
+// agent, others to the queue.
+func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if ss.account == "" {
+		return errAuthRequired
+	}
+	at := strings.LastIndexByte(to, '@')
+	if at <= 0 || at == len(to)-1 {
+		return errBadAddress
+	}
+	key := strings.ToLower(to)
+	if ss.seen[key] {
+		return nil // a repeated RCPT gets one copy
+	}
+	_, err := ss.s.MDA.Resolve(to)
+	switch {
+	case err == nil:
+		ss.local = append(ss.local, to)
+	case errors.Is(err, mda.ErrNotOurDomain):
+		if ss.s.Queue == nil {
+			return errNoQueue
+		}
+		ss.remote = append(ss.remote, to)
+	default:
+		ss.s.Metrics.Inc(metrics.Rejected, "via", "submission", "reason", "recipient")
+		return reply(ss.log, err)
+	}
+	if ss.seen == nil {
+		ss.seen = map[string]bool{}
+	}
+	ss.seen[key] = true
+	return nil
+}
+
+// Data implements smtp.Session: checks and completes the message, signs
+// it, and delivers or queues it durably before go-smtp replies 250.
+func (ss *session) Data(r io.Reader) error {
+	if ss.account == "" {
+		return errAuthRequired
+	}
+	ss.s.busy.Add(1)
+	defer ss.s.busy.Add(-1)
+	body, err := io.ReadAll(r)
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se // too big
+		}
+		return reply(ss.log, err)
+	}
+	msg, err := ss.s.prepare(ss, body)
+	if err != nil {
+		ss.s.Metrics.Inc(metrics.Rejected, "via", "submission", "reason", "content")
+		return reply(ss.log, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deliverTimeout)
+	defer cancel()
+	if err := ss.route(ctx, msg); err != nil {
+		return reply(ss.log, err)
+	}
+	ss.s.Metrics.Inc(metrics.Accepted, "via", "submission")
+	return nil
+}
+
+// route hands the message to the delivery agent and the queue.
+func (ss *session) route(ctx context.Context, msg []byte) error {
+	if len(ss.remote) > 0 {
+		e := store.QueueEntry{
+			From: ss.from, SMTPUTF8: ss.utf8, EightBit: ss.eightBit, AuthUser: ss.account,
+			NoBounce: ss.from == "",
+		}
+		for _, r := range ss.remote {
+			e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
+		}
+		q, err := ss.s.Queue.Enqueue(ctx, e, msg)
+		if err != nil {
+			return err
+		}
+		ss.log.Info("accepted", "queue_id", q.ID, "from", ss.from, "remote", len(ss.remote), "size", len(msg))
+	}
+	if len(ss.local) > 0 {
+		res, err := ss.s.MDA.Deliver(ctx, mda.Envelope{From: ss.from, Recipients: ss.local}, msg)
+		if err != nil {
+			return err
+		}
+		ss.log.Info("delivered locally", "from", ss.from, "mailboxes", len(res.Delivered), "forwarded", len(res.Queued), "size", len(msg))
+	}
+	return nil
+}
+
+// Reset implements smtp.Session.
+func (ss *session) Reset() {
+	ss.from, ss.utf8, ss.eightBit = "", false, false
+	ss.local, ss.remote, ss.seen = nil, nil, nil
+}
+
+// Logout implements smtp.Session.
+func (ss *session) Logout() error { return nil }

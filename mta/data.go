@@ -1,0 +1,192 @@
+package mta
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"reflect"
+	"time"
+	"unsafe"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Why this file reaches into go-smtp: its DATA reader (data.go in go-smtp
+// v0.25.1) drops a "." followed by "\r" that is not followed by "\n", so
+// "\r\n.\r\r\n" and "\r\n.\rX" reach the backend as "\r\n\r\n" and
+// "\r\nX" and a bare CR can no longer be seen. RFC 5321 section 2.3.8
+// forbids bare CR and LF, and accepting them is what SMTP smuggling
+// exploits. So Data takes the *bufio.Reader under go-smtp's reader and
+// reads the raw stream itself, then marks go-smtp's reader as finished.
+// rawData checks the layout by reflection and returns ok=false if it ever
+// changes; Data then falls back to go-smtp's reader plus a check of its
+// output, which still catches every form but "\r\n.\r<X>" (a test pins
+// the go-smtp version's behaviour, so an upgrade shows up).
+
+// go-smtp dataReader's stateEOF.
+const goSMTPStateEOF = 5
+
+var bufioReaderType = reflect.TypeOf((*bufio.Reader)(nil))
+
+// rawData returns the buffered reader under go-smtp's DATA reader and a
+// function that marks that reader as at end of data.
+func rawData(r io.Reader) (*bufio.Reader, func(), bool) {
+	v := reflect.ValueOf(r)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil, nil, false
+	}
+	st := v.Elem()
+	if st.Type().Name() != "dataReader" || st.Type().PkgPath() != "github.com/emersion/go-smtp" {
+		return nil, nil, false
+	}
+	fr, fs := st.FieldByName("r"), st.FieldByName("state")
+	if !fr.IsValid() || fr.Type() != bufioReaderType || !fs.IsValid() || fs.Kind() != reflect.Int {
+		return nil, nil, false
+	}
+	br := *(**bufio.Reader)(unsafe.Pointer(fr.UnsafeAddr()))
+	state := (*int)(unsafe.Pointer(fs.UnsafeAddr()))
+	if br == nil {
+		return nil, nil, false
+	}
+	return br, func() { *state = goSMTPStateEOF }, true
+}
+
+// errBadData is a bare CR, bare LF or NUL seen in the data.
+var errBadData = errors.New("bare CR, LF or NUL in data")
+
+// dataLimits bound one DATA transfer.
+type dataLimits struct {
+	max  int64 // message size limit
+	hint int64 // expected size (MAIL FROM SIZE=), 0: unknown
+	// headroom is room left free before the body for our trace header
+	// fields, so that adding them does not copy the message.
+	headroom int
+	conn     net.Conn
+	start    time.Time
+	timeout  time.Duration // base budget
+	rate     int64         // minimum bytes per second on top of it
+	idle     time.Duration // longest wait for the next bytes
+}
+
+// deadline is the time by which the next bytes must have arrived, having
+// received n bytes so far.
+func (l dataLimits) deadline(n int64) time.Time {
+	total := l.start.Add(l.timeout + time.Duration(n/l.rate)*time.Second)
+	if idle := time.Now().Add(l.idle); idle.Before(total) {
+		return idle
+	}
+	return total
+}
+
+// readStrictData reads a DATA body up to and including the end-of-data
+// line "." CRLF (RFC 5321 section 4.1.1.4), undoing dot-stuffing (section
+// 4.5.2). Every line must end in CRLF; a bare CR, bare LF or NUL anywhere
+// makes it return errBadData, but only after the real end of data has been
+// read, so the reply is in step with the client. A body over l.max is
+// read to its end and errTooBig is returned. The returned buffer is
+// l.headroom unused bytes followed by the body, at most l.max bytes.
+func readStrictData(br *bufio.Reader, l dataLimits) ([]byte, error) {
+	var body bytes.Buffer
+	// The client's SIZE= is only a hint: never preallocate more than 1 MiB
+	// on its word.
+	body.Grow(l.headroom + int(min(max(l.hint, 16<<10), 1<<20, l.max)+512))
+	body.Write(make([]byte, l.headroom))
+	var bad, tooBig bool
+	var received int64
+	atLineStart, prevCR := true, false
+	nextDeadline := int64(0)
+	for {
+		if received >= nextDeadline && l.conn != nil {
+			l.conn.SetReadDeadline(l.deadline(received))
+			nextDeadline = received + 64<<10
+		}
+		line, err := br.ReadSlice('\n')
+		received += int64(len(line))
+		if err != nil && err != bufio.ErrBufferFull {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, errTimeout
+			}
+			if errors.Is(err, smtp.ErrTooLongLine) {
+				return nil, errLineTooLong
+			}
+			return nil, err
+		}
+		complete := err == nil
+		if atLineStart && complete && string(line) == ".\r\n" {
+			break
+		}
+		if !cleanPiece(line, prevCR) {
+			bad = true
+		}
+		prevCR = !complete && len(line) > 0 && line[len(line)-1] == '\r'
+		if atLineStart && len(line) > 0 && line[0] == '.' {
+			line = line[1:]
+		}
+		atLineStart = complete
+		if int64(body.Len()-l.headroom+len(line)) > l.max {
+			tooBig = true
+		}
+		if !bad && !tooBig {
+			body.Write(line)
+		}
+	}
+	switch {
+	case bad:
+		return nil, errBadData
+	case tooBig:
+		return nil, errTooBig
+	}
+	return body.Bytes(), nil
+}
+
+// cleanPiece checks one piece of a line (a whole line, or part of one
+// longer than the buffer): no NUL, every CR followed by LF and every LF
+// preceded by CR. A CR ending a partial piece is judged with the next
+// piece, whose prevCR is then true.
+func cleanPiece(p []byte, prevCR bool) bool {
+	if prevCR && (len(p) == 0 || p[0] != '\n') {
+		return false
+	}
+	for i, c := range p {
+		switch c {
+		case 0:
+			return false
+		case '\r':
+			if i+1 < len(p) && p[i+1] != '\n' {
+				return false
+			}
+		case '\n':
+			if (i == 0 && !prevCR) || (i > 0 && p[i-1] != '\r') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkLineEndings is the check of a body that did not come through
+// readStrictData (BDAT chunks, or go-smtp's own reader as a fallback):
+// every CR is followed by LF, every LF preceded by CR, and no NUL.
+func checkLineEndings(b []byte) error {
+	if !cleanPiece(b, false) || (len(b) > 0 && b[len(b)-1] == '\r') {
+		return errBadData
+	}
+	return nil
+}
+
+// readBounded reads r to its end, keeping at most max bytes; more is
+// errTooBig (after draining r, so a BDAT client stays in step).
+func readBounded(r io.Reader, max int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		io.Copy(io.Discard, r)
+		return nil, errTooBig
+	}
+	return b, nil
+}

@@ -1,0 +1,84 @@
+package mta
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestReadStrictData(t *testing.T) {
+	cases := []struct {
+		name, in, body string
+		err            error
+		rest           string // left in the reader after the end of data
+	}{
+		{"simple", "a\r\nb\r\n.\r\nNEXT", "a\r\nb\r\n", nil, "NEXT"},
+		{"empty", ".\r\n", "", nil, ""},
+		{"dot-stuffed", "..x\r\n..\r\n.\r\n", ".x\r\n.\r\n", nil, ""},
+		{"bare LF", "a\nb\r\n.\r\n", "", errBadData, ""},
+		{"bare CR", "a\rb\r\n.\r\n", "", errBadData, ""},
+		{"NUL", "a\x00b\r\n.\r\n", "", errBadData, ""},
+		{`\n.\n then real end`, "a\n.\nMAIL FROM:<x@y>\r\n.\r\nQUIT\r\n", "", errBadData, "QUIT\r\n"},
+		{`\r\n.\r\r\n`, "a\r\n.\r\r\nMAIL\r\n.\r\n", "", errBadData, ""},
+		{`\r\n.\rX`, "a\r\n.\rX\r\n.\r\n", "", errBadData, ""},
+		{"too big", strings.Repeat("x", 30) + "\r\n.\r\n", "", errTooBig, ""},
+		{"long line across buffer", strings.Repeat("y", 4095) + "\r\n.\r\n", strings.Repeat("y", 4095) + "\r\n", nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			max := int64(10000)
+			if c.name == "too big" {
+				max = 10
+			}
+			br := bufio.NewReaderSize(strings.NewReader(c.in), 4096)
+			body, err := readStrictData(br, dataLimits{max: max})
+			if !errors.Is(err, c.err) {
+				t.Fatalf("err %v, want %v", err, c.err)
+			}
+			if err == nil && string(body) != c.body {
+				t.Errorf("body %q, want %q", body, c.body)
+			}
+			rest, _ := br.ReadString(0)
+			if c.rest != "" && rest != c.rest {
+				t.Errorf("left %q, want %q", rest, c.rest)
+			}
+		})
+	}
+}
+
+func TestCheckLineEndings(t *testing.T) {
+	for in, ok := range map[string]bool{
+		"a\r\nb\r\n": true, "": true, "a": true,
+		"a\n": false, "a\r": false, "\na": false, "a\rb\r\n": false, "a\x00\r\n": false,
+	} {
+		if got := checkLineEndings([]byte(in)) == nil; got != ok {
+			t.Errorf("%q: ok=%v, want %v", in, got, ok)
+		}
+	}
+}
+
+func TestValidHelo(t *testing.T) {
+	for h, ok := range map[string]bool{
+		"mail.example.org": true, "localhost": true, "[192.0.2.1]": true, "[IPv6:2001:db8::1]": true,
+		"": false, "a..b": false, "-x.org": false, "[1.2.3]": false, "exa mple": false, "x/y": false,
+		"[IPv6:192.0.2.1]": false,
+	} {
+		if validHelo(h) != ok {
+			t.Errorf("validHelo(%q) = %v", h, !ok)
+		}
+	}
+}
+
+func FuzzReadStrictData(f *testing.F) {
+	for _, s := range []string{"a\r\n.\r\n", "a\n.\n", "..\r\n.\r\n", "\r\n.\r\r\n", "x\x00\r\n.\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		body, err := readStrictData(bufio.NewReader(bytes.NewReader(in)), dataLimits{max: 1 << 20})
+		if err == nil && checkLineEndings(body) != nil {
+			t.Fatalf("accepted %q with bad line endings", body)
+		}
+	})
+}

@@ -1,0 +1,250 @@
+package mta_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/mta"
+	"github.com/posthorn/posthorn/store"
+)
+
+const testMessage = "From: Bob <bob@remote.example>\r\n" +
+	"To: Alice <alice@example.test>\r\n" +
+	"Subject: end to end\r\n" +
+	"Message-ID: <e2e-1@remote.example>\r\n" +
+	"\r\n" +
+	"Hello Alice,\r\n" +
+	".a line that starts with a dot\r\n" +
+	"\r\n" +
+	"Bob\r\n"
+
+func inbox(t testing.TB, st store.Store, mailbox string) [][]byte {
+	t.Helper()
+	msgs, err := st.Messages(harness.User, mailbox)
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	var out [][]byte
+	for _, m := range msgs {
+		b, err := st.OpenMessage(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(b)
+		b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data)
+	}
+	return out
+}
+
+// checkDelivered checks a stored message: our headers, then the message
+// exactly as sent.
+func checkDelivered(t *testing.T, got []byte, from, sent, proto, helo string) {
+	t.Helper()
+	if !bytes.HasSuffix(got, []byte(sent)) {
+		t.Fatalf("stored message does not end with the message sent:\n%q", got)
+	}
+	ours := string(got[:len(got)-len(sent)])
+	want := "Return-Path: <" + from + ">\r\nDelivered-To: " + harness.User + "\r\nAuthentication-Results: mail.example.test;"
+	if !strings.HasPrefix(ours, want) {
+		t.Errorf("headers %q, want prefix %q", ours, want)
+	}
+	for _, w := range []string{"\r\nReceived: from " + helo + " ([127.0.0.1])\r\n\tby mail.example.test", "with " + proto + " id ", "for <alice@example.test>;", "spf=none", "dkim=none", "dmarc=none"} {
+		if !strings.Contains(ours, w) {
+			t.Errorf("headers lack %q:\n%s", w, ours)
+		}
+	}
+}
+
+// send delivers a message with go-smtp's client, in the clear (HELO
+// client.example) or with STARTTLS (go-smtp then says HELO localhost).
+func send(addr, from string, to []string, msg string, tlsConf *tls.Config) error {
+	var c *smtp.Client
+	var err error
+	if tlsConf != nil {
+		c, err = smtp.DialStartTLS(addr, tlsConf)
+	} else if c, err = smtp.Dial(addr); err == nil {
+		err = c.Hello("client.example")
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SendMail(from, to, strings.NewReader(msg)); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+func TestE2EGoSMTPClient(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	for i, tlsConf := range []*tls.Config{nil, env.ClientTLS()} {
+		if err := send(env.Addr("smtp"), "bob@remote.example", []string{harness.User}, testMessage, tlsConf); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		msgs := inbox(t, env.Server.Store, "INBOX")
+		if len(msgs) != i+1 {
+			t.Fatalf("%d messages in INBOX, want %d", len(msgs), i+1)
+		}
+		proto, helo := "ESMTP", "client.example"
+		if tlsConf != nil {
+			proto, helo = "ESMTPS", "localhost"
+		}
+		checkDelivered(t, msgs[i], "bob@remote.example", testMessage, proto, helo)
+	}
+	if n := env.Server.Metrics.Value(metrics.Accepted, "via", "smtp"); n != 2 {
+		t.Errorf("accepted metric %d, want 2", n)
+	}
+}
+
+func TestE2ESwaks(t *testing.T) {
+	swaks, err := exec.LookPath("swaks")
+	if err != nil {
+		t.Skip("swaks is not installed")
+	}
+	env := harness.Start(t, harness.Options{})
+	file := filepath.Join(t.TempDir(), "msg.eml")
+	// swaks ends the data with CRLF "." CRLF itself.
+	if err := os.WriteFile(file, []byte(strings.TrimSuffix(testMessage, "\r\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(env.Addr("smtp"), ":")
+	out, err := exec.Command(swaks, "--server", host, "--port", port, "--helo", "client.example",
+		"--from", "carol@remote.example", "--to", harness.User, "--data", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	msgs := inbox(t, env.Server.Store, "INBOX")
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages in INBOX\n%s", len(msgs), out)
+	}
+	checkDelivered(t, msgs[0], "carol@remote.example", testMessage, "ESMTP", "client.example")
+}
+
+func TestE2ERelayForms(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	mta.RunRelayForms(t, env.Addr("smtp"), harness.Domain)
+	if n := len(inbox(t, env.Server.Store, "INBOX")); n != 0 {
+		t.Errorf("%d messages stored", n)
+	}
+}
+
+func TestE2ESmuggling(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	count := func() int { return len(inbox(t, env.Server.Store, "INBOX")) }
+	mta.RunSmuggling(t, env.Addr("smtp"), harness.User, count)
+	mta.RunPipelinedData(t, env.Addr("smtp"), harness.User, count)
+	mta.RunBDAT(t, env.Addr("smtp"), harness.User, count)
+	mta.RunSmugglingTLS(t, env.Addr("smtp"), harness.User, count)
+}
+
+// TestE2EAliasesAndQuota: an alias to two accounts stores one body; a
+// full account is refused at RCPT with 452 4.2.2.
+func TestE2EAliasesAndQuota(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	env.AddUser("bob@example.test", "pw-bob-123456")
+	st := env.Server.Store
+	if err := st.AddAlias("team@example.test", []string{harness.User, "bob@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAlias("@example.test", []string{"bob@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	err := send(env.Addr("smtp"), "x@remote.example",
+		[]string{"team@example.test", "alice+news@example.test", "whoever@example.test"}, testMessage, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := st.Messages(harness.User, "INBOX")
+	b, _ := st.Messages("bob@example.test", "INBOX")
+	if len(a) != 1 || len(b) != 1 {
+		t.Fatalf("alice has %d, bob %d; want 1 each", len(a), len(b))
+	}
+	if a[0].BlobID != b[0].BlobID {
+		t.Errorf("body stored twice (blobs %d, %d)", a[0].BlobID, b[0].BlobID)
+	}
+	if err := st.SetQuota("bob@example.test", 1); err != nil {
+		t.Fatal(err)
+	}
+	err = send(env.Addr("smtp"), "x@remote.example", []string{"bob@example.test"}, testMessage, nil)
+	var se *smtp.SMTPError
+	if !asSMTPError(err, &se) || se.Code != 452 || se.EnhancedCode != (smtp.EnhancedCode{4, 2, 2}) {
+		t.Errorf("over quota: %v, want 452 4.2.2", err)
+	}
+}
+
+func asSMTPError(err error, se **smtp.SMTPError) bool {
+	e, ok := err.(*smtp.SMTPError)
+	if ok {
+		*se = e
+	}
+	return ok
+}
+
+// TestE2EAuthentication runs SPF, DKIM (the RFC 8463 example, both
+// signatures) and DMARC through the server's resolver, which the harness
+// points at its loopback DNS server (outbound.dns_server).
+func TestE2EAuthentication(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	zone, err := os.ReadFile("testdata/rfc8463-dns.zone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(zone), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, ";") {
+			env.DNS.Add(t, l)
+		}
+	}
+	env.DNS.Add(t,
+		`football.example.com. 300 IN TXT "v=spf1 ip4:127.0.0.1 -all"`,
+		`_dmarc.football.example.com. 300 IN TXT "v=DMARC1; p=reject"`,
+		`_dmarc.reject.test. 300 IN TXT "v=DMARC1; p=reject"`,
+	)
+	msg, err := os.ReadFile("testdata/rfc8463-message.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(env.Addr("smtp"), "joe@football.example.com", []string{harness.User}, string(msg), nil); err != nil {
+		t.Fatal(err)
+	}
+	got := inbox(t, env.Server.Store, "INBOX")
+	if len(got) != 1 || !bytes.HasSuffix(got[0], msg) {
+		t.Fatalf("RFC 8463 message not stored intact")
+	}
+	hdr := string(got[0][:len(got[0])-len(msg)])
+	for _, w := range []string{"spf=pass smtp.mailfrom=joe@football.example.com", "dkim=pass header.d=football.example.com",
+		"dmarc=pass header.from=football.example.com"} {
+		if strings.Count(hdr, w) < 1 {
+			t.Errorf("Authentication-Results lack %q:\n%s", w, hdr)
+		}
+	}
+	if strings.Count(hdr, "dkim=pass") != 2 {
+		t.Errorf("want both signatures verified:\n%s", hdr)
+	}
+
+	spoof := "From: <ceo@reject.test>\r\nSubject: wire money\r\n\r\nnow\r\n"
+	err = send(env.Addr("smtp"), "ceo@reject.test", []string{harness.User}, spoof, nil)
+	var se *smtp.SMTPError
+	if !asSMTPError(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
+		t.Errorf("DMARC p=reject failure: %v, want 550 5.7.1", err)
+	}
+	if n := len(inbox(t, env.Server.Store, "INBOX")); n != 1 {
+		t.Errorf("%d messages after a DMARC reject", n)
+	}
+	if n := env.Server.Metrics.Value(metrics.Rejected, "via", "smtp", "reason", "dmarc"); n != 1 {
+		t.Errorf("rejected metric %d", n)
+	}
+}

@@ -1,0 +1,282 @@
+package mta
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+func TestSizeLimits(t *testing.T) {
+	_, st, addr := startTestServer(t, func(s *Server) { s.MaxMessageBytes = 2000 })
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example> SIZE=5000", "552 5.3.4")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 98)+"\r\n", 30) + ".\r\n")
+	d.Expect("552 5.3.4")
+	// The session goes on in step.
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: small\r\n\r\nok\r\n.\r\n")
+	d.Expect("250")
+	if st.count() != 1 {
+		t.Errorf("stored %d, want 1", st.count())
+	}
+}
+
+func TestRecipientLimits(t *testing.T) {
+	_, _, addr := startTestServer(t, func(s *Server) { s.MaxRecipients = 2; s.MaxBadRecipients = 3 })
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("RCPT TO:<alice+a@example.test>", "250")
+	d.Cmd("RCPT TO:<alice+b@example.test>", "452 4.5.3")
+
+	d = Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<nobody@example.test>", "550 5.1.1")
+	d.Cmd("RCPT TO:<bob@elsewhere.test>", "550 5.7.1")
+	d.Cmd("RCPT TO:<nobody2@example.test>", "421 4.7.0")
+	if !d.Closed() {
+		t.Error("session not cut after too many unknown recipients")
+	}
+}
+
+func TestCommandChecks(t *testing.T) {
+	_, _, addr := startTestServer(t, func(s *Server) { s.MaxLineBytes = 600 })
+	d := Dial(t, addr)
+	d.Cmd("MAIL FROM:<bob@remote.example>", "502 5.5.1") // before EHLO; go-smtp says 502
+	d.Cmd("EHLO bad/name", "501 5.5.2")
+	d.Cmd("HELO [999.1.1.1]", "501")
+	d.Cmd("EHLO [192.0.2.1]", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "502 5.5.1") // before MAIL
+	d.Cmd("DATA", "502 5.5.1")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("DATA", "502 5.5.1") // no recipient
+	d.Cmd("RCPT TO:<alice@example.test> "+strings.Repeat("X", 700), "500")
+	if !d.Closed() {
+		t.Error("connection open after an over-long line")
+	}
+}
+
+func TestQuotaAndAliases(t *testing.T) {
+	_, st, addr := startTestServer(t, nil)
+	st.accounts["full@example.test"] = store.Account{Address: "full@example.test", QuotaBytes: 100, UsedBytes: 100}
+	st.accounts["bob@example.test"] = store.Account{Address: "bob@example.test", QuotaBytes: 10000}
+	st.aliases["team@example.test"] = []string{"alice@example.test", "bob@example.test"}
+	st.aliases["loop1@example.test"] = []string{"loop2@example.test"}
+	st.aliases["loop2@example.test"] = []string{"loop1@example.test"}
+	st.aliases["fwd@example.test"] = []string{"someone@remote.example"}
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<x@remote.example>", "250")
+	d.Cmd("RCPT TO:<full@example.test>", "452 4.2.2")
+	d.Cmd("RCPT TO:<loop1@example.test>", "550 5.4.6")
+	d.Cmd("RCPT TO:<fwd@example.test>", "451 4.4.3") // no queue wired
+	d.Cmd("RSET", "250")
+	d.Cmd("MAIL FROM:<x@remote.example> SIZE=20000", "250")
+	d.Cmd("RCPT TO:<bob@example.test>", "452 4.2.2") // SIZE over quota
+	d.Cmd("MAIL FROM:<x@remote.example>", "250")
+	d.Cmd("RCPT TO:<team@example.test>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: team\r\n\r\nhello\r\n.\r\n")
+	d.Expect("250")
+	if st.count() != 1 || len(st.delivered[0]) != 2 {
+		t.Fatalf("want one body for two accounts, got %v", st.delivered)
+	}
+}
+
+func TestConnectionCaps(t *testing.T) {
+	_, _, addr := startTestServer(t, func(s *Server) { s.MaxConnectionsPerIP = 2 })
+	Dial(t, addr)
+	d2 := Dial(t, addr)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d3 := &Dialog{t: t, c: c, r: newReader(c)}
+	if got := d3.Reply(); !strings.HasPrefix(got, "421 4.7.0") {
+		t.Errorf("third connection got %q, want 421 4.7.0", got)
+	}
+	d2.Cmd("QUIT", "221")
+	d2.Closed()
+	// The slot is free again once a connection ends.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := (&Dialog{t: t, c: c, r: newReader(c)}).Reply()
+		c.Close()
+		if strings.HasPrefix(l, "220") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not released: %q", l)
+		}
+	}
+}
+
+func TestDataTimeout(t *testing.T) {
+	_, st, addr := startTestServer(t, func(s *Server) {
+		s.DataTimeout = 300 * time.Millisecond
+		s.CommandTimeout = 300 * time.Millisecond
+	})
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: slow\r\n\r\nand then nothing")
+	start := time.Now()
+	if got := d.Reply(); !strings.HasPrefix(got, "421 4.4.2") {
+		t.Errorf("got %q, want 421 4.4.2", got)
+	}
+	if !d.Closed() || time.Since(start) > 5*time.Second {
+		t.Errorf("not closed in time")
+	}
+	if st.count() != 0 {
+		t.Errorf("stored %d", st.count())
+	}
+}
+
+// TestSTARTTLSInjection: commands pipelined after STARTTLS in the clear
+// must not run inside the TLS session (CVE-2011-0411).
+func TestSTARTTLSInjection(t *testing.T) {
+	_, _, addr := startTestServer(t, func(s *Server) { s.TLS = selfSigned(t) })
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Send("STARTTLS\r\nNOOP\r\n")
+	d.Expect("220")
+	tc := tls.Client(d.c, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	td := &Dialog{t: t, c: tc, r: newReader(tc)}
+	td.Send("EHLO client.example\r\n")
+	first, _ := td.r.ReadString('\n')
+	if !strings.HasPrefix(first, "250-Hello client.example") {
+		t.Errorf("first reply inside TLS %q: the injected NOOP ran", first)
+	}
+}
+
+func selfSigned(t *testing.T) *tls.Config {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mail.example.test"},
+		DNSNames: []string{"mail.example.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+func TestShutdownClosesIdleSessions(t *testing.T) {
+	s, _, addr := startTestServer(t, nil)
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if time.Since(start) > 2*time.Second || !d.Closed() {
+		t.Errorf("idle session held the shutdown or stayed open")
+	}
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Errorf("still accepting after shutdown")
+	}
+}
+
+// syncBuffer is a log destination shared by the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestInternalErrorAndMailLog: an internal error is a temporary 451 4.3.0
+// whose id is in the log, never the error text; every accepted or refused
+// message has one log line with its envelope and verdicts, never its body.
+func TestInternalErrorAndMailLog(t *testing.T) {
+	var logs syncBuffer
+	_, st, addr := startTestServer(t, func(s *Server) {
+		s.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	st.failDeliver = errors.New("disk on fire at /var/secret")
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: secret body\r\n\r\nBODYTEXT\r\n.\r\n")
+	got := d.Expect("451 4.3.0")
+	if strings.Contains(got, "fire") {
+		t.Errorf("internal error text sent to the client: %q", got)
+	}
+	id := got[strings.LastIndex(got, "id ")+3 : len(got)-1]
+	if !strings.Contains(logs.String(), "error_id="+id) || !strings.Contains(logs.String(), "disk on fire") {
+		t.Errorf("error id %q not logged with the error:\n%s", id, logs.String())
+	}
+
+	st.mu.Lock()
+	st.failDeliver = nil
+	st.mu.Unlock()
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: secret body\r\n\r\nBODYTEXT\r\n.\r\n")
+	d.Expect("250")
+	var accepted string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `msg="message accepted"`) {
+			accepted = l
+		}
+	}
+	for _, w := range []string{"remote=127.0.0.1", "from=bob@remote.example", "rcpts=[alice@example.test]", "size=", "spf=none", "dkim=none", "dmarc=none", " id="} {
+		if !strings.Contains(accepted, w) {
+			t.Errorf("mail log line lacks %q: %s", w, accepted)
+		}
+	}
+	if strings.Contains(logs.String(), "BODYTEXT") {
+		t.Errorf("message body in the log")
+	}
+}

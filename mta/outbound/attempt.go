@@ -1,0 +1,225 @@
+package outbound
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/store"
+)
+
+// result is what happened to one recipient in one attempt.
+type result struct {
+	Address   string
+	Delivered bool
+	Permanent bool   // a permanent failure: bounce
+	Status    string // enhanced status code, "5.1.1"
+	Diag      string // "smtp; 550 5.1.1 no such user" or our own words
+	RemoteMTA string // host that answered, if any
+}
+
+// attempt delivers the remaining recipients of one entry once and records
+// the outcome.
+func (q *Queue) attempt(ctx context.Context, id string) error {
+	e, err := q.Store.QueueEntry(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // dropped meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	body, err := q.readBody(e)
+	if err != nil {
+		return q.defer_(e, fmt.Errorf("reading the queued body: %w", err))
+	}
+	log := q.Logger.With("queue_id", e.ID)
+	var results []result
+	for domain, rcpts := range groupByDomain(e) {
+		rs := q.deliverDomain(ctx, e, domain, rcpts, body)
+		results = append(results, rs...)
+		if ctx.Err() != nil {
+			return ctx.Err() // nothing recorded: the attempt is repeated
+		}
+	}
+	for _, r := range results {
+		switch {
+		case r.Delivered:
+			log.Info("delivered", "to", r.Address, "remote", r.RemoteMTA)
+		case r.Permanent:
+			log.Info("failed", "to", r.Address, "remote", r.RemoteMTA, "status", r.Status, "diag", r.Diag)
+		default:
+			log.Info("deferred", "to", r.Address, "remote", r.RemoteMTA, "status", r.Status, "diag", r.Diag)
+		}
+	}
+	return q.record(ctx, e, body, results)
+}
+
+func (q *Queue) readBody(e store.QueueEntry) ([]byte, error) {
+	b, err := q.Store.OpenBlob(e.BlobID)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return io.ReadAll(b)
+}
+
+// groupByDomain returns the recipients not yet done, by lower-case domain.
+func groupByDomain(e store.QueueEntry) map[string][]string {
+	m := map[string][]string{}
+	for _, r := range e.Recipients {
+		if r.Done {
+			continue
+		}
+		d := strings.ToLower(domainOf(r.Address))
+		m[d] = append(m[d], r.Address)
+	}
+	return m
+}
+
+func domainOf(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return addr[i+1:]
+}
+
+// record applies one attempt's results to the entry: it sends the DSNs it
+// owes first, then commits the entry (or deletes it when nothing is left),
+// so a crash in between repeats a DSN but never loses one.
+func (q *Queue) record(ctx context.Context, e store.QueueEntry, body []byte, results []result) error {
+	now := q.now()
+	giveUp := now.Sub(e.Created) >= q.giveUpAfter()
+	failed, delayed, pending := q.apply(&e, results, now, giveUp)
+	q.count(results, giveUp)
+	if len(failed) > 0 {
+		if err := q.sendDSN(ctx, e, body, failed, actionFailed); err != nil {
+			// Keep the failed recipients: the next attempt fails them
+			// again and owes the DSN again.
+			unfail(&e, failed)
+			return q.defer_(e, fmt.Errorf("sending a DSN: %w", err))
+		}
+	}
+	e.Attempts++
+	if pending > 0 && !e.DelayNotified && q.DelayNotice >= 0 && now.Sub(e.Created) >= q.delayNotice() {
+		if err := q.sendDSN(ctx, e, body, delayed, actionDelayed); err != nil {
+			q.Logger.Error("delay notice not sent", "queue_id", e.ID, "err", err)
+		} else {
+			e.DelayNotified = true
+		}
+	}
+	if q.wasDropped(e.ID) {
+		return nil
+	}
+	if pending == 0 {
+		return q.Store.DeleteQueueEntry(e.ID)
+	}
+	e.NextAttempt = now.Add(q.backoff(e.Attempts))
+	return q.Store.UpdateQueueEntry(e)
+}
+
+// apply marks e's recipients from one attempt's results and returns the
+// failed ones (to bounce), the deferred ones, and how many remain. With
+// giveUp, deferred recipients fail with 4.4.7 (RFC 3463: delivery time
+// expired).
+func (q *Queue) apply(e *store.QueueEntry, results []result, now time.Time, giveUp bool) (failed, delayed []result, pending int) {
+	byAddr := map[string]result{}
+	for _, r := range results {
+		byAddr[r.Address] = r
+	}
+	for i := range e.Recipients {
+		rc := &e.Recipients[i]
+		if rc.Done {
+			continue
+		}
+		r, ok := byAddr[rc.Address]
+		if !ok { // not tried (cannot happen): keep it
+			pending++
+			continue
+		}
+		rc.LastError = r.Diag
+		switch {
+		case r.Delivered:
+			rc.Done, rc.LastError = true, ""
+		case r.Permanent:
+			rc.Done, rc.Failed = true, true
+			failed = append(failed, r)
+		case giveUp:
+			r.Permanent, r.Status = true, "4.4.7"
+			r.Diag = "gave up after " + now.Sub(e.Created).Round(time.Minute).String() + "; last error: " + r.Diag
+			rc.Done, rc.Failed, rc.LastError = true, true, r.Diag
+			failed = append(failed, r)
+		default:
+			pending++
+			delayed = append(delayed, r)
+			e.LastError = r.Diag
+		}
+	}
+	return failed, delayed, pending
+}
+
+func (q *Queue) count(results []result, giveUp bool) {
+	delivered, failed, deferred := 0, 0, 0
+	for _, r := range results {
+		switch {
+		case r.Delivered:
+			delivered++
+		case r.Permanent || giveUp:
+			failed++
+		default:
+			deferred++
+		}
+	}
+	q.Metrics.Add(metrics.Delivered, int64(delivered), "to", "remote")
+	q.Metrics.Add(metrics.Bounced, int64(failed))
+	q.Metrics.Add(metrics.Deferred, int64(deferred))
+}
+
+// defer_ records an attempt that could not run at all (a local problem).
+func (q *Queue) defer_(e store.QueueEntry, cause error) error {
+	if q.wasDropped(e.ID) {
+		return cause
+	}
+	e.Attempts++
+	e.LastError = "local error: " + cause.Error()
+	e.NextAttempt = q.now().Add(q.backoff(e.Attempts))
+	if err := q.Store.UpdateQueueEntry(e); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+func (q *Queue) wasDropped(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped[id]
+}
+
+func (q *Queue) giveUpAfter() time.Duration {
+	if q.GiveUpAfter > 0 {
+		return q.GiveUpAfter
+	}
+	return defaultGiveUpAfter
+}
+
+func (q *Queue) delayNotice() time.Duration {
+	if q.DelayNotice > 0 {
+		return q.DelayNotice
+	}
+	return defaultDelayNotice
+}
+
+// unfail marks the recipients of rs as not done again.
+func unfail(e *store.QueueEntry, rs []result) {
+	for _, r := range rs {
+		for i := range e.Recipients {
+			if e.Recipients[i].Address == r.Address {
+				e.Recipients[i].Done, e.Recipients[i].Failed = false, false
+			}
+		}
+	}
+}

@@ -1,0 +1,450 @@
+package outbound
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/store"
+)
+
+// Limits on what a remote server may send us before we give up on it.
+const (
+	maxReplyLines = 100
+	replyBufSize  = 4096 // longest reply line read (RFC 5321 allows 512)
+)
+
+var (
+	errInjection = errors.New("server sent data after its 220 reply to STARTTLS (possible response injection)")
+	errNeedTLS   = errors.New("smarthost does not offer STARTTLS; refusing to send credentials or mail in clear text")
+)
+
+// tlsFailure marks a failed TLS handshake: the host is tried again without
+// STARTTLS (opportunistic TLS, RFC 7435 section 3).
+type tlsFailure struct{ err error }
+
+func (e *tlsFailure) Error() string { return "TLS handshake: " + e.err.Error() }
+
+// resumedConn replays a synthetic greeting to go-smtp's client, which
+// expects one, in front of a connection whose greeting (and STARTTLS) we
+// already handled.
+type resumedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *resumedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// deliverDomain delivers one message to the recipients of one domain,
+// trying its hosts in order.
+func (q *Queue) deliverDomain(ctx context.Context, e store.QueueEntry, domain string, rcpts []string, body []byte) []result {
+	hosts, err := q.hosts(ctx, domain)
+	if err != nil {
+		return failAll(rcpts, err, "")
+	}
+	var last []result
+	for _, h := range hosts {
+		for _, addr := range h.Addrs {
+			res, next := q.deliverHost(ctx, e, h, addr, rcpts, body)
+			if !next || ctx.Err() != nil {
+				return res
+			}
+			last = res
+		}
+	}
+	return last
+}
+
+// deliverHost runs one SMTP transaction with one address of a host, on a
+// kept connection when there is one. next reports that nothing was
+// decided there and the next host may be tried.
+func (q *Queue) deliverHost(ctx context.Context, e store.QueueEntry, h host, addr string, rcpts []string, body []byte) ([]result, bool) {
+	log := q.Logger.With("queue_id", e.ID, "host", h.Name, "addr", addr)
+	key := h.Name + " " + net.JoinHostPort(addr, strconv.Itoa(h.Port))
+	c := q.pool.get(key)
+	if c == nil {
+		var err error
+		if c, err = q.connect(ctx, h, addr, log); err != nil {
+			log.Info("connection failed", "err", err)
+			// Whatever the greeting said, another host or a later try may do.
+			return failAll(rcpts, temporary(err), h.Name), true
+		}
+	}
+	// Shutdown (ctx) cuts the conversation: the outcome is then not
+	// recorded and the message is sent again later (a duplicate at worst).
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	keep := false
+	defer func() {
+		if stop() && keep {
+			q.pool.put(key, c)
+		} else {
+			c.Close()
+		}
+	}()
+	if ok, _ := c.Extension("SMTPUTF8"); e.SMTPUTF8 && !ok {
+		// RFC 6531 section 3.2: the message cannot be sent downgraded.
+		keep = true
+		return failAll(rcpts, &routeError{Permanent: true, Status: "5.6.7",
+			Msg: h.Name + " does not support SMTPUTF8, which this message needs"}, h.Name), false
+	}
+	if err := c.Mail(e.From, &smtp.MailOptions{UTF8: e.SMTPUTF8, Size: int64(len(body))}); err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			return failAll(rcpts, err, h.Name), true
+		}
+		keep = true
+		return failAll(rcpts, err, h.Name), se.Code < 500
+	}
+	res, reusable := q.transaction(c, h, rcpts, body)
+	keep = reusable
+	return res, false
+}
+
+// connect opens a new connection, falling back to clear text when the TLS
+// handshake fails (not for a smarthost), and logs in to a smarthost.
+func (q *Queue) connect(ctx context.Context, h host, addr string, log *slog.Logger) (*smtp.Client, error) {
+	c, err := q.open(ctx, h, addr, true, log)
+	var tf *tlsFailure
+	if errors.As(err, &tf) && q.Smarthost == "" {
+		log.Warn("TLS failed, retrying without STARTTLS", "err", tf.err)
+		c, err = q.open(ctx, h, addr, false, log)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if q.Smarthost != "" && q.SmarthostUser != "" {
+		if err := c.Auth(sasl.NewPlainClient("", q.SmarthostUser, q.SmarthostPassword)); err != nil {
+			// A refused login is our configuration: keep the mail.
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// transaction sends the recipients and the body; MAIL was accepted.
+// reusable reports that the session is still in step (every command got
+// its reply), so the connection can carry another transaction.
+func (q *Queue) transaction(c *smtp.Client, h host, rcpts []string, body []byte) (results []result, reusable bool) {
+	var accepted []string
+	for i, r := range rcpts {
+		err := c.Rcpt(r, nil)
+		if err == nil {
+			accepted = append(accepted, r)
+			continue
+		}
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			// The connection broke: nothing was sent, everything waits.
+			results = append(results, failAll(accepted, err, h.Name)...)
+			return append(results, failAll(rcpts[i:], err, h.Name)...), false
+		}
+		results = append(results, failAll([]string{r}, err, h.Name)...)
+	}
+	if len(accepted) == 0 {
+		return results, true
+	}
+	w, err := c.Data()
+	if err != nil {
+		return append(results, failAll(accepted, err, h.Name)...), isReply(err)
+	}
+	if _, err := w.Write(toCRLF(body)); err != nil {
+		return append(results, failAll(accepted, err, h.Name)...), false
+	}
+	if err := w.Close(); err != nil {
+		// Without the final reply we cannot know: retry, which may
+		// duplicate but never loses (RFC 5321 section 6.1).
+		return append(results, failAll(accepted, err, h.Name)...), isReply(err)
+	}
+	for _, r := range accepted {
+		results = append(results, result{Address: r, Delivered: true, Status: "2.0.0", RemoteMTA: h.Name})
+	}
+	return results, true
+}
+
+func isReply(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se)
+}
+
+// open connects to addr, reads the greeting, says EHLO and starts TLS when
+// offered (and useTLS), and returns a go-smtp client after its own EHLO.
+func (q *Queue) open(ctx context.Context, h host, addr string, useTLS bool, log *slog.Logger) (*smtp.Client, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(addr, strconv.Itoa(h.Port)))
+	if err != nil {
+		return nil, err
+	}
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	implicit := q.Smarthost != "" && h.Port == 465
+	if implicit {
+		tc := tls.Client(conn, q.tlsConfig(h.Name, log))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	conn, err = q.prelude(ctx, conn, h, useTLS && !implicit, log)
+	if err != nil {
+		return nil, err
+	}
+	greeting := io.MultiReader(strings.NewReader("220 "+h.Name+" resumed\r\n"), conn)
+	c := smtp.NewClient(&resumedConn{Conn: conn, r: greeting})
+	c.CommandTimeout = commandTimeout
+	if err := c.Hello(q.hostname()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// prelude reads the greeting, sends EHLO and, when offered, STARTTLS. It
+// returns the connection to go on with (TLS or not).
+func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool, log *slog.Logger) (net.Conn, error) {
+	conn.SetDeadline(time.Now().Add(commandTimeout))
+	defer conn.SetDeadline(time.Time{})
+	br := bufio.NewReaderSize(conn, replyBufSize)
+	fail := func(err error) (net.Conn, error) { conn.Close(); return nil, err }
+	if _, err := expect(br, 220); err != nil {
+		return fail(err)
+	}
+	if _, isTLS := conn.(*tls.Conn); isTLS || !useTLS {
+		return conn, nil
+	}
+	if _, err := fmt.Fprintf(conn, "EHLO %s\r\n", q.hostname()); err != nil {
+		return fail(err)
+	}
+	lines, err := expect(br, 250)
+	if err != nil {
+		return fail(err)
+	}
+	if !hasExtension(lines, "STARTTLS") {
+		if q.Smarthost != "" {
+			return fail(errNeedTLS)
+		}
+		return conn, nil
+	}
+	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
+		return fail(err)
+	}
+	if _, err := expect(br, 220); err != nil {
+		if q.Smarthost != "" {
+			return fail(errNeedTLS)
+		}
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return conn, nil // refused: go on in clear text
+		}
+		return fail(err)
+	}
+	// RFC 3207 section 4.2: nothing may follow the 220; anything that
+	// did would be read as if it came over TLS.
+	if br.Buffered() > 0 {
+		return fail(errInjection)
+	}
+	tc := tls.Client(conn, q.tlsConfig(h.Name, log))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, &tlsFailure{err}
+	}
+	return tc, nil
+}
+
+// tlsConfig makes the client TLS configuration for one host. The
+// certificate is verified here and a problem is logged, not fatal
+// (opportunistic TLS, RFC 7435), unless the template says InsecureSkipVerify.
+func (q *Queue) tlsConfig(serverName string, log *slog.Logger) *tls.Config {
+	cfg := &tls.Config{}
+	if q.TLS != nil {
+		cfg = q.TLS.Clone()
+	}
+	verify := !cfg.InsecureSkipVerify
+	roots := cfg.RootCAs
+	cfg.ServerName = serverName
+	cfg.InsecureSkipVerify = true
+	cfg.MinVersion = max(cfg.MinVersion, tls.VersionTLS12)
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if !verify || len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+			DNSName: serverName, Roots: roots, Intermediates: inter,
+		})
+		if err != nil {
+			log.Warn("TLS certificate does not verify; delivering anyway", "err", err)
+		}
+		return nil
+	}
+	return cfg
+}
+
+func (q *Queue) hostname() string {
+	if q.Hostname != "" {
+		return q.Hostname
+	}
+	return "localhost"
+}
+
+// expect reads one reply and returns its text lines; a reply with another
+// code is returned as an *smtp.SMTPError.
+func expect(br *bufio.Reader, want int) ([]string, error) {
+	code, lines, err := readReply(br)
+	if err != nil {
+		return nil, err
+	}
+	if code != want {
+		return nil, replyError(code, lines)
+	}
+	return lines, nil
+}
+
+// readReply reads a possibly multi-line reply (RFC 5321 section 4.2.1)
+// with bounded line length and line count.
+func readReply(br *bufio.Reader) (int, []string, error) {
+	var lines []string
+	for n := 0; n < maxReplyLines; n++ {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return 0, nil, errors.New("reply line too long")
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+		s := strings.TrimRight(string(line), "\r\n")
+		if len(s) < 3 {
+			return 0, nil, fmt.Errorf("malformed reply %q", s)
+		}
+		code, err := strconv.Atoi(s[:3])
+		if err != nil || code < 200 || code > 599 || len(s) > 3 && s[3] != ' ' && s[3] != '-' {
+			return 0, nil, fmt.Errorf("malformed reply %q", s)
+		}
+		text := ""
+		if len(s) > 4 {
+			text = s[4:]
+		}
+		lines = append(lines, text)
+		if len(s) == 3 || s[3] == ' ' {
+			return code, lines, nil
+		}
+	}
+	return 0, nil, errors.New("reply has too many lines")
+}
+
+func replyError(code int, lines []string) *smtp.SMTPError {
+	msg := strings.Join(lines, " ")
+	ec := smtp.EnhancedCode{code / 100, 0, 0}
+	if f := strings.Fields(msg); len(f) > 0 {
+		if p := strings.Split(f[0], "."); len(p) == 3 {
+			a, e1 := strconv.Atoi(p[0])
+			b, e2 := strconv.Atoi(p[1])
+			c, e3 := strconv.Atoi(p[2])
+			if e1 == nil && e2 == nil && e3 == nil && a == code/100 {
+				ec = smtp.EnhancedCode{a, b, c}
+				msg = strings.TrimSpace(strings.TrimPrefix(msg, f[0]))
+			}
+		}
+	}
+	return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: msg}
+}
+
+// hasExtension reports whether an EHLO reply lists ext.
+func hasExtension(lines []string, ext string) bool {
+	for _, l := range lines[min(1, len(lines)):] {
+		f := strings.Fields(l)
+		if len(f) > 0 && strings.EqualFold(f[0], ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// toCRLF returns body with every bare CR or LF turned into CRLF, so that
+// what we send has no line ending but CRLF (RFC 5321 section 2.3.8).
+func toCRLF(body []byte) []byte {
+	clean := true
+	for i, c := range body {
+		if c == '\r' && (i+1 == len(body) || body[i+1] != '\n') || c == '\n' && (i == 0 || body[i-1] != '\r') {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return body
+	}
+	var b bytes.Buffer
+	b.Grow(len(body) + len(body)/50)
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; c {
+		case '\r':
+			b.WriteString("\r\n")
+			if i+1 < len(body) && body[i+1] == '\n' {
+				i++
+			}
+		case '\n':
+			b.WriteString("\r\n")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.Bytes()
+}
+
+// failAll gives every recipient the outcome of err.
+func failAll(rcpts []string, err error, remote string) []result {
+	status, diag, permanent := classify(err)
+	out := make([]result, len(rcpts))
+	for i, r := range rcpts {
+		out[i] = result{Address: r, Permanent: permanent, Status: status, Diag: diag, RemoteMTA: remote}
+	}
+	return out
+}
+
+// tempError turns a permanent reply into a temporary outcome.
+type tempError struct{ err error }
+
+func (e *tempError) Error() string { return e.err.Error() }
+
+func temporary(err error) error { return &tempError{err} }
+
+// classify returns the status, the diagnostic and whether err is permanent.
+func classify(err error) (status, diag string, permanent bool) {
+	var se *smtp.SMTPError
+	var re *routeError
+	var te *tempError
+	switch {
+	case errors.As(err, &te):
+		status, diag, _ = classify(te.err)
+		return "4" + status[1:], diag, false
+	case errors.As(err, &se):
+		ec := se.EnhancedCode
+		if ec == smtp.EnhancedCodeNotSet || ec == smtp.NoEnhancedCode {
+			ec = smtp.EnhancedCode{se.Code / 100, 0, 0}
+		}
+		status = fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
+		return status, fmt.Sprintf("smtp; %d %s %s", se.Code, status, se.Message), se.Code >= 500
+	case errors.As(err, &re):
+		return re.Status, re.Msg, re.Permanent
+	default:
+		return "4.4.1", err.Error(), false
+	}
+}

@@ -1,0 +1,363 @@
+package outbound_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/metrics"
+)
+
+func rcptError(code int, ec smtp.EnhancedCode, msg string) error {
+	return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: msg}
+}
+
+// mx points domain's MX at mx.<domain>, which is 127.0.0.1.
+func (e *queueEnv) mx(t testing.TB, domain string) {
+	e.DNS.Add(t, domain+". 300 IN MX 10 mx."+domain+".", "mx."+domain+". 300 IN A 127.0.0.1")
+}
+
+func TestDeliverPerRecipientResults(t *testing.T) {
+	f := startFakeMX(t, func(rcpt string, n int) error {
+		switch {
+		case strings.HasPrefix(rcpt, "nobody@"):
+			return rcptError(550, smtp.EnhancedCode{5, 1, 1}, "no such user")
+		case strings.HasPrefix(rcpt, "later@") && n == 1:
+			return rcptError(451, smtp.EnhancedCode{4, 3, 0}, "try later")
+		}
+		return nil
+	})
+	e := newQueueEnv(t, f.port())
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test", "nobody@remote.test", "later@remote.test")
+
+	first := f.wait(t)
+	if !first.TLS {
+		t.Error("delivered without STARTTLS although it was offered")
+	}
+	if first.Helo != "mail.local.test" {
+		t.Errorf("EHLO %q, want mail.local.test", first.Helo)
+	}
+	if first.From != "alice@local.test" || strings.Join(first.Rcpts, ",") != "bob@remote.test" {
+		t.Errorf("first transaction: from %q rcpts %v", first.From, first.Rcpts)
+	}
+	if !strings.Contains(first.Data, "\r\n.leading dot\r\n") {
+		t.Errorf("body altered: %q", first.Data)
+	}
+	dsn := e.MDA.wait(t)
+	for _, want := range []string{
+		"Content-Type: multipart/report; report-type=delivery-status",
+		"Final-Recipient: rfc822; nobody@remote.test", "Action: failed", "Status: 5.1.1",
+		"Diagnostic-Code: smtp; 550 5.1.1 no such user", "Reporting-MTA: dns; mail.local.test",
+		"Content-Type: text/rfc822-headers", "Message-ID: <m1@local.test>", "To: <alice@local.test>",
+	} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+	if strings.Contains(dsn, "rfc822; later@") || strings.Contains(dsn, "rfc822; bob@") {
+		t.Errorf("DSN names a recipient that did not fail:\n%s", dsn)
+	}
+	second := f.wait(t) // the retry of the deferred recipient
+	if strings.Join(second.Rcpts, ",") != "later@remote.test" {
+		t.Errorf("retry went to %v, want only later@remote.test", second.Rcpts)
+	}
+	e.waitEmpty(t)
+	if n := e.MDA.count(); n != 1 {
+		t.Errorf("%d DSNs, want exactly 1", n)
+	}
+	m := e.Q.Metrics
+	if m.Value(metrics.Delivered, "to", "remote") != 2 || m.Value(metrics.Bounced) != 1 || m.Value(metrics.Deferred) != 1 {
+		t.Errorf("metrics delivered=%d bounced=%d deferred=%d", m.Value(metrics.Delivered, "to", "remote"),
+			m.Value(metrics.Bounced), m.Value(metrics.Deferred))
+	}
+}
+
+func TestNullMXBounces(t *testing.T) {
+	e := newQueueEnv(t, 1)
+	e.DNS.Add(t, "nomail.test. 300 IN MX 0 .")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "x@nomail.test")
+	dsn := e.MDA.wait(t)
+	if !strings.Contains(dsn, "Status: 5.1.10") {
+		t.Fatalf("null MX DSN:\n%s", dsn)
+	}
+	e.waitEmpty(t)
+}
+
+func TestImplicitMXFallsBackToA(t *testing.T) {
+	f := startFakeMX(t, nil)
+	e := newQueueEnv(t, f.port())
+	e.DNS.Add(t, "bare.test. 300 IN A 127.0.0.1")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "x@bare.test")
+	if got := f.wait(t); got.Rcpts[0] != "x@bare.test" {
+		t.Fatalf("got %v", got.Rcpts)
+	}
+	e.waitEmpty(t)
+}
+
+func TestNextMXOnConnectionFailure(t *testing.T) {
+	f := startFakeMX(t, nil)
+	e := newQueueEnv(t, f.port())
+	// The preferred MX is 127.0.0.2, where nothing listens on that port.
+	e.DNS.Add(t, "two.test. 300 IN MX 5 dead.two.test.", "dead.two.test. 300 IN A 127.0.0.2",
+		"two.test. 300 IN MX 10 mx.two.test.", "mx.two.test. 300 IN A 127.0.0.1")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "x@two.test")
+	f.wait(t)
+	e.waitEmpty(t)
+}
+
+func TestGiveUpBouncesOnce(t *testing.T) {
+	f := startFakeMX(t, func(string, int) error { return rcptError(451, smtp.EnhancedCode{4, 2, 1}, "busy") })
+	e := newQueueEnv(t, f.port())
+	e.Q.GiveUpAfter = 300 * time.Millisecond
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	dsn := e.MDA.wait(t)
+	if !strings.Contains(dsn, "Action: failed") || !strings.Contains(dsn, "Status: 5.4.7") || !strings.Contains(dsn, "busy") {
+		t.Fatalf("give-up DSN:\n%s", dsn)
+	}
+	e.waitEmpty(t)
+	if n := e.MDA.count(); n != 1 {
+		t.Fatalf("%d DSNs, want 1", n)
+	}
+}
+
+func TestDelayNoticeOnce(t *testing.T) {
+	f := startFakeMX(t, func(_ string, n int) error {
+		if n < 6 {
+			return rcptError(451, smtp.EnhancedCode{4, 2, 1}, "busy")
+		}
+		return nil
+	})
+	e := newQueueEnv(t, f.port())
+	e.Q.DelayNotice = 100 * time.Millisecond
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	dsn := e.MDA.wait(t)
+	if !strings.Contains(dsn, "Action: delayed") || !strings.Contains(dsn, "Status: 4.2.1") || !strings.Contains(dsn, "Will-Retry-Until:") {
+		t.Fatalf("delay DSN:\n%s", dsn)
+	}
+	f.wait(t)
+	e.waitEmpty(t)
+	if n := e.MDA.count(); n != 1 {
+		t.Fatalf("%d DSNs, want 1 delay notice", n)
+	}
+}
+
+func TestNoBounceCases(t *testing.T) {
+	f := startFakeMX(t, func(string, int) error { return rcptError(550, smtp.EnhancedCode{5, 1, 1}, "no") })
+	e := newQueueEnv(t, f.port())
+	e.mx(t, "remote.test")
+	e.run(t)
+	// A null sender, and a remote sender of mail not submitted by a user
+	// (forwarded from port 25): neither gets a DSN.
+	e.enqueue(t, "", "", "a@remote.test")
+	e.enqueue(t, "someone@elsewhere.test", "", "b@remote.test")
+	e.waitEmpty(t)
+	if n := e.MDA.count(); n != 0 {
+		t.Fatalf("%d DSNs delivered", n)
+	}
+	// A remote sender that did submit (AuthUser) gets one, through the queue.
+	e.enqueue(t, "user@remote.test", "alice@local.test", "c@remote.test")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		n := f.tries["user@remote.test"]
+		f.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the DSN to a remote sender was not sent")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.waitEmpty(t) // the DSN itself bounced (550) and made no DSN
+}
+
+func TestRetryAndDrop(t *testing.T) {
+	e := newQueueEnv(t, 1) // port 1: connection refused
+	e.mx(t, "remote.test")
+	e.Q.RetryInitial, e.Q.RetryMax = time.Hour, time.Hour
+	e.run(t)
+	qe := e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	waitAttempts := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			got, err := e.St.QueueEntry(qe.ID)
+			if err == nil && got.Attempts >= n {
+				if !got.NextAttempt.After(time.Now().Add(50 * time.Minute)) {
+					t.Fatalf("next attempt %v, want an hour away", got.NextAttempt)
+				}
+				if got.LastError == "" || got.Recipients[0].LastError == "" {
+					t.Fatalf("no last error recorded: %+v", got)
+				}
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("attempt %d did not happen", n)
+	}
+	waitAttempts(1)
+	if err := e.Q.Retry(qe.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitAttempts(2)
+	if err := e.Q.Drop(qe.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEmpty(t)
+	if e.MDA.count() != 0 {
+		t.Fatal("drop sent a DSN")
+	}
+	if err := e.Q.Drop(qe.ID); err == nil {
+		t.Fatal("dropping a missing entry succeeded")
+	}
+}
+
+// startInjector starts a server that offers STARTTLS and then sends a
+// reply after its 220 in the same write; it reports every later command.
+func startInjector(t *testing.T) (int, <-chan string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	sawMail := make(chan string, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go injectorConn(c, sawMail)
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port, sawMail
+}
+
+func injectorConn(c net.Conn, saw chan<- string) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	c.Write([]byte("220 evil.test ESMTP\r\n"))
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.ToUpper(strings.TrimSpace(line))
+		switch {
+		case strings.HasPrefix(cmd, "EHLO"):
+			c.Write([]byte("250-evil.test\r\n250 STARTTLS\r\n"))
+		case cmd == "STARTTLS":
+			c.Write([]byte("220 go ahead\r\n250 injected\r\n"))
+		default:
+			saw <- cmd
+			c.Write([]byte("250 ok\r\n"))
+		}
+	}
+}
+
+// TestSTARTTLSInjectionAborts: a server that pipelines a reply after its
+// 220 to STARTTLS must not get the message.
+func TestSTARTTLSInjectionAborts(t *testing.T) {
+	port, sawMail := startInjector(t)
+	e := newQueueEnv(t, port)
+	e.mx(t, "remote.test")
+	e.Q.RetryInitial, e.Q.RetryMax = time.Hour, time.Hour
+	e.run(t)
+	qe := e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := e.St.QueueEntry(qe.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Attempts > 0 {
+			if !strings.Contains(got.LastError, "injection") {
+				t.Fatalf("last error %q", got.LastError)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no attempt")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case cmd := <-sawMail:
+		t.Fatalf("server got %q after an injected STARTTLS reply", cmd)
+	default:
+	}
+}
+
+// TestDSNFailureKeepsRecipient: when the DSN cannot be delivered, the
+// failed recipient stays queued, so the DSN is owed again, never lost.
+func TestDSNFailureKeepsRecipient(t *testing.T) {
+	f := startFakeMX(t, func(string, int) error { return rcptError(550, smtp.EnhancedCode{5, 1, 1}, "no") })
+	e := newQueueEnv(t, f.port())
+	e.MDA.failures = 1
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	dsn := e.MDA.wait(t)
+	if !strings.Contains(dsn, "rfc822; bob@remote.test") {
+		t.Fatalf("DSN:\n%s", dsn)
+	}
+	e.waitEmpty(t)
+	f.mu.Lock()
+	tries := f.tries["bob@remote.test"]
+	f.mu.Unlock()
+	if tries != 2 || e.MDA.count() != 1 {
+		t.Fatalf("%d tries, %d DSNs; want 2 tries and 1 DSN", tries, e.MDA.count())
+	}
+}
+
+// TestConnectionReuse: messages to one host one after another share a
+// connection, each in its own transaction.
+func TestConnectionReuse(t *testing.T) {
+	f := startFakeMX(t, nil)
+	e := newQueueEnv(t, f.port())
+	e.mx(t, "remote.test")
+	e.run(t)
+	for i := range 3 {
+		e.enqueue(t, "alice@local.test", "alice@local.test", "bob"+strconv.Itoa(i)+"@remote.test")
+		if got := f.wait(t); got.Rcpts[0] != "bob"+strconv.Itoa(i)+"@remote.test" || len(got.Rcpts) != 1 {
+			t.Fatalf("message %d went to %v", i, got.Rcpts)
+		}
+		e.waitEmpty(t)
+	}
+	f.mu.Lock()
+	n := f.tlsSessions
+	f.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d TLS connections for 3 messages, want 1", n)
+	}
+}
+
+// TestTLSFailureFallsBackToPlaintext: opportunistic TLS (RFC 7435): a
+// broken STARTTLS does not stop delivery to an MX.
+func TestTLSFailureFallsBackToPlaintext(t *testing.T) {
+	f := startFakeMXTLS(t, nil, &tls.Config{}) // no certificate: every handshake fails
+	e := newQueueEnv(t, f.port())
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	if got := f.wait(t); got.TLS {
+		t.Fatal("TLS claimed with a server that cannot do it")
+	}
+	e.waitEmpty(t)
+}

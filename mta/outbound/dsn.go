@@ -1,0 +1,190 @@
+package outbound
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/store"
+)
+
+// DSN actions (RFC 3464 section 2.3.3).
+const (
+	actionFailed  = "failed"
+	actionDelayed = "delayed"
+)
+
+// maxDiag bounds a Diagnostic-Code line.
+const maxDiag = 900
+
+// sendDSN reports failed or delayed recipients of e to its sender, when a
+// report is owed (see the package notes): locally through MDA when the
+// sender is ours, else through the queue with NoBounce.
+func (q *Queue) sendDSN(ctx context.Context, e store.QueueEntry, body []byte, rs []result, action string) error {
+	log := q.Logger.With("queue_id", e.ID, "action", action)
+	if e.From == "" || e.NoBounce || len(rs) == 0 {
+		log.Info("no DSN: null sender or NoBounce entry")
+		return nil
+	}
+	local := false
+	if q.MDA != nil {
+		_, err := q.MDA.Resolve(e.From)
+		switch {
+		case err == nil:
+			local = true
+		case errors.Is(err, mda.ErrNotOurDomain):
+		case errors.Is(err, mda.ErrUnknownUser), errors.Is(err, mda.ErrBadAddress), errors.Is(err, mda.ErrAliasLoop):
+			log.Warn("no DSN: the sender is in our domain but not deliverable", "from", e.From, "err", err)
+			return nil
+		default:
+			return err
+		}
+	}
+	if e.AuthUser == "" && !local {
+		log.Info("no DSN: not submitted by a user and the sender is remote (no backscatter)", "from", e.From)
+		return nil
+	}
+	msg := buildDSN(q.hostname(), e, headerOf(body), rs, action, q.now(), e.Created.Add(q.giveUpAfter()))
+	if local {
+		if _, err := q.MDA.Deliver(ctx, mda.Envelope{From: "", Recipients: []string{e.From}}, msg); err != nil {
+			return err
+		}
+		log.Info("DSN delivered locally", "to", e.From)
+		return nil
+	}
+	d, err := q.Enqueue(ctx, store.QueueEntry{
+		From: "", Recipients: []store.QueueRecipient{{Address: e.From}}, NoBounce: true,
+		SMTPUTF8: e.SMTPUTF8,
+	}, msg)
+	if err != nil {
+		return err
+	}
+	log.Info("DSN queued", "to", e.From, "dsn_id", d.ID)
+	return nil
+}
+
+// headerOf returns the header of a message, with its final blank line.
+func headerOf(body []byte) []byte {
+	if i := bytes.Index(body, []byte("\r\n\r\n")); i >= 0 {
+		return body[:i+4]
+	}
+	return append(bytes.TrimRight(body, "\r\n"), "\r\n\r\n"...)
+}
+
+// buildDSN writes a delivery status notification (RFC 3464): a
+// multipart/report (RFC 6522) with a human-readable part, the
+// message/delivery-status part and the original header
+// (text/rfc822-headers).
+func buildDSN(hostname string, e store.QueueEntry, header []byte, rs []result, action string, now, retryUntil time.Time) []byte {
+	boundary := randomHex(12) + "=_posthorn"
+	var b bytes.Buffer
+	subject := "Undelivered Mail Returned to Sender"
+	if action == actionDelayed {
+		subject = "Delayed Mail (still being retried)"
+	}
+	fmt.Fprintf(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname)
+	fmt.Fprintf(&b, "To: <%s>\r\n", e.From)
+	fmt.Fprintf(&b, "Subject: %s\r\n", subject)
+	fmt.Fprintf(&b, "Date: %s\r\n", now.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Message-ID: <%s.dsn@%s>\r\n", randomHex(12), hostname)
+	b.WriteString("Auto-Submitted: auto-replied\r\n") // RFC 3834 section 5
+	b.WriteString("MIME-Version: 1.0\r\n")
+	fmt.Fprintf(&b, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"%s\"\r\n\r\n", boundary)
+	b.WriteString("This is a MIME-encapsulated delivery status notification.\r\n")
+
+	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", boundary)
+	writeHuman(&b, hostname, rs, action, retryUntil)
+
+	// RFC 6533 section 6: the UTF-8 forms for an SMTPUTF8 message.
+	statusType, headersType := "message/delivery-status", "text/rfc822-headers"
+	if e.SMTPUTF8 {
+		statusType, headersType = "message/global-delivery-status", "message/global-headers"
+	}
+	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary, statusType)
+	writeStatus(&b, hostname, e, rs, action, now, retryUntil)
+
+	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary, headersType)
+	b.Write(toCRLF(header))
+	fmt.Fprintf(&b, "\r\n--%s--\r\n", boundary)
+	return b.Bytes()
+}
+
+func writeHuman(b *bytes.Buffer, hostname string, rs []result, action string, retryUntil time.Time) {
+	if action == actionDelayed {
+		fmt.Fprintf(b, "This is the mail system at %s.\r\n\r\n", hostname)
+		b.WriteString("Your message could not be delivered yet to the recipients below.\r\n")
+		fmt.Fprintf(b, "It will be retried until %s; you need not send it again.\r\n\r\n", retryUntil.Format(time.RFC1123Z))
+	} else {
+		fmt.Fprintf(b, "This is the mail system at %s.\r\n\r\n", hostname)
+		b.WriteString("Your message could not be delivered to the recipients below.\r\n")
+		b.WriteString("This is a permanent error; it will not be retried.\r\n\r\n")
+	}
+	for _, r := range rs {
+		fmt.Fprintf(b, "<%s>: %s\r\n", r.Address, clean(r.Diag))
+	}
+}
+
+func writeStatus(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []result, action string, now, retryUntil time.Time) {
+	// Per-message fields (RFC 3464 section 2.2).
+	fmt.Fprintf(b, "Reporting-MTA: dns; %s\r\n", hostname)
+	fmt.Fprintf(b, "X-Posthorn-Queue-ID: %s\r\n", e.ID)
+	fmt.Fprintf(b, "Arrival-Date: %s\r\n", e.Created.Format(time.RFC1123Z))
+	// Per-recipient fields (section 2.3).
+	for _, r := range rs {
+		b.WriteString("\r\n")
+		fmt.Fprintf(b, "Final-Recipient: rfc822; %s\r\n", r.Address)
+		fmt.Fprintf(b, "Action: %s\r\n", action)
+		fmt.Fprintf(b, "Status: %s\r\n", statusFor(r, action))
+		if r.RemoteMTA != "" {
+			fmt.Fprintf(b, "Remote-MTA: dns; %s\r\n", r.RemoteMTA)
+		}
+		if diag := clean(r.Diag); strings.HasPrefix(diag, "smtp; ") {
+			fmt.Fprintf(b, "Diagnostic-Code: %s\r\n", diag)
+		} else if diag != "" {
+			fmt.Fprintf(b, "Diagnostic-Code: X-Posthorn; %s\r\n", diag)
+		}
+		fmt.Fprintf(b, "Last-Attempt-Date: %s\r\n", now.Format(time.RFC1123Z))
+		if action == actionDelayed {
+			fmt.Fprintf(b, "Will-Retry-Until: %s\r\n", retryUntil.Format(time.RFC1123Z))
+		}
+	}
+}
+
+// statusFor gives a status whose class matches the action (RFC 3464
+// section 2.3.4: failed is 5.x.x, delayed is 4.x.x).
+func statusFor(r result, action string) string {
+	s := r.Status
+	if len(s) < 5 || s[1] != '.' {
+		s = "4.0.0"
+	}
+	if action == actionFailed {
+		return "5" + s[1:]
+	}
+	return "4" + s[1:]
+}
+
+// clean makes a diagnostic one bounded line.
+func clean(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' || r == '\t' || r < 0x20 {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxDiag {
+		s = s[:maxDiag]
+	}
+	return strings.TrimSpace(s)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,288 @@
+package outbound_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/mta/outbound"
+	"github.com/posthorn/posthorn/resolver"
+	"github.com/posthorn/posthorn/store"
+)
+
+// received is one message a fake MX took.
+type received struct {
+	From  string
+	Rcpts []string
+	Data  string
+	TLS   bool
+	Helo  string
+}
+
+// fakeMX is a go-smtp server standing in for a remote MX.
+type fakeMX struct {
+	Addr string
+	mu   sync.Mutex
+	// reply gives a recipient's RCPT error (nil: accept); called under mu.
+	reply func(rcpt string, n int) error
+	tries map[string]int
+	got   []received
+	ch    chan received
+	// beforeData, if set, runs before a message is taken (tests).
+	beforeData  func()
+	tlsSessions int // sessions after STARTTLS: one per connection
+}
+
+func selfSigned(t testing.TB, name string) *tls.Config {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+func startFakeMX(t testing.TB, reply func(rcpt string, n int) error) *fakeMX {
+	return startFakeMXTLS(t, reply, selfSigned(t, "mx.remote.test"))
+}
+
+// startFakeMXTLS starts a fake MX that offers STARTTLS with conf.
+func startFakeMXTLS(t testing.TB, reply func(rcpt string, n int) error, conf *tls.Config) *fakeMX {
+	f := &fakeMX{reply: reply, tries: map[string]int{}, ch: make(chan received, 100)}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		_, isTLS := c.TLSConnectionState()
+		if isTLS {
+			f.mu.Lock()
+			f.tlsSessions++
+			f.mu.Unlock()
+		}
+		return &fakeSession{f: f, r: received{TLS: isTLS, Helo: c.Hostname()}}, nil
+	}))
+	srv.Domain = "mx.remote.test"
+	srv.TLSConfig = conf
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = log4test{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Addr = ln.Addr().String()
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return f
+}
+
+type log4test struct{}
+
+func (log4test) Printf(string, ...any) {}
+func (log4test) Println(...any)        {}
+
+func (f *fakeMX) port() int { return f.Addr2().Port }
+
+func (f *fakeMX) Addr2() *net.TCPAddr {
+	a, _ := net.ResolveTCPAddr("tcp", f.Addr)
+	return a
+}
+
+func (f *fakeMX) wait(t testing.TB) received {
+	t.Helper()
+	select {
+	case r := <-f.ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message reached the fake MX")
+		return received{}
+	}
+}
+
+type fakeSession struct {
+	f *fakeMX
+	r received
+}
+
+func (s *fakeSession) Reset()        { s.r.Rcpts, s.r.From = nil, "" }
+func (s *fakeSession) Logout() error { return nil }
+func (s *fakeSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.r.From = from
+	return nil
+}
+
+func (s *fakeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	s.f.tries[to]++
+	if s.f.reply != nil {
+		if err := s.f.reply(to, s.f.tries[to]); err != nil {
+			return err
+		}
+	}
+	s.r.Rcpts = append(s.r.Rcpts, to)
+	return nil
+}
+
+func (s *fakeSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.r.Data = string(b)
+	s.f.mu.Lock()
+	hook := s.f.beforeData
+	s.f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	s.f.mu.Lock()
+	s.f.got = append(s.f.got, s.r)
+	s.f.mu.Unlock()
+	s.f.ch <- s.r
+	return nil
+}
+
+// fakeMDA treats local.test as ours and records what it delivers.
+type fakeMDA struct {
+	mu       sync.Mutex
+	got      []string
+	ch       chan string
+	failures int // fail this many deliveries first
+}
+
+func newFakeMDA() *fakeMDA { return &fakeMDA{ch: make(chan string, 100)} }
+
+func (m *fakeMDA) Resolve(addr string) (mda.Route, error) {
+	if strings.HasSuffix(strings.ToLower(addr), "@local.test") {
+		return mda.Route{Accounts: []string{strings.ToLower(addr)}}, nil
+	}
+	return mda.Route{}, mda.ErrNotOurDomain
+}
+
+func (m *fakeMDA) Deliver(ctx context.Context, env mda.Envelope, body []byte) (mda.Result, error) {
+	if env.From != "" {
+		return mda.Result{}, errors.New("DSN with a non-null sender")
+	}
+	m.mu.Lock()
+	if m.failures > 0 {
+		m.failures--
+		m.mu.Unlock()
+		return mda.Result{}, errors.New("local delivery failed")
+	}
+	m.got = append(m.got, string(body))
+	m.mu.Unlock()
+	m.ch <- string(body)
+	return mda.Result{}, nil
+}
+
+func (m *fakeMDA) wait(t testing.TB) string {
+	t.Helper()
+	select {
+	case b := <-m.ch:
+		return b
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DSN delivered")
+		return ""
+	}
+}
+
+func (m *fakeMDA) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.got)
+}
+
+// queueEnv is a queue on a real store with a loopback DNS server.
+type queueEnv struct {
+	Q   *outbound.Queue
+	DNS *harness.DNS
+	MDA *fakeMDA
+	St  store.Store
+}
+
+func newQueueEnv(t testing.TB, mxPort int) *queueEnv {
+	st, err := store.Open(t.TempDir()+"/q.db", store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	dns := harness.StartDNS(t)
+	level := slog.LevelWarn + 10
+	if os.Getenv("POSTHORN_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	m := newFakeMDA()
+	q := &outbound.Queue{
+		Store: st, Resolver: resolver.New(dns.Addr), Hostname: "mail.local.test", MXPort: mxPort,
+		RetryInitial: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond,
+		GiveUpAfter: time.Hour, DelayNotice: -1, Workers: 2,
+		TLS:     &tls.Config{InsecureSkipVerify: true},
+		MDA:     m,
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Metrics: metrics.New(),
+	}
+	return &queueEnv{Q: q, DNS: dns, MDA: m, St: st}
+}
+
+// run starts the workers until the test ends.
+func (e *queueEnv) run(t testing.TB) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Q.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitEmpty waits until the queue has no entries.
+func (e *queueEnv) waitEmpty(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		es, err := e.St.QueueEntries()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	es, _ := e.St.QueueEntries()
+	t.Fatalf("queue not empty: %+v", es)
+}
+
+func (e *queueEnv) enqueue(t testing.TB, from, authUser string, rcpts ...string) store.QueueEntry {
+	t.Helper()
+	qe := store.QueueEntry{From: from, AuthUser: authUser}
+	for _, r := range rcpts {
+		qe.Recipients = append(qe.Recipients, store.QueueRecipient{Address: r})
+	}
+	body := "From: <" + from + ">\r\nTo: <" + rcpts[0] + ">\r\nSubject: test\r\nMessage-ID: <m1@local.test>\r\n\r\nHello\r\n.leading dot\r\n"
+	out, err := e.Q.Enqueue(context.Background(), qe, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -1,0 +1,105 @@
+package mta
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/store"
+)
+
+// Reply codes used by this package (RFC 5321 section 4.2.3) with their
+// enhanced status codes (RFC 3463).
+const (
+	codeClosing     = 421 // service not available, closing channel
+	codeMailboxFull = 452 // insufficient system storage / over quota
+	codeTempLocal   = 451 // local error in processing
+	codeNoMailbox   = 550 // mailbox unavailable / policy refusal
+	codeSyntaxParam = 501 // syntax error in parameters
+	codeTooBig      = 552 // exceeded storage allocation
+	codeTransFailed = 554 // transaction failed
+)
+
+var (
+	errBadHelo = &smtp.SMTPError{Code: codeSyntaxParam, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+		Message: "HELO/EHLO needs a domain name or an address literal"}
+	errNotOurDomain = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: "Relaying denied: not a domain served here"}
+	errUnknownUser = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+		Message: "No such user here"}
+	errBadAddress = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: "Relaying denied: address form not accepted"}
+	errAliasLoop = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
+		Message: "Routing loop detected"}
+	errNoQueue = &smtp.SMTPError{Code: codeTempLocal, EnhancedCode: smtp.EnhancedCode{4, 4, 3},
+		Message: "Cannot forward mail for this address now, try again later"}
+	errOverQuota = &smtp.SMTPError{Code: codeMailboxFull, EnhancedCode: smtp.EnhancedCode{4, 2, 2},
+		Message: "Mailbox full, try again later"}
+	errTooBig = &smtp.SMTPError{Code: codeTooBig, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+		Message: "Message too big"}
+	errBareEOL = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+		Message: "Message refused: bare CR, bare LF or NUL in data (RFC 5321 section 2.3.8)"}
+	errSync = &smtp.SMTPError{Code: codeTransFailed, EnhancedCode: smtp.EnhancedCode{5, 5, 0},
+		Message: "SMTP protocol synchronization error: data sent before the 354 reply"}
+	errLineTooLong = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+		Message: "Line too long"}
+	errTooManyBad = &smtp.SMTPError{Code: codeClosing, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		Message: "Too many unknown recipients, closing connection"}
+	errDMARCReject = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: "Message rejected by the sender domain's DMARC policy"}
+	errTimeout = &smtp.SMTPError{Code: codeClosing, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+		Message: "Timeout receiving data, closing connection"}
+)
+
+// reply turns any error into a reply a client may see. An *smtp.SMTPError
+// and the mda/store errors with a meaning are passed on; anything else is
+// an internal error: 451 4.3.0 with an id that is logged with the error,
+// so the client retries and never sees err.Error().
+func reply(log *slog.Logger, err error) *smtp.SMTPError {
+	var se *smtp.SMTPError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se):
+		return se
+	case errors.Is(err, mda.ErrNotOurDomain):
+		return errNotOurDomain
+	case errors.Is(err, mda.ErrUnknownUser):
+		return errUnknownUser
+	case errors.Is(err, mda.ErrBadAddress):
+		return errBadAddress
+	case errors.Is(err, mda.ErrAliasLoop):
+		return errAliasLoop
+	case errors.Is(err, mda.ErrNoQueue):
+		return errNoQueue
+	case errors.Is(err, store.ErrOverQuota):
+		return errOverQuota
+	}
+	id := newID()
+	log.Error("internal error", "error_id", id, "err", err)
+	return &smtp.SMTPError{Code: codeTempLocal, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Internal error, try again later (id " + id + ")"}
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// newID returns a short random id for messages, sessions and errors.
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return strings.ToLower(idEncoding.EncodeToString(b[:]))
+}
+
+func sprintf(format string, v ...any) string { return fmt.Sprintf(format, v...) }
+func sprint(v ...any) string                 { return fmt.Sprint(v...) }
+
+// formatReply renders a reply line as go-smtp would.
+func formatReply(e *smtp.SMTPError) string {
+	return fmt.Sprintf("%d %d.%d.%d %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+}

@@ -1,0 +1,273 @@
+// Package mta is Posthorn's inbound mail transfer agent: the SMTP server on
+// port 25 that takes mail for our domains from other servers, verifies
+// SPF, DKIM and DMARC, and hands it to the delivery agent (package mda).
+// The outbound queue lives in mta/outbound.
+//
+// Implementation notes:
+//
+//   - The protocol engine is go-smtp's server; this package is its Backend.
+//     go-smtp answers a plain Go error from Data with a permanent 554, so
+//     every error a session returns goes through reply(), which turns
+//     anything that is not already an *smtp.SMTPError into 451 4.3.0 with
+//     an id that is also logged (reply.go).
+//   - No open relay (RFC 5321 section 3.6.1, section 7.1): RCPT is accepted
+//     only for what mda.Resolve resolves; other domains get 550 5.7.1,
+//     unknown users of ours 550 5.1.1, relay forms 550 5.7.1. After
+//     MaxBadRecipients refusals the session is cut with 421.
+//   - Strict line endings against SMTP smuggling: the DATA body is read by
+//     our own strict reader (data.go) straight from go-smtp's buffered
+//     reader, because go-smtp's dot reader silently drops a ".\r" that is
+//     not followed by "\n". Any bare CR, bare LF or NUL gets 550 5.5.2 and
+//     the connection is closed; content sent before the 354 (pipelining
+//     past DATA, RFC 2920 section 3.1) gets 554 5.5.0 and is closed too.
+//   - 250 only after mda.Deliver returned, which is after the store's
+//     fsynced commit (DESIGN.md: 250 means durable).
+//   - Timeouts follow RFC 5321 section 4.5.3.2: CommandTimeout between
+//     commands; in DATA the deadline is DataTimeout plus the time the bytes
+//     received so far would take at MinDataRate, so a slow but steady
+//     sender of a large message is not cut and a trickling one is.
+//   - TXT answers (SPF, DKIM keys, DMARC) are cached per Server for
+//     TXTCacheTTL (dnscache.go); temporary DNS failures are not cached.
+//   - Connection caps are enforced at accept: over the global or per-IP
+//     cap the client gets 421 4.7.0 and is closed before any session.
+package mta
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"blitiri.com.ar/go/spf"
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/metrics"
+)
+
+// Server is the inbound SMTP server. Fields are read when Serve is called.
+type Server struct {
+	Hostname string            // greeting, Received:, Authentication-Results authserv-id
+	MDA      *mda.Agent        // resolves recipients and delivers
+	Resolver *net.Resolver     // all DNS (SPF, DKIM, DMARC); nil: the system's
+	TLS      *tls.Config       // STARTTLS; nil: not offered
+	Logger   *slog.Logger      // nil: discard
+	Metrics  *metrics.Registry // nil: none
+
+	MaxMessageBytes     int64 // 0: 50 MiB
+	MaxRecipients       int   // 0: 100
+	MaxLineBytes        int   // command and data line limit; 0: 4096
+	MaxBadRecipients    int   // 0: 10
+	MaxConnections      int   // 0: 4000
+	MaxConnectionsPerIP int   // 0: 50
+	CommandTimeout      time.Duration
+	DataTimeout         time.Duration
+	MinDataRate         int64 // bytes per second in DATA; 0: 1024
+	// DNSTimeout bounds the SPF/DKIM/DMARC checks of one message; 0: 20s.
+	DNSTimeout time.Duration
+	// TXTCacheTTL keeps TXT answers (SPF, DKIM, DMARC) this long; 0: 1m,
+	// negative: no cache.
+	TXTCacheTTL time.Duration
+
+	mu        sync.Mutex
+	engine    *smtp.Server
+	listeners []net.Listener
+	open      int
+	perIP     map[string]int
+	closed    bool
+	busy      atomic.Int64 // sessions inside Data
+	dns       spf.DNSResolver
+}
+
+func (s *Server) defaults() {
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.Resolver == nil {
+		s.Resolver = net.DefaultResolver
+	}
+	setDefault(&s.MaxMessageBytes, 50<<20)
+	setDefault(&s.MaxRecipients, 100)
+	setDefault(&s.MaxLineBytes, 4096)
+	setDefault(&s.MaxBadRecipients, 10)
+	setDefault(&s.MaxConnections, 4000)
+	setDefault(&s.MaxConnectionsPerIP, 50)
+	setDefault(&s.CommandTimeout, 5*time.Minute)
+	setDefault(&s.DataTimeout, 10*time.Minute)
+	setDefault(&s.MinDataRate, 1024)
+	setDefault(&s.DNSTimeout, 20*time.Second)
+	setDefault(&s.TXTCacheTTL, time.Minute)
+	s.dns = s.Resolver
+	if s.TXTCacheTTL > 0 {
+		s.dns = newTXTCache(s.Resolver, s.TXTCacheTTL, 10000)
+	}
+	if s.Hostname == "" {
+		s.Hostname = "localhost"
+	}
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// Serve accepts connections on ln until Shutdown or ln is closed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return smtp.ErrServerClosed
+	}
+	if s.engine == nil {
+		s.defaults()
+		s.perIP = map[string]int{}
+		e := smtp.NewServer(backend{s})
+		e.Domain = s.Hostname
+		e.MaxMessageBytes = s.MaxMessageBytes
+		e.MaxRecipients = s.MaxRecipients
+		e.MaxLineLength = s.MaxLineBytes
+		e.ReadTimeout = s.CommandTimeout
+		e.WriteTimeout = s.CommandTimeout
+		e.EnableSMTPUTF8 = true
+		e.TLSConfig = s.TLS
+		e.ErrorLog = logAdapter{s.Logger}
+		s.engine = e
+	}
+	e := s.engine
+	cl := &capListener{Listener: ln, srv: s}
+	s.listeners = append(s.listeners, cl)
+	s.mu.Unlock()
+	err := e.Serve(cl)
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets messages being received or delivered
+// finish until ctx is done, then closes every connection (idle sessions
+// would otherwise hold a shutdown for their whole command timeout).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	e, lns := s.engine, s.listeners
+	s.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for s.busy.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	e.Close()
+	return err
+}
+
+// capListener enforces the connection caps before go-smtp sees a
+// connection.
+type capListener struct {
+	net.Listener
+	srv *Server
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := remoteIP(c.RemoteAddr())
+		if l.srv.admit(ip) {
+			l.srv.Metrics.Inc(metrics.Connections, "protocol", "smtp")
+			return &countedConn{Conn: c, srv: l.srv, ip: ip}, nil
+		}
+		l.srv.Logger.Warn("connection refused: too many connections", "remote", ip)
+		l.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "connections")
+		go func() {
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			c.Write([]byte("421 4.7.0 " + l.srv.Hostname + " too many connections, try again later\r\n"))
+			c.Close()
+		}()
+	}
+}
+
+func (s *Server) admit(ip string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open >= s.MaxConnections || s.perIP[ip] >= s.MaxConnectionsPerIP {
+		return false
+	}
+	s.open++
+	s.perIP[ip]++
+	return true
+}
+
+func (s *Server) release(ip string) {
+	s.mu.Lock()
+	s.open--
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+	s.mu.Unlock()
+	s.Metrics.Dec(metrics.Connections, "protocol", "smtp")
+}
+
+// countedConn gives its slot back once, however often it is closed.
+type countedConn struct {
+	net.Conn
+	srv  *Server
+	ip   string
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.srv.release(c.ip) })
+	return c.Conn.Close()
+}
+
+func remoteIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// backend is go-smtp's Backend: one session per connection.
+type backend struct{ srv *Server }
+
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	// RFC 5321 section 4.1.1.1: the argument is a domain or an address
+	// literal.
+	if !validHelo(c.Hostname()) {
+		return nil, errBadHelo
+	}
+	return newSession(b.srv, c), nil
+}
+
+// logAdapter sends go-smtp's own error log to slog.
+type logAdapter struct{ l *slog.Logger }
+
+func (a logAdapter) Printf(format string, v ...any) {
+	a.l.Warn("smtp engine", "msg", sprintf(format, v...))
+}
+
+func (a logAdapter) Println(v ...any) { a.l.Warn("smtp engine", "msg", sprint(v...)) }

@@ -1,0 +1,278 @@
+package mta
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/metrics"
+)
+
+// session is one SMTP connection's state. go-smtp enforces the command
+// sequence (EHLO before MAIL, MAIL before RCPT, RCPT before DATA); the
+// session keeps the envelope and the verdicts.
+type session struct {
+	srv  *Server
+	conn *smtp.Conn
+	log  *slog.Logger
+	ip   net.IP
+
+	from     string
+	mailOpts *smtp.MailOptions
+	spf      *spfCheck
+	rcpts    []string
+	badRcpts int
+}
+
+func newSession(srv *Server, c *smtp.Conn) *session {
+	id := newID()
+	ip := net.ParseIP(remoteIP(c.Conn().RemoteAddr()))
+	s := &session{srv: srv, conn: c, ip: ip,
+		log: srv.Logger.With("conn", id, "remote", ip.String())}
+	s.log.Debug("session", "helo", c.Hostname())
+	return s
+}
+
+// Reset implements smtp.Session (RSET, a new EHLO, end of a transaction).
+func (s *session) Reset() {
+	s.from, s.mailOpts, s.rcpts, s.spf = "", nil, nil, nil
+}
+
+// Logout implements smtp.Session.
+func (s *session) Logout() error { return nil }
+
+// Mail implements smtp.Session: MAIL FROM (RFC 5321 section 4.1.1.2).
+// SPF is checked from here on, once per transaction (RFC 7208 section
+// 2.4), while the client goes on with RCPT and DATA.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if !validHelo(s.conn.Hostname()) {
+		return errBadHelo
+	}
+	if from != "" && !strings.Contains(from, "@") {
+		return &smtp.SMTPError{Code: codeSyntaxParam, EnhancedCode: smtp.EnhancedCode{5, 1, 7},
+			Message: "Bad sender address"}
+	}
+	s.Reset()
+	s.from, s.mailOpts = from, opts
+	s.spf = startSPF(s.srv, s.ip, s.conn.Hostname(), from)
+	return nil
+}
+
+// spfCheck is an SPF evaluation running in the background.
+type spfCheck struct {
+	done chan struct{}
+	v    spfVerdict
+}
+
+func startSPF(srv *Server, ip net.IP, helo, from string) *spfCheck {
+	c := &spfCheck{done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		ctx, cancel := context.WithTimeout(context.Background(), srv.DNSTimeout)
+		defer cancel()
+		c.v = checkSPF(ctx, srv.dns, ip, helo, from)
+	}()
+	return c
+}
+
+func (c *spfCheck) verdict() spfVerdict {
+	if c == nil {
+		return spfVerdict{result: "none"}
+	}
+	<-c.done
+	return c.v
+}
+
+// Rcpt implements smtp.Session: RCPT TO (RFC 5321 section 4.1.1.3). Only
+// addresses that resolve here are accepted: no open relay.
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	route, err := s.srv.MDA.Resolve(to)
+	if err == nil {
+		err = s.checkRoute(route)
+	}
+	if err != nil {
+		r := reply(s.log, err)
+		s.log.Info("recipient refused", "from", s.from, "rcpt", to, "code", r.Code, "reason", errString(err))
+		s.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "recipient")
+		if r.Code/100 == 5 {
+			s.badRcpts++
+		}
+		if s.badRcpts >= s.srv.MaxBadRecipients {
+			s.hangup(errTooManyBad)
+		}
+		return r
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+// checkRoute refuses what cannot be delivered now: remote alias targets
+// without a queue, and full mailboxes (RFC 1870 section 6.2: 452).
+func (s *session) checkRoute(route mda.Route) error {
+	if len(route.Remote) > 0 && s.srv.MDA.Queue == nil {
+		return mda.ErrNoQueue
+	}
+	var size int64
+	if s.mailOpts != nil {
+		size = s.mailOpts.Size
+	}
+	return s.srv.MDA.CheckQuota(route, size)
+}
+
+// hangup sends a last reply and closes the connection; go-smtp's own reply
+// to the current command then goes nowhere.
+func (s *session) hangup(e *smtp.SMTPError) {
+	c := s.conn.Conn()
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, formatReply(e))
+	s.conn.Close()
+}
+
+// Data implements smtp.Session for DATA and for BDAT (RFC 3030): it reads
+// and checks the body, authenticates it, delivers it and returns nil only
+// once the delivery is durable.
+func (s *session) Data(r io.Reader) error {
+	s.srv.busy.Add(1)
+	defer s.srv.busy.Add(-1)
+	start := time.Now()
+	buf, off, err := s.readBody(r)
+	if err != nil {
+		return s.refuse(err, 0, "data")
+	}
+	body := buf[off:]
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.DNSTimeout)
+	v := verify(ctx, s.srv.dns, body, s.spf.verdict())
+	cancel()
+	attrs := []any{"from", s.from, "rcpts", s.rcpts, "size", len(body),
+		"spf", v.spf.result, "dkim", v.dkimSummary(), "dmarc", v.dmarc.result}
+	if v.dmarc.policy == "reject" && v.dmarc.result == "fail" {
+		s.log.Info("message rejected", append(attrs, "reason", "dmarc p=reject")...)
+		s.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "dmarc")
+		return errDMARCReject
+	}
+	id := newID()
+	full := s.traceHeaders(id, v, buf, off)
+	env := mda.Envelope{From: s.from, Recipients: s.rcpts, Junk: v.dmarc.result == "fail" && v.dmarc.policy == "quarantine"}
+	res, err := s.srv.MDA.Deliver(context.Background(), env, full)
+	if err != nil {
+		return s.refuse(err, len(body), "delivery")
+	}
+	s.log.Info("message accepted", append(attrs, "id", id, "junk", env.Junk, "local", len(res.Delivered),
+		"queued", len(res.Queued), "ms", time.Since(start).Milliseconds())...)
+	s.srv.Metrics.Inc(metrics.Accepted, "via", "smtp")
+	return nil
+}
+
+// readBody reads the message from go-smtp's DATA reader (strictly, from
+// the raw stream under it) or from a BDAT pipe. The body is buf[off:];
+// buf[:off] is free room for our header fields.
+func (s *session) readBody(r io.Reader) (buf []byte, off int, err error) {
+	br, markEOF, ok := rawData(r)
+	if !ok {
+		// BDAT: chunks are counted, not dot-terminated, so only the line
+		// endings need a look. Or go-smtp's reader changed shape.
+		b, err := readBounded(r, s.srv.MaxMessageBytes)
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := checkLineEndings(b); err != nil {
+			if _, bdat := r.(*io.PipeReader); !bdat {
+				s.log.Error("go-smtp's DATA reader changed: falling back to a weaker check")
+				s.hangup(errBareEOL)
+			}
+			return nil, 0, err
+		}
+		return b, 0, nil
+	}
+	// Bytes already buffered when DATA was read were sent before our 354:
+	// RFC 2920 section 3.1 makes DATA the last command of a group.
+	pipelined := br.Buffered() > 0
+	var hint int64
+	if s.mailOpts != nil {
+		hint = s.mailOpts.Size
+	}
+	buf, err = readStrictData(br, dataLimits{
+		max: s.srv.MaxMessageBytes, hint: hint, headroom: traceRoom, conn: s.conn.Conn(), start: time.Now(),
+		timeout: s.srv.DataTimeout, rate: s.srv.MinDataRate, idle: s.srv.CommandTimeout,
+	})
+	markEOF()
+	s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.CommandTimeout))
+	switch {
+	case errors.Is(err, errTimeout) || (err != nil && !isReply(err) && err != errBadData):
+		return nil, 0, err
+	case pipelined:
+		s.log.Warn("client sent data before the 354 reply", "from", s.from)
+		s.hangup(errSync)
+		return nil, 0, errSync
+	case err == errBadData:
+		s.log.Warn("bare CR, LF or NUL in data", "from", s.from)
+		s.hangup(errBareEOL)
+		return nil, 0, errBareEOL
+	}
+	return buf, traceRoom, err
+}
+
+func isReply(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se)
+}
+
+// refuse logs a refused message and maps err to its reply.
+func (s *session) refuse(err error, size int, stage string) error {
+	if err == errBadData {
+		err = errBareEOL
+	}
+	r := reply(s.log, err)
+	s.log.Info("message rejected", "from", s.from, "rcpts", s.rcpts, "size", size,
+		"stage", stage, "code", r.Code, "reason", errString(err))
+	s.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", stage)
+	if r == errTimeout {
+		s.hangup(errTimeout)
+	}
+	return r
+}
+
+func errString(err error) string {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Message
+	}
+	return err.Error()
+}
+
+// validHelo checks an EHLO/HELO argument: a domain (RFC 5321 section
+// 4.1.2 Domain) or an address literal ("[192.0.2.1]", "[IPv6:...]").
+func validHelo(h string) bool {
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		lit := h[1 : len(h)-1]
+		if v6, ok := strings.CutPrefix(lit, "IPv6:"); ok {
+			ip := net.ParseIP(v6)
+			return ip != nil && ip.To4() == nil
+		}
+		ip := net.ParseIP(lit)
+		return ip != nil && ip.To4() != nil
+	}
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80) {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,250 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// putBlob stores a body in chunks with its parsed info and refs
+// references, in the caller's transaction. The ID comes from the
+// transaction, so a retried batch function gets a fresh one.
+func (t *txn) putBlob(body []byte, info BlobInfo, refs uint32) (uint64, error) {
+	infos := t.tx.Bucket(bucketBlobInfo)
+	id, err := infos.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	data := t.tx.Bucket(bucketBlobData)
+	data.FillPercent = 1 // keys only grow: pack pages full
+	for i := 0; i*ChunkSize < len(body); i++ {
+		end := min((i+1)*ChunkSize, len(body))
+		if err := data.Put(chunkKey(id, uint32(i)), body[i*ChunkSize:end]); err != nil {
+			return 0, err
+		}
+	}
+	info.ID = id
+	infos.FillPercent = 1
+	if err := infos.Put(u64Key(id), encodeBlobInfo(info)); err != nil {
+		return 0, err
+	}
+	return id, t.setBlobRefs(id, refs)
+}
+
+func (t *txn) blobRefs(id uint64) uint32 {
+	v := t.tx.Bucket(bucketBlobRefs).Get(u64Key(id))
+	if len(v) != 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(v)
+}
+
+func (t *txn) setBlobRefs(id uint64, n uint32) error {
+	v := make([]byte, 4)
+	binary.BigEndian.PutUint32(v, n)
+	return t.tx.Bucket(bucketBlobRefs).Put(u64Key(id), v)
+}
+
+// addBlobRef records one more reference (a copy).
+func (t *txn) addBlobRef(id uint64) error {
+	n := t.blobRefs(id)
+	if n == 0 {
+		return fmt.Errorf("store: blob %d: %w", id, ErrNotFound)
+	}
+	return t.setBlobRefs(id, n+1)
+}
+
+// releaseBlob drops one reference; the last one frees the chunks and the
+// info.
+func (t *txn) releaseBlob(id uint64) error {
+	n := t.blobRefs(id)
+	if n > 1 {
+		return t.setBlobRefs(id, n-1)
+	}
+	data := t.tx.Bucket(bucketBlobData)
+	for i := uint32(0); ; i++ {
+		k := chunkKey(id, i)
+		if data.Get(k) == nil {
+			break
+		}
+		if err := data.Delete(k); err != nil {
+			return err
+		}
+	}
+	if err := t.tx.Bucket(bucketBlobInfo).Delete(u64Key(id)); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketBlobRefs).Delete(u64Key(id))
+}
+
+// BlobInfo returns what was parsed of a body when it was stored.
+func (s *boltStore) BlobInfo(id uint64) (BlobInfo, error) {
+	var bi BlobInfo
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketBlobInfo).Get(u64Key(id))
+		if v == nil {
+			return fmt.Errorf("blob %d: %w", id, ErrNotFound)
+		}
+		var err error
+		bi, err = decodeBlobInfo(id, v)
+		return err
+	})
+	return bi, err
+}
+
+// BlobInfos returns the infos of many blobs in one read transaction;
+// missing ones are left out of the map.
+func (s *boltStore) BlobInfos(ids []uint64) (map[uint64]BlobInfo, error) {
+	out := make(map[uint64]BlobInfo, len(ids))
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBlobInfo)
+		for _, id := range ids {
+			if _, ok := out[id]; ok {
+				continue
+			}
+			v := b.Get(u64Key(id))
+			if v == nil {
+				continue
+			}
+			bi, err := decodeBlobInfo(id, v)
+			if err != nil {
+				return err
+			}
+			out[id] = bi
+		}
+		return nil
+	})
+	return out, err
+}
+
+// OpenBlob opens a body for reading.
+func (s *boltStore) OpenBlob(id uint64) (Blob, error) {
+	return s.openMessageBlob(id, nil)
+}
+
+// OpenMessage opens a message's bytes: its Prefix, then its blob.
+func (s *boltStore) OpenMessage(m Message) (Blob, error) {
+	return s.openMessageBlob(m.BlobID, m.Prefix)
+}
+
+func (s *boltStore) openMessageBlob(id uint64, prefix []byte) (Blob, error) {
+	bi, err := s.BlobInfo(id)
+	if err != nil {
+		return nil, err
+	}
+	return &blobReader{s: s, id: id, prefix: prefix, size: int64(len(prefix)) + bi.Size, cached: -1}, nil
+}
+
+// blobReader reads a body chunk by chunk, each chunk in its own short read
+// transaction: no transaction stays open while the caller waits on a
+// slow client. If the blob is freed meanwhile (its last message
+// expunged), reads fail with ErrNotFound.
+type blobReader struct {
+	s      *boltStore
+	id     uint64
+	prefix []byte
+	size   int64
+
+	mu     sync.Mutex
+	off    int64  // for Read and Seek
+	cached int64  // chunk number in chunk, -1 for none
+	chunk  []byte // copy of the last chunk read
+}
+
+func (r *blobReader) Size() int64  { return r.size }
+func (r *blobReader) Close() error { return nil }
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	off := r.off
+	r.mu.Unlock()
+	n, err := r.ReadAt(p, off)
+	r.mu.Lock()
+	r.off = off + int64(n)
+	r.mu.Unlock()
+	if n > 0 && err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
+func (r *blobReader) Seek(offset int64, whence int) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = r.off + offset
+	case io.SeekEnd:
+		abs = r.size + offset
+	default:
+		return 0, errors.New("store: blob seek: invalid whence")
+	}
+	if abs < 0 {
+		return 0, errors.New("store: blob seek: negative position")
+	}
+	r.off = abs
+	return abs, nil
+}
+
+// ReadAt reads across chunk boundaries; it is safe for parallel use.
+func (r *blobReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("store: blob read: negative offset")
+	}
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		if pos >= r.size {
+			return n, io.EOF
+		}
+		if pos < int64(len(r.prefix)) {
+			n += copy(p[n:], r.prefix[pos:])
+			continue
+		}
+		bpos := pos - int64(len(r.prefix))
+		chunk, err := r.loadChunk(bpos / ChunkSize)
+		if err != nil {
+			return n, err
+		}
+		in := bpos % ChunkSize
+		if in >= int64(len(chunk)) {
+			return n, fmt.Errorf("store: blob %d: %w: short chunk", r.id, errCorrupt)
+		}
+		n += copy(p[n:], chunk[in:])
+	}
+	return n, nil
+}
+
+// loadChunk returns chunk i, from the cache or from one read transaction.
+func (r *blobReader) loadChunk(i int64) ([]byte, error) {
+	r.mu.Lock()
+	if r.cached == i {
+		c := r.chunk
+		r.mu.Unlock()
+		return c, nil
+	}
+	r.mu.Unlock()
+	var c []byte
+	err := r.s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketBlobData).Get(chunkKey(r.id, uint32(i)))
+		if v == nil {
+			return fmt.Errorf("store: blob %d chunk %d: %w", r.id, i, ErrNotFound)
+		}
+		c = append([]byte(nil), v...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.cached, r.chunk = i, c
+	r.mu.Unlock()
+	return c, nil
+}

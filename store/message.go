@@ -1,0 +1,273 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Append stores a message in a mailbox (IMAP APPEND, RFC 9051 6.3.12).
+// The body is parsed before the write transaction and written in it; the
+// call returns once the commit is durable.
+func (s *boltStore) Append(ctx context.Context, account, mailbox string, m NewMessage) (Delivered, error) {
+	addr := strings.ToLower(strings.TrimSpace(account))
+	info := parseBlobInfo(m.Body, s.opts)
+	flags := normalizeFlags(m.Flags)
+	date := m.InternalDate
+	if date.IsZero() {
+		date = time.Now()
+	}
+	var d Delivered
+	err := s.batch(ctx, func(t *txn) error {
+		acct, err := t.account(addr)
+		if err != nil {
+			return err
+		}
+		mb, err := t.mailbox(addr, mailbox)
+		if err != nil {
+			return err
+		}
+		size := int64(len(m.Body))
+		if err := checkQuota(acct, size); err != nil {
+			return err
+		}
+		id, err := t.putBlob(m.Body, info, 1)
+		if err != nil {
+			return err
+		}
+		msg, err := t.addMessage(addr, &acct, &mb, Message{Size: size, InternalDate: date, Flags: flags, BlobID: id})
+		if err != nil {
+			return err
+		}
+		if err := t.putMailbox(addr, mb); err != nil {
+			return err
+		}
+		if err := t.putAccount(acct); err != nil {
+			return err
+		}
+		t.publish(Event{Kind: EventAppend, Account: addr, Mailbox: mb.Name, UIDs: []uint32{msg.UID}, Messages: []Message{msg}, ModSeq: mb.HighestModSeq})
+		d = Delivered{Account: addr, Mailbox: mb.Name, UIDValidity: mb.UIDValidity, UID: msg.UID}
+		return nil
+	})
+	return d, err
+}
+
+func checkQuota(a Account, add int64) error {
+	if a.QuotaBytes > 0 && a.UsedBytes+add > a.QuotaBytes {
+		return fmt.Errorf("account %s (%d of %d bytes used, %d more): %w", a.Address, a.UsedBytes, a.QuotaBytes, add, ErrOverQuota)
+	}
+	return nil
+}
+
+// addMessage gives m the mailbox's next UID and a new modseq, writes it
+// and updates the mailbox and account counters (which the caller saves).
+func (t *txn) addMessage(addr string, acct *Account, mb *Mailbox, m Message) (Message, error) {
+	if mb.UIDNext == 0 || mb.UIDNext == math.MaxUint32 {
+		return Message{}, fmt.Errorf("mailbox %q has used all UIDs", mb.Name)
+	}
+	m.UID = mb.UIDNext
+	mb.UIDNext++
+	mb.HighestModSeq++
+	m.ModSeq = mb.HighestModSeq
+	mb.Messages++
+	if !hasFlag(m.Flags, `\Seen`) {
+		mb.Unseen++
+	}
+	mb.Size += m.Size
+	acct.UsedBytes += m.Size
+	msgs := t.messagesBucket(addr, mb.ID)
+	msgs.FillPercent = 0.9 // UIDs only grow
+	return m, msgs.Put(uidKey(m.UID), encodeMessage(m))
+}
+
+// removeMessage deletes m from a mailbox, releasing its blob.
+func (t *txn) removeMessage(addr string, acct *Account, mb *Mailbox, m Message) error {
+	if err := t.messagesBucket(addr, mb.ID).Delete(uidKey(m.UID)); err != nil {
+		return err
+	}
+	mb.Messages--
+	if !hasFlag(m.Flags, `\Seen`) {
+		mb.Unseen--
+	}
+	mb.Size -= m.Size
+	acct.UsedBytes = max(0, acct.UsedBytes-m.Size)
+	return t.releaseBlob(m.BlobID)
+}
+
+// Deliver writes one body to many mailboxes in one durable transaction;
+// the body is stored once with one reference per delivery. A missing
+// mailbox falls back to INBOX.
+func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]Delivered, error) {
+	if len(to) == 0 {
+		return nil, nil
+	}
+	info := parseBlobInfo(body, s.opts)
+	now := time.Now()
+	var out []Delivered
+	err := s.batch(ctx, func(t *txn) error {
+		out = nil
+		w := newWriteSet(t)
+		for _, d := range to {
+			addr := strings.ToLower(strings.TrimSpace(d.Account))
+			acct, err := w.account(addr)
+			if err != nil {
+				return err
+			}
+			acct.UsedBytes += int64(len(d.Prefix) + len(body))
+		}
+		for _, a := range w.accts {
+			orig, _ := t.account(a.Address)
+			if err := checkQuota(orig, a.UsedBytes-orig.UsedBytes); err != nil {
+				return err
+			}
+			a.UsedBytes = orig.UsedBytes
+		}
+		id, err := t.putBlob(body, info, uint32(len(to)))
+		if err != nil {
+			return err
+		}
+		for _, d := range to {
+			res, err := w.deliverOne(d, id, int64(len(body)), now)
+			if err != nil {
+				return err
+			}
+			out = append(out, res)
+		}
+		return w.save()
+	})
+	return out, err
+}
+
+// writeSet caches the accounts and mailboxes one transaction changes, so
+// several changes to one of them are saved once.
+type writeSet struct {
+	t      *txn
+	accts  map[string]*Account
+	mboxes map[string]*Mailbox // addr NUL name
+	order  []string
+}
+
+func newWriteSet(t *txn) *writeSet {
+	return &writeSet{t: t, accts: map[string]*Account{}, mboxes: map[string]*Mailbox{}}
+}
+
+func (w *writeSet) account(addr string) (*Account, error) {
+	if a, ok := w.accts[addr]; ok {
+		return a, nil
+	}
+	a, err := w.t.account(addr)
+	if err != nil {
+		return nil, err
+	}
+	w.accts[addr] = &a
+	return &a, nil
+}
+
+func (w *writeSet) mailbox(addr, name string) (*Mailbox, error) {
+	k := addr + "\x00" + canonicalMailboxName(name)
+	if mb, ok := w.mboxes[k]; ok {
+		return mb, nil
+	}
+	mb, err := w.t.mailbox(addr, name)
+	if err != nil {
+		return nil, err
+	}
+	w.mboxes[k] = &mb
+	w.order = append(w.order, k)
+	return &mb, nil
+}
+
+func (w *writeSet) deliverOne(d Delivery, blobID uint64, bodyLen int64, now time.Time) (Delivered, error) {
+	addr := strings.ToLower(strings.TrimSpace(d.Account))
+	acct, err := w.account(addr)
+	if err != nil {
+		return Delivered{}, err
+	}
+	name := d.Mailbox
+	if name == "" {
+		name = "INBOX"
+	}
+	mb, err := w.mailbox(addr, name)
+	if err != nil {
+		if mb, err = w.mailbox(addr, "INBOX"); err != nil {
+			return Delivered{}, err
+		}
+	}
+	m := Message{
+		Size:         int64(len(d.Prefix)) + bodyLen,
+		InternalDate: now,
+		Flags:        normalizeFlags(d.Flags),
+		BlobID:       blobID,
+		Prefix:       d.Prefix,
+	}
+	msg, err := w.t.addMessage(addr, acct, mb, m)
+	if err != nil {
+		return Delivered{}, err
+	}
+	w.t.publish(Event{Kind: EventAppend, Account: addr, Mailbox: mb.Name, UIDs: []uint32{msg.UID}, Messages: []Message{msg}, ModSeq: mb.HighestModSeq})
+	return Delivered{Account: addr, Mailbox: mb.Name, UIDValidity: mb.UIDValidity, UID: msg.UID}, nil
+}
+
+func (w *writeSet) save() error {
+	for _, k := range w.order {
+		addr, _, _ := strings.Cut(k, "\x00")
+		if err := w.t.putMailbox(addr, *w.mboxes[k]); err != nil {
+			return err
+		}
+	}
+	for _, a := range w.accts {
+		if err := w.t.putAccount(*a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Messages lists a mailbox's index in UID order.
+func (s *boltStore) Messages(account, mailbox string) ([]Message, error) {
+	return s.listMessages(account, mailbox, func(Message) bool { return true })
+}
+
+// ChangedSince lists the messages whose modseq is above modseq (RFC 7162
+// section 3.1.4). Expunged messages are not listed.
+func (s *boltStore) ChangedSince(account, mailbox string, modseq uint64) ([]Message, error) {
+	return s.listMessages(account, mailbox, func(m Message) bool { return m.ModSeq > modseq })
+}
+
+func (s *boltStore) listMessages(account, mailbox string, keep func(Message) bool) ([]Message, error) {
+	addr := strings.ToLower(strings.TrimSpace(account))
+	var out []Message
+	err := s.view(func(tx *bolt.Tx) error {
+		t := &txn{tx: tx}
+		mb, err := t.mailbox(addr, mailbox)
+		if err != nil {
+			return err
+		}
+		msgs := t.messagesBucket(addr, mb.ID)
+		out = make([]Message, 0, mb.Messages)
+		c := msgs.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			m, err := decodeMessage(k, v)
+			if err != nil {
+				return err
+			}
+			if keep(m) {
+				out = append(out, m)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// sortedUIDs returns uids ascending without duplicates.
+func sortedUIDs(uids []uint32) []uint32 {
+	u := slices.Clone(uids)
+	slices.Sort(u)
+	return slices.Compact(u)
+}

@@ -1,0 +1,158 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+)
+
+const alice = "alice@example.test"
+
+func TestCopyExpungeRefcounts(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	body := testMessage("copy", 2*ChunkSize+10) // 3 chunks
+	d1 := mustAppend(t, s, "INBOX", body)
+	mustAppend(t, s, "INBOX", testMessage("other", 100))
+	res, err := s.Copy(alice, "INBOX", []uint32{d1.UID, 99}, "Archive")
+	if err != nil || len(res.DstUIDs) != 1 || res.SrcUIDs[0] != d1.UID || res.DstUIDs[0] != 1 {
+		t.Fatalf("copy %+v %v", res, err)
+	}
+	msgs, _ := s.Messages(alice, "INBOX")
+	if n := blobRefCount(t, s, msgs[0].BlobID); n != 2 {
+		t.Fatalf("refcount after copy = %d, want 2", n)
+	}
+	if infos, _, chunks := blobCounts(t, s); infos != 2 || chunks != 4 {
+		t.Fatalf("after copy: %d infos %d chunks, want body stored once", infos, chunks)
+	}
+	if got, _ := s.Expunge(alice, "INBOX", []uint32{d1.UID}); len(got) != 1 {
+		t.Fatalf("expunge %v", got)
+	}
+	if n := blobRefCount(t, s, msgs[0].BlobID); n != 1 {
+		t.Fatalf("refcount after expunge = %d, want 1", n)
+	}
+	arch, _ := s.Messages(alice, "Archive")
+	b, _ := s.OpenMessage(arch[0])
+	if got, _ := io.ReadAll(b); !bytes.Equal(got, body) {
+		t.Fatal("copy unreadable after expunge of the original")
+	}
+	res, err = s.Move(alice, "Archive", []uint32{arch[0].UID}, "Trash")
+	if err != nil || len(res.DstUIDs) != 1 {
+		t.Fatalf("move %+v %v", res, err)
+	}
+	if n := blobRefCount(t, s, msgs[0].BlobID); n != 1 {
+		t.Fatalf("refcount after move = %d, want 1", n)
+	}
+	s.Expunge(alice, "Trash", res.DstUIDs)
+	if infos, refs, chunks := blobCounts(t, s); infos != 1 || refs != 1 || chunks != 1 {
+		t.Fatalf("after last expunge: %d infos %d refs %d chunks, want only the other message's", infos, refs, chunks)
+	}
+	a, _ := s.Account(alice)
+	if a.UsedBytes != int64(len(testMessage("other", 100))) {
+		t.Fatalf("UsedBytes %d", a.UsedBytes)
+	}
+	if err := s.DeleteAccount(alice); err != nil {
+		t.Fatal(err)
+	}
+	if infos, refs, chunks := blobCounts(t, s); infos+refs+chunks != 0 {
+		t.Fatalf("after DeleteAccount: %d infos %d refs %d chunks", infos, refs, chunks)
+	}
+}
+
+func TestDeliverStoresOnce(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	s.AddAccount("bob@example.test", "h")
+	body := testMessage("multi", 5000)
+	out, err := s.Deliver(context.Background(), body, []Delivery{
+		{Account: alice, Mailbox: "INBOX", Prefix: []byte("Delivered-To: alice@example.test\r\n")},
+		{Account: "bob@example.test", Mailbox: "NoSuchBox", Prefix: []byte("Delivered-To: bob@example.test\r\n")},
+		{Account: alice, Mailbox: "Junk"},
+	})
+	if err != nil || len(out) != 3 {
+		t.Fatalf("deliver %v %v", out, err)
+	}
+	if out[1].Mailbox != "INBOX" {
+		t.Errorf("missing mailbox did not fall back to INBOX: %+v", out[1])
+	}
+	if infos, _, _ := blobCounts(t, s); infos != 1 {
+		t.Fatalf("%d blobs, want 1", infos)
+	}
+	msgs, _ := s.Messages("bob@example.test", "INBOX")
+	b, _ := s.OpenMessage(msgs[0])
+	got, _ := io.ReadAll(b)
+	want := append([]byte("Delivered-To: bob@example.test\r\n"), body...)
+	if !bytes.Equal(got, want) || msgs[0].Size != int64(len(want)) {
+		t.Fatalf("bob's copy: %d bytes (size %d), want %d", len(got), msgs[0].Size, len(want))
+	}
+	if n := blobRefCount(t, s, msgs[0].BlobID); n != 3 {
+		t.Fatalf("refcount %d, want 3", n)
+	}
+}
+
+func TestQuota(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	s.AddAccount("bob@example.test", "h")
+	body := testMessage("q", 1000)
+	if err := s.SetQuota("bob@example.test", int64(len(body))+10); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.Deliver(ctx, body, []Delivery{{Account: "bob@example.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Deliver(ctx, body, []Delivery{{Account: alice}, {Account: "bob@example.test"}})
+	if !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("over quota: %v", err)
+	}
+	if msgs, _ := s.Messages(alice, "INBOX"); len(msgs) != 0 {
+		t.Fatal("failed delivery left a message for alice")
+	}
+	// Copy counts against the quota; Move frees what it adds.
+	const bob = "bob@example.test"
+	if _, err := s.Copy(bob, "INBOX", []uint32{1}, "Archive"); !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("copy over quota: %v", err)
+	}
+	if res, err := s.Move(bob, "INBOX", []uint32{1}, "Archive"); err != nil || len(res.DstUIDs) != 1 {
+		t.Fatalf("move in a full account: %+v %v", res, err)
+	}
+	if infos, _, _ := blobCounts(t, s); infos != 1 {
+		t.Fatalf("failed delivery left a blob: %d", infos)
+	}
+}
+
+func TestQueue(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	ctx := context.Background()
+	var ids []string
+	for i := 0; i < 3; i++ {
+		e, err := s.Enqueue(ctx, QueueEntry{From: "alice@example.test", Recipients: []QueueRecipient{{Address: "x@remote.test"}}}, testMessage("q", 100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	es, _ := s.QueueEntries()
+	if len(es) != 3 || es[0].ID != ids[0] || es[2].ID != ids[2] || ids[0] >= ids[1] {
+		t.Fatalf("queue order %v vs %v", es, ids)
+	}
+	es[1].Attempts = 2
+	es[1].LastError = "451 try later"
+	if err := s.UpdateQueueEntry(es[1]); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := s.QueueEntry(ids[1]); e.Attempts != 2 || e.LastError != "451 try later" {
+		t.Fatalf("updated %+v", e)
+	}
+	for _, id := range ids {
+		if err := s.DeleteQueueEntry(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if infos, refs, chunks := blobCounts(t, s); infos+refs+chunks != 0 {
+		t.Fatalf("queue bodies not released: %d %d %d", infos, refs, chunks)
+	}
+	if _, err := s.QueueEntry(ids[0]); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+}

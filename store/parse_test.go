@@ -1,0 +1,222 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+// TestParseGolden compares the ENVELOPE and BODYSTRUCTURE parsed from
+// testdata/mime/*.eml with the .golden JSON beside each, and checks that
+// the stored encoding round-trips. Run with -update to rewrite them.
+func TestParseGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/mime/*.eml")
+	if len(files) == 0 {
+		t.Fatal("no golden cases")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			body, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bi := parseBlobInfo(body, Options{})
+			got, err := json.MarshalIndent(goldenView(bi), "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := strings.TrimSuffix(f, ".eml") + ".golden"
+			if *update {
+				os.WriteFile(golden, append(got, '\n'), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(want)) {
+				t.Errorf("parse of %s differs from %s:\n%s", f, golden, got)
+			}
+			back, err := decodeBlobInfo(bi.ID, encodeBlobInfo(bi))
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, _ := json.MarshalIndent(goldenView(back), "", "  ")
+			if !bytes.Equal(again, got) {
+				t.Errorf("encoding does not round-trip:\n%+v\n%+v", back, bi)
+			}
+		})
+	}
+}
+
+// goldenView is a BlobInfo with the body structure's type made explicit
+// and times in a fixed form.
+func goldenView(bi BlobInfo) map[string]any {
+	env := *bi.Envelope
+	date := ""
+	if !env.Date.IsZero() {
+		date = env.Date.Format(time.RFC3339)
+	}
+	env.Date = time.Time{}
+	return map[string]any{"Size": bi.Size, "HeaderLen": bi.HeaderLen, "Date": date, "Envelope": env, "BodyStructure": structView(bi.BodyStructure)}
+}
+
+func structView(bs imap.BodyStructure) any {
+	switch bs := bs.(type) {
+	case *imap.BodyStructureMultiPart:
+		var children []any
+		for _, c := range bs.Children {
+			children = append(children, structView(c))
+		}
+		return map[string]any{"Multipart": bs.Subtype, "Children": children, "Extended": bs.Extended}
+	case *imap.BodyStructureSinglePart:
+		c := *bs
+		v := map[string]any{"Single": c}
+		if c.MessageRFC822 != nil {
+			m := *c.MessageRFC822
+			v["Message"] = map[string]any{"Envelope": m.Envelope, "Lines": m.NumLines, "Body": structView(m.BodyStructure)}
+			c.MessageRFC822 = nil
+			v["Single"] = c
+		}
+		return v
+	}
+	return nil
+}
+
+func TestHeaderLen(t *testing.T) {
+	for _, c := range []struct {
+		msg  string
+		want int64
+	}{
+		{"Subject: a\r\n\r\nbody", 14},
+		{"Subject: a\n\nbody", 12},
+		{"Subject: a\r\nX: b\r\n", 18}, // no body: all header
+		{"\r\nbody", 2},
+	} {
+		if got := parseBlobInfo([]byte(c.msg), Options{}).HeaderLen; got != c.want {
+			t.Errorf("HeaderLen(%q) = %d, want %d", c.msg, got, c.want)
+		}
+	}
+}
+
+func TestParseLimits(t *testing.T) {
+	// MaxHeaderFields: fields past the limit are ignored (but still part
+	// of the header length).
+	var b bytes.Buffer
+	for i := 0; i < 20; i++ {
+		fmt.Fprintf(&b, "X-F%d: v\r\n", i)
+	}
+	b.WriteString("Subject: late\r\n\r\nbody\r\n")
+	bi := parseBlobInfo(b.Bytes(), Options{MaxHeaderFields: 10})
+	if bi.Envelope.Subject != "" || bi.HeaderLen != int64(b.Len()-6) {
+		t.Errorf("limited header: subject %q, len %d", bi.Envelope.Subject, bi.HeaderLen)
+	}
+	// MaxMIMEDepth: nesting past the limit becomes an opaque part.
+	msg := nestedMultipart(10)
+	bi = parseBlobInfo(msg, Options{MaxMIMEDepth: 3})
+	if d := structDepth(bi.BodyStructure); d != 4 {
+		t.Errorf("depth %d, want 3 multiparts and an opaque part", d)
+	}
+}
+
+func structDepth(bs imap.BodyStructure) int {
+	for d := 1; ; d++ {
+		mp, ok := bs.(*imap.BodyStructureMultiPart)
+		if !ok {
+			if sp := bs.(*imap.BodyStructureSinglePart); sp.MediaType() != "application/octet-stream" {
+				panic("innermost is " + sp.MediaType())
+			}
+			return d
+		}
+		bs = mp.Children[0]
+	}
+}
+
+func nestedMultipart(depth int) []byte {
+	b := []byte("Subject: deep\r\n")
+	for i := 0; i < depth; i++ {
+		b = append(b, "Content-Type: multipart/mixed; boundary=b"...)
+		b = strconv.AppendInt(b, int64(i), 10)
+		b = append(b, "\r\n\r\n--b"...)
+		b = strconv.AppendInt(b, int64(i), 10)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "Content-Type: text/plain\r\n\r\ncore\r\n"...)
+	for i := depth - 1; i >= 0; i-- {
+		b = append(b, "--b"...)
+		b = strconv.AppendInt(b, int64(i), 10)
+		b = append(b, "--\r\n"...)
+	}
+	return b
+}
+
+// TestHostileMessages appends messages built to exhaust a naive parser:
+// 100,000 levels of MIME nesting, 100,000 levels of message/rfc822, and
+// 1,000,000 header fields. Each must be stored, with parsing time and
+// memory bounded.
+func TestHostileMessages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large messages")
+	}
+	s, _ := openTest(t, Options{NoSync: true})
+	var rfc822 bytes.Buffer
+	for i := 0; i < 100000; i++ {
+		rfc822.WriteString("Content-Type: message/rfc822\r\n\r\n")
+	}
+	var fields bytes.Buffer
+	for i := 0; i < 1000000; i++ {
+		fields.WriteString("X-Field: value\r\n")
+	}
+	fields.WriteString("\r\nbody\r\n")
+	cases := map[string][]byte{
+		"mime-depth-100000":     nestedMultipart(100000),
+		"rfc822-depth-100000":   rfc822.Bytes(),
+		"header-fields-1000000": fields.Bytes(),
+	}
+	for name, msg := range cases {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			bi := parseBlobInfo(msg, s.opts)
+			elapsed := time.Since(start)
+			runtime.ReadMemStats(&after)
+			alloc := after.TotalAlloc - before.TotalAlloc
+			t.Logf("%d bytes: parsed in %v, %d bytes allocated", len(msg), elapsed, alloc)
+			if alloc > 20*uint64(len(msg))+(64<<20) {
+				t.Errorf("parse allocated %d bytes for a %d-byte message", alloc, len(msg))
+			}
+			if elapsed > 20*time.Second {
+				t.Errorf("parse took %v", elapsed)
+			}
+			if bi.BodyStructure == nil || bi.HeaderLen <= 0 {
+				t.Fatalf("no structure: %+v", bi)
+			}
+			d, err := s.Append(context.Background(), alice, "INBOX", NewMessage{Body: msg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs, _ := s.Messages(alice, "INBOX")
+			m := msgs[len(msgs)-1]
+			if m.UID != d.UID || m.Size != int64(len(msg)) {
+				t.Fatalf("stored %+v", m)
+			}
+			if _, err := s.BlobInfo(m.BlobID); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -46,6 +46,9 @@ type Env struct {
 	Config *config.Config
 	Queue  Queue // nil when the server is not running
 	Logger *slog.Logger
+	// Terminal, when set, is where progress bars are drawn (the CLI on a
+	// terminal, without a server).
+	Terminal io.Writer
 }
 
 // UsageError is a mistake in the command line; the CLI prints it as is.

@@ -2,16 +2,273 @@ package admin
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/posthorn/posthorn/certs"
+	"github.com/posthorn/posthorn/dkim"
+	"github.com/posthorn/posthorn/mailio"
+	"github.com/posthorn/posthorn/resolver"
+	"github.com/posthorn/posthorn/store"
+	"github.com/posthorn/posthorn/zone"
 )
 
 // extraCommands are the commands built on other packages (DKIM, DNS,
 // import/export).
 func extraCommands() map[string]handler {
-	return map[string]handler{}
+	return map[string]handler{
+		"dkim show":      dkimShow,
+		"dkim rotate":    dkimRotate,
+		"dns":            dnsRecords,
+		"doctor":         doctor,
+		"import mbox":    importMbox,
+		"import maildir": importMaildir,
+		"export maildir": exportMaildir,
+	}
 }
 
 // domainAdded runs after a domain is added: it creates the DKIM keys.
 func domainAdded(ctx context.Context, env *Env, domain string, out io.Writer) error {
+	keys, err := dkim.Ensure(env.Store, domain)
+	if err != nil {
+		return fmt.Errorf("DKIM keys for %s: %w", domain, err)
+	}
+	for _, k := range keys {
+		fmt.Fprintf(out, "DKIM key %s (%s) created\n", k.Selector, k.Algorithm)
+	}
+	return nil
+}
+
+// servedDomain checks that a domain argument is one we serve.
+func servedDomain(env *Env, name string) (string, error) {
+	d, err := Domain(name)
+	if err != nil {
+		return "", err
+	}
+	ok, err := env.Store.HasDomain(d)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("domain %s is not served here", d)
+	}
+	return d, nil
+}
+
+// domainsArg is the one domain named, or every domain we serve.
+func domainsArg(env *Env, req Request) ([]string, error) {
+	if err := nargs(req, 0, 1, "[DOMAIN]"); err != nil {
+		return nil, err
+	}
+	if len(req.Args) == 1 {
+		d, err := servedDomain(env, req.Args[0])
+		return []string{d}, err
+	}
+	ds, err := env.Store.Domains()
+	if err == nil && len(ds) == 0 {
+		err = errors.New("no domains are served yet (posthorn domain add NAME)")
+	}
+	return ds, err
+}
+
+func dkimShow(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "DOMAIN"); err != nil {
+		return err
+	}
+	d, err := servedDomain(env, req.Args[0])
+	if err != nil {
+		return err
+	}
+	keys, err := env.Store.DKIMKeys(d)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return fmt.Errorf("domain %s has no DKIM keys (posthorn dkim rotate %s makes them)", d, d)
+	}
+	for _, k := range keys {
+		state := "active"
+		if !k.Active {
+			state = "retired, keep published until mail signed with it is delivered"
+		}
+		fmt.Fprintf(out, "; %s %s, created %s, %s\n", k.Algorithm, k.Selector, k.Created.Format(time.DateOnly), state)
+		name, value, err := dkim.DNSRecord(k)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(out, dkim.ZoneLine(name, value))
+	}
+	return nil
+}
+
+func dkimRotate(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "DOMAIN"); err != nil {
+		return err
+	}
+	d, err := servedDomain(env, req.Args[0])
+	if err != nil {
+		return err
+	}
+	keys, err := dkim.Rotate(env.Store, d)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "new DKIM keys for %s sign from now on; publish them:\n", d)
+	for _, k := range keys {
+		name, value, err := dkim.DNSRecord(k)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(out, dkim.ZoneLine(name, value))
+	}
+	return nil
+}
+
+func dnsRecords(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	domains, err := domainsArg(env, req)
+	if err != nil {
+		return err
+	}
+	for _, d := range domains {
+		keys, err := env.Store.DKIMKeys(d)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "; ---- %s ----\n", d)
+		io.WriteString(out, zone.Zone(zone.Records(env.Config, d, keys)))
+	}
+	return nil
+}
+
+func doctor(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	domains, err := domainsArg(env, req)
+	if err != nil {
+		return err
+	}
+	entries, err := env.Store.QueueEntries()
+	if err != nil {
+		return err
+	}
+	expiry, err := certs.Expiry(env.Config)
+	if err != nil {
+		expiry = time.Time{}
+	}
+	res := resolver.New(env.Config.Outbound.DNSServer)
+	bad := 0
+	for _, d := range domains {
+		keys, err := env.Store.DKIMKeys(d)
+		if err != nil {
+			return err
+		}
+		for _, c := range zone.Doctor(ctx, env.Config, res, d, keys, zone.SummarizeQueue(entries), expiry) {
+			fmt.Fprintf(out, "%-8s %s: %s\n", c.Status, c.Name, c.Detail)
+			if c.Fix != "" {
+				fmt.Fprintf(out, "         fix: %s\n", c.Fix)
+			}
+			if c.Status == zone.StatusMissing || c.Status == zone.StatusWrong {
+				bad++
+			}
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d problem(s) found", bad)
+	}
+	return nil
+}
+
+// progress returns a progress callback drawing a bar on env.Terminal, or
+// nothing when the command does not run on a terminal.
+func progress(env *Env, what string) (mailio.Progress, func()) {
+	if env.Terminal == nil {
+		return nil, func() {}
+	}
+	bar := progressbar.NewOptions(-1, progressbar.OptionSetWriter(env.Terminal),
+		progressbar.OptionSetDescription(what), progressbar.OptionShowCount(),
+		progressbar.OptionThrottle(100*time.Millisecond))
+	return func(n int) { bar.Set(n) }, func() { bar.Finish(); fmt.Fprintln(env.Terminal) }
+}
+
+func account(env *Env, req Request) (string, error) {
+	if req.User == "" {
+		return "", usage("--user ADDRESS is required")
+	}
+	a, err := Address(req.User)
+	if err != nil {
+		return "", err
+	}
+	if _, err := env.Store.Account(a); err != nil {
+		return "", noUser(a, err)
+	}
+	return a, nil
+}
+
+func reportImport(out io.Writer, res mailio.Result, err error) error {
+	for _, e := range res.Errors {
+		fmt.Fprintf(out, "skipped: %s\n", e)
+	}
+	fmt.Fprintf(out, "imported %d message(s), skipped %d\n", res.Imported, res.Skipped)
+	return err
+}
+
+func importMbox(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "FILE --user ADDRESS [--mailbox NAME]"); err != nil {
+		return err
+	}
+	a, err := account(env, req)
+	if err != nil {
+		return err
+	}
+	mailbox := req.Mailbox
+	if mailbox == "" {
+		mailbox = "INBOX"
+	}
+	f, err := os.Open(req.Args[0])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	p, done := progress(env, "importing")
+	res, err := mailio.ImportMbox(ctx, env.Store, f, a, mailbox, p)
+	done()
+	if errors.Is(err, store.ErrNoSuchMailbox) {
+		err = fmt.Errorf("no mailbox %q for %s", mailbox, a)
+	}
+	return reportImport(out, res, err)
+}
+
+func importMaildir(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "DIR --user ADDRESS"); err != nil {
+		return err
+	}
+	a, err := account(env, req)
+	if err != nil {
+		return err
+	}
+	p, done := progress(env, "importing")
+	res, err := mailio.ImportMaildir(ctx, env.Store, req.Args[0], a, p)
+	done()
+	return reportImport(out, res, err)
+}
+
+func exportMaildir(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "DIR --user ADDRESS"); err != nil {
+		return err
+	}
+	a, err := account(env, req)
+	if err != nil {
+		return err
+	}
+	p, done := progress(env, "exporting")
+	n, err := mailio.ExportMaildir(ctx, env.Store, req.Args[0], a, p)
+	done()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "exported %d message(s) to %s\n", n, req.Args[0])
 	return nil
 }

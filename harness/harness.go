@@ -146,7 +146,9 @@ func (e *Env) AddDomain(name string) {
 // AddUser creates an account with a password.
 func (e *Env) AddUser(address, password string) {
 	e.T.Helper()
-	h, err := auth.HashPassword(password)
+	// Cheap argon2id parameters keep logins fast in tests; serve and the
+	// CLI use auth.DefaultParams.
+	h, err := auth.HashPasswordParams(password, auth.TestParams)
 	if err != nil {
 		e.T.Fatal(err)
 	}

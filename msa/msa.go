@@ -50,6 +50,8 @@ import (
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/store"
+
+	"github.com/posthorn/posthorn/mta"
 )
 
 // Authenticator gives SASL servers that report the account logged in;
@@ -187,6 +189,12 @@ func (e errorLog) Println(v ...any) { e.l.Warn("smtp server", "msg", fmt.Sprint(
 
 // newSession starts the session of one connection (at its first EHLO).
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	// RFC 5321 section 4.1.1.1: the same check as port 25, so control
+	// characters never reach a log line or a Received: header.
+	if !mta.ValidHELO(c.Hostname()) {
+		return nil, &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+			Message: "HELO/EHLO needs a domain name or an address literal"}
+	}
 	id := newID()
 	_, isTLS := c.TLSConnectionState()
 	sess := &session{

@@ -65,8 +65,8 @@ func TestValidHelo(t *testing.T) {
 		"": false, "a..b": false, "-x.org": false, "[1.2.3]": false, "exa mple": false, "x/y": false,
 		"[IPv6:192.0.2.1]": false,
 	} {
-		if validHelo(h) != ok {
-			t.Errorf("validHelo(%q) = %v", h, !ok)
+		if ValidHELO(h) != ok {
+			t.Errorf("ValidHELO(%q) = %v", h, !ok)
 		}
 	}
 }

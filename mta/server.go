@@ -257,7 +257,7 @@ type backend struct{ srv *Server }
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	// RFC 5321 section 4.1.1.1: the argument is a domain or an address
 	// literal.
-	if !validHelo(c.Hostname()) {
+	if !ValidHELO(c.Hostname()) {
 		return nil, errBadHelo
 	}
 	return newSession(b.srv, c), nil

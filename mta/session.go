@@ -52,7 +52,7 @@ func (s *session) Logout() error { return nil }
 // SPF is checked from here on, once per transaction (RFC 7208 section
 // 2.4), while the client goes on with RCPT and DATA.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	if !validHelo(s.conn.Hostname()) {
+	if !ValidHELO(s.conn.Hostname()) {
 		return errBadHelo
 	}
 	if from != "" && !strings.Contains(from, "@") {
@@ -247,9 +247,9 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// validHelo checks an EHLO/HELO argument: a domain (RFC 5321 section
+// ValidHELO checks an EHLO/HELO argument: a domain (RFC 5321 section
 // 4.1.2 Domain) or an address literal ("[192.0.2.1]", "[IPv6:...]").
-func validHelo(h string) bool {
+func ValidHELO(h string) bool {
 	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
 		lit := h[1 : len(h)-1]
 		if v6, ok := strings.CutPrefix(lit, "IPv6:"); ok {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/posthorn/posthorn/admin"
@@ -53,6 +54,7 @@ type Server struct {
 	Logger   *slog.Logger
 	Store    store.Store
 	TLS      *tls.Config
+	Certs    *certs.Provider
 	Auth     *auth.Authenticator
 	Resolver *net.Resolver
 	MDA      *mda.Agent
@@ -78,7 +80,15 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsConf, err := certs.Load(cfg, logger)
+	// mta-sts.<domain> names may ask for an ACME certificate too.
+	certProvider, err := certs.NewProvider(cfg, logger, certs.WithHostPolicy(func(host string) bool {
+		d, ok := strings.CutPrefix(host, "mta-sts.")
+		if !ok {
+			return false
+		}
+		served, err := st.HasDomain(d)
+		return err == nil && served
+	}))
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -87,7 +97,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		Config:   cfg,
 		Logger:   logger,
 		Store:    st,
-		TLS:      tlsConf,
+		TLS:      certProvider.TLS,
+		Certs:    certProvider,
 		Auth:     auth.New(st, logger),
 		Resolver: resolver.New(cfg.Outbound.DNSServer),
 		Metrics:  metrics.New(),
@@ -147,6 +158,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.writeAddrs(); err != nil {
 		s.Logger.Warn("cannot record listener addresses", "err", err)
 	}
+	// ACME needs the http listener up to answer HTTP-01; a no-op otherwise.
+	workers = append(workers, worker{name: "acme", run: func(ctx context.Context) error {
+		if err := s.Certs.Obtain(ctx); err != nil && ctx.Err() == nil {
+			s.Logger.Error("ACME certificate not obtained; serving the self-signed one meanwhile", "err", err)
+		}
+		return nil
+	}})
 	for _, w := range workers {
 		s.wg.Add(1)
 		go func(w worker) {

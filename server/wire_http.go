@@ -22,10 +22,8 @@ func (s *Server) wireHTTP() ([]service, []worker, error) {
 		ListenerAddr: func(name string) net.Addr {
 			return s.Addr(name)
 		},
-		// Wrap must be the certs.Provider's HTTPHandler for ACME HTTP-01
-		// to be answered here; server.New keeps only the *tls.Config of
-		// certs.Load today, so with acme = true the challenges go
-		// unanswered until New keeps the Provider (see the web report).
+		// ACME HTTP-01 challenges are answered here (a no-op without ACME).
+		Wrap: s.Certs.HTTPHandler,
 	}
 	s.Metrics.Gauge(metrics.QueueLength, web.QueueLengthGauge(s.Store, queueGaugeTTL))
 	m := &web.MetricsServer{Registry: s.Metrics, Logger: s.Logger.With("listener", "metrics")}

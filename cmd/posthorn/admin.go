@@ -44,6 +44,9 @@ func runAdmin(c *cli.Context, req admin.Request) error {
 	}
 	defer st.Close()
 	env := &admin.Env{Store: st, Config: cfg, Logger: newLogger(c.App.ErrWriter, "warn")}
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		env.Terminal = os.Stderr
+	}
 	return admin.Execute(c.Context, env, req, c.App.Writer)
 }
 

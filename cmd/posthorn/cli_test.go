@@ -16,7 +16,7 @@ func run(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
 	var out, errw bytes.Buffer
 	app := newApp(strings.NewReader(stdin), &out, &errw)
-	err := app.Run(append([]string{"posthorn"}, args...))
+	err := app.Run(permuteArgs(app, append([]string{"posthorn"}, args...)))
 	return out.String() + errw.String(), err
 }
 
@@ -31,7 +31,7 @@ func mustRun(t *testing.T, stdin string, args ...string) string {
 
 func mustFail(t *testing.T, want string, args ...string) {
 	t.Helper()
-	out, err := run(t, "", args...)
+	out, err := run(t, "a password\n", args...)
 	if err == nil {
 		t.Fatalf("posthorn %s succeeded, want an error containing %q\n%s", strings.Join(args, " "), want, out)
 	}
@@ -91,7 +91,7 @@ func TestCLIStopped(t *testing.T) {
 	if out := mustRun(t, "", "--config", cfg, "domain", "list"); out != "example.org\nother.org\n" {
 		t.Errorf("domains changed by failed commands: %q", out)
 	}
-	mustFail(t, "has no users", "--config", cfg, "domain", "del", "example.org")
+	mustFail(t, "is used by bob@example.org", "--config", cfg, "domain", "del", "example.org")
 }
 
 func TestCLIBadDataDir(t *testing.T) {
@@ -150,4 +150,52 @@ func TestCLIRunningServer(t *testing.T) {
 
 	// A second serve on the same data_dir is refused with one line.
 	mustFail(t, "posthorn.db", "--config", cfg, "serve")
+}
+
+func TestCLIDKIMDNSImportExport(t *testing.T) {
+	cfg := initDir(t)
+	show := mustRun(t, "", "--config", cfg, "dkim", "show", "example.org")
+	if !strings.Contains(show, "._domainkey.example.org.") || !strings.Contains(show, "k=ed25519") || !strings.Contains(show, "k=rsa") {
+		t.Fatalf("dkim show:\n%s", show)
+	}
+	mustRun(t, "", "--config", cfg, "dkim", "rotate", "example.org")
+	after := mustRun(t, "", "--config", cfg, "dkim", "show", "example.org")
+	if strings.Count(after, "retired") != 2 || strings.Count(after, "; ed25519") != 2 {
+		t.Errorf("after rotate, want two retired and two active keys:\n%s", after)
+	}
+	mustFail(t, "not served here", "--config", cfg, "dkim", "show", "other.org")
+
+	zoneText := mustRun(t, "", "--config", cfg, "dns", "example.org")
+	for _, want := range []string{"IN\tMX\t10 mail.example.org.", "v=spf1 mx -all", "_dmarc.example.org.", "_mta-sts.example.org.",
+		"_smtp._tls.example.org.", "_submissions._tcp.example.org.", "_imaps._tcp.example.org.", "_pop3s._tcp.example.org."} {
+		if !strings.Contains(zoneText, want) {
+			t.Errorf("dns output lacks %q", want)
+		}
+	}
+
+	mustRun(t, "pw\n", "--config", cfg, "user", "add", "bob@example.org", "--password-stdin")
+	dir := t.TempDir()
+	mbox := filepath.Join(dir, "in.mbox")
+	os.WriteFile(mbox, []byte("From a@b.org Mon Jan  1 00:00:00 2024\nFrom: a@b.org\nSubject: one\n\nbody one\n\n"+
+		"From a@b.org Mon Jan  1 00:00:00 2024\nFrom: a@b.org\nSubject: two\n\n>From the start\n"), 0o600)
+	if out := mustRun(t, "", "--config", cfg, "import", "mbox", mbox, "--user", "bob@example.org", "--mailbox", "Archive"); !strings.Contains(out, "imported 2 message(s)") {
+		t.Errorf("import: %s", out)
+	}
+	mustFail(t, "no user", "--config", cfg, "import", "mbox", mbox, "--user", "nobody@example.org")
+	exp := filepath.Join(dir, "export")
+	if out := mustRun(t, "", "--config", cfg, "export", "maildir", exp, "--user", "bob@example.org"); !strings.Contains(out, "exported 2 message(s)") {
+		t.Errorf("export: %s", out)
+	}
+	files, _ := filepath.Glob(filepath.Join(exp, ".Archive", "cur", "*"))
+	if len(files) != 2 {
+		t.Fatalf("exported Archive has %d messages, want 2", len(files))
+	}
+	var bodies string
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		bodies += string(b)
+	}
+	if !strings.Contains(bodies, "\r\nFrom the start\r\n") {
+		t.Errorf("mboxrd unescaping or CRLF lost:\n%q", bodies)
+	}
 }

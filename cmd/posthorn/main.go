@@ -15,7 +15,7 @@ import (
 
 func main() {
 	app := newApp(os.Stdin, os.Stdout, os.Stderr)
-	if err := app.Run(os.Args); err != nil {
+	if err := app.Run(permuteArgs(app, os.Args)); err != nil {
 		fmt.Fprintf(os.Stderr, "posthorn: %v\n", err)
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) && ec.ExitCode() != 0 {

@@ -62,7 +62,7 @@ func demoCommand() *cli.Command {
 				return err
 			}
 			cmd := "user passwd"
-			if offlineAdmin(c, cfg, admin.Request{Command: "user list"}) == nil && !hasUser(c, cfg) {
+			if !hasUser(cfg) {
 				cmd = "user add"
 			}
 			if err := offlineAdmin(c, cfg, admin.Request{Command: cmd, Args: []string{demoUser}, Hash: hash}); err != nil {
@@ -75,7 +75,7 @@ func demoCommand() *cli.Command {
 	}
 }
 
-func hasUser(c *cli.Context, cfg config.Config) bool {
+func hasUser(cfg config.Config) bool {
 	st, err := openStore(&cfg)
 	if err != nil {
 		return false

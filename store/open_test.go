@@ -173,3 +173,30 @@ func TestCorruptPagesAfterOpen(t *testing.T) {
 		t.Error("no operation noticed the corruption")
 	}
 }
+
+// Reopening must not add another preallocated tail each time: a server
+// restarted (or killed) often would otherwise grow its file without bound.
+func TestPreallocationNoGrowthOnReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "posthorn.db")
+	st, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.AddDomain("example.test")
+	st.AddAccount(alice, "h")
+	mustAppend(t, st, "INBOX", testMessage("p", 1024))
+	st.Close()
+	first, _ := os.Stat(path)
+	for i := 0; i < 5; i++ {
+		st, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustAppend(t, st, "INBOX", testMessage(fmt.Sprint("r", i), 1024))
+		st.Close()
+	}
+	last, _ := os.Stat(path)
+	if last.Size() > first.Size()+preallocStep/2 {
+		t.Fatalf("file grew from %d to %d bytes over 5 reopens with 5 small appends", first.Size(), last.Size())
+	}
+}

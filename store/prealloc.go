@@ -32,6 +32,13 @@ func (s *boltStore) preallocate() {
 	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
 		return
 	}
+	if s.fileSize == 0 {
+		// First commit since Open: a previous run may have left a
+		// preallocated tail already; extend from what is there.
+		if fi, err := os.Stat(s.path); err == nil {
+			s.fileSize = fi.Size()
+		}
+	}
 	if s.fileSize-hwm > preallocMargin {
 		return
 	}

@@ -65,14 +65,14 @@ func TestRecipientLimits(t *testing.T) {
 func TestCommandChecks(t *testing.T) {
 	_, _, addr := startTestServer(t, func(s *Server) { s.MaxLineBytes = 600 })
 	d := Dial(t, addr)
-	d.Cmd("MAIL FROM:<bob@remote.example>", "502 5.5.1") // before EHLO; go-smtp says 502
+	d.Cmd("MAIL FROM:<bob@remote.example>", "503 5.5.1") // before EHLO
 	d.Cmd("EHLO bad/name", "501 5.5.2")
 	d.Cmd("HELO [999.1.1.1]", "501")
 	d.Cmd("EHLO [192.0.2.1]", "250")
-	d.Cmd("RCPT TO:<alice@example.test>", "502 5.5.1") // before MAIL
-	d.Cmd("DATA", "502 5.5.1")
+	d.Cmd("RCPT TO:<alice@example.test>", "503 5.5.1") // before MAIL
+	d.Cmd("DATA", "503 5.5.1")
 	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
-	d.Cmd("DATA", "502 5.5.1") // no recipient
+	d.Cmd("DATA", "503 5.5.1") // no recipient
 	d.Cmd("RCPT TO:<alice@example.test> "+strings.Repeat("X", 700), "500")
 	if !d.Closed() {
 		t.Error("connection open after an over-long line")
@@ -278,5 +278,27 @@ func TestInternalErrorAndMailLog(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "BODYTEXT") {
 		t.Errorf("message body in the log")
+	}
+}
+
+func TestSequenceConnRewrite(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"502 5.5.1 Missing RCPT TO command.\r\n", "503 5.5.1 Missing RCPT TO command.\r\n"},
+		{"250 OK\r\n502 5.5.1 Please introduce yourself first.\r\n", "250 OK\r\n503 5.5.1 Please introduce yourself first.\r\n"},
+		{"502 5.5.1 EXPN command not implemented\r\n", "502 5.5.1 EXPN command not implemented\r\n"},
+		{"220 2.0.0 Ready to start TLS\r\n", "220 2.0.0 Ready to start TLS\r\n"},
+	} {
+		c := newSequenceConn(nil)
+		p := []byte(tc.in)
+		c.rewrite(p)
+		if string(p) != tc.want {
+			t.Errorf("rewrite(%q) = %q, want %q", tc.in, p, tc.want)
+		}
+	}
+	// After STARTTLS nothing is touched: the bytes are TLS records.
+	c := newSequenceConn(nil)
+	c.rewrite([]byte("220 2.0.0 Ready to start TLS\r\n"))
+	if !c.tls {
+		t.Fatal("STARTTLS reply not noticed")
 	}
 }

@@ -12,9 +12,12 @@ build:
 vet:
 	$(GO) vet $(PKGS)
 
-# Everything CI runs: vet, then every test with the race detector.
+# Everything CI runs: vet, every test with the race detector (which
+# includes the short crash test, the hostile-input tests and every fuzz
+# target's seeds), then a few seconds of fuzzing per target.
 test: vet
 	$(GO) test -race -timeout 9m $(PKGS)
+	bash tests/fuzz/run.sh 2s
 
 # Benchmarks with the figures the issues ask for.
 bench:

@@ -3,7 +3,7 @@
 # *_test.go files) for FUZZTIME each, one after another, without the race
 # detector.
 #
-#   tests/fuzz/run.sh [FUZZTIME]     # default 60s; `make test` uses 3s
+#   tests/fuzz/run.sh [FUZZTIME]     # default 60s; `make test` uses 2s
 #
 # A failing input is written by go test to the package's
 # testdata/fuzz/FuzzX/ directory; commit it as a regression seed.

@@ -18,6 +18,18 @@ import (
 	"github.com/posthorn/posthorn/server"
 )
 
+// knownLibraryPanic recognises the one panic go-smtp v0.25.1 is known to
+// raise and recover by itself: a client that closes the connection in the
+// middle of a BDAT chunk makes Conn.Close set the session to nil before the
+// BDAT goroutine calls c.Session().Data (conn.go:1059). go-smtp recovers
+// it in that goroutine; the message was never accepted (no 250), so
+// nothing is lost, and the server goes on serving (TestBDATAbortKeepsServing
+// proves that). Any other panic fails the fuzz targets.
+func knownLibraryPanic(text string) bool {
+	return strings.Contains(text, "go-smtp@v0.25.1/conn.go:1059") &&
+		strings.Contains(text, "handleBdat.func1")
+}
+
 // panicLog is a slog handler that remembers records mentioning a panic.
 type panicLog struct {
 	mu     sync.Mutex
@@ -33,7 +45,7 @@ func (p *panicLog) Handle(_ context.Context, r slog.Record) error {
 		text += " " + a.Key + "=" + a.Value.String()
 		return true
 	})
-	if strings.Contains(strings.ToLower(text), "panic") {
+	if strings.Contains(strings.ToLower(text), "panic") && !knownLibraryPanic(text) {
 		p.mu.Lock()
 		p.panics = append(p.panics, text)
 		p.mu.Unlock()
@@ -61,7 +73,7 @@ type fuzzServer struct {
 // startServer starts the server with plaintext authentication allowed
 // (inputs need no TLS to reach the authenticated states), the harness
 // domain and user, and no login delays.
-func startServer(f *testing.F) *fuzzServer {
+func startServer(f testing.TB) *fuzzServer {
 	f.Helper()
 	dir := f.TempDir()
 	dns := harness.StartDNS(f)

@@ -132,11 +132,71 @@ func (s *boltStore) OpenMessage(m Message) (Blob, error) {
 }
 
 func (s *boltStore) openMessageBlob(id uint64, prefix []byte) (Blob, error) {
-	bi, err := s.BlobInfo(id)
+	var size int64
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketBlobInfo).Get(u64Key(id))
+		if v == nil {
+			return fmt.Errorf("blob %d: %w", id, ErrNotFound)
+		}
+		var err error
+		size, _, err = blobInfoLens(id, v)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &blobReader{s: s, id: id, prefix: prefix, size: int64(len(prefix)) + bi.Size, cached: -1}, nil
+	return &blobReader{s: s, id: id, prefix: prefix, size: int64(len(prefix)) + size, cached: -1}, nil
+}
+
+// Headers returns each message's header in one read transaction, copying
+// only the header bytes out of the first chunk(s). All headers of a call
+// share one backing array, so a batch costs a couple of allocations.
+func (s *boltStore) Headers(msgs []Message) ([][]byte, error) {
+	out := make([][]byte, len(msgs))
+	ends := make([]int, len(msgs))
+	var buf []byte
+	err := s.view(func(tx *bolt.Tx) error {
+		infos := tx.Bucket(bucketBlobInfo)
+		data := tx.Bucket(bucketBlobData)
+		for i, m := range msgs {
+			ends[i] = -1
+			v := infos.Get(u64Key(m.BlobID))
+			if v == nil {
+				continue
+			}
+			size, hlen, err := blobInfoLens(m.BlobID, v)
+			if err != nil {
+				return err
+			}
+			if hlen < 0 || hlen > size {
+				return fmt.Errorf("store: blob %d: %w: header length %d of %d", m.BlobID, errCorrupt, hlen, size)
+			}
+			buf = append(buf, m.Prefix...)
+			for c := uint32(0); hlen > 0; c++ {
+				chunk := data.Get(chunkKey(m.BlobID, c))
+				if len(chunk) == 0 {
+					return fmt.Errorf("store: blob %d chunk %d: %w: missing", m.BlobID, c, errCorrupt)
+				}
+				n := min(hlen, int64(len(chunk)))
+				buf = append(buf, chunk[:n]...)
+				hlen -= n
+			}
+			ends[i] = len(buf)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	start := 0
+	for i, end := range ends {
+		if end < 0 {
+			continue
+		}
+		out[i] = buf[start:end:end]
+		start = end
+	}
+	return out, nil
 }
 
 // blobReader reads a body chunk by chunk, each chunk in its own short read

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -109,5 +110,61 @@ func TestBlobReadsDuringWrites(t *testing.T) {
 	wg.Wait()
 	if !bytes.Equal(got, body) || d.UID != 1 {
 		t.Fatal("streamed body differs")
+	}
+}
+
+// TestHeaders: Headers returns exactly the prefix and the header through
+// the blank line, for messages with and without a prefix, a header longer
+// than one chunk, a message without a body, and nil for an expunged one.
+func TestHeaders(t *testing.T) {
+	s, _ := openTest(t, Options{})
+	ctx := context.Background()
+	plain := testMessage("plain", 5000)
+	long := append([]byte("X-Long: "+strings.Repeat("a", ChunkSize+100)+"\r\n"), testMessage("long", 3*ChunkSize)...)
+	headerOnly := []byte("Subject: no body\r\nFrom: a@example.org\r\n")
+	prefix := []byte("Return-Path: <b@example.org>\r\nDelivered-To: alice@example.test\r\n")
+
+	mustAppend(t, s, "INBOX", plain)
+	mustAppend(t, s, "INBOX", long)
+	mustAppend(t, s, "INBOX", headerOnly)
+	if _, err := s.Deliver(ctx, plain, []Delivery{{Account: alice, Prefix: prefix}}); err != nil {
+		t.Fatal(err)
+	}
+	gone := mustAppend(t, s, "INBOX", testMessage("gone", 100))
+	msgs, err := s.Messages(alice, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Expunge(alice, "INBOX", []uint32{gone.UID}); err != nil {
+		t.Fatal(err)
+	}
+	hdrs, err := s.Headers(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	headerOf := func(b []byte) []byte {
+		i := bytes.Index(b, []byte("\r\n\r\n"))
+		if i < 0 {
+			return b
+		}
+		return b[:i+4]
+	}
+	want := [][]byte{headerOf(plain), headerOf(long), headerOnly, append(append([]byte(nil), prefix...), headerOf(plain)...), nil}
+	if len(hdrs) != len(want) {
+		t.Fatalf("%d headers for %d messages", len(hdrs), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(hdrs[i], want[i]) {
+			t.Errorf("message %d: header %d bytes %.60q, want %d bytes %.60q", i, len(hdrs[i]), hdrs[i], len(want[i]), want[i])
+		}
+	}
+	if len(hdrs[1]) <= ChunkSize {
+		t.Fatalf("long header not longer than a chunk: %d", len(hdrs[1]))
+	}
+	// The headers of one call must not overlap: appending to one would
+	// otherwise overwrite the next.
+	hdrs[0] = append(hdrs[0], 'x')
+	if !bytes.Equal(hdrs[1], want[1]) {
+		t.Fatal("appending to one header changed the next")
 	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -42,6 +43,24 @@ func decodeBlobInfo(id uint64, v []byte) (BlobInfo, error) {
 		return BlobInfo{}, fmt.Errorf("blob info %d: %w", id, d.err)
 	}
 	return bi, nil
+}
+
+// blobInfoLens decodes only the sizes at the front of an encoded BlobInfo,
+// for readers that need no ENVELOPE or BODYSTRUCTURE.
+func blobInfoLens(id uint64, v []byte) (size, headerLen int64, err error) {
+	if len(v) < 1 || v[0] != blobInfoVersion {
+		return 0, 0, fmt.Errorf("%w: blob info %d version", errCorrupt, id)
+	}
+	v = v[1:]
+	size, n := binary.Varint(v)
+	if n <= 0 {
+		return 0, 0, fmt.Errorf("%w: blob info %d size", errCorrupt, id)
+	}
+	headerLen, m := binary.Varint(v[n:])
+	if m <= 0 {
+		return 0, 0, fmt.Errorf("%w: blob info %d header length", errCorrupt, id)
+	}
+	return size, headerLen, nil
 }
 
 func (e *enc) addresses(l []imap.Address) {

@@ -286,6 +286,11 @@ type Store interface {
 	OpenBlob(id uint64) (Blob, error)
 	// OpenMessage reads a message's bytes: its Prefix, then its blob.
 	OpenMessage(m Message) (Blob, error)
+	// Headers returns the header of each message (its Prefix, then the
+	// blob's header through the blank line), all in one read transaction
+	// and reading no body bytes: a header sync. A message whose blob is
+	// gone (expunged meanwhile) gets nil.
+	Headers(msgs []Message) ([][]byte, error)
 
 	// Outbound queue.
 	Enqueue(ctx context.Context, e QueueEntry, body []byte) (QueueEntry, error) // sets ID, BlobID, Size

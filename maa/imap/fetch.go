@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bytes"
 	"errors"
 	"io"
 
@@ -30,9 +31,21 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 	}
 	needInfo := options.Envelope || options.BodyStructure != nil
 	f := &fetcher{ss: ss, w: w, opts: options, seen: seen}
+	headerOnly := headerSectionsOnly(options)
 	for start := 0; start < len(entries); start += infoBatch {
 		batch := entries[start:min(start+infoBatch, len(entries))]
-		f.infos = nil
+		f.infos, f.headers = nil, nil
+		if headerOnly {
+			msgs := make([]store.Message, len(batch))
+			for i, e := range batch {
+				if e.m != nil {
+					msgs[i] = *e.m
+				}
+			}
+			if f.headers, err = ss.s.Store.Headers(msgs); err != nil {
+				return ss.internalError("fetch", err)
+			}
+		}
 		if needInfo {
 			ids := make([]uint64, 0, len(batch))
 			for _, e := range batch {
@@ -44,9 +57,13 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 				return ss.internalError("fetch", err)
 			}
 		}
-		for _, e := range batch {
+		for i, e := range batch {
 			if e.m == nil {
 				continue // expunged meanwhile; reported at the next chance
+			}
+			f.hdr = nil
+			if f.headers != nil {
+				f.hdr = f.headers[i]
 			}
 			if err := f.message(e); err != nil {
 				return err
@@ -54,6 +71,22 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 		}
 	}
 	return nil
+}
+
+// headerSectionsOnly reports whether every section asked for is a header
+// of the whole message (BODY[HEADER], BODY[HEADER.FIELDS (...)], the
+// .NOT form): a header sync, served from Store.Headers without opening
+// the bodies.
+func headerSectionsOnly(o *imapv2.FetchOptions) bool {
+	if len(o.BodySection) == 0 || len(o.BinarySection)+len(o.BinarySectionSize) > 0 {
+		return false
+	}
+	for _, s := range o.BodySection {
+		if len(s.Part) > 0 || s.Specifier != imapv2.PartSpecifierHeader {
+			return false
+		}
+	}
+	return true
 }
 
 // markSeen sets \Seen for a BODY[...] or BINARY[...] without PEEK on a
@@ -106,6 +139,8 @@ type fetcher struct {
 	opts    *imapv2.FetchOptions
 	seen    map[uint32]bool
 	infos   map[uint64]store.BlobInfo
+	headers [][]byte // per batch entry, for a header-only FETCH
+	hdr     []byte   // the current message's header, if read in batch
 	scratch []byte
 	out     []byte
 	copyBuf []byte
@@ -130,15 +165,23 @@ func (f *fetcher) message(e entry) error {
 	if err != nil {
 		return err
 	}
-	var blob store.Blob
-	if len(o.BodySection)+len(o.BinarySection)+len(o.BinarySectionSize) > 0 {
-		if blob, err = f.ss.s.Store.OpenMessage(*e.m); err != nil {
+	var mr *msgReader
+	switch {
+	case f.hdr != nil:
+		mr = &msgReader{ra: bytes.NewReader(f.hdr), size: e.m.Size, hdrLen: int64(len(f.hdr))}
+	case len(o.BodySection)+len(o.BinarySection)+len(o.BinarySectionSize) > 0:
+		blob, err := f.ss.s.Store.OpenMessage(*e.m)
+		if err != nil {
 			return f.ss.internalError("fetch", err)
 		}
 		defer blob.Close()
+		mr = &msgReader{ra: blob, size: blob.Size()}
+		if info.HeaderLen > 0 {
+			mr.hdrLen = int64(len(e.m.Prefix)) + info.HeaderLen
+		}
 	}
 	f.out = f.out[:0]
-	secs, bins, sizes, err := f.prepare(blob, e.m, info)
+	secs, bins, sizes, err := f.prepare(mr)
 	if err != nil {
 		return err
 	}
@@ -199,13 +242,9 @@ func (f *fetcher) broken(err error) error {
 	return err
 }
 
-func (f *fetcher) prepare(blob store.Blob, m *store.Message, info store.BlobInfo) (secs, bins []prepared, sizes []int64, err error) {
-	if blob == nil {
+func (f *fetcher) prepare(mr *msgReader) (secs, bins []prepared, sizes []int64, err error) {
+	if mr == nil {
 		return nil, nil, nil, nil
-	}
-	mr := &msgReader{ra: blob, size: blob.Size()}
-	if info.HeaderLen > 0 {
-		mr.hdrLen = int64(len(m.Prefix)) + info.HeaderLen
 	}
 	for _, s := range f.opts.BodySection {
 		p, err := f.section(mr, s)
@@ -259,18 +298,23 @@ func (f *fetcher) section(mr *msgReader, s *imapv2.FetchItemBodySection) (prepar
 	if err != nil {
 		return prepared{}, f.ss.internalError("fetch", err)
 	}
+	// Filtered headers of one message's sections are appended one after
+	// the other to f.out (reset per message), so that several sections
+	// of one FETCH do not overwrite each other.
+	start := len(f.out)
 	switch {
 	case s.Specifier == imapv2.PartSpecifierText:
 		return rangeOf(mr, hdrEnd, target.end, s.Partial), nil
 	case len(s.HeaderFields) > 0:
-		f.out = filterHeader(f.out[:0], hdr, s.HeaderFields, false)
+		f.out = filterHeader(f.out, hdr, s.HeaderFields, false)
 	case len(s.HeaderFieldsNot) > 0:
-		f.out = filterHeader(f.out[:0], hdr, s.HeaderFieldsNot, true)
+		f.out = filterHeader(f.out, hdr, s.HeaderFieldsNot, true)
 	default:
 		return rangeOf(mr, target.start, hdrEnd, s.Partial), nil
 	}
-	off, n := partial(s.Partial, int64(len(f.out)))
-	return prepared{data: f.out[off : off+n], n: n}, nil
+	out := f.out[start:len(f.out):len(f.out)]
+	off, n := partial(s.Partial, int64(len(out)))
+	return prepared{data: out[off : off+n], n: n}, nil
 }
 
 // header reads the header of target, using the stored header length for

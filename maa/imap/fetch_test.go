@@ -2,12 +2,15 @@ package imap
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/posthorn/posthorn/store"
 )
 
 func TestAppendFetch(t *testing.T) {
@@ -149,5 +152,77 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 	if _, err := c.Store(imapv2.SeqSetNum(1), &imapv2.StoreFlags{Op: imapv2.StoreFlagsAdd,
 		Flags: []imapv2.Flag{imapv2.FlagSeen}}, nil).Collect(); err == nil {
 		t.Fatal("STORE in EXAMINE succeeded")
+	}
+}
+
+// TestHeaderOnlyFetch: a FETCH asking only for header sections (a header
+// sync) is served from Store.Headers without opening bodies; its bytes
+// must match what the whole message says, with a per-recipient prefix,
+// with a header longer than a store chunk, and over many batches.
+func TestHeaderOnlyFetch(t *testing.T) {
+	e := newTestEnv(t)
+	var want [][]byte
+	prefix := []byte("Return-Path: <sender@example.org>\r\nDelivered-To: alice@example.test\r\n")
+	for i := 1; i <= infoBatch+10; i++ {
+		body := []byte(testMessage(i, "subject "+itoa(i)))
+		switch i {
+		case 3:
+			body = append([]byte("X-Long: "+strings.Repeat("x", store.ChunkSize+50)+"\r\n"), body...)
+		case 5:
+			body = []byte("Subject: header only\r\nFrom: a@example.org\r\n")
+		}
+		var pre []byte
+		if i%2 == 0 {
+			pre = prefix
+		}
+		if _, err := e.st.Deliver(context.Background(), body, []store.Delivery{{Account: testAlice, Prefix: pre}}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, append(append([]byte(nil), pre...), body...))
+	}
+	c := e.login(testAlice)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	header := func(b []byte) []byte {
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			return b[:i+4]
+		}
+		return b
+	}
+	msgs, err := c.Fetch(imapv2.SeqSet{{Start: 1, Stop: 0}}, &imapv2.FetchOptions{UID: true, RFC822Size: true,
+		BodySection: []*imapv2.FetchItemBodySection{
+			{Peek: true, Specifier: imapv2.PartSpecifierHeader},
+			{Peek: true, Specifier: imapv2.PartSpecifierHeader, HeaderFields: []string{"Subject", "Delivered-To"}},
+			{Peek: true, Specifier: imapv2.PartSpecifierHeader, HeaderFieldsNot: []string{"Subject", "X-Long"}},
+			{Peek: true, Specifier: imapv2.PartSpecifierHeader, Partial: &imapv2.SectionPartial{Offset: 2, Size: 7}},
+		}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != len(want) {
+		t.Fatalf("%d messages, want %d", len(msgs), len(want))
+	}
+	for i, m := range msgs {
+		w := want[i]
+		h := header(w)
+		if m.RFC822Size != int64(len(w)) {
+			t.Errorf("message %d: size %d, want %d", i+1, m.RFC822Size, len(w))
+		}
+		if got := m.BodySection[0].Bytes; !bytes.Equal(got, h) {
+			t.Errorf("message %d: HEADER %d bytes, want %d: %.80q", i+1, len(got), len(h), got)
+		}
+		fields := string(m.BodySection[1].Bytes)
+		if !strings.Contains(fields, "Subject: ") || strings.Contains(fields, "From:") ||
+			strings.Contains(fields, "Delivered-To:") != bytes.HasPrefix(w, prefix) {
+			t.Errorf("message %d: HEADER.FIELDS %q", i+1, fields)
+		}
+		not := string(m.BodySection[2].Bytes)
+		if strings.Contains(not, "Subject:") || strings.Contains(not, "X-Long:") || !strings.Contains(not, "From: ") {
+			t.Errorf("message %d: HEADER.FIELDS.NOT %.80q", i+1, not)
+		}
+		if got := string(m.BodySection[3].Bytes); got != string(h[2:9]) {
+			t.Errorf("message %d: HEADER<2.7> %q, want %q", i+1, got, h[2:9])
+		}
 	}
 }

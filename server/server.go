@@ -165,6 +165,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		return nil
 	}})
+	workers = append(workers, worker{name: "memtrim", run: trimMemory})
 	for _, w := range workers {
 		s.wg.Add(1)
 		go func(w worker) {

@@ -59,6 +59,8 @@ func processTree(roots []int) []int {
 // memory is the memory of a process tree in KiB.
 type memory struct {
 	PssKiB    int64
+	AnonKiB   int64 // Pss_Anon: the process's own memory
+	FileKiB   int64 // Pss_File: mapped files (page cache), e.g. a mmap'd database
 	RssKiB    int64
 	Processes int
 }
@@ -72,6 +74,10 @@ func treeMemory(roots []int) (memory, error) {
 			continue // the process ended meanwhile
 		}
 		rss, _ := procField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
+		anon, _ := procField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss_Anon:")
+		file, _ := procField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss_File:")
+		m.AnonKiB += anon
+		m.FileKiB += file
 		m.PssKiB += pss
 		m.RssKiB += rss
 		m.Processes++

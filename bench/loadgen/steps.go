@@ -26,6 +26,10 @@ func stepIdleMemory(when string) func(options, *Results) error {
 		}
 		key := strings.ReplaceAll(when, " ", "_")
 		r.add("idle_pss_"+key, fmt.Sprintf("idle memory, %s (PSS, %d processes)", when, m.Processes), "MiB", float64(m.PssKiB)/1024, false)
+		// The split matters for a server that maps its database: mapped
+		// file pages are page cache the kernel can drop, not heap.
+		r.add("idle_anon_"+key, fmt.Sprintf("  of which anonymous (heap, stacks), %s", when), "MiB", float64(m.AnonKiB)/1024, false)
+		r.add("idle_file_"+key, fmt.Sprintf("  of which mapped files, %s", when), "MiB", float64(m.FileKiB)/1024, false)
 		return nil
 	}
 }

@@ -1,0 +1,58 @@
+package server
+
+import (
+	"context"
+	"runtime"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func TestTrimmerDecisions(t *testing.T) {
+	tr := &trimmer{}
+	steps := []struct {
+		allocs, free uint64
+		want         bool
+		why          string
+	}{
+		{100 << 20, 200 << 20, false, "busy: 100 MiB allocated in the tick"},
+		{100<<20 + 1000, 200 << 20, true, "quiet with 200 MiB free"},
+		{100<<20 + 2000, 200 << 20, false, "still quiet, already trimmed"},
+		{300 << 20, 50 << 20, false, "busy again"},
+		{300<<20 + 10, 1 << 20, false, "quiet but little free"},
+		{300<<20 + 20, 10 << 20, true, "quiet, free grew past the minimum"},
+	}
+	for _, s := range steps {
+		if got := tr.step(memReading{allocs: s.allocs, free: s.free}); got != s.want {
+			t.Fatalf("%s: trim %v, want %v", s.why, got, s.want)
+		}
+	}
+}
+
+var sink [][]byte
+
+// TestTrimMemoryReturnsFreedHeap: after 256 MiB allocated and dropped,
+// the running trimmer gives the free heap back within a few ticks.
+func TestTrimMemoryReturnsFreedHeap(t *testing.T) {
+	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
+	for i := 0; i < 256; i++ {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+	runtime.GC()
+	if free := readMem(samples).free; free < 64<<20 {
+		t.Skipf("the runtime already returned the memory (%d MiB free held)", free>>20)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- trimMemory(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if free := readMem(samples).free; free < trimMinFree {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("free heap still %d MiB after 10 s", readMem(samples).free>>20)
+}

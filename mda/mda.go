@@ -13,7 +13,9 @@
 //   - Lookup order for user@domain: the account, then an alias of that
 //     exact address, then the same two for "user" without its "+tag"
 //     (subaddressing; the message goes to INBOX), then the domain's
-//     catch-all alias "@domain", which has the lowest priority.
+//     catch-all alias "@domain", which has the lowest priority; then,
+//     for postmaster only, the domain's oldest account (RFC 5321 section
+//     4.5.1 requires postmaster to be accepted).
 //   - Alias targets in our domains are resolved again, so aliases nest;
 //     an address met twice on one path, or a nesting deeper than
 //     maxAliasDepth, is ErrAliasLoop. Targets elsewhere are Route.Remote.
@@ -179,6 +181,9 @@ func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r 
 	}
 	targets, err := a.Store.Alias("@" + domain)
 	if errors.Is(err, store.ErrNotFound) {
+		if base, _, _ := strings.Cut(local, "+"); base == "postmaster" {
+			return a.postmaster(domain, r)
+		}
 		return ErrUnknownUser
 	}
 	if err != nil {
@@ -227,6 +232,34 @@ func (a *Agent) expandTargets(targets []string, depth int, seen map[string]bool,
 			return err
 		}
 	}
+	return nil
+}
+
+// postmaster routes postmaster@domain when neither an account, an alias
+// nor a catch-all takes it: RFC 5321 section 4.5.1 requires every domain
+// we receive for to accept it, and the DMARC record `posthorn dns` prints
+// sends its reports there. It goes to the domain's oldest enabled account
+// (the first user added, usually the one who set the server up); an
+// alias postmaster@domain overrides this.
+func (a *Agent) postmaster(domain string, r *Route) error {
+	accts, err := a.Store.Accounts()
+	if err != nil {
+		return err
+	}
+	var first *store.Account
+	for i, acct := range accts {
+		if acct.Disabled || !strings.HasSuffix(acct.Address, "@"+domain) {
+			continue
+		}
+		if first == nil || acct.Created.Before(first.Created) ||
+			acct.Created.Equal(first.Created) && acct.Address < first.Address {
+			first = &accts[i]
+		}
+	}
+	if first == nil {
+		return ErrUnknownUser
+	}
+	addUnique(&r.Accounts, first.Address)
 	return nil
 }
 

@@ -157,3 +157,41 @@ func (q *fakeQueue) Enqueue(_ context.Context, e store.QueueEntry, body []byte) 
 	q.bodies = append(q.bodies, body)
 	return e, nil
 }
+
+// TestPostmaster: postmaster@ each of our domains is accepted (RFC 5321
+// section 4.5.1) and reaches the domain's oldest account unless an alias
+// or catch-all says otherwise; a domain without accounts still refuses it.
+func TestPostmaster(t *testing.T) {
+	a, st := newAgent(t)
+	if err := st.AddDomain("empty.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddDomain("aliased.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAccount("zed@aliased.test", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAlias("postmaster@aliased.test", []string{"bob@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		addr string
+		want []string
+		err  error
+	}{
+		{"postmaster@example.test", []string{"alice@example.test"}, nil},
+		{"PostMaster@Example.Test", []string{"alice@example.test"}, nil},
+		{"postmaster+dmarc@example.test", []string{"alice@example.test"}, nil},
+		{"postmaster@other.test", []string{"carol@other.test"}, nil}, // the catch-all
+		{"postmaster@aliased.test", []string{"bob@example.test"}, nil},
+		{"postmaster@empty.test", nil, ErrUnknownUser},
+		{"webmaster@example.test", nil, ErrUnknownUser},
+	}
+	for _, c := range cases {
+		r, err := a.Resolve(c.addr)
+		if !errors.Is(err, c.err) || !reflect.DeepEqual(r.Accounts, c.want) {
+			t.Errorf("%s: %v %v, want %v %v", c.addr, r.Accounts, err, c.want, c.err)
+		}
+	}
+}

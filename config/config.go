@@ -35,10 +35,10 @@ type Config struct {
 	// LogLevel is "debug", "info", "warn" or "error".
 	LogLevel string `toml:"log_level"`
 
-	Listen   Listen   `toml:"listen"`
-	TLS      TLS      `toml:"tls"`
-	Outbound Outbound `toml:"outbound"`
-	Limits   Limits   `toml:"limits"`
+	Listen   Listen   `toml:"listen"`   // [listen]: where each protocol listens
+	TLS      TLS      `toml:"tls"`      // [tls]: certificate files or ACME
+	Outbound Outbound `toml:"outbound"` // [outbound]: delivery to other servers
+	Limits   Limits   `toml:"limits"`   // [limits]: what one client can cost
 
 	// Path is the file this was loaded from ("" for defaults).
 	Path string `toml:"-"`
@@ -73,7 +73,9 @@ type TLS struct {
 // Outbound configures delivery to other servers.
 type Outbound struct {
 	// Smarthost "host:port" receives all outbound mail instead of MX hosts.
-	Smarthost         string `toml:"smarthost"`
+	Smarthost string `toml:"smarthost"`
+	// SmarthostUser and SmarthostPassword log in to the smarthost with
+	// AUTH PLAIN (over TLS only); empty: no AUTH.
 	SmarthostUser     string `toml:"smarthost_user"`
 	SmarthostPassword string `toml:"smarthost_password"`
 	// MXPort is the port used on remote MX hosts.
@@ -93,17 +95,17 @@ type Outbound struct {
 
 // Limits bound what one client can cost.
 type Limits struct {
-	MaxRecipients       int      `toml:"max_recipients"`  // per message
-	MaxLineBytes        int      `toml:"max_line_bytes"`  // command line length
-	MaxConnections      int      `toml:"max_connections"` // all protocols together
-	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
-	CommandTimeout      Duration `toml:"command_timeout"`     // SMTP/POP3 idle between commands
-	DataTimeout         Duration `toml:"data_timeout"`        // SMTP DATA, also bounded by MinDataRate
-	IMAPIdleTimeout     Duration `toml:"imap_idle_timeout"`   // IMAP inactivity (RFC 9051: at least 30 min)
-	MaxBadRecipients    int      `toml:"max_bad_recipients"`  // unknown RCPTs before the session is cut
-	DefaultQuotaBytes   int64    `toml:"default_quota_bytes"` // for new accounts; 0: none
-	MaxHeaderFields     int      `toml:"max_header_fields"`   // parsing limit per message
-	MaxMIMEDepth        int      `toml:"max_mime_depth"`      // parsing limit per message
+	MaxRecipients       int      `toml:"max_recipients"`         // per message
+	MaxLineBytes        int      `toml:"max_line_bytes"`         // command line length
+	MaxConnections      int      `toml:"max_connections"`        // all protocols together
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"` // per client address
+	CommandTimeout      Duration `toml:"command_timeout"`        // SMTP/POP3 idle between commands
+	DataTimeout         Duration `toml:"data_timeout"`           // SMTP DATA, also bounded by MinDataRate
+	IMAPIdleTimeout     Duration `toml:"imap_idle_timeout"`      // IMAP inactivity (RFC 9051: at least 30 min)
+	MaxBadRecipients    int      `toml:"max_bad_recipients"`     // unknown RCPTs before the session is cut
+	DefaultQuotaBytes   int64    `toml:"default_quota_bytes"`    // for new accounts; 0: none
+	MaxHeaderFields     int      `toml:"max_header_fields"`      // parsing limit per message
+	MaxMIMEDepth        int      `toml:"max_mime_depth"`         // parsing limit per message
 }
 
 // Duration is a time.Duration written as a string ("5m", "4h", "120h").
@@ -347,8 +349,17 @@ func (c *Config) validate() error {
 			return bad(ch.key, "%d is too small (at least %d)", ch.v, ch.min)
 		}
 	}
-	if l.CommandTimeout.Duration < time.Second || l.DataTimeout.Duration < time.Second {
-		return bad("limits.command_timeout", "timeouts must be at least 1s")
+	for _, ch := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"limits.command_timeout", l.CommandTimeout.Duration},
+		{"limits.data_timeout", l.DataTimeout.Duration},
+		{"limits.imap_idle_timeout", l.IMAPIdleTimeout.Duration},
+	} {
+		if ch.v < time.Second {
+			return bad(ch.key, "%v is too short (at least 1s)", ch.v)
+		}
 	}
 	if l.DefaultQuotaBytes < 0 {
 		return bad("limits.default_quota_bytes", "must not be negative")

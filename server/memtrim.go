@@ -16,8 +16,10 @@ import (
 // hundreds of MiB resident that it no longer uses. The trimmer watches the
 // allocation rate; once the process has been quiet for one tick and more
 // than trimMinFree of free heap is still held, it runs debug.FreeOSMemory
-// (one GC, then every free page back to the OS). Under steady load it does
-// nothing, so it costs no throughput.
+// (one GC, then every free page back to the OS) and releases the database
+// pages the process has mapped while reading (store.ReleaseMapped: they
+// stay in the page cache). Under steady load it does nothing, so it costs
+// no throughput.
 const (
 	trimInterval = time.Second
 	// trimQuietBytes is the most a quiet process allocates per tick.
@@ -66,8 +68,9 @@ func (t *trimmer) step(now memReading) bool {
 	return true
 }
 
-// trimMemory runs the trimmer until ctx ends.
-func trimMemory(ctx context.Context) error {
+// trimMemory runs the trimmer until ctx ends; release, if not nil, is
+// called after each trim.
+func trimMemory(ctx context.Context, release func() error) error {
 	samples := []metrics.Sample{
 		{Name: "/gc/heap/allocs:bytes"},
 		{Name: "/memory/classes/heap/free:bytes"},
@@ -83,6 +86,9 @@ func trimMemory(ctx context.Context) error {
 		}
 		if t.step(readMem(samples)) {
 			debug.FreeOSMemory()
+			if release != nil {
+				release() // an optimisation: an error changes nothing
+			}
 			// The GC of FreeOSMemory allocates a little; do not count it
 			// as new activity.
 			t.last = readMem(samples)

@@ -165,7 +165,9 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		return nil
 	}})
-	workers = append(workers, worker{name: "memtrim", run: trimMemory})
+	workers = append(workers, worker{name: "memtrim", run: func(ctx context.Context) error {
+		return trimMemory(ctx, s.Store.ReleaseMapped)
+	}})
 	for _, w := range workers {
 		s.wg.Add(1)
 		go func(w worker) {

@@ -307,6 +307,9 @@ type Store interface {
 
 	// Backup writes a consistent copy of the database.
 	Backup(w io.Writer) (int64, error)
+	// ReleaseMapped stops charging the process for database pages it
+	// has read (they stay in the page cache); for an idle server.
+	ReleaseMapped() error
 	Close() error
 }
 

@@ -69,13 +69,14 @@ type memory struct {
 func treeMemory(roots []int) (memory, error) {
 	var m memory
 	for _, pid := range processTree(roots) {
-		pss, err := procField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+		// One read of smaps_rollup, so that the total and its parts
+		// describe the same moment.
+		roll, err := procFields(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:", "Pss_Anon:", "Pss_File:")
 		if err != nil {
 			continue // the process ended meanwhile
 		}
+		pss, anon, file := roll[0], roll[1], roll[2]
 		rss, _ := procField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
-		anon, _ := procField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss_Anon:")
-		file, _ := procField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss_File:")
 		m.AnonKiB += anon
 		m.FileKiB += file
 		m.PssKiB += pss
@@ -86,6 +87,25 @@ func treeMemory(roots []int) (memory, error) {
 		return m, fmt.Errorf("no process of %v is running", roots)
 	}
 	return m, nil
+}
+
+// procFields reads several "Key: value kB" fields from one read of path.
+func procFields(path string, keys ...string) ([]int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(keys))
+	for _, line := range strings.Split(string(b), "\n") {
+		for i, k := range keys {
+			if rest, ok := strings.CutPrefix(line, k); ok {
+				if fs := strings.Fields(rest); len(fs) > 0 {
+					out[i], _ = strconv.ParseInt(fs[0], 10, 64)
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 func procField(path, key string) (int64, error) {

@@ -19,11 +19,22 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 func stepIdleMemory(when string) func(options, *Results) error {
 	return func(o options, r *Results) error {
-		time.Sleep(2 * time.Second) // let the servers settle
-		m, err := treeMemory(o.pids)
-		if err != nil {
-			return err
+		// Let the servers settle, then take the median of three samples
+		// a second apart.
+		time.Sleep(3 * time.Second)
+		var ms []memory
+		for i := 0; i < 3; i++ {
+			if i > 0 {
+				time.Sleep(time.Second)
+			}
+			m, err := treeMemory(o.pids)
+			if err != nil {
+				return err
+			}
+			ms = append(ms, m)
 		}
+		sort.Slice(ms, func(i, j int) bool { return ms[i].PssKiB < ms[j].PssKiB })
+		m := ms[1]
 		key := strings.ReplaceAll(when, " ", "_")
 		r.add("idle_pss_"+key, fmt.Sprintf("idle memory, %s (PSS, %d processes)", when, m.Processes), "MiB", float64(m.PssKiB)/1024, false)
 		// The split matters for a server that maps its database: mapped

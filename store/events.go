@@ -3,6 +3,7 @@ package store
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // subscriberBuffer is the channel capacity of a subscriber. A subscriber
@@ -22,7 +23,11 @@ type subscribers struct {
 	subs   map[*subscriber]struct{}
 	closed bool // the store is closed: new subscribers get a closed channel
 	buffer int  // channel capacity; 0: subscriberBuffer (tests lower it)
+	seq    atomic.Uint64
 }
+
+// EventSeq returns the Seq of the last event published.
+func (s *boltStore) EventSeq() uint64 { return s.subs.seq.Load() }
 
 // Subscribe returns a channel of events for one account ("" for all) and
 // a func that ends the subscription and closes the channel. The channel
@@ -68,6 +73,10 @@ func (ss *subscribers) publish(events []Event) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	for _, e := range events {
+		e.Seq = ss.seq.Load() + 1
+		// Stored before the sends: a reader of EventSeq that then waits
+		// for this Seq finds it in its channel.
+		ss.seq.Store(e.Seq)
 		for sub := range ss.subs {
 			if sub.account != "" && sub.account != e.Account {
 				continue

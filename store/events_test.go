@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -134,5 +135,29 @@ func TestEventsSlowSubscriber(t *testing.T) {
 	}
 	if n != buffer {
 		t.Fatalf("got %d events before close, want %d", n, buffer)
+	}
+}
+
+// TestEventSeq: every event carries the next Seq, and EventSeq is the
+// last one as soon as the write that published it has returned.
+func TestEventSeq(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	all, cancel := s.Subscribe("")
+	defer cancel()
+	start := s.EventSeq()
+	var last uint64
+	for i := 0; i < 5; i++ {
+		mustAppend(t, s, "INBOX", testMessage("s"+strconv.Itoa(i), 10))
+		if got := s.EventSeq(); got <= last && i > 0 || got <= start {
+			t.Fatalf("EventSeq %d after append %d (previous %d)", got, i, last)
+		}
+		e := recv(t, all)
+		if e.Seq != s.EventSeq() {
+			t.Fatalf("event Seq %d, EventSeq %d", e.Seq, s.EventSeq())
+		}
+		if last != 0 && e.Seq != last+1 {
+			t.Fatalf("Seq %d after %d", e.Seq, last)
+		}
+		last = e.Seq
 	}
 }

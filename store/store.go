@@ -191,6 +191,9 @@ type Event struct {
 	// in the order of UIDs.
 	Messages []Message
 	ModSeq   uint64 // the mailbox's HIGHESTMODSEQ after the change
+	// Seq numbers the events of this process in publication order, from
+	// 1; see Store.EventSeq.
+	Seq uint64
 }
 
 // QueueRecipient is one recipient of an outbound queue entry.
@@ -304,6 +307,11 @@ type Store interface {
 	// The channel is buffered; a subscriber that falls far behind gets
 	// ErrOverflow-style treatment: it is closed and must resubscribe.
 	Subscribe(account string) (<-chan Event, func())
+	// EventSeq is the Seq of the last event published. Events are
+	// published before the write that made them returns, so a
+	// subscriber that has handled this Seq has seen every change
+	// acknowledged so far.
+	EventSeq() uint64
 
 	// Backup writes a consistent copy of the database.
 	Backup(w io.Writer) (int64, error)

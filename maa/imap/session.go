@@ -215,6 +215,7 @@ func (ss *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	if ss.sel == nil {
 		return nil
 	}
+	ss.s.hub.settle()
 	return writeUpdates(w, ss.sel.collect(allowExpunge))
 }
 

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	imapv2 "github.com/emersion/go-imap/v2"
@@ -25,6 +26,35 @@ type hub struct {
 	done    chan struct{}
 	started bool
 	closed  bool
+	// seen is the store.Event Seq up to which every event has been
+	// dispatched (see settle).
+	seen atomic.Uint64
+}
+
+// settleWait bounds how long a command waits for the hub to catch up.
+const settleWait = 50 * time.Millisecond
+
+// settle waits until the hub has dispatched every event published before
+// the call, at most settleWait. The store publishes a change's events
+// before the write returns, so after settle a change that another
+// protocol has acknowledged (a POP3 QUIT, an SMTP 250) is in the trackers
+// and shows in the updates of the command that follows. When the hub is
+// caught up, as it nearly always is, this is one atomic load.
+func (h *hub) settle() {
+	target := h.store.EventSeq()
+	if h.seen.Load() >= target {
+		return
+	}
+	h.mu.Lock()
+	running := h.started && !h.closed
+	h.mu.Unlock()
+	if !running {
+		return // no subscription yet: nothing is selected anyway
+	}
+	deadline := time.Now().Add(settleWait)
+	for h.seen.Load() < target && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Microsecond)
+	}
 }
 
 type boxKey struct{ account, mailbox string }
@@ -42,6 +72,9 @@ func (h *hub) startLocked() {
 	}
 	h.started = true
 	ch, cancel := h.store.Subscribe("")
+	// Events before the subscription never come; trackers opened from now
+	// on load the store's state, which includes them.
+	h.seen.Store(h.store.EventSeq())
 	go h.run(ch, cancel)
 }
 
@@ -81,10 +114,16 @@ func (h *hub) run(ch <-chan store.Event, cancel func()) {
 				case <-time.After(10 * time.Millisecond):
 				}
 				ch, cancel = h.store.Subscribe("")
+				// Every event up to here is in what resyncAll reads.
+				seq := h.store.EventSeq()
 				h.resyncAll()
+				h.seen.Store(seq)
 				continue
 			}
 			h.dispatch(ev)
+			if ev.Seq > h.seen.Load() {
+				h.seen.Store(ev.Seq)
+			}
 		}
 	}
 }

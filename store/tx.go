@@ -105,8 +105,14 @@ func (s *boltStore) batch(ctx context.Context, fn func(*txn) error) error {
 	return <-c.err
 }
 
-// gatherWait bounds how long the committer waits for more calls.
-const gatherWait = time.Millisecond
+// gatherWait bounds how long the committer waits for more calls;
+// gatherQuiet is how long it waits for the next one: writers released by a
+// commit come back within microseconds of each other, so a pause longer
+// than that means the rest are not coming soon.
+const (
+	gatherWait  = time.Millisecond
+	gatherQuiet = 150 * time.Microsecond
+)
 
 // committer gathers the calls waiting while the previous commit was
 // being fsynced and commits them together.
@@ -114,9 +120,10 @@ const gatherWait = time.Millisecond
 // With N concurrent writers, a plain "take what is waiting" committer
 // settles into two alternating halves (one half waits for the commit in
 // flight while the other queues), N/2 per commit. So when the last two
-// batches suggest more writers are about to come back, it waits up to
-// gatherWait for them: commits then carry about N calls. A lone writer
-// (batches of one) never waits.
+// batches suggest more writers are about to come back, it waits for them,
+// for at most gatherQuiet after the last arrival and gatherWait in all:
+// commits then carry about N calls, and the wait ends as soon as the
+// writers stop arriving. A lone writer (batches of one) never waits.
 func (s *boltStore) committer() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
@@ -131,7 +138,7 @@ func (s *boltStore) committer() {
 		}
 		calls := []*call{first}
 		expect := min(prev1+prev2, maxBatch)
-		waiting := false
+		deadline := time.Now().Add(gatherWait)
 	gather:
 		for len(calls) < maxBatch {
 			select {
@@ -143,24 +150,23 @@ func (s *boltStore) committer() {
 			if len(calls) >= expect || prev1 < 2 {
 				break
 			}
-			if !waiting {
-				timer.Reset(gatherWait)
-				waiting = true
+			wait := min(gatherQuiet, time.Until(deadline))
+			if wait <= 0 {
+				break
 			}
+			timer.Reset(wait)
 			select {
 			case c := <-s.calls:
 				calls = append(calls, c)
+				// Since Go 1.23 a stopped timer's channel never delivers
+				// a stale value, so no drain is needed.
+				timer.Stop()
 			case <-timer.C:
-				waiting = false
 				break gather
 			case <-s.quit:
+				timer.Stop()
 				break gather
 			}
-		}
-		if waiting {
-			// Since Go 1.23 a stopped timer's channel never delivers a
-			// stale value, so no drain is needed (or possible).
-			timer.Stop()
 		}
 		prev2, prev1 = prev1, len(calls)
 		s.runBatch(calls)

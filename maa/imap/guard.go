@@ -2,23 +2,51 @@ package imap
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"strconv"
+	"sync/atomic"
+	"time"
 )
 
 // guardConn is the plaintext connection imapserver reads: it runs the
 // client's bytes through a literalGuard. dc is the TCP-level wrapper
 // (deadlines, corking) under it, possibly below TLS.
+//
+// On the plaintext listener it also does STARTTLS itself, so that the
+// guard keeps seeing the plaintext after the upgrade (imapserver's own
+// STARTTLS would wrap the connection above us, leaving us only TLS
+// records): when a client that has not logged in sends STARTTLS, the
+// guard passes on the commands before it, answers OK, discards whatever
+// the client pipelined behind it (RFC 9051 section 6.2.1), makes the TLS
+// handshake, and hands the TLS connection to a new imapserver.Server of
+// its own, as implicit TLS does; the first one then reads EOF and its
+// writes and Close go nowhere. The new server's greeting is dropped: none
+// is sent after STARTTLS.
 type guardConn struct {
 	net.Conn
 	dc *deadlineConn
 	g  *literalGuard
 	s  *Server
+
+	plain    bool        // the plaintext listener's: STARTTLS is done here
+	authed   atomic.Bool // a login succeeded: STARTTLS is imapserver's to refuse
+	detached atomic.Bool // handed over to a TLS connection
+	greeting bool        // drop the first line written (the new server's greeting)
 }
 
 func newGuardConn(c net.Conn, dc *deadlineConn, s *Server) *guardConn {
 	return &guardConn{Conn: c, dc: dc, s: s, g: &literalGuard{appendLimit: s.MaxMessageBytes}}
+}
+
+// newPlainGuardConn is newGuardConn for the plaintext (STARTTLS) listener.
+func newPlainGuardConn(dc *deadlineConn, s *Server) *guardConn {
+	c := newGuardConn(dc, dc, s)
+	c.plain = true
+	c.g.interceptTLS = true
+	return c
 }
 
 // Read passes the client's bytes through the guard; on a violation it
@@ -26,24 +54,135 @@ func newGuardConn(c net.Conn, dc *deadlineConn, s *Server) *guardConn {
 // before the parser sees the offending line.
 func (c *guardConn) Read(p []byte) (int, error) {
 	g := c.g
-	if g.failed != nil {
-		return 0, g.failed
+	for {
+		if c.detached.Load() {
+			return 0, io.EOF
+		}
+		if g.failed != nil {
+			return 0, g.failed
+		}
+		if g.startTLS != "" {
+			if err := c.startTLS(); err != nil {
+				return 0, err
+			}
+		}
+		var n int
+		var err error
+		if len(g.held) > 0 {
+			// A refused STARTTLS: what followed it goes on to the parser.
+			n = copy(p, g.held)
+			g.held = g.held[n:]
+		} else if n, err = c.Conn.Read(p); n == 0 {
+			return n, err
+		}
+		ok, reply := g.scan(p[:n])
+		if g.startTLS != "" && ok == 0 {
+			continue // STARTTLS first in this read: do it now
+		}
+		if g.startTLS != "" || reply == "" {
+			return ok, nil // the commands before STARTTLS run first
+		}
+		g.failed = errGuard
+		c.s.Logger.Warn("imap: oversized literal refused", "remote", c.RemoteAddr().String())
+		c.Conn.Write([]byte(reply + "\r\n* BYE Literal too large\r\n"))
+		if ok == 0 {
+			return 0, errGuard
+		}
+		return ok, nil
 	}
-	n, err := c.Conn.Read(p)
-	if n == 0 {
-		return n, err
+}
+
+// startTLS answers a STARTTLS the guard took. Every command before it has
+// been read and answered by now (the guard held back the rest of that
+// read), so the login state is known: after a login it is refused, as
+// RFC 9051 says; otherwise the connection is upgraded and handed to a new
+// server, and io.EOF ends the plaintext server's connection.
+func (c *guardConn) startTLS() error {
+	tag := c.g.startTLS
+	c.g.startTLS = ""
+	if c.authed.Load() || c.s.TLS == nil {
+		_, err := c.Conn.Write([]byte(tag + " BAD STARTTLS not available\r\n"))
+		return err
 	}
-	ok, reply := g.scan(p[:n])
-	if reply == "" {
-		return n, err
+	// Whatever the client pipelined behind STARTTLS is dropped (RFC 9051
+	// section 6.2.1: it must wait for the OK; an attacker's injected
+	// plaintext must not run inside the TLS session).
+	c.g.held = nil
+	c.g.failed = io.EOF
+	if _, err := c.Conn.Write([]byte(tag + " OK Begin TLS negotiation now\r\n")); err != nil {
+		return err
 	}
-	g.failed = errGuard
-	c.s.Logger.Warn("imap: oversized literal refused", "remote", c.RemoteAddr().String())
-	c.Conn.Write([]byte(reply + "\r\n* BYE Literal too large\r\n"))
-	if ok == 0 {
-		return 0, errGuard
+	c.detached.Store(true)
+	tc := tls.Server(c.dc, c.s.TLS)
+	c.dc.SetDeadline(time.Now().Add(handshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		c.s.Logger.Info("imap: STARTTLS handshake failed", "remote", c.dc.RemoteAddr().String(), "err", err)
+		c.dc.Close()
+		return io.EOF
 	}
-	return ok, nil
+	c.dc.SetDeadline(time.Time{})
+	up := newGuardConn(tc, c.dc, c.s)
+	up.greeting = true
+	c.s.serveOne(up, c.dc.LocalAddr())
+	return io.EOF
+}
+
+// Write drops the new server's greeting after STARTTLS, and whatever the
+// plaintext server writes once the connection has been handed over.
+func (c *guardConn) Write(p []byte) (int, error) {
+	if c.detached.Load() {
+		return len(p), nil
+	}
+	if c.greeting {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		c.greeting = false
+		if rest := p[i+1:]; len(rest) > 0 {
+			n, err := c.Conn.Write(rest)
+			return i + 1 + n, err
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// Close, and the deadlines, belong to the TLS connection once handed over.
+func (c *guardConn) Close() error {
+	if c.detached.Load() {
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+func (c *guardConn) SetDeadline(t time.Time) error {
+	if c.detached.Load() {
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *guardConn) SetReadDeadline(t time.Time) error {
+	if c.detached.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *guardConn) SetWriteDeadline(t time.Time) error {
+	if c.detached.Load() {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// loggedIn tells the guard of the connection under an imapserver.Conn
+// that a login succeeded.
+func markLoggedIn(nc net.Conn) {
+	if gc, ok := nc.(*guardConn); ok {
+		gc.authed.Store(true)
+	}
 }
 
 // literalGuard watches the plaintext a client sends, before imapserver's
@@ -66,8 +205,14 @@ type literalGuard struct {
 	line        []byte // the current line, up to guardLineMax bytes
 	cmd         []byte // the first line of the current command (prefix)
 	contLine    bool   // the current line continues a command after a literal
-	off         bool   // after STARTTLS
 	failed      error
+	// interceptTLS: STARTTLS is done by guardConn (the plaintext
+	// listener); startTLS is then its tag, until it is answered.
+	// Elsewhere a STARTTLS line is a command like any other, which
+	// imapserver refuses: no upgrade can happen above the guard.
+	interceptTLS bool
+	startTLS     string
+	held         []byte // the bytes read after a taken STARTTLS line
 }
 
 const (
@@ -83,9 +228,6 @@ var errGuard = errors.New("imap: literal refused, connection closed")
 // may go to the parser and, on a violation, the tagged reply to send
 // before closing.
 func (g *literalGuard) scan(p []byte) (int, string) {
-	if g.off {
-		return len(p), ""
-	}
 	lineStart := 0
 	for i := 0; i < len(p); i++ {
 		if g.skip > 0 {
@@ -109,10 +251,14 @@ func (g *literalGuard) scan(p []byte) (int, string) {
 		if reply := g.endOfLine(); reply != "" {
 			return lineStart, reply
 		}
-		lineStart = i + 1
-		if g.off {
-			return len(p), ""
+		if g.startTLS != "" {
+			// Neither the STARTTLS line nor anything pipelined behind it
+			// reaches the parser now; the rest is held until STARTTLS is
+			// answered (dropped if it succeeds).
+			g.held = append(g.held[:0], p[i+1:]...)
+			return lineStart, ""
 		}
+		lineStart = i + 1
 	}
 	return len(p), ""
 }
@@ -124,8 +270,8 @@ func (g *literalGuard) endOfLine() string {
 	if !g.contLine {
 		g.cmd = append(g.cmd[:0], line[:min(len(line), 64)]...)
 		fields := bytes.Fields(g.cmd)
-		if len(fields) == 2 && bytes.EqualFold(fields[1], []byte("STARTTLS")) {
-			g.off = true
+		if len(fields) == 2 && bytes.EqualFold(fields[1], []byte("STARTTLS")) && g.interceptTLS {
+			g.startTLS = string(fields[0])
 			return ""
 		}
 	}

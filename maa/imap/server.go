@@ -16,8 +16,8 @@
 //     the connection instead. To see the plaintext of implicit TLS, ServeTLS
 //     does the TLS itself and gives each connection its own imapserver.Server
 //     (InsecureAuth there only means "not a *tls.Conn of imapserver's").
-//     After STARTTLS on port 143 the guard cannot see the plaintext (beta.8
-//     wraps the connection itself): there only compliant clients are safe.
+//     STARTTLS on port 143 is done by the guard too (guard.go), not by
+//     imapserver, which would wrap the connection above the guard.
 //   - The LIST pattern matcher is our own (names.go): imapserver.MatchList
 //     is exponential in the number of wildcards.
 //   - Mailbox state shared between sessions lives in one tracker per
@@ -210,15 +210,22 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 			}
 			return err
 		}
-		gc := newGuardConn(tls.Server(c, s.TLS), c.(*deadlineConn), s)
-		srv := imapserver.New(&imapserver.Options{
-			NewSession:   s.newSession,
-			Caps:         s.caps,
-			Logger:       slogLogger{s.Logger},
-			InsecureAuth: true,
-		})
-		go srv.Serve(&oneConnListener{conn: gc, addr: ln.Addr()})
+		s.serveOne(newGuardConn(tls.Server(c, s.TLS), c.(*deadlineConn), s), ln.Addr())
 	}
+}
+
+// serveOne serves one connection that is already private (implicit TLS,
+// or after STARTTLS) with an imapserver.Server of its own: it allows
+// authentication (InsecureAuth, which here only means "the transport is
+// not a *tls.Conn imapserver made") and offers no STARTTLS.
+func (s *Server) serveOne(c net.Conn, addr net.Addr) {
+	srv := imapserver.New(&imapserver.Options{
+		NewSession:   s.newSession,
+		Caps:         s.caps,
+		Logger:       slogLogger{s.Logger},
+		InsecureAuth: true,
+	})
+	go srv.Serve(&oneConnListener{conn: c, addr: addr})
 }
 
 func (s *Server) addListener(ln net.Listener) bool {
@@ -305,7 +312,7 @@ func (l *guardListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newGuardConn(c, c.(*deadlineConn), l.s), nil
+	return newPlainGuardConn(c.(*deadlineConn), l.s), nil
 }
 
 // OpenConnections is the number of connected clients.

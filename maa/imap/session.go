@@ -110,6 +110,9 @@ func (w saslServer) Next(resp []byte) ([]byte, bool, error) {
 }
 
 func (ss *session) loggedIn(account string) {
+	if ss.conn != nil {
+		markLoggedIn(ss.conn.NetConn())
+	}
 	ss.account = account
 	ss.logger = ss.logger.With("account", account)
 	ss.logger.Info("imap login")

@@ -252,9 +252,101 @@ func TestLiteralGuardScan(t *testing.T) {
 	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
 		t.Fatalf("APPEND over the limit: %d %q", n, reply)
 	}
-	g = &literalGuard{appendLimit: 100}
-	in = "a STARTTLS\r\n\x16\x03\x01{99999+}\r\n"
-	if n, _ := g.scan([]byte(in)); n != len(in) || !g.off {
-		t.Fatalf("after STARTTLS: %d %v", n, g.off)
+	// On the plaintext listener STARTTLS is taken by the guard: nothing
+	// from its line on reaches the parser.
+	g = &literalGuard{appendLimit: 100, interceptTLS: true}
+	in = "a NOOP\r\nb STARTTLS\r\nc LOGIN x y\r\n"
+	if n, reply := g.scan([]byte(in)); n != len("a NOOP\r\n") || reply != "" || g.startTLS != "b" {
+		t.Fatalf("STARTTLS taken: %d %q %q", n, reply, g.startTLS)
 	}
+	// Elsewhere STARTTLS is a command like any other (imapserver refuses
+	// it) and the guard goes on watching.
+	g = &literalGuard{appendLimit: 100}
+	in = "a STARTTLS\r\nb APPEND INBOX {99999+}\r\n"
+	if n, reply := g.scan([]byte(in)); n != len("a STARTTLS\r\n") || !strings.HasPrefix(reply, "b BAD") {
+		t.Fatalf("after a refused STARTTLS: %d %q", n, reply)
+	}
+}
+
+// TestSTARTTLSByGuard: STARTTLS on the plaintext listener is done below
+// imapserver, so that after it the literal guard still sees the client's
+// plaintext: commands before STARTTLS are answered, a command pipelined
+// behind it is dropped, no greeting follows the handshake, the
+// capabilities change as RFC 9051 says, and an oversized non-synchronising
+// literal sent over the upgraded connection is refused instead of running
+// its data as commands.
+func TestSTARTTLSByGuard(t *testing.T) {
+	e := newTestEnv(t)
+	conn, err := net.Dial("tcp", e.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	greeting, _ := r.ReadString('\n')
+	if !strings.Contains(greeting, "STARTTLS") || !strings.Contains(greeting, "LOGINDISABLED") {
+		t.Fatalf("plaintext greeting: %q", greeting)
+	}
+	fmt.Fprintf(conn, "a NOOP\r\nb STARTTLS\r\nc LOGIN %s \"%s\"\r\n", testAlice, testPass)
+	expectTagged(t, r, "a OK")
+	expectTagged(t, r, "b OK")
+	if r.Buffered() > 0 {
+		t.Fatalf("plaintext after STARTTLS's OK: %d bytes", r.Buffered())
+	}
+	tc := tls.Client(conn, e.tls)
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	r = bufio.NewReader(tc)
+	fmt.Fprintf(tc, "d CAPABILITY\r\n")
+	first, _ := r.ReadString('\n')
+	if !strings.HasPrefix(first, "* CAPABILITY ") {
+		t.Fatalf("first line after the handshake %q: want the CAPABILITY reply (no greeting after STARTTLS)", first)
+	}
+	if strings.Contains(first, "STARTTLS") || strings.Contains(first, "LOGINDISABLED") || !strings.Contains(first, "AUTH=PLAIN") {
+		t.Errorf("capabilities after STARTTLS: %q", first)
+	}
+	expectTagged(t, r, "d OK")
+	// The LOGIN pipelined behind STARTTLS did not run.
+	fmt.Fprintf(tc, "e SELECT INBOX\r\n")
+	if line := expectTagged(t, r, "e "); strings.HasPrefix(line, "e OK") {
+		t.Fatalf("SELECT without a login after STARTTLS: the pipelined LOGIN ran")
+	}
+	fmt.Fprintf(tc, "f STARTTLS\r\n")
+	if line := expectTagged(t, r, "f "); strings.HasPrefix(line, "f OK") {
+		t.Fatalf("a second STARTTLS was accepted: %q", line)
+	}
+	fmt.Fprintf(tc, "g LOGIN %s \"%s\"\r\n", testAlice, testPass)
+	expectTagged(t, r, "g OK")
+	evil := strings.Repeat("E1 CREATE SmuggledAfterSTARTTLS\r\n", 300)
+	fmt.Fprintf(tc, "h APPEND INBOX {%d+}\r\n%s\r\ni NOOP\r\n", len(evil), evil)
+	if line := expectTagged(t, r, "h BAD"); !strings.Contains(line, "TOOBIG") {
+		t.Errorf("reply %q", line)
+	}
+	rest, _ := io.ReadAll(r)
+	if strings.Contains(string(rest), "E1 ") || strings.Contains(string(rest), "i OK") {
+		t.Errorf("literal data ran as commands after STARTTLS: %q", rest)
+	}
+	if _, err := e.st.Mailbox(testAlice, "SmuggledAfterSTARTTLS"); err == nil {
+		t.Fatal("the smuggled CREATE ran")
+	}
+}
+
+// TestSTARTTLSAfterLogin: once logged in (plaintext allowed), STARTTLS is
+// left to imapserver, which refuses it.
+func TestSTARTTLSAfterLogin(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	conn, err := net.Dial("tcp", e.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	r.ReadString('\n')
+	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\nb STARTTLS\r\nc NOOP\r\n", testAlice, testPass)
+	expectTagged(t, r, "a OK")
+	expectTagged(t, r, "b BAD")
+	expectTagged(t, r, "c OK")
 }

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -210,4 +211,22 @@ func readAll(t testing.TB, r io.Reader) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// dialPlain opens a raw connection to the plaintext listener, closed at
+// the end of the test, and reads the greeting.
+func (e *testEnv) dialPlain() (net.Conn, *bufio.Reader, string) {
+	e.t.Helper()
+	conn, err := net.Dial("tcp", e.plain)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	greeting, err := r.ReadString('\n')
+	if err != nil {
+		e.t.Fatalf("greeting: %v", err)
+	}
+	return conn, r, greeting
 }

@@ -1,9 +1,7 @@
 package imap
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -78,14 +76,7 @@ func TestSearchRes(t *testing.T) {
 	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
 	e.deliver(testAlice, "INBOX", testMessage(1, "a"))
 	e.deliver(testAlice, "INBOX", testMessage(2, "b"), "$Junk")
-	conn, err := net.Dial("tcp", e.plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	r.ReadString('\n')
+	conn, r, _ := e.dialPlain()
 	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\nb SELECT INBOX\r\n", testAlice, testPass)
 	expectTagged(t, r, "a OK")
 	expectTagged(t, r, "b OK")

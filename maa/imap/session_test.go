@@ -134,14 +134,7 @@ func TestIdleTimeout(t *testing.T) {
 // after login, a BAD per bad line, and the session keeps working.
 func TestGarbageInput(t *testing.T) {
 	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
-	conn, err := net.Dial("tcp", e.plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	r.ReadString('\n')
+	conn, r, _ := e.dialPlain()
 	e.deliver(testAlice, "INBOX", string(loadCRLF(t, "testdata/nested.eml")))
 	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\n", testAlice, testPass)
 	expectTagged(t, r, "a OK")
@@ -277,14 +270,7 @@ func TestLiteralGuardScan(t *testing.T) {
 // its data as commands.
 func TestSTARTTLSByGuard(t *testing.T) {
 	e := newTestEnv(t)
-	conn, err := net.Dial("tcp", e.plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	greeting, _ := r.ReadString('\n')
+	conn, r, greeting := e.dialPlain()
 	if !strings.Contains(greeting, "STARTTLS") || !strings.Contains(greeting, "LOGINDISABLED") {
 		t.Fatalf("plaintext greeting: %q", greeting)
 	}
@@ -334,17 +320,10 @@ func TestSTARTTLSByGuard(t *testing.T) {
 }
 
 // TestSTARTTLSAfterLogin: once logged in (plaintext allowed), STARTTLS is
-// left to imapserver, which refuses it.
+// refused, and a command pipelined behind it still runs.
 func TestSTARTTLSAfterLogin(t *testing.T) {
 	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
-	conn, err := net.Dial("tcp", e.plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	r.ReadString('\n')
+	conn, r, _ := e.dialPlain()
 	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\nb STARTTLS\r\nc NOOP\r\n", testAlice, testPass)
 	expectTagged(t, r, "a OK")
 	expectTagged(t, r, "b BAD")

@@ -329,3 +329,32 @@ func TestSTARTTLSAfterLogin(t *testing.T) {
 	expectTagged(t, r, "b BAD")
 	expectTagged(t, r, "c OK")
 }
+
+// TestWriteDeadlineCoalesced: a write deadline a little later than the one
+// in force is not set again (imapserver sets one per response), but an
+// earlier one always is, so a deadline is never later than asked.
+func TestWriteDeadlineCoalesced(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	dc := &deadlineConn{Conn: a, s: &Server{IdleTimeout: time.Minute}}
+	now := time.Now()
+	dc.SetWriteDeadline(now.Add(time.Minute))
+	dc.SetWriteDeadline(now.Add(time.Minute + 500*time.Millisecond))
+	if !dc.writeDead.Equal(now.Add(time.Minute)) {
+		t.Fatalf("a deadline 0.5 s later was set again: %v", dc.writeDead)
+	}
+	dc.SetWriteDeadline(now.Add(time.Minute + 2*time.Second))
+	if !dc.writeDead.Equal(now.Add(time.Minute + 2*time.Second)) {
+		t.Fatalf("a deadline 2 s later was not set: %v", dc.writeDead)
+	}
+	// Earlier: always applied, and it takes effect.
+	dc.SetWriteDeadline(now.Add(-time.Second))
+	if _, err := dc.Write([]byte("x")); err == nil {
+		t.Fatal("write after a past deadline succeeded")
+	}
+	dc.SetWriteDeadline(time.Time{})
+	if !dc.writeDead.IsZero() {
+		t.Fatalf("zero deadline not applied: %v", dc.writeDead)
+	}
+}

@@ -14,8 +14,17 @@ fail=0
 while IFS=: read -r file name; do
   pkg=$(dirname "$file")
   echo "== $pkg $name ($fuzztime)"
-  if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg"; then
+  out=$(mktemp)
+  if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" 2>&1 | tee "$out"; test "${PIPESTATUS[0]}" -eq 0; then
+    :
+  elif grep -q 'context deadline exceeded' "$out" && ! grep -q 'Failing input written to' "$out"; then
+    # Go 1.26's fuzz coordinator can report its own -fuzztime deadline as
+    # a failure when a worker is mid-input as time runs out
+    # (go.dev/issue/75804, fixed in Go 1.27). No input failed: not ours.
+    echo "== $pkg $name: ignored the fuzz coordinator's deadline race (go.dev/issue/75804); no failing input"
+  else
     fail=1
   fi
+  rm -f "$out"
 done < <(grep -rHoE --include='*_test.go' '^func (Fuzz[A-Za-z0-9_]*)\(' . | sed -E 's/:func (Fuzz[A-Za-z0-9_]*)\(/:\1/' | grep -v '^./bench/' | sort)
 exit $fail

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -88,11 +89,21 @@ func (l dataLimits) deadline(n int64) time.Time {
 // read to its end and errTooBig is returned. The returned buffer is
 // l.headroom unused bytes followed by the body, at most l.max bytes.
 func readStrictData(br *bufio.Reader, l dataLimits) ([]byte, error) {
-	var body bytes.Buffer
+	// The body is gathered in a pooled buffer and copied once, at its
+	// exact size, into the buffer returned: no growth by doubling (three
+	// copies and ~140 KiB of garbage for a 100 KiB message), and nothing
+	// returned ever shares memory with the pool.
+	pooled := dataBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*pooled) <= maxPooledData {
+			dataBufs.Put(pooled)
+		}
+	}()
+	body := bytes.NewBuffer((*pooled)[:0])
+	defer func() { *pooled = body.Bytes()[:0] }()
 	// The client's SIZE= is only a hint: never preallocate more than 1 MiB
 	// on its word.
-	body.Grow(l.headroom + int(min(max(l.hint, 16<<10), 1<<20, l.max)+512))
-	body.Write(make([]byte, l.headroom))
+	body.Grow(int(min(max(l.hint, 16<<10), 1<<20, l.max) + 512))
 	var bad, tooBig bool
 	var received int64
 	atLineStart, prevCR := true, false
@@ -126,7 +137,7 @@ func readStrictData(br *bufio.Reader, l dataLimits) ([]byte, error) {
 			line = line[1:]
 		}
 		atLineStart = complete
-		if int64(body.Len()-l.headroom+len(line)) > l.max {
+		if int64(body.Len()+len(line)) > l.max {
 			tooBig = true
 		}
 		if !bad && !tooBig {
@@ -139,8 +150,16 @@ func readStrictData(br *bufio.Reader, l dataLimits) ([]byte, error) {
 	case tooBig:
 		return nil, errTooBig
 	}
-	return body.Bytes(), nil
+	out := make([]byte, l.headroom+body.Len())
+	copy(out[l.headroom:], body.Bytes())
+	return out, nil
 }
+
+// dataBufs holds DATA buffers between messages; one over maxPooledData is
+// left to the GC instead of being kept.
+var dataBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+const maxPooledData = 1 << 20
 
 // cleanPiece checks one piece of a line (a whole line, or part of one
 // longer than the buffer): no NUL, every CR followed by LF and every LF

@@ -57,11 +57,14 @@ var (
 		Message: "Timeout receiving data, closing connection"}
 )
 
-// reply turns any error into a reply a client may see. An *smtp.SMTPError
+func reply(log *slog.Logger, err error) *smtp.SMTPError { return Reply(log, err) }
+
+// Reply turns any error into a reply a client may see. An *smtp.SMTPError
 // and the mda/store errors with a meaning are passed on; anything else is
 // an internal error: 451 4.3.0 with an id that is logged with the error,
-// so the client retries and never sees err.Error().
-func reply(log *slog.Logger, err error) *smtp.SMTPError {
+// so the client retries and never sees err.Error(). Submission (msa) uses
+// it too, for the errors both servers share.
+func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 	var se *smtp.SMTPError
 	switch {
 	case err == nil:
@@ -89,8 +92,10 @@ func reply(log *slog.Logger, err error) *smtp.SMTPError {
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 
-// newID returns a short random id for messages, sessions and errors.
-func newID() string {
+func newID() string { return NewID() }
+
+// NewID returns a short random id for messages, sessions and errors.
+func NewID() string {
 	var b [10]byte
 	rand.Read(b[:])
 	return strings.ToLower(idEncoding.EncodeToString(b[:]))

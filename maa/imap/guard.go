@@ -31,7 +31,6 @@ type guardConn struct {
 	g  *literalGuard
 	s  *Server
 
-	plain    bool        // the plaintext listener's: STARTTLS is done here
 	authed   atomic.Bool // a login succeeded: STARTTLS is imapserver's to refuse
 	detached atomic.Bool // handed over to a TLS connection
 	greeting bool        // drop the first line written (the new server's greeting)
@@ -44,7 +43,6 @@ func newGuardConn(c net.Conn, dc *deadlineConn, s *Server) *guardConn {
 // newPlainGuardConn is newGuardConn for the plaintext (STARTTLS) listener.
 func newPlainGuardConn(dc *deadlineConn, s *Server) *guardConn {
 	c := newGuardConn(dc, dc, s)
-	c.plain = true
 	c.g.interceptTLS = true
 	return c
 }
@@ -177,7 +175,7 @@ func (c *guardConn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
-// loggedIn tells the guard of the connection under an imapserver.Conn
+// markLoggedIn tells the guard of the connection under an imapserver.Conn
 // that a login succeeded.
 func markLoggedIn(nc net.Conn) {
 	if gc, ok := nc.(*guardConn); ok {

@@ -143,7 +143,9 @@ func (a *appender) importFolder(f maildirFolder) error {
 			where := filepath.Join(f.mailbox, sub, e.Name())
 			j, err := maildirJob(filepath.Join(d, e.Name()), keywords)
 			if err != nil {
-				a.skip(where, err)
+				if !a.skip(where, err) {
+					return nil
+				}
 				continue
 			}
 			j.where, j.mailbox = where, f.mailbox

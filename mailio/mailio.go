@@ -4,15 +4,14 @@
 //
 // Implementation notes:
 //
-//   - Every message is one store.Append: it is in the store whole or not at
-//     all. A message that cannot be parsed (no header, a malformed header
+//   - Every message is in the store whole or not at all. A message that cannot be parsed (no header, a malformed header
 //     field) is reported in Result.Errors and skipped; the import goes on.
-//   - Appends run on several goroutines so that the store's group commit
-//     (bbolt Batch) shares one fsync among many messages; a sequential
-//     import would pay one fsync per message. The price: UIDs follow the
-//     input order only approximately. The internal date is kept (mbox "From "
-//     line, else the Date: field; Maildir file modification time), and
-//     clients sort by it.
+//   - Messages are appended in batches (store.AppendMany: up to 256
+//     messages or 16 MiB of one mailbox per durable transaction), so one
+//     fsync serves many messages, and UIDs follow the input order exactly.
+//     Reading the input overlaps with committing the previous batch. The
+//     internal date is kept (mbox "From " line, else the Date: field;
+//     Maildir file modification time).
 //   - mbox: both mboxo and mboxrd are read (RFC 4155). A "From " line at
 //     the start of the file or after an empty line starts a message; in a
 //     body line ">From ", ">>From "... one '>' is removed, which undoes
@@ -50,24 +49,28 @@ type Result struct {
 // serialized. It may be nil.
 type Progress func(n int)
 
-// workers is the number of concurrent appends. It is what lets a store
-// with group commit share fsyncs: the bbolt store commits up to 256 writes
-// at once, and on a disk where fsync costs milliseconds, 10,000 messages
-// import several times faster with 256 workers than with 32.
-const workers = 256
+// batchMessages and batchBytes bound one AppendMany.
+const (
+	batchMessages = 256
+	batchBytes    = 16 << 20
+)
 
 // maxInflightBytes bounds the message bytes held by queued and running
-// appends together, whatever the number of workers.
+// appends together.
 const maxInflightBytes = 64 << 20
 
-// job is one message to append, with where it came from for errors.
+// job is one message to append, with where it came from for errors; or,
+// with err set, one that was skipped before that (kept in the queue so
+// that results and progress follow the input order).
 type job struct {
 	where   string
 	mailbox string
 	msg     store.NewMessage
+	err     error
 }
 
-// appender appends messages from several goroutines and collects results.
+// appender queues messages from the reader and appends them, in order, in
+// batches, on one goroutine.
 type appender struct {
 	ctx      context.Context // cancelled on a fatal error
 	parent   context.Context // the caller's
@@ -94,24 +97,73 @@ func newAppender(ctx context.Context, st store.Store, account string, progress P
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	a := &appender{ctx: ctx, parent: parent, st: st, account: account, progress: progress,
-		jobs: make(chan job, workers), cancel: cancel}
+		jobs: make(chan job, batchMessages), cancel: cancel}
 	a.room = sync.NewCond(&a.inflightMu)
-	for range workers {
-		a.wg.Add(1)
-		go a.work()
-	}
+	a.wg.Add(1)
+	go a.work()
 	return a
 }
 
+// work takes what is queued, up to a batch, and appends it; while it
+// commits, the reader fills the queue again.
 func (a *appender) work() {
 	defer a.wg.Done()
+	var batch []job
 	for j := range a.jobs {
-		if a.ctx.Err() != nil {
+		batch = append(batch[:0], j)
+		size := len(j.msg.Body)
+	gather:
+		for len(batch) < batchMessages && size < batchBytes {
+			select {
+			case k, ok := <-a.jobs:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, k)
+				size += len(k.msg.Body)
+			default:
+				break gather
+			}
+		}
+		a.run(batch)
+	}
+}
+
+// run appends a batch: each run of messages to one mailbox is one
+// AppendMany.
+func (a *appender) run(batch []job) {
+	for len(batch) > 0 {
+		j := batch[0]
+		if a.ctx.Err() != nil || j.err != nil {
+			if a.ctx.Err() == nil {
+				a.done(j.where, j.err)
+			}
+			a.release(len(j.msg.Body))
+			batch = batch[1:]
 			continue
 		}
-		_, err := a.st.Append(a.ctx, a.account, j.mailbox, j.msg)
-		a.release(len(j.msg.Body))
-		a.done(j.where, err)
+		n := 1
+		for n < len(batch) && batch[n].err == nil && batch[n].mailbox == j.mailbox {
+			n++
+		}
+		msgs := make([]store.NewMessage, n)
+		for i := range n {
+			msgs[i] = batch[i].msg
+		}
+		ds, err := a.st.AppendMany(a.ctx, a.account, j.mailbox, msgs)
+		for i := range ds {
+			a.done(batch[i].where, nil)
+		}
+		if err != nil {
+			n = len(ds) + 1
+			a.done(batch[len(ds)].where, err)
+		}
+		size := 0
+		for i := range n {
+			size += len(batch[i].msg.Body)
+		}
+		a.release(size)
+		batch = batch[n:]
 	}
 }
 
@@ -133,7 +185,7 @@ func (a *appender) release(n int) {
 	a.room.Broadcast()
 }
 
-// done records one finished append. Errors that concern every message
+// done records one finished message. Errors that concern every message
 // (quota, a vanished account, a cancelled context, a closed store) stop
 // the import; others skip the message.
 func (a *appender) done(where string, err error) {
@@ -163,9 +215,10 @@ func isFatal(err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
-// skip records a message that was not even parsed.
-func (a *appender) skip(where string, err error) {
-	a.done(where, err)
+// skip records, in its place in the input, a message that was not even
+// parsed; false once the import has stopped.
+func (a *appender) skip(where string, err error) bool {
+	return a.add(job{where: where, err: err})
 }
 
 // add queues one message; false once the import has stopped.

@@ -3,6 +3,7 @@ package mailio_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -113,20 +114,18 @@ func TestImportMbox(t *testing.T) {
 	if len(list) != n {
 		t.Fatalf("%d messages in the mailbox, want %d", len(list), n)
 	}
-	seen := make([]bool, n)
-	for _, m := range list {
+	for k, m := range list {
 		data := readAll(t, st, m)
 		var i int
 		if _, err := fmt.Sscanf(string(data[bytes.Index(data, []byte("Message-ID: <m"))+14:]), "%d", &i); err != nil || i < 0 || i >= n {
 			t.Fatalf("UID %d: cannot find its Message-ID", m.UID)
 		}
+		if i != k {
+			t.Fatalf("UID %d (position %d) holds message %d: UIDs do not follow the mbox order", m.UID, k, i)
+		}
 		if want := toCRLF(msgs[i]); string(data) != want {
 			t.Fatalf("message %d differs:\n got %q\nwant %q", i, data, want)
 		}
-		if seen[i] {
-			t.Fatalf("message %d imported twice", i)
-		}
-		seen[i] = true
 		if want := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC); !m.InternalDate.Equal(want) {
 			t.Fatalf("message %d internal date %v, want the From line's %v", i, m.InternalDate, want)
 		}
@@ -191,9 +190,8 @@ func TestImportMboxMalformed(t *testing.T) {
 	if res.Imported != 2 || res.Skipped != 2 || len(res.Errors) != 2 {
 		t.Fatalf("result %+v", res)
 	}
-	errs := strings.Join(res.Errors, "\n")
-	if !strings.Contains(errs, "message 2 (line 8)") || !strings.Contains(errs, "message 3 (line 12)") {
-		t.Errorf("errors do not say where: %s", errs)
+	if !strings.HasPrefix(res.Errors[0], "message 2 (line 8)") || !strings.HasPrefix(res.Errors[1], "message 3 (line 12)") {
+		t.Errorf("errors do not say where, in order: %q", res.Errors)
 	}
 	list, err := st.Messages(harness.User, "INBOX")
 	if err != nil {
@@ -214,9 +212,43 @@ func TestImportMboxMalformed(t *testing.T) {
 			}
 		}
 	}
-	slices.Sort(subjects)
 	if strings.Join(subjects, ",") != "Subject: good one,Subject: good two" {
 		t.Errorf("imported %v", subjects)
+	}
+}
+
+// TestImportOverQuota: an import that reaches the account's quota stops
+// there, with an error that says so, and keeps what it stored: exactly the
+// messages before the one that did not fit, in order.
+func TestImportOverQuota(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	msgs := make([]string, 600)
+	size := 0
+	for i := range msgs {
+		msgs[i] = genMessage(i)
+		size += len(toCRLF(msgs[i]))
+	}
+	if err := st.SetQuota(harness.User, int64(size/2)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := mailio.ImportMbox(context.Background(), st, bytes.NewReader(mboxrd(msgs)), harness.User, "Archive", nil)
+	if !errors.Is(err, store.ErrOverQuota) {
+		t.Fatalf("err = %v, want over quota", err)
+	}
+	list, _ := st.Messages(harness.User, "Archive")
+	if res.Imported == 0 || res.Imported >= len(msgs) || len(list) != res.Imported {
+		t.Fatalf("imported %d, mailbox holds %d, of %d", res.Imported, len(list), len(msgs))
+	}
+	used := 0
+	for k, m := range list {
+		if got := string(readAll(t, st, m)); got != toCRLF(msgs[k]) {
+			t.Fatalf("UID %d is not message %d", m.UID, k)
+		}
+		used += int(m.Size)
+	}
+	if next := len(toCRLF(msgs[len(list)])); used > size/2 || used+next <= size/2 {
+		t.Errorf("stopped at %d bytes with a quota of %d and %d bytes next", used, size/2, next)
 	}
 }
 

@@ -56,13 +56,11 @@ func (m mboxMessage) where() string {
 // handle parses one message and queues it; false once the import stopped.
 func (a *appender) handle(m mboxMessage, mailbox string) bool {
 	if m.oversize {
-		a.skip(m.where(), fmt.Errorf("larger than %d bytes", maxMessageBytes))
-		return a.ctx.Err() == nil
+		return a.skip(m.where(), fmt.Errorf("larger than %d bytes", maxMessageBytes))
 	}
 	h, err := parseHeader(m.body)
 	if err != nil {
-		a.skip(m.where(), err)
-		return a.ctx.Err() == nil
+		return a.skip(m.where(), err)
 	}
 	date := fromLineDate(m.from)
 	if date.IsZero() {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,15 +18,29 @@ import (
 // The body is parsed before the write transaction and written in it; the
 // call returns once the commit is durable.
 func (s *boltStore) Append(ctx context.Context, account, mailbox string, m NewMessage) (Delivered, error) {
-	addr := strings.ToLower(strings.TrimSpace(account))
-	info := parseBlobInfo(m.Body, s.opts)
-	flags := normalizeFlags(m.Flags)
-	date := m.InternalDate
-	if date.IsZero() {
-		date = time.Now()
+	d, err := s.AppendMany(ctx, account, mailbox, []NewMessage{m})
+	if err != nil {
+		return Delivered{}, err
 	}
-	var d Delivered
+	return d[0], nil
+}
+
+// AppendMany stores msgs in one mailbox in their order, with ascending
+// UIDs, in one durable transaction. It stops at the first message that
+// cannot be stored (over quota, say): the deliveries returned are those of
+// the messages before it, which are committed, and the error is its own.
+// The bodies are parsed in parallel before the transaction.
+func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msgs []NewMessage) ([]Delivered, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	addr := strings.ToLower(strings.TrimSpace(account))
+	infos := s.parseAll(msgs)
+	now := time.Now()
+	var out []Delivered
+	var stopped error
 	err := s.batch(ctx, func(t *txn) error {
+		out, stopped = out[:0], nil
 		acct, err := t.account(addr)
 		if err != nil {
 			return err
@@ -32,17 +49,35 @@ func (s *boltStore) Append(ctx context.Context, account, mailbox string, m NewMe
 		if err != nil {
 			return err
 		}
-		size := int64(len(m.Body))
-		if err := checkQuota(acct, size); err != nil {
-			return err
+		ev := Event{Kind: EventAppend, Account: addr, Mailbox: mb.Name}
+		for i, m := range msgs {
+			size := int64(len(m.Body))
+			if err := checkQuota(acct, size); err != nil {
+				stopped = err
+				break
+			}
+			if err := uidsLeft(mb); err != nil {
+				stopped = err
+				break
+			}
+			id, err := t.putBlob(m.Body, infos[i], 1)
+			if err != nil {
+				return err
+			}
+			date := m.InternalDate
+			if date.IsZero() {
+				date = now
+			}
+			msg, err := t.addMessage(addr, &acct, &mb, Message{Size: size, InternalDate: date, Flags: normalizeFlags(m.Flags), BlobID: id})
+			if err != nil {
+				return err
+			}
+			ev.UIDs = append(ev.UIDs, msg.UID)
+			ev.Messages = append(ev.Messages, msg)
+			out = append(out, Delivered{Account: addr, Mailbox: mb.Name, UIDValidity: mb.UIDValidity, UID: msg.UID})
 		}
-		id, err := t.putBlob(m.Body, info, 1)
-		if err != nil {
-			return err
-		}
-		msg, err := t.addMessage(addr, &acct, &mb, Message{Size: size, InternalDate: date, Flags: flags, BlobID: id})
-		if err != nil {
-			return err
+		if len(out) == 0 {
+			return nil // nothing to write; stopped says why
 		}
 		if err := t.putMailbox(addr, mb); err != nil {
 			return err
@@ -50,11 +85,39 @@ func (s *boltStore) Append(ctx context.Context, account, mailbox string, m NewMe
 		if err := t.putAccount(acct); err != nil {
 			return err
 		}
-		t.publish(Event{Kind: EventAppend, Account: addr, Mailbox: mb.Name, UIDs: []uint32{msg.UID}, Messages: []Message{msg}, ModSeq: mb.HighestModSeq})
-		d = Delivered{Account: addr, Mailbox: mb.Name, UIDValidity: mb.UIDValidity, UID: msg.UID}
+		ev.ModSeq = mb.HighestModSeq
+		t.publish(ev)
 		return nil
 	})
-	return d, err
+	if err != nil {
+		return nil, err
+	}
+	return out, stopped
+}
+
+// parseAll parses the bodies of msgs, several at once when there are many.
+func (s *boltStore) parseAll(msgs []NewMessage) []BlobInfo {
+	infos := make([]BlobInfo, len(msgs))
+	workers := min(len(msgs), runtime.GOMAXPROCS(0))
+	if workers <= 1 {
+		for i, m := range msgs {
+			infos[i] = parseBlobInfo(m.Body, s.opts)
+		}
+		return infos
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(msgs); i = int(next.Add(1) - 1) {
+				infos[i] = parseBlobInfo(msgs[i].Body, s.opts)
+			}
+		}()
+	}
+	wg.Wait()
+	return infos
 }
 
 func checkQuota(a Account, add int64) error {
@@ -64,11 +127,19 @@ func checkQuota(a Account, add int64) error {
 	return nil
 }
 
+// uidsLeft fails when the mailbox has given out its last UID.
+func uidsLeft(mb Mailbox) error {
+	if mb.UIDNext == 0 || mb.UIDNext == math.MaxUint32 {
+		return fmt.Errorf("mailbox %q has used all UIDs", mb.Name)
+	}
+	return nil
+}
+
 // addMessage gives m the mailbox's next UID and a new modseq, writes it
 // and updates the mailbox and account counters (which the caller saves).
 func (t *txn) addMessage(addr string, acct *Account, mb *Mailbox, m Message) (Message, error) {
-	if mb.UIDNext == 0 || mb.UIDNext == math.MaxUint32 {
-		return Message{}, fmt.Errorf("mailbox %q has used all UIDs", mb.Name)
+	if err := uidsLeft(*mb); err != nil {
+		return Message{}, err
 	}
 	m.UID = mb.UIDNext
 	mb.UIDNext++

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 )
@@ -154,5 +155,60 @@ func TestQueue(t *testing.T) {
 	}
 	if _, err := s.QueueEntry(ids[0]); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
+	}
+}
+
+// TestAppendMany: messages get UIDs in their order, one event announces
+// them all, and a message over quota stops the batch after committing the
+// ones before it, leaving no blob behind.
+func TestAppendMany(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	events, cancel := s.Subscribe(alice)
+	defer cancel()
+	var msgs []NewMessage
+	for i := range 40 {
+		msgs = append(msgs, NewMessage{Body: testMessage(fmt.Sprintf("m%d", i), 100+i*50), Flags: []string{`\Seen`}})
+	}
+	out, err := s.AppendMany(context.Background(), alice, "Archive", msgs[:30])
+	if err != nil || len(out) != 30 {
+		t.Fatalf("AppendMany: %d delivered, %v", len(out), err)
+	}
+	list, _ := s.Messages(alice, "Archive")
+	for i, m := range list {
+		if out[i].UID != m.UID || m.UID != uint32(i+1) {
+			t.Fatalf("message %d: UID %d, delivered %+v", i, m.UID, out[i])
+		}
+		b, _ := s.OpenMessage(m)
+		got, _ := io.ReadAll(b)
+		b.Close()
+		if !bytes.Equal(got, msgs[i].Body) {
+			t.Fatalf("UID %d holds another body", m.UID)
+		}
+	}
+	ev := <-events
+	if ev.Kind != EventAppend || len(ev.UIDs) != 30 || ev.UIDs[29] != 30 || len(ev.Messages) != 30 {
+		t.Fatalf("event %+v", ev)
+	}
+	a, _ := s.Account(alice)
+	room := int64(0)
+	for _, m := range msgs[30:35] {
+		room += int64(len(m.Body))
+	}
+	if err := s.SetQuota(alice, a.UsedBytes+room); err != nil {
+		t.Fatal(err)
+	}
+	infosBefore, _, _ := blobCounts(t, s)
+	out, err = s.AppendMany(context.Background(), alice, "Archive", msgs[30:])
+	if !errors.Is(err, ErrOverQuota) || len(out) != 5 || out[4].UID != 35 {
+		t.Fatalf("over quota: %d delivered (%+v), %v", len(out), out, err)
+	}
+	if list, _ := s.Messages(alice, "Archive"); len(list) != 35 {
+		t.Fatalf("%d messages after the partial batch, want 35", len(list))
+	}
+	if infos, _, _ := blobCounts(t, s); infos != infosBefore+5 {
+		t.Fatalf("%d blobs, want %d", infos, infosBefore+5)
+	}
+	if _, err := s.AppendMany(context.Background(), alice, "NoSuchBox", msgs[:2]); !errors.Is(err, ErrNoSuchMailbox) {
+		t.Fatalf("missing mailbox: %v", err)
 	}
 }

@@ -265,6 +265,11 @@ type Store interface {
 
 	// Messages.
 	Append(ctx context.Context, account, mailbox string, m NewMessage) (Delivered, error)
+	// AppendMany stores msgs in one mailbox, in their order, in one
+	// durable transaction. It stops at the first message it cannot store:
+	// the deliveries returned are of the messages before it (committed)
+	// and the error is that message's.
+	AppendMany(ctx context.Context, account, mailbox string, msgs []NewMessage) ([]Delivered, error)
 	// Deliver writes one body to many mailboxes of many accounts in one
 	// durable transaction; the body is stored once.
 	// ErrOverQuota if any account would pass its quota.

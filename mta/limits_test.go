@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -300,5 +301,91 @@ func TestSequenceConnRewrite(t *testing.T) {
 	c.rewrite([]byte("220 2.0.0 Ready to start TLS\r\n"))
 	if !c.tls {
 		t.Fatal("STARTTLS reply not noticed")
+	}
+}
+
+// TestDataLineLimit: inside DATA the line limit is checked by the strict
+// reader (go-smtp's own check is off while it reads): a line of exactly
+// the limit, CRLF included, goes through, one byte more is refused with
+// 500 5.5.2 and the connection is closed, and after a message the limit
+// is back on for the commands that follow.
+func TestDataLineLimit(t *testing.T) {
+	_, st, addr := startTestServer(t, func(s *Server) { s.MaxLineBytes = 600 })
+	line := func(n int) string { return strings.Repeat("x", n-2) + "\r\n" }
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: long lines\r\n\r\n" + line(600) + line(5000)[:3000] + "\r\n.\r\n")
+	d.Expect("500 5.5.2")
+	// go-smtp adds its own "500 5.4.0 Too long line, closing connection".
+	if rest := closedAfter500(d); rest != "" || st.count() != 0 {
+		t.Fatalf("after an over-long line: %q, stored %d", rest, st.count())
+	}
+
+	d = Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	// The next command is pipelined after the dot, its start in the
+	// same write: the part already buffered counts towards its length.
+	d.Send("Subject: long lines\r\n\r\n" + line(600) + line(600) + ".\r\nMAIL FROM:<bob@remote.example> " + strings.Repeat("Y", 300))
+	d.Expect("250")
+	if st.count() != 1 {
+		t.Fatalf("stored %d, want the message with lines at the limit", st.count())
+	}
+	d.Send(strings.Repeat("Y", 300) + "\r\n")
+	d.Expect("500")
+	if rest := closedAfter500(d); rest != "" {
+		t.Errorf("after an over-long command that followed DATA: %q", rest)
+	}
+}
+
+// closedAfter500 reads until the server closes the connection and returns
+// any reply line that is not a 500; "" when there is none.
+func closedAfter500(d *Dialog) string {
+	d.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		l, err := d.r.ReadString('\n')
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return "connection still open"
+			}
+			return ""
+		}
+		if !strings.HasPrefix(l, "500") {
+			return l
+		}
+	}
+}
+
+// TestLineLimiterLayout: the reflection into go-smtp finds its line
+// limiter (if an upgrade moves it, this fails instead of the limit being
+// checked twice).
+func TestLineLimiterLayout(t *testing.T) {
+	found := make(chan bool, 1)
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		limit, cur, ok := lineLimiter(c)
+		found <- ok && *limit == 777 && *cur >= 0
+		return nil, errors.New("probe only")
+	}))
+	srv.MaxLineLength = 777
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	d := Dial(t, ln.Addr().String())
+	d.Send("EHLO client.example\r\n")
+	select {
+	case ok := <-found:
+		if !ok {
+			t.Fatal("lineLimiter did not find go-smtp's LineLimit of 777")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no session")
 	}
 }

@@ -194,7 +194,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 		ip := remoteIP(c.RemoteAddr())
 		if l.srv.admit(ip) {
 			l.srv.Metrics.Inc(metrics.Connections, "protocol", "smtp")
-			return &countedConn{Conn: newSequenceConn(c), srv: l.srv, ip: ip}, nil
+			return &countedConn{Conn: newSequenceConn(&readAheadConn{Conn: c}), srv: l.srv, ip: ip}, nil
 		}
 		l.srv.Logger.Warn("connection refused: too many connections", "remote", ip)
 		l.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "connections")

@@ -1,6 +1,7 @@
 package mta
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -198,10 +199,29 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, err error) {
 	if s.mailOpts != nil {
 		hint = s.mailOpts.Size
 	}
-	buf, err = readStrictData(br, dataLimits{
+	limits := dataLimits{
 		max: s.srv.MaxMessageBytes, hint: hint, headroom: traceRoom, conn: s.conn.Conn(), start: time.Now(),
 		timeout: s.srv.DataTimeout, rate: s.srv.MinDataRate, idle: s.srv.CommandTimeout,
-	})
+	}
+	lineLimit, lineCur, ok := lineLimiter(s.conn)
+	if ok && *lineLimit > 0 {
+		limits.maxLine = *lineLimit
+		*lineLimit = 0
+	}
+	buf, err = readStrictData(br, limits)
+	if ok && limits.maxLine > 0 {
+		*lineLimit = limits.maxLine
+		// After an over-long line go-smtp's reader fails every read, and
+		// go-smtp closes the connection, as it did when it found the line.
+		// Bytes pipelined after the final dot passed it uncounted: count
+		// those of the line they leave open.
+		rest, _ := br.Peek(br.Buffered())
+		*lineCur = len(rest) - (bytes.LastIndexByte(rest, '\n') + 1)
+		if err == errLineTooLong {
+			br.Discard(br.Buffered())
+			*lineCur = limits.maxLine + 1
+		}
+	}
 	markEOF()
 	s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.CommandTimeout))
 	switch {

@@ -1,0 +1,50 @@
+package mta
+
+import (
+	"net"
+	"sync"
+)
+
+// readAheadSize is how much one read of the socket may take.
+const readAheadSize = 32 << 10
+
+// readAheadConn serves the small reads of go-smtp's 4 KiB bufio.Reader
+// from one larger read of the socket: a 100 KiB message arrived in 25 or
+// more read system calls, now in four or so (about a tenth of the server's
+// CPU for 100 KiB messages). The buffer comes from a pool and is held only
+// while it holds bytes not yet read, so an idle connection holds none.
+//
+// Bytes a client pipelines after STARTTLS are discarded with go-smtp's
+// buffer as before, or, past the 4 KiB that buffer takes, reach the TLS
+// handshake, which fails on them: never are they taken as commands.
+type readAheadConn struct {
+	net.Conn
+	buf  *[]byte // nil when empty
+	r, w int     // unread bytes are (*buf)[r:w]
+}
+
+var readAheadBufs = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
+
+func (c *readAheadConn) Read(p []byte) (int, error) {
+	if c.buf == nil {
+		if len(p) >= readAheadSize {
+			return c.Conn.Read(p)
+		}
+		buf := readAheadBufs.Get().(*[]byte)
+		n, err := c.Conn.Read(*buf)
+		if n <= 0 {
+			readAheadBufs.Put(buf)
+			return 0, err
+		}
+		// A read that returns bytes and an error together: the error
+		// (EOF, a timeout, a reset) comes again on the next read.
+		c.buf, c.r, c.w = buf, 0, n
+	}
+	n := copy(p, (*c.buf)[c.r:c.w])
+	c.r += n
+	if c.r == c.w {
+		readAheadBufs.Put(c.buf)
+		c.buf = nil
+	}
+	return n, nil
+}

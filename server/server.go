@@ -112,6 +112,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 // once all listeners are bound; a bind error stops everything.
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
+	startGCTuner()
 	var services []service
 	var workers []worker
 	for _, wire := range []func() ([]service, []worker, error){

@@ -237,7 +237,7 @@ func (f *fetcher) info(m *store.Message) (store.BlobInfo, error) {
 // broken ends a connection whose FETCH literal could not be completed:
 // the client cannot resynchronise after a short literal.
 func (f *fetcher) broken(err error) error {
-	f.ss.logger.Warn("imap: fetch aborted mid-literal", "err", err)
+	f.ss.log().Warn("imap: fetch aborted mid-literal", "err", err)
 	f.ss.conn.NetConn().Close()
 	return err
 }

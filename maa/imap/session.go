@@ -30,7 +30,7 @@ const authTimeout = 30 * time.Second
 type session struct {
 	s       *Server
 	conn    *imapserver.Conn
-	logger  *slog.Logger
+	id      string // of the connection, in its log lines
 	remote  net.Addr
 	account string
 	sel     *view
@@ -48,12 +48,19 @@ var (
 func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 	id := newID()
 	remote := c.NetConn().RemoteAddr()
-	return &session{
-		s:      s,
-		conn:   c,
-		remote: remote,
-		logger: s.Logger.With("proto", "imap", "conn", id, "remote", remote.String()),
-	}, nil, nil
+	return &session{s: s, conn: c, id: id, remote: remote}, nil, nil
+}
+
+// log is the session's logger. It is made when something is logged,
+// which is rare, rather than kept: an idle connection is cheaper without
+// a handler of its own (a slog With copies the handler and formats the
+// attributes).
+func (ss *session) log() *slog.Logger {
+	l := ss.s.Logger.With("proto", "imap", "conn", ss.id, "remote", ss.remote.String())
+	if ss.account != "" {
+		l = l.With("account", ss.account)
+	}
+	return l
 }
 
 func (ss *session) Close() error {
@@ -114,8 +121,7 @@ func (ss *session) loggedIn(account string) {
 		markLoggedIn(ss.conn.NetConn())
 	}
 	ss.account = account
-	ss.logger = ss.logger.With("account", account)
-	ss.logger.Info("imap login")
+	ss.log().Info("imap login")
 }
 
 // authError maps an authentication failure: throttling is temporary
@@ -127,11 +133,11 @@ func (ss *session) authError(err error) error {
 	case errors.As(err, &ie):
 		return ie
 	case errors.Is(err, auth.ErrThrottled):
-		ss.logger.Warn("imap login throttled")
+		ss.log().Warn("imap login throttled")
 		return &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Code: imapv2.ResponseCodeUnavailable,
 			Text: "Too many failed logins, try again later"}
 	case errors.Is(err, auth.ErrInvalidCredentials), strings.HasPrefix(err.Error(), "sasl:"):
-		ss.logger.Info("imap login failed")
+		ss.log().Info("imap login failed")
 		return imapserver.ErrAuthFailed
 	}
 	return ss.internalError("authenticate", err)
@@ -141,7 +147,7 @@ func (ss *session) authError(err error) error {
 // id only.
 func (ss *session) internalError(op string, err error) error {
 	id := newID()
-	ss.logger.Error("imap internal error", "op", op, "err", err, "errid", id)
+	ss.log().Error("imap internal error", "op", op, "err", err, "errid", id)
 	return &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Code: imapv2.ResponseCodeServerBug,
 		Text: "Internal error, id " + id}
 }

@@ -1,36 +1,16 @@
 package imap
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 )
-
-// lockedBuffer is a log destination safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSessionLogLines: the session's log lines (its logger is made when
 // something is logged) name the protocol, connection, remote address and,
 // once known, the account; a failed login's line holds no password.
 func TestSessionLogLines(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncBuffer
 	e := newTestEnv(t, func(s *Server) {
 		s.AllowPlaintextAuth = true
 		s.Logger = slog.New(slog.NewTextHandler(&logs, nil))

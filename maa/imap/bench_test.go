@@ -328,7 +328,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 			}
 			host, port, _ := net.SplitHostPort(addr)
 			for i := 0; i < b.N; i++ {
-				before := memInUse()
+				heap0, stack0 := memInUse()
 				g0 := runtime.NumGoroutine()
 				cmd := exec.Command(py, "testdata/idle_clients.py", host, port, mode, strconv.Itoa(n), testAlice, testPass)
 				stdin, _ := cmd.StdinPipe()
@@ -341,11 +341,14 @@ func BenchmarkIdleMemory(b *testing.B) {
 				if err != nil || !strings.HasPrefix(line, "ready") {
 					b.Fatalf("clients: %q %v", line, err)
 				}
-				after := memInUse()
+				heap1, stack1 := memInUse()
 				g1 := runtime.NumGoroutine()
 				stdin.Close()
 				cmd.Wait()
-				b.ReportMetric(float64(after-before)/float64(n)/1024, "KiB/conn")
+				perConn := func(v int64) float64 { return float64(v) / float64(n) / 1024 }
+				b.ReportMetric(perConn(heap1+stack1-heap0-stack0), "KiB/conn")
+				b.ReportMetric(perConn(heap1-heap0), "heap-KiB/conn")
+				b.ReportMetric(perConn(stack1-stack0), "stack-KiB/conn")
 				b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/conn")
 			}
 		})
@@ -370,12 +373,12 @@ func cpuTime() time.Duration {
 }
 
 // memInUse is heap and stack memory in use after a GC.
-func memInUse() int64 {
+func memInUse() (heap, stack int64) {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapInuse + ms.StackInuse)
+	return int64(ms.HeapInuse), int64(ms.StackInuse)
 }
 
 // BenchmarkSearchSubject10kCold is the first SUBJECT search of a session:

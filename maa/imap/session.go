@@ -231,6 +231,9 @@ func (ss *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 // Idle waits for changes (RFC 2177); in the authenticated state there is
 // nothing to report, so it only waits.
 func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if restore := shrinkWriter(ss.conn); restore != nil {
+		defer restore()
+	}
 	if ss.sel == nil {
 		<-stop
 		return nil

@@ -87,13 +87,38 @@ type boltStore struct {
 	once  sync.Once      // Close
 	// commitMu orders commits and event publication: events reach
 	// subscribers in commit order.
-	commitMu sync.Mutex
-	commits  atomic.Uint64 // committed write transactions
-	writes   atomic.Uint64 // write calls committed (several per batched commit)
-	commitNs atomic.Int64  // time spent in write transactions, commit included
-	subs     subscribers
-	queueSeq atomic.Uint32
-	fileSize int64 // as last known to preallocate; under commitMu
+	commitMu    sync.Mutex
+	commits     atomic.Uint64 // committed write transactions
+	writes      atomic.Uint64 // write calls committed (several per batched commit)
+	commitNs    atomic.Int64  // time spent in write transactions, commit included
+	subs        subscribers
+	queueSeq    atomic.Uint32
+	fileSize    int64 // as last known to preallocate; under commitMu
+	fsyncs      atomic.Uint64
+	checkpoints atomic.Uint64
+
+	// The write-ahead log (wal.go); wal is nil with NoSync or NoWAL.
+	// Under commitMu unless noted.
+	wal             *wal
+	walOn           atomic.Bool // commits are logged (else bbolt syncs them)
+	dataFile        *os.File    // the data file, read-only: meta pages for checkpoints
+	ino             uint64
+	pageSize        int
+	reader          *bolt.Tx // at the last checkpoint, while in log mode
+	lastTxid        uint64
+	hwm             int64 // bbolt's high-water mark at the last commit
+	lastCommit      time.Time
+	lastCheckpoint  time.Time
+	sinceCheckpoint int
+	logBytes        int64
+	closing         bool
+	jobs            chan *syncJob  // to the syncer
+	syncBusy        atomic.Bool    // the syncer is writing the log
+	syncDone        chan struct{}  // a log write ended (buffered, 1)
+	pending         sync.WaitGroup // jobs not yet answered
+	syncWG          sync.WaitGroup // the syncer
+	failMu          sync.Mutex
+	failErr         error // a failed fsync: every write fails from then on
 }
 
 // Open opens (creating if needed) the bbolt store at path. It fails with
@@ -108,24 +133,83 @@ func Open(path string, opts Options) (st Store, err error) {
 	if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
 		return nil, fmt.Errorf("store: %s is a directory, not a data file", path)
 	}
-	var db *bolt.DB
+	// The log is opened (and its lock taken) whatever the options: a log
+	// left by a crash is replayed before anything else reads the file.
+	w, err := openWAL(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if w.hdr.gen == 0 {
+				w.remove() // made by this Open, with nothing in it
+			}
+			w.close()
+		}
+	}()
+	var records [][]byte
+	if w.needsRecovery() {
+		if records, err = w.records(); err != nil {
+			return nil, fmt.Errorf("store: read log %s%s: %w", path, walSuffix, err)
+		}
+		if err := restoreMeta(path, w.hdr); err != nil {
+			return nil, err
+		}
+	}
+	logged := !opts.NoSync && !opts.NoWAL
+	db, err := openBolt(path, opts, logged)
+	if err != nil {
+		return nil, err
+	}
+	if err := initBuckets(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", path, err)
+	}
+	s := &boltStore{db: db, path: path, opts: opts, calls: make(chan *call), quit: make(chan struct{}), syncDone: make(chan struct{}, 1)}
+	if err := s.startLog(w, records, logged); err != nil {
+		db.Close()
+		if s.dataFile != nil {
+			s.dataFile.Close()
+		}
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.committer()
+	return s, nil
+}
+
+// openBolt opens the bbolt file. In log mode commits are not synced and
+// the file is mapped large, so that a commit never has to remap it while
+// the checkpoint's reader is open (see wal.go); if a map that large is
+// refused, the default is used and the store leaves log mode when the
+// map runs short.
+func openBolt(path string, opts Options, logged bool) (db *bolt.DB, err error) {
 	// bbolt can panic on some corrupt files instead of returning an error.
 	defer func() {
 		if r := recover(); r != nil {
 			if db != nil {
 				func() { defer func() { recover() }(); db.Close() }()
 			}
-			st, err = nil, fmt.Errorf("store: %s is corrupt or not a Posthorn data file: %v", path, r)
+			db, err = nil, fmt.Errorf("store: %s is corrupt or not a Posthorn data file: %v", path, r)
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{
+	bo := &bolt.Options{
 		Timeout:      lockTimeout,
-		NoSync:       opts.NoSync,
+		NoSync:       opts.NoSync || logged,
 		FreelistType: bolt.FreelistMapType,
 		// NoFreelistSync stays false: with it, Open rebuilds the freelist
 		// by walking the file in a goroutine of bbolt's own, where a
 		// corrupt page panics beyond the reach of our recover.
-	})
+	}
+	if logged {
+		bo.InitialMmapSize = walMmapSize
+	}
+	db, err = bolt.Open(path, 0o600, bo)
+	if err != nil && logged && !errors.Is(err, berrors.ErrTimeout) && !errors.Is(err, berrors.ErrInvalid) &&
+		!errors.Is(err, berrors.ErrVersionMismatch) && !errors.Is(err, berrors.ErrChecksum) {
+		bo.InitialMmapSize = 0
+		db, err = bolt.Open(path, 0o600, bo)
+	}
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("store: %s: %w (lock not obtained within %v: is posthorn serve running?)", path, ErrLocked, lockTimeout)
@@ -134,19 +218,76 @@ func Open(path string, opts Options) (st Store, err error) {
 	case err != nil:
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	if err := initBuckets(db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, err)
+	return db, nil
+}
+
+// startLog replays the log's records (after a crash), checkpoints and
+// starts the syncer. With logged, the store is in log mode from then on;
+// otherwise the header written says the data file is consistent as it is.
+func (s *boltStore) startLog(w *wal, records [][]byte, logged bool) error {
+	s.wal = w
+	var err error
+	if s.ino, err = fileIno(s.path); err != nil {
+		return fmt.Errorf("store: %s: %w", s.path, err)
 	}
-	s := &boltStore{db: db, path: path, opts: opts, calls: make(chan *call), quit: make(chan struct{})}
-	s.wg.Add(1)
-	go s.committer()
-	return s, nil
+	if s.dataFile, err = os.Open(s.path); err != nil {
+		return fmt.Errorf("store: %s: %w", s.path, err)
+	}
+	s.pageSize = s.db.Info().PageSize
+	if len(records) > 0 {
+		if err := s.replay(records); err != nil {
+			return fmt.Errorf("store: %s: replaying the log: %w", s.path, err)
+		}
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		s.lastTxid, s.hwm = uint64(tx.ID()), tx.Size()
+		return nil
+	}); err != nil {
+		return err
+	}
+	if logged && mappedSize(s.db) >= 0 && s.hwm+mapHeadroom <= mappedSize(s.db) {
+		s.walOn.Store(true)
+	}
+	s.commitMu.Lock()
+	err = s.checkpointLocked(!s.walOn.Load())
+	s.commitMu.Unlock()
+	if err != nil {
+		return err
+	}
+	if !s.walOn.Load() && !s.opts.NoSync {
+		s.db.NoSync = false
+	}
+	s.jobs = make(chan *syncJob, 4*maxBatch)
+	s.syncWG.Add(1)
+	go s.syncer()
+	return nil
 }
 
 // initBuckets creates the buckets of a new file and checks the format
-// marker of an existing one.
+// marker of an existing one. A file that has them all is not written to
+// (after a crash, recovery must make exactly one commit on the
+// checkpoint: see replay).
 func initBuckets(db *bolt.DB) error {
+	complete := false
+	err := db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return nil
+		}
+		if v := meta.Get(keyFormat); string(v) != formatVersion {
+			return fmt.Errorf("not a Posthorn data file (format %q)", v)
+		}
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				return nil
+			}
+		}
+		complete = true
+		return nil
+	})
+	if err != nil || complete {
+		return err
+	}
 	return db.Update(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bucketMeta); meta != nil {
 			if v := meta.Get(keyFormat); string(v) != formatVersion {
@@ -178,8 +319,34 @@ func (s *boltStore) Close() error {
 	s.once.Do(func() {
 		close(s.quit)
 		s.wg.Wait()
+		s.commitMu.Lock()
+		s.closing = true
+		if s.wal != nil {
+			s.pending.Wait()
+			close(s.jobs)
+			s.syncWG.Wait()
+			if s.walOn.Load() {
+				err = s.checkpointLocked(true)
+			}
+		}
+		s.commitMu.Unlock()
 		s.subs.closeAll()
-		err = s.db.Close()
+		if s.reader != nil {
+			s.reader.Rollback()
+		}
+		if cerr := s.db.Close(); err == nil {
+			err = cerr
+		}
+		if s.wal != nil {
+			s.dataFile.Close()
+			// The data file is consistent on its own now: the log
+			// goes. (Were the removal lost in a crash, the log's header
+			// says clean, and the next Open has nothing to do.)
+			if err == nil && s.failure() == nil {
+				s.wal.remove()
+			}
+			s.wal.close()
+		}
 	})
 	return err
 }
@@ -199,6 +366,17 @@ func (s *boltStore) Backup(w io.Writer) (int64, error) {
 // Compact copies the store at src into a new, compacted file dst (for
 // `posthorn store compact`). src must not be open elsewhere.
 func Compact(src, dst string) error {
+	// Replay a log left by a crash first: Open does, and Close leaves the
+	// file consistent on its own.
+	if _, err := os.Stat(src + walSuffix); err == nil {
+		st, err := Open(src, Options{})
+		if err != nil {
+			return err
+		}
+		if err := st.Close(); err != nil {
+			return err
+		}
+	}
 	in, err := bolt.Open(src, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: true})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return fmt.Errorf("store: %s: %w", src, ErrLocked)
@@ -223,11 +401,13 @@ func Compact(src, dst string) error {
 
 // Stats are counters for benchmarks and metrics.
 type Stats struct {
-	Commits    uint64        // write transactions committed (bbolt: two fdatasyncs each unless NoSync)
-	Writes     uint64        // write calls those commits carried
-	CommitTime time.Duration // total time in write transactions, fsyncs included
-	FileSize   int64         // bytes of the data file, preallocated tail included
-	DataSize   int64         // bytes of the file in use (bbolt's high-water mark)
+	Commits     uint64        // write transactions committed
+	Fsyncs      uint64        // fdatasyncs for them: log writes, checkpoints, bbolt's own
+	Checkpoints uint64        // log checkpoints (wal.go)
+	Writes      uint64        // write calls those commits carried
+	CommitTime  time.Duration // total time in write transactions, fsyncs included
+	FileSize    int64         // bytes of the data file, preallocated tail included
+	DataSize    int64         // bytes of the file in use (bbolt's high-water mark)
 }
 
 // StatsOf returns the counters of a store opened with Open.
@@ -238,6 +418,8 @@ func StatsOf(st Store) (Stats, error) {
 	}
 	var st2 Stats
 	st2.Commits = s.commits.Load()
+	st2.Fsyncs = s.fsyncs.Load()
+	st2.Checkpoints = s.checkpoints.Load()
 	st2.Writes = s.writes.Load()
 	st2.CommitTime = time.Duration(s.commitNs.Load())
 	if fi, err := os.Stat(s.path); err == nil {

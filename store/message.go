@@ -36,63 +36,77 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 	}
 	addr := strings.ToLower(strings.TrimSpace(account))
 	infos := s.parseAll(msgs)
+	// Dates are fixed now, so that a replay from the log gives the same.
 	now := time.Now()
+	msgs = slices.Clone(msgs)
+	for i := range msgs {
+		if msgs[i].InternalDate.IsZero() {
+			msgs[i].InternalDate = now
+		}
+	}
+	var rec []byte
+	if s.logged(msgs...) {
+		rec = appendRecord(addr, mailbox, msgs)
+	}
 	var out []Delivered
 	var stopped error
-	err := s.batch(ctx, func(t *txn) error {
-		out, stopped = out[:0], nil
-		acct, err := t.account(addr)
-		if err != nil {
-			return err
-		}
-		mb, err := t.mailbox(addr, mailbox)
-		if err != nil {
-			return err
-		}
-		ev := Event{Kind: EventAppend, Account: addr, Mailbox: mb.Name}
-		for i, m := range msgs {
-			size := int64(len(m.Body))
-			if err := checkQuota(acct, size); err != nil {
-				stopped = err
-				break
-			}
-			if err := uidsLeft(mb); err != nil {
-				stopped = err
-				break
-			}
-			id, err := t.putBlob(m.Body, infos[i], 1)
-			if err != nil {
-				return err
-			}
-			date := m.InternalDate
-			if date.IsZero() {
-				date = now
-			}
-			msg, err := t.addMessage(addr, &acct, &mb, Message{Size: size, InternalDate: date, Flags: normalizeFlags(m.Flags), BlobID: id})
-			if err != nil {
-				return err
-			}
-			ev.UIDs = append(ev.UIDs, msg.UID)
-			ev.Messages = append(ev.Messages, msg)
-			out = append(out, Delivered{Account: addr, Mailbox: mb.Name, UIDValidity: mb.UIDValidity, UID: msg.UID})
-		}
-		if len(out) == 0 {
-			return nil // nothing to write; stopped says why
-		}
-		if err := t.putMailbox(addr, mb); err != nil {
-			return err
-		}
-		if err := t.putAccount(acct); err != nil {
-			return err
-		}
-		ev.ModSeq = mb.HighestModSeq
-		t.publish(ev)
-		return nil
+	err := s.batchRec(ctx, rec, func(t *txn) error {
+		var err error
+		out, stopped, err = t.appendMessages(addr, mailbox, msgs, infos)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, stopped
+}
+
+// appendMessages is AppendMany's transaction: stopped is the error of
+// the message it stopped at, err one that fails the transaction.
+func (t *txn) appendMessages(addr, mailbox string, msgs []NewMessage, infos []BlobInfo) (out []Delivered, stopped, err error) {
+	acct, err := t.account(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	mb, err := t.mailbox(addr, mailbox)
+	if err != nil {
+		return nil, nil, err
+	}
+	ev := Event{Kind: EventAppend, Account: addr, Mailbox: mb.Name}
+	for i, m := range msgs {
+		size := int64(len(m.Body))
+		if err := checkQuota(acct, size); err != nil {
+			stopped = err
+			break
+		}
+		if err := uidsLeft(mb); err != nil {
+			stopped = err
+			break
+		}
+		id, err := t.putBlob(m.Body, infos[i], 1)
+		if err != nil {
+			return nil, nil, err
+		}
+		msg, err := t.addMessage(addr, &acct, &mb, Message{Size: size, InternalDate: m.InternalDate, Flags: normalizeFlags(m.Flags), BlobID: id})
+		if err != nil {
+			return nil, nil, err
+		}
+		ev.UIDs = append(ev.UIDs, msg.UID)
+		ev.Messages = append(ev.Messages, msg)
+		out = append(out, Delivered{Account: addr, Mailbox: mb.Name, UIDValidity: mb.UIDValidity, UID: msg.UID})
+	}
+	if len(out) == 0 {
+		return nil, stopped, nil // nothing to write; stopped says why
+	}
+	if err := t.putMailbox(addr, mb); err != nil {
+		return nil, nil, err
+	}
+	if err := t.putAccount(acct); err != nil {
+		return nil, nil, err
+	}
+	ev.ModSeq = mb.HighestModSeq
+	t.publish(ev)
+	return out, stopped, nil
 }
 
 // parseAll parses the bodies of msgs, several at once when there are many.
@@ -179,39 +193,50 @@ func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]
 	}
 	info := parseBlobInfo(body, s.opts)
 	now := time.Now()
+	var rec []byte
+	if s.logged(NewMessage{Body: body}) {
+		rec = deliverRecord(body, to, now)
+	}
 	var out []Delivered
-	err := s.batch(ctx, func(t *txn) error {
-		out = nil
-		w := newWriteSet(t)
-		for _, d := range to {
-			addr := strings.ToLower(strings.TrimSpace(d.Account))
-			acct, err := w.account(addr)
-			if err != nil {
-				return err
-			}
-			acct.UsedBytes += int64(len(d.Prefix) + len(body))
-		}
-		for _, a := range w.accts {
-			orig, _ := t.account(a.Address)
-			if err := checkQuota(orig, a.UsedBytes-orig.UsedBytes); err != nil {
-				return err
-			}
-			a.UsedBytes = orig.UsedBytes
-		}
-		id, err := t.putBlob(body, info, uint32(len(to)))
-		if err != nil {
-			return err
-		}
-		for _, d := range to {
-			res, err := w.deliverOne(d, id, int64(len(body)), now)
-			if err != nil {
-				return err
-			}
-			out = append(out, res)
-		}
-		return w.save()
+	err := s.batchRec(ctx, rec, func(t *txn) error {
+		var err error
+		out, err = t.deliver(body, info, to, now)
+		return err
 	})
 	return out, err
+}
+
+// deliver is Deliver's transaction.
+func (t *txn) deliver(body []byte, info BlobInfo, to []Delivery, now time.Time) ([]Delivered, error) {
+	w := newWriteSet(t)
+	for _, d := range to {
+		addr := strings.ToLower(strings.TrimSpace(d.Account))
+		acct, err := w.account(addr)
+		if err != nil {
+			return nil, err
+		}
+		acct.UsedBytes += int64(len(d.Prefix) + len(body))
+	}
+	for _, a := range w.accts {
+		orig, _ := t.account(a.Address)
+		if err := checkQuota(orig, a.UsedBytes-orig.UsedBytes); err != nil {
+			return nil, err
+		}
+		a.UsedBytes = orig.UsedBytes
+	}
+	id, err := t.putBlob(body, info, uint32(len(to)))
+	if err != nil {
+		return nil, err
+	}
+	var out []Delivered
+	for _, d := range to {
+		res, err := w.deliverOne(d, id, int64(len(body)), now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, w.save()
 }
 
 // writeSet caches the accounts and mailboxes one transaction changes, so

@@ -22,6 +22,7 @@ func (t *txn) publish(e Event) { t.events = append(t.events, e) }
 // call is one write waiting for the group committer.
 type call struct {
 	fn  func(*txn) error
+	rec []byte // the operation as a log record; nil: not logged
 	err chan error
 }
 
@@ -41,25 +42,11 @@ func runFn(fn func(*txn) error, t *txn) (err error) {
 }
 
 // update runs fn in its own write transaction and publishes its events
-// once committed.
+// once committed. It runs on the caller's goroutine.
 func (s *boltStore) update(fn func(*txn) error) error {
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
-	t := &txn{s: s}
-	start := time.Now()
-	err := s.dbUpdate(func(tx *bolt.Tx) error {
-		t.tx, t.events = tx, nil
-		return runFn(fn, t)
-	})
-	s.commitNs.Add(int64(time.Since(start)))
-	if err != nil {
-		return err
-	}
-	s.commits.Add(1)
-	s.writes.Add(1)
-	s.subs.publish(t.events)
-	s.preallocate()
-	return nil
+	c := &call{fn: fn, err: make(chan error, 1)}
+	s.runBatch([]*call{c})
+	return <-c.err
 }
 
 // dbUpdate is db.Update with a panic (bbolt's, on a corrupt page while
@@ -89,10 +76,16 @@ func (s *boltStore) view(fn func(tx *bolt.Tx) error) (err error) {
 // batch fails), so it must compute everything, IDs included, from the
 // transaction and overwrite its results on each run.
 func (s *boltStore) batch(ctx context.Context, fn func(*txn) error) error {
+	return s.batchRec(ctx, nil, fn)
+}
+
+// batchRec is batch for an operation that the log can replay: rec is its
+// record (see walops.go), nil when it is not logged.
+func (s *boltStore) batchRec(ctx context.Context, rec []byte, fn func(*txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c := &call{fn: fn, err: make(chan error, 1)}
+	c := &call{fn: fn, rec: rec, err: make(chan error, 1)}
 	select {
 	case s.calls <- c:
 	case <-s.quit:
@@ -129,10 +122,19 @@ func (s *boltStore) committer() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	prev1, prev2 := 0, 0
+	var tick <-chan time.Time
+	if s.walOn.Load() {
+		t := time.NewTicker(checkpointQuiet)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		var first *call
 		select {
 		case first = <-s.calls:
+		case <-tick:
+			s.quietCheckpoint()
+			continue
 		case <-s.quit:
 			return
 		}
@@ -146,6 +148,34 @@ func (s *boltStore) committer() {
 				calls = append(calls, c)
 				continue
 			default:
+			}
+			if s.walOn.Load() && first.rec != nil {
+				// In log mode a commit need not wait for the one before
+				// it to be synced, but while the log is being written
+				// its record could not be either: gathering more calls
+				// meanwhile makes fewer, larger commits, cheaper per
+				// call. The wait ends when the log write does.
+				if !s.syncBusy.Load() {
+					break
+				}
+				wait := time.Until(deadline)
+				if wait <= 0 {
+					break
+				}
+				timer.Reset(wait)
+				select {
+				case c := <-s.calls:
+					calls = append(calls, c)
+					timer.Stop()
+				case <-s.syncDone:
+					timer.Stop()
+				case <-timer.C:
+					break gather
+				case <-s.quit:
+					timer.Stop()
+					break gather
+				}
+				continue
 			}
 			if len(calls) >= expect || prev1 < 2 {
 				break
@@ -173,22 +203,52 @@ func (s *boltStore) committer() {
 	}
 }
 
-// runBatch commits calls in one transaction. When one fails, the
-// transaction is rolled back; the failing call is run alone (to get its
-// own error) and the others are retried.
+// runBatch commits calls in one transaction and answers them once it is
+// durable. When one fails, the transaction is rolled back; the failing
+// call is run alone (to get its own error) and the others are retried.
 func (s *boltStore) runBatch(calls []*call) {
-	switch len(calls) {
-	case 0:
-		return
-	case 1:
-		calls[0].err <- s.update(calls[0].fn)
+	if len(calls) == 0 {
 		return
 	}
 	s.commitMu.Lock()
+	failed, err := s.commitLocked(calls)
+	s.commitMu.Unlock()
+	switch {
+	case err == nil:
+	case failed < 0 || len(calls) == 1:
+		for _, c := range calls {
+			c.err <- err
+		}
+	default:
+		s.runBatch(calls[:failed])
+		s.runBatch(calls[failed : failed+1])
+		s.runBatch(calls[failed+1:])
+	}
+}
+
+// commitLocked runs calls in one write transaction and commits it. On
+// success the calls are answered, now (bbolt's own synced commit, or a
+// checkpoint) or by the syncer once the log record is durable. On
+// failure nothing is answered: failed is the index of the call that
+// failed, or -1 when the commit itself did.
+func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
+	if s.closing {
+		return -1, ErrClosed
+	}
+	if err := s.failure(); err != nil {
+		return -1, err
+	}
+	var rec []byte
+	if s.walOn.Load() {
+		rec = s.record(calls)
+		s.checkMapRoom(len(rec))
+	}
 	txns := make([]*txn, len(calls))
-	failed := -1
+	failed = -1
+	var txid uint64
+	var hwm int64
 	start := time.Now()
-	err := s.dbUpdate(func(tx *bolt.Tx) error {
+	err = s.dbUpdate(func(tx *bolt.Tx) error {
 		for i, c := range calls {
 			txns[i] = &txn{tx: tx, s: s}
 			if err := runFn(c.fn, txns[i]); err != nil {
@@ -196,30 +256,215 @@ func (s *boltStore) runBatch(calls []*call) {
 				return err
 			}
 		}
+		txid, hwm = uint64(tx.ID()), tx.Size()
 		return nil
 	})
 	s.commitNs.Add(int64(time.Since(start)))
+	if err != nil {
+		return failed, err
+	}
+	s.commits.Add(1)
+	s.writes.Add(uint64(len(calls)))
+	s.lastTxid, s.hwm, s.lastCommit = txid, hwm, time.Now()
+	if !s.walOn.Load() {
+		if !s.opts.NoSync {
+			s.fsyncs.Add(2)
+		}
+		s.answer(calls, txns, nil)
+		s.preallocate()
+		return -1, nil
+	}
+	s.sinceCheckpoint++
+	s.logBytes += int64(len(rec))
+	if rec != nil && s.reader != nil && s.sinceCheckpoint < checkpointCommits && s.logBytes < checkpointBytes {
+		s.pending.Add(1)
+		s.jobs <- &syncJob{rec: walRecord{txid: txid, payload: rec}, calls: calls, txns: txns}
+		return -1, nil
+	}
+	// Not logged, or a checkpoint is due: the checkpoint makes this
+	// commit durable with all before it.
+	err = s.checkpointLocked(false)
+	s.answer(calls, txns, err)
+	s.preallocate()
+	return -1, nil
+}
+
+// answer publishes the events of committed calls and answers them.
+func (s *boltStore) answer(calls []*call, txns []*txn, err error) {
 	if err == nil {
-		s.commits.Add(1)
-		s.writes.Add(uint64(len(calls)))
 		for _, t := range txns {
 			s.subs.publish(t.events)
 		}
-		for _, c := range calls {
-			c.err <- nil // buffered: the callers go on now
-		}
-		s.preallocate()
 	}
-	s.commitMu.Unlock()
-	switch {
-	case err == nil:
-	case failed < 0: // the commit itself failed
-		for _, c := range calls {
-			c.err <- err
+	for _, c := range calls {
+		c.err <- err // buffered: the callers go on now
+	}
+}
+
+// record is the log record of a group of calls: their records one after
+// the other, or nil if one of them is not logged.
+func (s *boltStore) record(calls []*call) []byte {
+	n := 0
+	for _, c := range calls {
+		if c.rec == nil {
+			return nil
 		}
-	default:
-		s.runBatch(calls[:failed])
-		calls[failed].err <- s.update(calls[failed].fn)
-		s.runBatch(calls[failed+1:])
+		n += len(c.rec)
+	}
+	if len(calls) == 1 {
+		return calls[0].rec
+	}
+	rec := make([]byte, 0, n)
+	for _, c := range calls {
+		rec = append(rec, c.rec...)
+	}
+	return rec
+}
+
+// syncJob is a commit whose log record the syncer is to make durable
+// before answering its calls.
+type syncJob struct {
+	rec   walRecord
+	calls []*call
+	txns  []*txn
+}
+
+// syncer writes the records of the commits handed to it, several at
+// once when they queue up, fdatasyncs the log, then publishes their
+// events and answers their calls, in commit order.
+func (s *boltStore) syncer() {
+	defer s.syncWG.Done()
+	var jobs []*syncJob
+	var recs []walRecord
+	for j := range s.jobs {
+		jobs, recs = append(jobs[:0], j), append(recs[:0], j.rec)
+	more:
+		for len(jobs) < 4*maxBatch {
+			select {
+			case j, ok := <-s.jobs:
+				if !ok {
+					break more
+				}
+				jobs, recs = append(jobs, j), append(recs, j.rec)
+			default:
+				break more
+			}
+		}
+		s.syncBusy.Store(true)
+		err := s.wal.appendRecords(recs)
+		s.syncBusy.Store(false)
+		select {
+		case s.syncDone <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			err = s.fail(fmt.Errorf("store: write log: %w", err))
+		} else {
+			s.fsyncs.Add(1)
+			// Start writing the data file's new pages now, in the
+			// background, so that the next checkpoint's fdatasync finds
+			// little left to write and stalls commits only briefly.
+			startWriteback(s.dataFile)
+		}
+		for _, j := range jobs {
+			s.answer(j.calls, j.txns, err)
+			s.pending.Done()
+		}
+		clear(jobs)
+		clear(recs)
+	}
+}
+
+// fail makes err the answer to every write from now on: after a failed
+// fsync the state on disk is unknown, and only a restart (recovery from
+// the log) makes it known again.
+func (s *boltStore) fail(err error) error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	if s.failErr == nil {
+		s.failErr = err
+	}
+	return s.failErr
+}
+
+// failure is the error of a failed fsync, if any.
+func (s *boltStore) failure() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.failErr
+}
+
+// checkMapRoom leaves log mode when bbolt's map has too little room left
+// for the next commit: growing it would wait for the checkpoint's reader.
+func (s *boltStore) checkMapRoom(recBytes int) {
+	m := mappedSize(s.db)
+	if m >= 0 && s.hwm+mapHeadroom+2*int64(recBytes) <= m {
+		return
+	}
+	s.walOn.Store(false)
+	s.pending.Wait()
+	if err := s.checkpointLocked(true); err != nil {
+		s.fail(fmt.Errorf("store: leave log mode: %w", err))
+		return
+	}
+	s.db.NoSync = false
+}
+
+// checkpointLocked makes everything committed durable in the data file
+// and writes a log header naming the last commit; records start over.
+// Unless clean, a reader at that commit keeps its pages from reuse until
+// the next checkpoint. It waits for the syncer first.
+func (s *boltStore) checkpointLocked(clean bool) error {
+	s.pending.Wait()
+	if err := s.failure(); err != nil {
+		return err
+	}
+	if err := s.checkpointData(clean); err != nil {
+		return s.fail(fmt.Errorf("store: checkpoint: %w", err))
+	}
+	return nil
+}
+
+func (s *boltStore) checkpointData(clean bool) error {
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
+	img, err := readMeta(s.dataFile, s.pageSize, s.lastTxid)
+	if err != nil {
+		return err
+	}
+	h := walHeader{gen: s.wal.hdr.gen + 1, clean: clean, ino: s.ino, txid: s.lastTxid, pageSize: uint32(s.pageSize), meta: img}
+	if err := s.wal.writeHeader(h); err != nil {
+		return err
+	}
+	s.fsyncs.Add(2)
+	s.checkpoints.Add(1)
+	if s.reader != nil {
+		s.reader.Rollback()
+		s.reader = nil
+	}
+	s.sinceCheckpoint, s.logBytes, s.lastCheckpoint = 0, 0, time.Now()
+	if clean {
+		return nil
+	}
+	r, err := s.db.Begin(false)
+	if err != nil {
+		return err
+	}
+	if uint64(r.ID()) != s.lastTxid {
+		r.Rollback()
+		return fmt.Errorf("reader at transaction %d, not %d", r.ID(), s.lastTxid)
+	}
+	s.reader = r
+	return nil
+}
+
+// quietCheckpoint checkpoints when commits are in the log and none came
+// for checkpointQuiet, so that a quiet store's data file is up to date.
+func (s *boltStore) quietCheckpoint() {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if s.walOn.Load() && !s.closing && s.failure() == nil && s.sinceCheckpoint > 0 && time.Since(s.lastCommit) >= checkpointQuiet {
+		s.checkpointLocked(false)
 	}
 }

@@ -106,6 +106,10 @@ func restoreCommand() *cli.Command {
 		if _, err := os.Stat(db); err == nil && !c.Bool("force") {
 			return fmt.Errorf("%s exists; use --force to replace it", db)
 		}
+		// A log left by a crash belongs to the file being replaced.
+		if err := store.DiscardLog(db); err != nil {
+			return err
+		}
 		if err := copyFile(src, db); err != nil {
 			return err
 		}

@@ -1,0 +1,464 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestBoltMapLayout pins the bbolt field the store reads to keep a
+// commit from remapping while the checkpoint's reader is open.
+func TestBoltMapLayout(t *testing.T) {
+	if !mapOffset().ok {
+		t.Fatal("bolt.DB has no datasz int field: update mappedSize in wal.go")
+	}
+	s, _ := openTest(t, Options{})
+	if !s.walOn.Load() {
+		t.Fatal("store not in log mode")
+	}
+	if m := mappedSize(s.db); m < walMmapSize {
+		t.Fatalf("mapped %d bytes, want at least %d", m, int64(walMmapSize))
+	}
+}
+
+// walOps runs a mix of writes (Append, AppendMany, Deliver to one and to
+// several accounts, one over quota) and returns what each stored:
+// "account/mailbox/uid" -> body. Unless large, all are small enough to
+// be logged; with large, the AppendMany batches are not (maxLogged).
+func walOps(t *testing.T, s *boltStore, seed, n int, large bool) map[string][]byte {
+	t.Helper()
+	ctx := context.Background()
+	want := map[string][]byte{}
+	key := func(d Delivered) string { return fmt.Sprintf("%s/%s/%d", d.Account, d.Mailbox, d.UID) }
+	for i := range n {
+		tag := fmt.Sprintf("s%d-%d", seed, i)
+		switch i % 4 {
+		case 0:
+			body := testMessage(tag, 500+i*37%3000)
+			d, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: body, Flags: []string{`\Seen`, "$k" + tag}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[key(d)] = body
+		case 1:
+			var msgs []NewMessage
+			for j := range 3 {
+				size := 5000 + j
+				if large {
+					size = 2*ChunkSize + j
+				}
+				msgs = append(msgs, NewMessage{Body: testMessage(fmt.Sprintf("%s-%d", tag, j), size)})
+			}
+			ds, err := s.AppendMany(ctx, alice, "Archive", msgs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j, d := range ds {
+				want[key(d)] = msgs[j].Body
+			}
+		case 2:
+			body := testMessage(tag, 1500)
+			ds, err := s.Deliver(ctx, body, []Delivery{
+				{Account: alice, Mailbox: "INBOX", Prefix: []byte("Delivered-To: alice@example.test\r\n")},
+				{Account: "bob@example.test", Mailbox: "Junk", Flags: []string{"$Junk"}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[key(ds[0])] = append([]byte("Delivered-To: alice@example.test\r\n"), body...)
+			want[key(ds[1])] = body
+		case 3:
+			// Over carol's quota: fails, stores nothing, logs nothing.
+			if _, err := s.Deliver(ctx, testMessage(tag, 5000), []Delivery{{Account: "carol@example.test"}}); !errors.Is(err, ErrOverQuota) {
+				t.Fatalf("over quota: %v", err)
+			}
+		}
+	}
+	return want
+}
+
+func walSetup(t *testing.T) (*boltStore, string) {
+	s, path := openTest(t, Options{})
+	if err := s.AddAccount("bob@example.test", "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddAccount("carol@example.test", "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetQuota("carol@example.test", 1000); err != nil {
+		t.Fatal(err)
+	}
+	return s, path
+}
+
+// checkStored opens the store at path and checks that it holds exactly
+// want, with the UIDs, bodies and flags of the live store, and that
+// bbolt finds the file consistent.
+func checkStored(t *testing.T, path string, want map[string][]byte, live map[string][]Message) {
+	t.Helper()
+	st, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("open after crash: %v", err)
+	}
+	defer st.Close()
+	s := st.(*boltStore)
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("bbolt check: %v", err)
+	}
+	n := 0
+	for mb, msgs := range live {
+		acct, name, _ := strings.Cut(mb, "/")
+		got, err := st.Messages(acct, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(msgs) {
+			t.Fatalf("%s: %d messages after recovery, %d before", mb, len(got), len(msgs))
+		}
+		for i, m := range got {
+			l := msgs[i]
+			if m.UID != l.UID || m.Size != l.Size || !m.InternalDate.Equal(l.InternalDate) || strings.Join(m.Flags, " ") != strings.Join(l.Flags, " ") || m.ModSeq != l.ModSeq {
+				t.Fatalf("%s: message %d after recovery %+v, before %+v", mb, i, m, l)
+			}
+			body, ok := want[fmt.Sprintf("%s/%d", mb, m.UID)]
+			if !ok {
+				continue // stored before the checkpoint the test started from
+			}
+			n++
+			b, err := st.OpenMessage(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, b.Size())
+			if _, err := b.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, body) {
+				t.Fatalf("%s/%d: body differs after recovery (%v)", mb, m.UID, err)
+			}
+		}
+	}
+	if n != len(want) {
+		t.Fatalf("%d of %d acknowledged messages found", n, len(want))
+	}
+	for _, a := range []string{alice, "bob@example.test", "carol@example.test"} {
+		acct, err := st.Account(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var used int64
+		mbs, _ := st.Mailboxes(a)
+		for _, mb := range mbs {
+			used += mb.Size
+		}
+		if acct.UsedBytes != used {
+			t.Fatalf("%s: used %d, mailboxes hold %d", a, acct.UsedBytes, used)
+		}
+	}
+}
+
+func liveState(t *testing.T, s *boltStore) map[string][]Message {
+	t.Helper()
+	out := map[string][]Message{}
+	for _, a := range []string{alice, "bob@example.test", "carol@example.test"} {
+		mbs, err := s.Mailboxes(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mb := range mbs {
+			msgs, err := s.Messages(a, mb.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[a+"/"+mb.Name] = msgs
+		}
+	}
+	return out
+}
+
+func copyFile(t *testing.T, src, dst string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// adoptLog points a copied log at the copied data file (its header names
+// the inode of the file it was written for).
+func adoptLog(t *testing.T, path string) {
+	t.Helper()
+	w, err := openWAL(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	ino, err := fileIno(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := w.hdr
+	h.ino = ino
+	if _, err := w.f.WriteAt(h.encode(), int64(h.gen%2)*walSlotSize); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWALRecovery simulates crashes after a checkpoint followed by
+// logged writes: the data file as the checkpoint left it on disk, as the
+// page cache held it at the crash (kill -9), and torn mixes of the two
+// page by page (a power cut with some of the unsynced writes on disk).
+// Every acknowledged write must be back, with the same UIDs, flags,
+// dates and bodies, and bbolt must find the file consistent.
+func TestWALRecovery(t *testing.T) {
+	old := checkpointQuiet
+	checkpointQuiet = time.Hour
+	defer func() { checkpointQuiet = old }()
+
+	s, path := walSetup(t)
+	walOps(t, s, 0, 20, true) // before the checkpoint
+	s.commitMu.Lock()
+	if err := s.checkpointLocked(false); err != nil {
+		t.Fatal(err)
+	}
+	s.commitMu.Unlock()
+	ckpt, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.checkpoints.Load()
+	want := walOps(t, s, 1, 40, false) // logged only
+	if s.checkpoints.Load() != before {
+		t.Fatal("a checkpoint ran during the logged writes")
+	}
+	live := liveState(t, s)
+	dir := t.TempDir()
+	crashed := copyFile(t, path, filepath.Join(dir, "crashed"))
+	logCopy := copyFile(t, path+walSuffix, filepath.Join(dir, "log"))
+	if bytes.Equal(crashed, ckpt) {
+		t.Fatal("the logged writes changed nothing in the data file")
+	}
+
+	const page = 4096
+	mix := func(name string, pick func(i int) bool) {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "posthorn.db")
+			out := make([]byte, max(len(crashed), len(ckpt)))
+			for off := 0; off < len(out); off += page {
+				src := crashed
+				if pick(off / page) {
+					src = ckpt
+				}
+				if off < len(src) {
+					copy(out[off:min(off+page, len(out))], src[off:min(off+page, len(src))])
+				}
+			}
+			if err := os.WriteFile(p, out, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p+walSuffix, logCopy, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			adoptLog(t, p)
+			checkStored(t, p, want, live)
+			// Recovery checkpointed: a second open finds nothing to replay.
+			w, err := openWAL(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			needs := w.needsRecovery()
+			w.close()
+			if needs {
+				t.Fatal("log still to replay after a clean close")
+			}
+		})
+	}
+	mix("kill9", func(int) bool { return false })
+	mix("checkpoint-only", func(int) bool { return true })
+	for seed := range 6 {
+		r := rand.New(rand.NewPCG(uint64(seed), 1))
+		mix(fmt.Sprintf("torn%d", seed), func(int) bool { return r.IntN(2) == 0 })
+	}
+}
+
+// TestWALTornTail: a record cut short (the crash came during its write,
+// so it was never acknowledged) ends the replay; the records before it
+// are applied.
+func TestWALTornTail(t *testing.T) {
+	old := checkpointQuiet
+	checkpointQuiet = time.Hour
+	defer func() { checkpointQuiet = old }()
+	s, path := walSetup(t)
+	want := walOps(t, s, 2, 8, false)
+	live := liveState(t, s)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "posthorn.db")
+	copyFile(t, path, p)
+	logCopy := copyFile(t, path+walSuffix, p+walSuffix)
+	// A record after the last one, torn: valid header, payload cut.
+	w, err := openWAL(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := w.records()
+	w.close()
+	if len(recs) == 0 {
+		t.Fatal("no records in the log")
+	}
+	end := int64(walDataStart)
+	for _, r := range recs {
+		end += walRecHeaderSize + int64(len(r))
+	}
+	torn := append([]byte(nil), logCopy...)
+	copy(torn[end:], logCopy[walDataStart:walDataStart+walRecHeaderSize+len(recs[0])/2])
+	if err := os.WriteFile(p+walSuffix, torn, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	adoptLog(t, p)
+	checkStored(t, p, want, live)
+}
+
+// TestWALForeignLog: a log with writes to replay is not applied to a data
+// file other than its own (one put in place after the crash).
+func TestWALForeignLog(t *testing.T) {
+	old := checkpointQuiet
+	checkpointQuiet = time.Hour
+	defer func() { checkpointQuiet = old }()
+	s, path := walSetup(t)
+	walOps(t, s, 3, 4, false)
+	p := filepath.Join(t.TempDir(), "posthorn.db")
+	copyFile(t, path, p)
+	copyFile(t, path+walSuffix, p+walSuffix)
+	_, err := Open(p, Options{})
+	if err == nil || !strings.Contains(err.Error(), "log of another data file") {
+		t.Fatalf("open with a foreign log: %v", err)
+	}
+}
+
+// TestWALLeaveLogMode: when bbolt's map has too little room for the
+// next commit, the store checkpoints and goes on with bbolt's own synced
+// commits; what was written before and after survives a reopen.
+func TestWALLeaveLogMode(t *testing.T) {
+	s, path := walSetup(t)
+	want := walOps(t, s, 4, 8, true)
+	old := mapHeadroom
+	mapHeadroom = 1 << 62
+	defer func() { mapHeadroom = old }()
+	for k, v := range walOps(t, s, 5, 8, false) {
+		want[k] = v
+	}
+	if s.walOn.Load() {
+		t.Fatal("still in log mode")
+	}
+	st, _ := StatsOf(s)
+	walOps(t, s, 6, 1, false)
+	st2, _ := StatsOf(s)
+	if got := st2.Fsyncs - st.Fsyncs; got != 2 {
+		t.Fatalf("%d fsyncs for one commit out of log mode, want bbolt's 2", got)
+	}
+	live := liveState(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "") // walOps(6) results are in live only
+	st3, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for mb, msgs := range live {
+		acct, name, _ := strings.Cut(mb, "/")
+		got, _ := st3.Messages(acct, name)
+		if len(got) != len(msgs) {
+			t.Fatalf("%s: %d messages after reopen, want %d", mb, len(got), len(msgs))
+		}
+	}
+	st3.Close()
+}
+
+// TestWALOneFsyncPerCommit: a logged write costs one fdatasync.
+func TestWALOneFsyncPerCommit(t *testing.T) {
+	old := checkpointQuiet
+	checkpointQuiet = time.Hour
+	defer func() { checkpointQuiet = old }()
+	s, _ := walSetup(t)
+	st, _ := StatsOf(s)
+	for i := range 10 {
+		if _, err := s.Append(context.Background(), alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprint(i), 1000)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st2, _ := StatsOf(s)
+	if got := st2.Fsyncs - st.Fsyncs; got != 10 {
+		t.Fatalf("%d fsyncs for 10 appends, want 10", got)
+	}
+	// A message over maxLogged goes to the data file directly: a
+	// checkpoint, two fsyncs.
+	if _, err := s.Append(context.Background(), alice, "INBOX", NewMessage{Body: testMessage("large", maxLogged+1)}); err != nil {
+		t.Fatal(err)
+	}
+	st3, _ := StatsOf(s)
+	if st3.Fsyncs-st2.Fsyncs != 2 || st3.Checkpoints-st2.Checkpoints != 1 {
+		t.Fatalf("large append: %d fsyncs, %d checkpoints; want 2 and 1", st3.Fsyncs-st2.Fsyncs, st3.Checkpoints-st2.Checkpoints)
+	}
+}
+
+// TestDiscardLog: once the log of a crashed store is discarded, another
+// data file put in its place opens (posthorn restore does this), and a
+// clean Close leaves no log behind.
+func TestDiscardLog(t *testing.T) {
+	old := checkpointQuiet
+	checkpointQuiet = time.Hour
+	defer func() { checkpointQuiet = old }()
+	s, path := walSetup(t)
+	walOps(t, s, 7, 4, false)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "posthorn.db")
+	copyFile(t, path, p)
+	copyFile(t, path+walSuffix, p+walSuffix)
+	// The replacement: a consistent copy (a backup) of the same store.
+	var buf bytes.Buffer
+	if _, err := s.Backup(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, Options{}); err == nil {
+		t.Fatal("opened with the old file's log in place")
+	}
+	if err := DiscardLog(p); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, _ := st.Messages(alice, "INBOX")
+	if len(msgs) == 0 {
+		t.Fatal("restored store is empty")
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p + walSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("log after a clean close: %v", err)
+	}
+}

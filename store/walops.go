@@ -1,0 +1,132 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Log records: the operations of one commit, one after the other, each
+// a type byte and its arguments in the codec of codec.go. An operation
+// replayed on the state it first ran on does the same: its dates are in
+// the record, and everything else it decides (UIDs, blob ids, quota) it
+// reads from the state.
+const (
+	opAppend  = 1 // AppendMany: account, mailbox, messages
+	opDeliver = 2 // Deliver: body, date, deliveries
+)
+
+// maxLogged is the most message bytes one logged operation carries. A
+// larger write is made durable in the data file directly (a checkpoint:
+// two fdatasyncs, as bbolt's own commit): written to the log as well, a
+// large body would cost twice its size in disk bandwidth and copies.
+const maxLogged = 64 << 10
+
+// logged tells whether a write of msgs goes through the log.
+func (s *boltStore) logged(msgs ...NewMessage) bool {
+	if !s.walOn.Load() {
+		return false
+	}
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Body)
+	}
+	return n <= maxLogged
+}
+
+func appendRecord(addr, mailbox string, msgs []NewMessage) []byte {
+	n := 64
+	for _, m := range msgs {
+		n += len(m.Body) + 32
+	}
+	e := enc{b: make([]byte, 0, n)}
+	e.b = append(e.b, opAppend)
+	e.str(addr)
+	e.str(mailbox)
+	e.uvarint(uint64(len(msgs)))
+	for _, m := range msgs {
+		e.strs(m.Flags)
+		e.time(m.InternalDate)
+		e.bytes(m.Body)
+	}
+	return e.b
+}
+
+func deliverRecord(body []byte, to []Delivery, now time.Time) []byte {
+	e := enc{b: make([]byte, 0, len(body)+64+len(to)*64)}
+	e.b = append(e.b, opDeliver)
+	e.bytes(body)
+	e.time(now)
+	e.uvarint(uint64(len(to)))
+	for _, d := range to {
+		e.str(d.Account)
+		e.str(d.Mailbox)
+		e.strs(d.Flags)
+		e.bytes(d.Prefix)
+	}
+	return e.b
+}
+
+// replay runs the operations of the log's records, in order, in one
+// write transaction on the checkpoint the data file was restored to. One
+// commit, so that no page the checkpoint uses can be reused before the
+// checkpoint that follows.
+func (s *boltStore) replay(records [][]byte) error {
+	return s.dbUpdate(func(tx *bolt.Tx) error {
+		t := &txn{tx: tx, s: s}
+		for i, rec := range records {
+			if err := s.replayRecord(t, rec); err != nil {
+				return fmt.Errorf("record %d of %d: %w", i+1, len(records), err)
+			}
+		}
+		return nil
+	})
+}
+
+var errBadRecord = errors.New("malformed log record")
+
+func (s *boltStore) replayRecord(t *txn, rec []byte) error {
+	d := newDec(rec)
+	for len(d.b) > 0 && d.err == nil {
+		switch op := d.byte1(); op {
+		case opAppend:
+			addr, mailbox := d.str(), d.str()
+			msgs := make([]NewMessage, d.count())
+			for i := range msgs {
+				msgs[i].Flags = d.strs()
+				msgs[i].InternalDate = d.time()
+				msgs[i].Body = d.bytes()
+			}
+			if d.err != nil {
+				return errBadRecord
+			}
+			if _, _, err := t.appendMessages(addr, mailbox, msgs, s.parseAll(msgs)); err != nil {
+				return err
+			}
+		case opDeliver:
+			body := d.bytes()
+			now := d.time()
+			to := make([]Delivery, d.count())
+			for i := range to {
+				to[i].Account = d.str()
+				to[i].Mailbox = d.str()
+				to[i].Flags = d.strs()
+				to[i].Prefix = d.bytes()
+			}
+			if d.err != nil {
+				return errBadRecord
+			}
+			if _, err := t.deliver(body, parseBlobInfo(body, s.opts), to, now); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: operation %d", errBadRecord, op)
+		}
+	}
+	if d.err != nil {
+		return errBadRecord
+	}
+	return nil
+}

@@ -361,10 +361,6 @@ func (s *boltStore) syncer() {
 			err = s.fail(fmt.Errorf("store: write log: %w", err))
 		} else {
 			s.fsyncs.Add(1)
-			// Start writing the data file's new pages now, in the
-			// background, so that the next checkpoint's fdatasync finds
-			// little left to write and stalls commits only briefly.
-			startWriteback(s.dataFile)
 		}
 		for _, j := range jobs {
 			s.answer(j.calls, j.txns, err)

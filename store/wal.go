@@ -14,7 +14,6 @@ import (
 	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/sys/unix"
 )
 
 // Write-ahead log.
@@ -325,13 +324,6 @@ func writeZeros(f *os.File, from, to int64) error {
 		}
 	}
 	return fdatasync(f)
-}
-
-// startWriteback asks the kernel to start writing f's dirty pages,
-// without waiting (sync_file_range with SYNC_FILE_RANGE_WRITE). It
-// makes nothing durable; errors are left to the next fdatasync.
-func startWriteback(f *os.File) {
-	unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }
 
 func fdatasync(f *os.File) error {

@@ -25,8 +25,9 @@ import (
 type Config struct {
 	// Hostname is this server's name: SMTP greeting, Received:, EHLO.
 	Hostname string `toml:"hostname"`
-	// DataDir holds posthorn.db, the self-signed certificate and the
-	// control socket. Relative to the config file.
+	// DataDir holds posthorn.db (with its write-ahead log posthorn.db-wal
+	// while open), the self-signed certificate and the control socket.
+	// Relative to the config file.
 	DataDir string `toml:"data_dir"`
 	// AllowPlaintextAuth lets AUTH, LOGIN and USER/PASS work without TLS.
 	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`

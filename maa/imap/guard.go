@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -34,6 +35,63 @@ type guardConn struct {
 	authed   atomic.Bool // a login succeeded: STARTTLS is imapserver's to refuse
 	detached atomic.Bool // handed over to a TLS connection
 	greeting bool        // drop the first line written (the new server's greeting)
+
+	wmu     sync.Mutex
+	corked  bool
+	pending []byte
+}
+
+// corkLimit is how much a corked connection buffers before writing.
+const corkLimit = 64 * 1024
+
+// cork makes writes accumulate until uncork (or corkLimit): imapserver
+// flushes after every response, which for a 10,000-message FETCH would be
+// 10,000 system calls, and over TLS 10,000 records. The buffer is above
+// TLS, so that records are full.
+func (c *guardConn) cork() {
+	c.wmu.Lock()
+	c.corked = true
+	c.wmu.Unlock()
+}
+
+func (c *guardConn) uncork() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.corked = false
+	return c.flushLocked()
+}
+
+func (c *guardConn) flushLocked() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.pending)
+	c.pending = c.pending[:0]
+	if cap(c.pending) > 2*corkLimit {
+		c.pending = nil
+	}
+	return err
+}
+
+// write is Write after the greeting: corked or not.
+func (c *guardConn) write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.corked || len(b) >= corkLimit/4 {
+		// Not corked, or a large write (a body literal): no point
+		// copying it.
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		return c.Conn.Write(b)
+	}
+	c.pending = append(c.pending, b...)
+	if len(c.pending) >= corkLimit {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
 }
 
 func newGuardConn(c net.Conn, dc *deadlineConn, s *Server) *guardConn {
@@ -138,12 +196,12 @@ func (c *guardConn) Write(p []byte) (int, error) {
 		}
 		c.greeting = false
 		if rest := p[i+1:]; len(rest) > 0 {
-			n, err := c.Conn.Write(rest)
+			n, err := c.write(rest)
 			return i + 1 + n, err
 		}
 		return len(p), nil
 	}
-	return c.Conn.Write(p)
+	return c.write(p)
 }
 
 // Close, and the deadlines, belong to the TLS connection once handed over.

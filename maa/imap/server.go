@@ -345,76 +345,21 @@ type deadlineConn struct {
 	s      *Server
 	closed atomic.Bool
 
-	mu      sync.Mutex
-	corked  bool
-	pending []byte
-
 	wmu       sync.Mutex
 	writeDead time.Time // the write deadline last set on Conn
+	noDead    bool      // no deadline asked for, writeDead left in force
 }
 
 // deadlineSlack is how much earlier than asked a write deadline may
-// fall. imapserver sets one (minutes ahead) before every response, a
-// runtime timer update each; for a 10,000-message FETCH that was a third
-// of the server's time. A deadline less than this after the one in force
-// is not set again.
+// fall. imapserver sets one (30 s ahead) before every response and
+// clears it after, a runtime timer update each; for a 10,000-message
+// FETCH that was a third of the server's time. A deadline less than this
+// after the one in force is not set again, and a cleared deadline stays
+// in force until a write comes within clearedDeadlineMin of it
+// (imapserver sets one before each of its writes anyway).
 const deadlineSlack = time.Second
 
-// corkLimit is how much a corked connection buffers before writing.
-const corkLimit = 64 * 1024
-
-// cork makes writes accumulate until uncork (or corkLimit): imapserver
-// flushes after every response, which for a 10,000-message FETCH would be
-// 10,000 system calls.
-func (c *deadlineConn) cork() {
-	c.mu.Lock()
-	c.corked = true
-	c.mu.Unlock()
-}
-
-func (c *deadlineConn) uncork() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.corked = false
-	return c.flushLocked()
-}
-
-func (c *deadlineConn) flushLocked() error {
-	if len(c.pending) == 0 {
-		return nil
-	}
-	_, err := c.Conn.Write(c.pending)
-	c.pending = c.pending[:0]
-	if cap(c.pending) > 2*corkLimit {
-		c.pending = nil
-	}
-	return err
-}
-
-func (c *deadlineConn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.corked {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-		return c.Conn.Write(b)
-	}
-	if len(b) >= corkLimit/4 {
-		// A large write (a body literal): no point copying it.
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-		return c.Conn.Write(b)
-	}
-	c.pending = append(c.pending, b...)
-	if len(c.pending) >= corkLimit {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-	}
-	return len(b), nil
-}
+func (c *deadlineConn) Write(b []byte) (int, error) { return c.write(b) }
 
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 	if max := time.Now().Add(c.s.IdleTimeout); t.IsZero() || t.After(max) {
@@ -433,11 +378,37 @@ func (c *deadlineConn) SetDeadline(t time.Time) error {
 func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if !t.IsZero() && !c.writeDead.IsZero() && !t.Before(c.writeDead) && t.Sub(c.writeDead) < deadlineSlack {
+	if t.IsZero() {
+		c.noDead = true // cleared when a write comes near it: see write
+		return nil
+	}
+	c.noDead = false
+	if !c.writeDead.IsZero() && !t.Before(c.writeDead) && t.Sub(c.writeDead) < deadlineSlack {
 		return nil // the deadline in force is at most deadlineSlack earlier
 	}
 	c.writeDead = t
 	return c.Conn.SetWriteDeadline(t)
+}
+
+// clearedDeadlineMin is how far ahead a deadline that was asked away
+// must still be for a write to go out under it; a nearer one is cleared
+// first. So a write that asked for no deadline can time out only after
+// blocking this long.
+const clearedDeadlineMin = 10 * time.Second
+
+// write writes to the connection, first clearing a deadline that was
+// asked away and is less than clearedDeadlineMin ahead.
+func (c *deadlineConn) write(b []byte) (int, error) {
+	c.wmu.Lock()
+	if c.noDead && !c.writeDead.IsZero() && time.Until(c.writeDead) < clearedDeadlineMin {
+		c.writeDead = time.Time{}
+		if err := c.Conn.SetWriteDeadline(time.Time{}); err != nil {
+			c.wmu.Unlock()
+			return 0, err
+		}
+	}
+	c.wmu.Unlock()
+	return c.Conn.Write(b)
 }
 
 func (c *deadlineConn) Close() error {

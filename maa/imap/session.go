@@ -3,7 +3,6 @@ package imap
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -189,23 +188,15 @@ func badErr(text string) error {
 }
 
 // corked runs fn with the connection's writes batched (see
-// deadlineConn.cork); the responses are flushed when fn returns.
+// guardConn.cork); the responses are flushed when fn returns.
 func (ss *session) corked(fn func() error) error {
-	var dc *deadlineConn
-	switch c := ss.conn.NetConn().(type) {
-	case *guardConn:
-		dc = c.dc
-	case *tls.Conn: // after STARTTLS
-		if gc, ok := c.NetConn().(*guardConn); ok {
-			dc = gc.dc
-		}
-	}
-	if dc == nil {
+	gc, ok := ss.conn.NetConn().(*guardConn)
+	if !ok {
 		return fn()
 	}
-	dc.cork()
+	gc.cork()
 	err := fn()
-	if ferr := dc.uncork(); err == nil {
+	if ferr := gc.uncork(); err == nil {
 		err = ferr
 	}
 	return err

@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -356,8 +357,73 @@ func TestWriteDeadlineCoalesced(t *testing.T) {
 	if _, err := dc.Write([]byte("x")); err == nil {
 		t.Fatal("write after a past deadline succeeded")
 	}
+	// Cleared: the deadline in force stays while it is far enough ahead,
+	// and a write goes out under it...
+	go io.Copy(io.Discard, b)
+	dc.SetWriteDeadline(now.Add(time.Minute))
 	dc.SetWriteDeadline(time.Time{})
+	if !dc.writeDead.Equal(now.Add(time.Minute)) {
+		t.Fatalf("a cleared deadline a minute ahead was cleared at once: %v", dc.writeDead)
+	}
+	if _, err := dc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// ...but one about to pass (or past) is cleared before a write.
+	dc.SetWriteDeadline(now.Add(-time.Second))
+	dc.SetWriteDeadline(time.Time{})
+	if _, err := dc.Write([]byte("x")); err != nil {
+		t.Fatalf("write after the deadline was cleared: %v", err)
+	}
 	if !dc.writeDead.IsZero() {
-		t.Fatalf("zero deadline not applied: %v", dc.writeDead)
+		t.Fatalf("a passed deadline stayed in force: %v", dc.writeDead)
+	}
+}
+
+// countConn records the writes that reach it.
+type countConn struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (c *countConn) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+// TestCorkAboveTLS: while corked, small writes (a response each) reach
+// the connection under the guard (TLS, when there is TLS) as a few large
+// ones, in order; a large write goes through after what was pending; after
+// uncork, writes go through at once.
+func TestCorkAboveTLS(t *testing.T) {
+	under := &countConn{}
+	gc := &guardConn{Conn: under}
+	var want bytes.Buffer
+	gc.cork()
+	for i := range 5000 {
+		line := fmt.Sprintf("* %d FETCH (UID %d FLAGS (\\Seen))\r\n", i+1, i+1)
+		want.WriteString(line)
+		if _, err := gc.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := bytes.Repeat([]byte("x"), corkLimit)
+	want.Write(big)
+	gc.Write(big)
+	tail := "a OK FETCH completed\r\n"
+	want.WriteString(tail)
+	gc.Write([]byte(tail))
+	if err := gc.uncork(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(under.writes); n > 8 {
+		t.Fatalf("%d writes for 5,000 corked responses", n)
+	}
+	gc.Write([]byte("* BYE\r\n"))
+	want.WriteString("* BYE\r\n")
+	if got := bytes.Join(under.writes, nil); !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("bytes reordered or lost")
+	}
+	if last := under.writes[len(under.writes)-1]; string(last) != "* BYE\r\n" {
+		t.Fatalf("uncorked write held back: %q", last)
 	}
 }

@@ -210,9 +210,17 @@ func (t *txn) account(address string) (Account, error) {
 	if v == nil {
 		return Account{}, fmt.Errorf("account %s: %w", addr, ErrNoSuchAccount)
 	}
+	if t.cache != nil {
+		if c, ok := t.cache.accts[addr]; ok && sameBytes(c.raw, v) {
+			return c.a, nil
+		}
+	}
 	var a Account
 	if err := json.Unmarshal(v, &a); err != nil {
 		return Account{}, fmt.Errorf("store: account %s: %w", addr, err)
+	}
+	if t.cache != nil {
+		t.cache.accts[addr] = cachedAccount{v, a}
 	}
 	return a, nil
 }
@@ -222,7 +230,13 @@ func (t *txn) putAccount(a Account) error {
 	if err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketAccounts).Put([]byte(a.Address), v)
+	if err := t.tx.Bucket(bucketAccounts).Put([]byte(a.Address), v); err != nil {
+		return err
+	}
+	if t.cache != nil {
+		t.cache.accts[a.Address] = cachedAccount{v, a}
+	}
+	return nil
 }
 
 // AddAlias adds or replaces an alias. Its domain must be served here;

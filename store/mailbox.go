@@ -224,15 +224,34 @@ func (t *txn) mailbox(addr, name string) (Mailbox, error) {
 	if v == nil {
 		return Mailbox{}, fmt.Errorf("mailbox %q: %w", n, ErrNoSuchMailbox)
 	}
+	key := addr + "\x00" + n
+	if t.cache != nil {
+		if c, ok := t.cache.mboxes[key]; ok && sameBytes(c.raw, v) {
+			return c.mb, nil
+		}
+	}
 	var mb Mailbox
 	if err := json.Unmarshal(v, &mb); err != nil {
 		return Mailbox{}, fmt.Errorf("store: mailbox %q: %w", n, err)
+	}
+	if t.cache != nil {
+		t.cache.mboxes[key] = cachedMailbox{v, mb}
 	}
 	return mb, nil
 }
 
 func (t *txn) putMailbox(addr string, mb Mailbox) error {
-	return putJSON(t.mailBucket(addr).Bucket(bucketMailboxes), []byte(mb.Name), mb)
+	v, err := json.Marshal(mb)
+	if err != nil {
+		return err
+	}
+	if err := t.mailBucket(addr).Bucket(bucketMailboxes).Put([]byte(mb.Name), v); err != nil {
+		return err
+	}
+	if t.cache != nil {
+		t.cache.mboxes[addr+"\x00"+mb.Name] = cachedMailbox{v, mb}
+	}
+	return nil
 }
 
 // createMailbox creates one mailbox (name already checked) and, with

@@ -15,6 +15,36 @@ type txn struct {
 	tx     *bolt.Tx
 	s      *boltStore
 	events []Event
+	cache  *decodeCache // shared by the calls of one write transaction; may be nil
+}
+
+// decodeCache keeps the decoded account and mailbox records of a write
+// transaction: the calls of a group commit mostly update the same ones,
+// and decoding the JSON again for each call was a tenth of the commit.
+// An entry is used only while the record in the transaction is the very
+// value it was decoded from (bbolt returns the slice that was Put).
+type decodeCache struct {
+	accts  map[string]cachedAccount
+	mboxes map[string]cachedMailbox // address NUL name
+}
+
+type cachedAccount struct {
+	raw []byte
+	a   Account
+}
+
+type cachedMailbox struct {
+	raw []byte
+	mb  Mailbox
+}
+
+func newDecodeCache() *decodeCache {
+	return &decodeCache{accts: map[string]cachedAccount{}, mboxes: map[string]cachedMailbox{}}
+}
+
+// sameBytes tells whether a and b are the same slice (not merely equal).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func (t *txn) publish(e Event) { t.events = append(t.events, e) }
@@ -249,8 +279,9 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	var hwm int64
 	start := time.Now()
 	err = s.dbUpdate(func(tx *bolt.Tx) error {
+		cache := newDecodeCache()
 		for i, c := range calls {
-			txns[i] = &txn{tx: tx, s: s}
+			txns[i] = &txn{tx: tx, s: s, cache: cache}
 			if err := runFn(c.fn, txns[i]); err != nil {
 				failed = i
 				return err

@@ -75,7 +75,7 @@ func deliverRecord(body []byte, to []Delivery, now time.Time) []byte {
 // checkpoint that follows.
 func (s *boltStore) replay(records [][]byte) error {
 	return s.dbUpdate(func(tx *bolt.Tx) error {
-		t := &txn{tx: tx, s: s}
+		t := &txn{tx: tx, s: s, cache: newDecodeCache()}
 		for i, rec := range records {
 			if err := s.replayRecord(t, rec); err != nil {
 				return fmt.Errorf("record %d of %d: %w", i+1, len(records), err)

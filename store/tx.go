@@ -179,6 +179,8 @@ func (s *boltStore) committer() {
 				continue
 			default:
 			}
+			var wait time.Duration
+			var synced <-chan struct{} // nil unless in log mode
 			if s.walOn.Load() && first.rec != nil {
 				// In log mode a commit need not wait for the one before
 				// it to be synced, but while the log is being written
@@ -188,29 +190,13 @@ func (s *boltStore) committer() {
 				if !s.syncBusy.Load() {
 					break
 				}
-				wait := time.Until(deadline)
-				if wait <= 0 {
+				wait, synced = time.Until(deadline), s.syncDone
+			} else {
+				if len(calls) >= expect || prev1 < 2 {
 					break
 				}
-				timer.Reset(wait)
-				select {
-				case c := <-s.calls:
-					calls = append(calls, c)
-					timer.Stop()
-				case <-s.syncDone:
-					timer.Stop()
-				case <-timer.C:
-					break gather
-				case <-s.quit:
-					timer.Stop()
-					break gather
-				}
-				continue
+				wait = min(gatherQuiet, time.Until(deadline))
 			}
-			if len(calls) >= expect || prev1 < 2 {
-				break
-			}
-			wait := min(gatherQuiet, time.Until(deadline))
 			if wait <= 0 {
 				break
 			}
@@ -220,6 +206,8 @@ func (s *boltStore) committer() {
 				calls = append(calls, c)
 				// Since Go 1.23 a stopped timer's channel never delivers
 				// a stale value, so no drain is needed.
+				timer.Stop()
+			case <-synced:
 				timer.Stop()
 			case <-timer.C:
 				break gather

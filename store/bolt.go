@@ -44,6 +44,11 @@ var ErrClosed = errors.New("store is closed")
 // lockTimeout is how long Open waits for another process's lock.
 const lockTimeout = time.Second
 
+// errLocked is Open's error when another process holds the store.
+func errLocked(path string) error {
+	return fmt.Errorf("store: %s: %w (lock not obtained within %v: is posthorn serve running?)", path, ErrLocked, lockTimeout)
+}
+
 // formatVersion marks a Posthorn data file in the meta bucket.
 const formatVersion = "posthorn-store-1"
 
@@ -97,8 +102,9 @@ type boltStore struct {
 	fsyncs      atomic.Uint64
 	checkpoints atomic.Uint64
 
-	// The write-ahead log (wal.go); wal is nil with NoSync or NoWAL.
-	// Under commitMu unless noted.
+	// The write-ahead log (wal.go): always open, for its lock and for
+	// recovery; commits go through it only in log mode (walOn). Under
+	// commitMu unless noted.
 	wal             *wal
 	walOn           atomic.Bool // commits are logged (else bbolt syncs them)
 	dataFile        *os.File    // the data file, read-only: meta pages for checkpoints
@@ -108,7 +114,6 @@ type boltStore struct {
 	lastTxid        uint64
 	hwm             int64 // bbolt's high-water mark at the last commit
 	lastCommit      time.Time
-	lastCheckpoint  time.Time
 	sinceCheckpoint int
 	logBytes        int64
 	closing         bool
@@ -212,7 +217,7 @@ func openBolt(path string, opts Options, logged bool) (db *bolt.DB, err error) {
 	}
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("store: %s: %w (lock not obtained within %v: is posthorn serve running?)", path, ErrLocked, lockTimeout)
+		return nil, errLocked(path)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
 		return nil, fmt.Errorf("store: %s is corrupt or not a Posthorn data file: %w", path, err)
 	case err != nil:
@@ -258,8 +263,10 @@ func (s *boltStore) startLog(w *wal, records [][]byte, logged bool) error {
 		s.db.NoSync = false
 	}
 	s.jobs = make(chan *syncJob, 4*maxBatch)
-	s.syncWG.Add(1)
-	go s.syncer()
+	if s.walOn.Load() {
+		s.syncWG.Add(1)
+		go s.syncer()
+	}
 	return nil
 }
 
@@ -321,13 +328,11 @@ func (s *boltStore) Close() error {
 		s.wg.Wait()
 		s.commitMu.Lock()
 		s.closing = true
-		if s.wal != nil {
-			s.pending.Wait()
-			close(s.jobs)
-			s.syncWG.Wait()
-			if s.walOn.Load() {
-				err = s.checkpointLocked(true)
-			}
+		s.pending.Wait()
+		close(s.jobs)
+		s.syncWG.Wait()
+		if s.walOn.Load() {
+			err = s.checkpointLocked(true)
 		}
 		s.commitMu.Unlock()
 		s.subs.closeAll()
@@ -337,16 +342,14 @@ func (s *boltStore) Close() error {
 		if cerr := s.db.Close(); err == nil {
 			err = cerr
 		}
-		if s.wal != nil {
-			s.dataFile.Close()
-			// The data file is consistent on its own now: the log
-			// goes. (Were the removal lost in a crash, the log's header
-			// says clean, and the next Open has nothing to do.)
-			if err == nil && s.failure() == nil {
-				s.wal.remove()
-			}
-			s.wal.close()
+		s.dataFile.Close()
+		// The data file is consistent on its own now: the log goes.
+		// (Were the removal lost in a crash, the log's header says
+		// clean, and the next Open has nothing to do.)
+		if err == nil && s.failure() == nil {
+			s.wal.remove()
 		}
+		s.wal.close()
 	})
 	return err
 }

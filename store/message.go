@@ -45,7 +45,11 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 		}
 	}
 	var rec []byte
-	if s.logged(msgs...) {
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Body)
+	}
+	if s.logged(size) {
 		rec = appendRecord(addr, mailbox, msgs)
 	}
 	var out []Delivered
@@ -194,7 +198,7 @@ func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]
 	info := parseBlobInfo(body, s.opts)
 	now := time.Now()
 	var rec []byte
-	if s.logged(NewMessage{Body: body}) {
+	if s.logged(len(body)) {
 		rec = deliverRecord(body, to, now)
 	}
 	var out []Delivered

@@ -2,8 +2,6 @@ package store
 
 import (
 	"os"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Preallocation. bbolt grows its file with ftruncate, which leaves a
@@ -28,10 +26,7 @@ func (s *boltStore) preallocate() {
 	if s.opts.NoSync {
 		return
 	}
-	var hwm int64
-	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
-		return
-	}
+	hwm := s.hwm // as the last commit left it
 	if s.fileSize == 0 {
 		// First commit since Open: a previous run may have left a
 		// preallocated tail already; extend from what is there.
@@ -53,13 +48,7 @@ func (s *boltStore) preallocate() {
 	}
 	size := fi.Size()
 	target := max(size, hwm) + preallocStep
-	zeros := make([]byte, 1<<20)
-	for off := size; off < target; off += int64(len(zeros)) {
-		if _, err := f.WriteAt(zeros, off); err != nil {
-			return
-		}
-	}
-	if f.Sync() == nil {
+	if writeZeros(f, size, target) == nil {
 		s.fileSize = target
 	}
 }

@@ -458,7 +458,7 @@ func (s *boltStore) checkpointData(clean bool) error {
 		s.reader.Rollback()
 		s.reader = nil
 	}
-	s.sinceCheckpoint, s.logBytes, s.lastCheckpoint = 0, 0, time.Now()
+	s.sinceCheckpoint, s.logBytes = 0, 0
 	if clean {
 		return nil
 	}

@@ -178,7 +178,7 @@ func openWAL(path string) (*wal, error) {
 			return nil, fmt.Errorf("store: lock %s: %w", name, err)
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("store: %s: %w (lock not obtained within %v: is posthorn serve running?)", path, ErrLocked, lockTimeout)
+			return nil, errLocked(path)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -292,13 +292,16 @@ func (w *wal) appendRecords(recs []walRecord) error {
 }
 
 // writeHeader makes h the log's header: written to the slot the current
-// one is not in, then fdatasynced. Records start over after it.
+// one is not in, then fdatasynced. Records start over after it. The
+// record area is written with zeros when the first records need it
+// (appendRecords), not here: a store opened for one CLI command and
+// closed again never writes it.
 func (w *wal) writeHeader(h walHeader) error {
 	if w.size < walDataStart {
-		if err := writeZeros(w.f, w.size, walDataStart+walGrowStep); err != nil {
+		if err := writeZeros(w.f, w.size, walDataStart); err != nil {
 			return err
 		}
-		w.size = walDataStart + walGrowStep
+		w.size = walDataStart
 	}
 	slot := int64(h.gen%2) * walSlotSize
 	if _, err := w.f.WriteAt(h.encode(), slot); err != nil {

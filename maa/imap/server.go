@@ -359,8 +359,6 @@ type deadlineConn struct {
 // (imapserver sets one before each of its writes anyway).
 const deadlineSlack = time.Second
 
-func (c *deadlineConn) Write(b []byte) (int, error) { return c.write(b) }
-
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 	if max := time.Now().Add(c.s.IdleTimeout); t.IsZero() || t.After(max) {
 		t = max
@@ -396,9 +394,9 @@ func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
 // blocking this long.
 const clearedDeadlineMin = 10 * time.Second
 
-// write writes to the connection, first clearing a deadline that was
+// Write writes to the connection, first clearing a deadline that was
 // asked away and is less than clearedDeadlineMin ahead.
-func (c *deadlineConn) write(b []byte) (int, error) {
+func (c *deadlineConn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	if c.noDead && !c.writeDead.IsZero() && time.Until(c.writeDead) < clearedDeadlineMin {
 		c.writeDead = time.Time{}

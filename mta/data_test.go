@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -33,7 +34,8 @@ func TestReadStrictData(t *testing.T) {
 				max = 10
 			}
 			br := bufio.NewReaderSize(strings.NewReader(c.in), 4096)
-			body, err := readStrictData(br, dataLimits{max: max})
+			body, release, err := readStrictData(br, dataLimits{max: max})
+			defer release()
 			if !errors.Is(err, c.err) {
 				t.Fatalf("err %v, want %v", err, c.err)
 			}
@@ -71,12 +73,50 @@ func TestValidHelo(t *testing.T) {
 	}
 }
 
+// TestReadStrictDataPooled: the body comes after l.headroom bytes, the
+// size limit counts the body only, and a buffer still in use is never
+// handed to the next message: only release returns it to the pool.
+func TestReadStrictDataPooled(t *testing.T) {
+	read := func(in string, l dataLimits) ([]byte, func()) {
+		t.Helper()
+		buf, release, err := readStrictData(bufio.NewReader(strings.NewReader(in)), l)
+		if err != nil {
+			release()
+			t.Fatalf("%q: %v", in, err)
+		}
+		return buf, release
+	}
+	// Exactly at the limit, with room for the trace fields before it.
+	a, releaseA := read("0123456\r\n.\r\n", dataLimits{max: 9, headroom: traceRoom})
+	if len(a) != traceRoom+9 || string(a[traceRoom:]) != "0123456\r\n" {
+		t.Fatalf("buffer %d bytes, body %q", len(a), a[min(traceRoom, len(a)):])
+	}
+	held := string(a[traceRoom:])
+	for i := range 50 {
+		b, release := read(fmt.Sprintf("other %d\r\n.\r\n", i), dataLimits{max: 100, headroom: traceRoom})
+		if &b[0] == &a[0] {
+			t.Fatal("a buffer in use was handed out again")
+		}
+		release()
+	}
+	if string(a[traceRoom:]) != held {
+		t.Fatalf("held body changed to %q", a[traceRoom:])
+	}
+	releaseA()
+	if _, release, err := readStrictData(bufio.NewReader(strings.NewReader("0123456789\r\n.\r\n")), dataLimits{max: 11, headroom: traceRoom}); err != errTooBig {
+		t.Errorf("12-byte body over an 11-byte limit: %v", err)
+	} else {
+		release()
+	}
+}
+
 func FuzzReadStrictData(f *testing.F) {
 	for _, s := range []string{"a\r\n.\r\n", "a\n.\n", "..\r\n.\r\n", "\r\n.\r\r\n", "x\x00\r\n.\r\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		body, err := readStrictData(bufio.NewReader(bytes.NewReader(in)), dataLimits{max: 1 << 20})
+		body, release, err := readStrictData(bufio.NewReader(bytes.NewReader(in)), dataLimits{max: 1 << 20})
+		defer release()
 		if err == nil && checkLineEndings(body) != nil {
 			t.Fatalf("accepted %q with bad line endings", body)
 		}

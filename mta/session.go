@@ -143,7 +143,8 @@ func (s *session) Data(r io.Reader) error {
 	s.srv.busy.Add(1)
 	defer s.srv.busy.Add(-1)
 	start := time.Now()
-	buf, off, err := s.readBody(r)
+	buf, off, release, err := s.readBody(r)
+	defer release() // after delivery: nothing keeps the body once it is stored
 	if err != nil {
 		return s.refuse(err, 0, "data")
 	}
@@ -173,24 +174,26 @@ func (s *session) Data(r io.Reader) error {
 
 // readBody reads the message from go-smtp's DATA reader (strictly, from
 // the raw stream under it) or from a BDAT pipe. The body is buf[off:];
-// buf[:off] is free room for our header fields.
-func (s *session) readBody(r io.Reader) (buf []byte, off int, err error) {
+// buf[:off] is free room for our header fields. release (never nil) ends
+// the use of buf.
+func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), err error) {
+	release = func() {}
 	br, markEOF, ok := rawData(r)
 	if !ok {
 		// BDAT: chunks are counted, not dot-terminated, so only the line
 		// endings need a look. Or go-smtp's reader changed shape.
 		b, err := readBounded(r, s.srv.MaxMessageBytes)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, release, err
 		}
 		if err := checkLineEndings(b); err != nil {
 			if _, bdat := r.(*io.PipeReader); !bdat {
 				s.log.Error("go-smtp's DATA reader changed: falling back to a weaker check")
 				s.hangup(errBareEOL)
 			}
-			return nil, 0, err
+			return nil, 0, release, err
 		}
-		return b, 0, nil
+		return b, 0, release, nil
 	}
 	// Bytes already buffered when DATA was read were sent before our 354:
 	// RFC 2920 section 3.1 makes DATA the last command of a group.
@@ -208,7 +211,7 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, err error) {
 		limits.maxLine = *lineLimit
 		*lineLimit = 0
 	}
-	buf, err = readStrictData(br, limits)
+	buf, release, err = readStrictData(br, limits)
 	if ok && limits.maxLine > 0 {
 		*lineLimit = limits.maxLine
 		// After an over-long line go-smtp's reader fails every read, and
@@ -226,17 +229,17 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, err error) {
 	s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.CommandTimeout))
 	switch {
 	case errors.Is(err, errTimeout) || (err != nil && !isReply(err) && err != errBadData):
-		return nil, 0, err
+		return nil, 0, release, err
 	case pipelined:
 		s.log.Warn("client sent data before the 354 reply", "from", s.from)
 		s.hangup(errSync)
-		return nil, 0, errSync
+		return nil, 0, release, errSync
 	case err == errBadData:
 		s.log.Warn("bare CR, LF or NUL in data", "from", s.from)
 		s.hangup(errBareEOL)
-		return nil, 0, errBareEOL
+		return nil, 0, release, errBareEOL
 	}
-	return buf, traceRoom, err
+	return buf, traceRoom, release, err
 }
 
 func isReply(err error) bool {

@@ -296,8 +296,18 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	s.sinceCheckpoint++
 	s.logBytes += int64(len(rec))
 	if rec != nil && s.reader != nil && s.sinceCheckpoint < checkpointCommits && s.logBytes < checkpointBytes {
+		job := &syncJob{rec: walRecord{txid: txid, payload: rec}, calls: calls, txns: txns}
+		if s.inflight.Load() == 0 {
+			// The syncer has nothing: writing the log here saves two
+			// hand-offs between goroutines (about a tenth of a lone
+			// write's latency). Calls that come meanwhile wait, as they
+			// would for the syncer.
+			s.writeJobs([]*syncJob{job}, []walRecord{job.rec})
+			return -1, nil
+		}
+		s.inflight.Add(1)
 		s.pending.Add(1)
-		s.jobs <- &syncJob{rec: walRecord{txid: txid, payload: rec}, calls: calls, txns: txns}
+		s.jobs <- job
 		return -1, nil
 	}
 	// Not logged, or a checkpoint is due: the checkpoint makes this
@@ -370,23 +380,33 @@ func (s *boltStore) syncer() {
 			}
 		}
 		s.syncBusy.Store(true)
-		err := s.wal.appendRecords(recs)
+		s.writeJobs(jobs, recs)
 		s.syncBusy.Store(false)
 		select {
 		case s.syncDone <- struct{}{}:
 		default:
 		}
-		if err != nil {
-			err = s.fail(fmt.Errorf("store: write log: %w", err))
-		} else {
-			s.fsyncs.Add(1)
-		}
-		for _, j := range jobs {
-			s.answer(j.calls, j.txns, err)
+		for range jobs {
+			s.inflight.Add(-1)
 			s.pending.Done()
 		}
 		clear(jobs)
 		clear(recs)
+	}
+}
+
+// writeJobs writes the records of jobs to the log, fdatasyncs it, then
+// publishes their events and answers their calls, in commit order. The
+// syncer calls it, or the committer when no job is in flight.
+func (s *boltStore) writeJobs(jobs []*syncJob, recs []walRecord) {
+	err := s.wal.appendRecords(recs)
+	if err != nil {
+		err = s.fail(fmt.Errorf("store: write log: %w", err))
+	} else {
+		s.fsyncs.Add(1)
+	}
+	for _, j := range jobs {
+		s.answer(j.calls, j.txns, err)
 	}
 }
 

@@ -105,12 +105,25 @@ func runCmd(args []string) error {
 	raiseFileLimit()
 	r := &Results{Name: o.name}
 	fmt.Fprintf(os.Stderr, "loadgen: %s\n", o.name)
-	steps := []func(options, *Results) error{
-		stepIdleMemory("fresh"), stepIdleConnections, stepAcceptance, stepVisible, stepSeed,
-		stepHeaderSync, stepSearch, stepBodyFetch, stepPOP3, stepAppend, stepIdleMemory("after load"),
+	steps := []struct {
+		name string
+		run  func(options, *Results) error
+	}{
+		{"memory", stepIdleMemory("fresh")}, {"idle", stepIdleConnections}, {"smtp", stepAcceptance},
+		{"visible", stepVisible}, {"seed", stepSeed}, {"sync", stepHeaderSync}, {"search", stepSearch},
+		{"fetch", stepBodyFetch}, {"pop3", stepPOP3}, {"append", stepAppend}, {"memory", stepIdleMemory("after load")},
+	}
+	only := map[string]bool{}
+	for _, n := range strings.Split(os.Getenv("BENCH_STEPS"), ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			only[n] = true
+		}
 	}
 	for _, step := range steps {
-		if err := step(o, r); err != nil {
+		if len(only) > 0 && !only[step.name] {
+			continue
+		}
+		if err := step.run(o, r); err != nil {
 			r.write(o.out)
 			return err
 		}

@@ -141,7 +141,9 @@ func decodeWALHeader(b []byte) (walHeader, bool) {
 }
 
 // wal is the open log. Its fields are the committer's (under commitMu),
-// except off and size, which are the syncer's between checkpoints.
+// except off, size and buf, which belong to whoever writes records: the
+// syncer, or the committer when no job is in flight (boltStore.inflight
+// orders the two).
 type wal struct {
 	f    *os.File
 	name string
@@ -257,7 +259,8 @@ func (w *wal) records() ([][]byte, error) {
 }
 
 // appendRecords writes the records of consecutive transactions after the
-// last one written and fdatasyncs the log. Only the syncer calls it.
+// last one written and fdatasyncs the log. Only writeJobs calls it, from
+// one goroutine at a time.
 func (w *wal) appendRecords(recs []walRecord) error {
 	w.buf = w.buf[:0]
 	for _, r := range recs {

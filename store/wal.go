@@ -322,7 +322,7 @@ func (w *wal) writeHeader(h walHeader) error {
 // the file system has allocated the blocks before records overwrite them
 // (with delayed allocation it would do so at the records' fdatasync).
 func writeZeros(f *os.File, from, to int64) error {
-	zeros := make([]byte, 1<<20)
+	zeros := zeroBlock[:]
 	for off := from; off < to; off += int64(len(zeros)) {
 		n := min(int64(len(zeros)), to-off)
 		if _, err := f.WriteAt(zeros[:n], off); err != nil {
@@ -331,6 +331,11 @@ func writeZeros(f *os.File, from, to int64) error {
 	}
 	return fdatasync(f)
 }
+
+// zeroBlock is what writeZeros writes, never written itself. A megabyte
+// allocated and cleared per call was a third of writeZeros' CPU (1.6% of
+// the server's) under 100 KiB messages, the data file growing 100 MB/s.
+var zeroBlock [1 << 20]byte
 
 func fdatasync(f *os.File) error {
 	for {

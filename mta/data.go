@@ -96,6 +96,9 @@ type dataLimits struct {
 	timeout  time.Duration // base budget
 	rate     int64         // minimum bytes per second on top of it
 	idle     time.Duration // longest wait for the next bytes
+	// lineByLine turns off the whole-lines path (cleanLines), for tests
+	// that compare the two.
+	lineByLine bool
 }
 
 // deadline is the time by which the next bytes must have arrived, having
@@ -149,6 +152,23 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 			l.conn.SetReadDeadline(l.deadline(received))
 			nextDeadline = received + 64<<10
 		}
+		if atLineStart && !bad && !l.lineByLine {
+			// Whole clean lines already buffered go in one piece; the
+			// loop below sees only the rest (a dot-line, a bad or
+			// over-long line, a line not all read yet).
+			rest, _ := br.Peek(br.Buffered())
+			if n := cleanLines(rest, l.maxLine); n > 0 {
+				if int64(body.Len()-l.headroom+n) > l.max {
+					tooBig = true
+				}
+				if !tooBig {
+					body.Write(rest[:n])
+				}
+				br.Discard(n)
+				received += int64(n)
+				continue
+			}
+		}
 		line, err := br.ReadSlice('\n')
 		received += int64(len(line))
 		if err != nil && err != bufio.ErrBufferFull {
@@ -200,6 +220,30 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 var dataBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
 const maxPooledData = 1 << 20
+
+// cleanLines returns the length of the longest prefix of b made of whole
+// lines that readStrictData can take as they are: each ends in CRLF, holds
+// no other CR or LF and no NUL, is at most maxLine bytes long (if maxLine
+// is above 0), and does not start with a dot (dot-stuffed, or the end of
+// data). It returns 0 if a stray CR or a NUL is among those lines: the
+// line-by-line path then finds it.
+func cleanLines(b []byte, maxLine int) int {
+	end, lines := 0, 0
+	for end < len(b) && b[end] != '.' {
+		i := bytes.IndexByte(b[end:], '\n')
+		if i < 1 || b[end+i-1] != '\r' || (maxLine > 0 && i+1 > maxLine) {
+			break
+		}
+		end += i + 1
+		lines++
+	}
+	if end == 0 || bytes.Count(b[:end], crByte) != lines || bytes.IndexByte(b[:end], 0) >= 0 {
+		return 0
+	}
+	return end
+}
+
+var crByte = []byte{'\r'}
 
 // cleanPiece checks one piece of a line (a whole line, or part of one
 // longer than the buffer): no NUL, every CR followed by LF and every LF

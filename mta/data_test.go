@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 )
@@ -110,6 +111,46 @@ func TestReadStrictDataPooled(t *testing.T) {
 	}
 }
 
+// FuzzReadStrictDataPaths: the whole-lines path gives what the line-by-line
+// path gives (body or error, and where the reader is left), whatever the
+// input, buffer size, read sizes and line limit.
+func FuzzReadStrictDataPaths(f *testing.F) {
+	for _, s := range []string{
+		"a\r\n.\r\n", "a\r\nb\r\n..c\r\n.\r\nNEXT", "x\r\ny\r\rz\r\n.\r\n", "x\r\ny\nz\r\n.\r\n",
+		"0123456789012345678901234567890\r\nab\r\n.\r\n", "a\x00b\r\nc\r\n.\r\n", "a\r\n\r\n.\r\n", "abc",
+	} {
+		f.Add([]byte(s), uint8(0), uint8(0), uint16(0))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, bufSize, readSize uint8, maxLine uint16) {
+		run := func(lineByLine bool) string {
+			var r io.Reader = bytes.NewReader(in)
+			if readSize > 0 {
+				r = &chunkReader{r: r, n: int(readSize)}
+			}
+			br := bufio.NewReaderSize(r, 16+int(bufSize))
+			l := dataLimits{max: 200, maxLine: int(maxLine % 64), headroom: 3, lineByLine: lineByLine}
+			body, release, err := readStrictData(br, l)
+			defer release()
+			rest, _ := io.ReadAll(br)
+			if err != nil {
+				return fmt.Sprintf("err %v rest %q", err, rest)
+			}
+			return fmt.Sprintf("body %q rest %q", body[3:], rest)
+		}
+		if fast, slow := run(false), run(true); fast != slow {
+			t.Fatalf("whole lines: %s\nline by line: %s", fast, slow)
+		}
+	})
+}
+
+// chunkReader returns at most n bytes per Read.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
+
 func FuzzReadStrictData(f *testing.F) {
 	for _, s := range []string{"a\r\n.\r\n", "a\n.\n", "..\r\n.\r\n", "\r\n.\r\r\n", "x\x00\r\n.\r\n"} {
 		f.Add([]byte(s))
@@ -121,4 +162,24 @@ func FuzzReadStrictData(f *testing.F) {
 			t.Fatalf("accepted %q with bad line endings", body)
 		}
 	})
+}
+
+// BenchmarkReadStrictData: a 100 KiB body of 78-byte lines, through the
+// whole-lines path and through the line-by-line path alone.
+func BenchmarkReadStrictData(b *testing.B) {
+	line := strings.Repeat("x", 76) + "\r\n"
+	msg := []byte(strings.Repeat(line, 100*1024/len(line)) + ".\r\n")
+	for _, lineByLine := range []bool{false, true} {
+		b.Run(map[bool]string{false: "whole-lines", true: "line-by-line"}[lineByLine], func(b *testing.B) {
+			b.SetBytes(int64(len(msg)))
+			for i := 0; i < b.N; i++ {
+				br := bufio.NewReaderSize(&chunkReader{r: bytes.NewReader(msg), n: 32 << 10}, 4096)
+				_, release, err := readStrictData(br, dataLimits{max: 1 << 20, maxLine: 1000, headroom: traceRoom, lineByLine: lineByLine})
+				if err != nil {
+					b.Fatal(err)
+				}
+				release()
+			}
+		})
+	}
 }

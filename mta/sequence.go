@@ -3,6 +3,7 @@ package mta
 import (
 	"bytes"
 	"net"
+	"sync"
 )
 
 // RFC 5321 section 4.2.4 and 4.3.2: a command out of sequence is answered
@@ -13,11 +14,23 @@ import (
 // bytes are TLS records and are left alone (a client that errs in
 // sequence inside TLS gets go-smtp's 502, with the right enhanced code
 // 5.5.1 either way).
+//
+// It also sends a multi-line reply in one write. go-smtp flushes every
+// line on its own, so its EHLO reply (nine lines) cost nine write system
+// calls and woke the client nine times, 8% of the server's CPU for a
+// 100 KiB message. A line that another line of its reply follows
+// ("250-...") is held until the reply's last line ("250 ..."), or until
+// the next read (the server reads only once its reply is out), or until
+// maxHeldReply bytes are held.
 type sequenceConn struct {
 	net.Conn
-	lineStart bool // the next byte written starts a reply line
-	tls       bool // STARTTLS was accepted: no more rewriting
+	mu        sync.Mutex // Shutdown may write while the session reads
+	lineStart bool       // the next byte written starts a reply line
+	tls       bool       // STARTTLS was accepted: no more rewriting
+	held      []byte     // lines of a reply not yet ended
 }
+
+const maxHeldReply = 4096
 
 // sequenceReplies are go-smtp's texts for commands out of sequence.
 var sequenceReplies = [][]byte{
@@ -36,10 +49,58 @@ func newSequenceConn(c net.Conn) *sequenceConn {
 }
 
 func (c *sequenceConn) Write(p []byte) (int, error) {
-	if !c.tls {
-		c.rewrite(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tls {
+		return c.Conn.Write(p)
 	}
-	return c.Conn.Write(p)
+	c.rewrite(p)
+	if continued(p) && len(c.held)+len(p) <= maxHeldReply {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
+	if len(c.held) == 0 {
+		return c.Conn.Write(p)
+	}
+	c.held = append(c.held, p...)
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Read sends the lines held first: whatever the server writes before it
+// reads is all of its reply.
+func (c *sequenceConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	err := c.flushLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *sequenceConn) flushLocked() error {
+	if len(c.held) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.held)
+	c.held = c.held[:0]
+	if cap(c.held) > maxHeldReply {
+		c.held = nil
+	}
+	return err
+}
+
+// continued reports whether p ends with a whole reply line that is not
+// the last of its reply: "ddd-text" CRLF (RFC 5321 section 4.2.1).
+func continued(p []byte) bool {
+	if !bytes.HasSuffix(p, []byte("\r\n")) {
+		return false
+	}
+	line := p[bytes.LastIndexByte(p[:len(p)-1], '\n')+1:]
+	return len(line) >= 6 && line[3] == '-'
 }
 
 // rewrite changes "502" to "503" in place at the start of every line of p

@@ -193,8 +193,8 @@ func (s *boltStore) Accounts() ([]Account, error) {
 	var out []Account
 	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
-			var a Account
-			if err := json.Unmarshal(v, &a); err != nil {
+			a, err := decodeAccount(v)
+			if err != nil {
 				return fmt.Errorf("store: account %s: %w", k, err)
 			}
 			out = append(out, a)
@@ -215,8 +215,8 @@ func (t *txn) account(address string) (Account, error) {
 			return c.a, nil
 		}
 	}
-	var a Account
-	if err := json.Unmarshal(v, &a); err != nil {
+	a, err := decodeAccount(v)
+	if err != nil {
 		return Account{}, fmt.Errorf("store: account %s: %w", addr, err)
 	}
 	if t.cache != nil {

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -66,4 +68,44 @@ func FuzzReplayRecord(f *testing.F) {
 			t.Fatalf("replay panicked: %v", err)
 		}
 	})
+}
+
+// FuzzDecodeAccount: decodeAccount gives what json.Unmarshal gives, for
+// records as the store writes them and for anything else.
+func FuzzDecodeAccount(f *testing.F) {
+	for _, a := range []Account{
+		{Address: "alice@example.test", PasswordHash: "$argon2id$v=19$m=65536,t=1,p=2$c2FsdA$aGFzaA", QuotaBytes: 1 << 30, UsedBytes: 12345, Created: time.Date(2026, 11, 26, 8, 0, 0, 123456789, time.UTC)},
+		{Address: "b@example.test", Disabled: true, UsedBytes: -1, Created: time.Date(2025, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600))},
+		{Address: "<é>@example.test", PasswordHash: "a\"b\\c"},
+	} {
+		v, err := json.Marshal(a)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v)
+	}
+	f.Add([]byte(`{"Address":"a","PasswordHash":"","QuotaBytes":01,"UsedBytes":0,"Disabled":false,"Created":"0001-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"Address":"a","PasswordHash":"","QuotaBytes":99999999999999999999,"UsedBytes":0,"Disabled":false,"Created":"0001-01-01T00:00:00Z"}`))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got, err := decodeAccount(v)
+		var want Account
+		wantErr := json.Unmarshal(v, &want)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("%q: error %v, json.Unmarshal's %v", v, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: %+v, json.Unmarshal gives %+v", v, got, want)
+		}
+	})
+}
+
+// TestDecodeAccountFast: a record as the store writes it takes the direct
+// path (the fuzz target above only checks that both paths agree).
+func TestDecodeAccountFast(t *testing.T) {
+	a := Account{Address: "alice@example.test", PasswordHash: "$argon2id$v=19$m=65536,t=1,p=2$c2FsdA$aGFzaA", QuotaBytes: 10, UsedBytes: 5, Created: time.Now()}
+	v, _ := json.Marshal(a)
+	got, ok := decodeAccountFast(v)
+	if !ok || !got.Created.Equal(a.Created) || got.Address != a.Address || got.PasswordHash != a.PasswordHash || got.QuotaBytes != 10 || got.UsedBytes != 5 {
+		t.Fatalf("%s: %+v, %v", v, got, ok)
+	}
 }

@@ -67,7 +67,7 @@ func parseOptions(args []string) (options, error) {
 		syncMaxBody:   envInt("BENCH_SYNC_MAX_BODY", 30000),
 		visibleTrials: envInt("BENCH_VISIBLE_TRIALS", 20),
 		idleConns:     envInt("BENCH_IDLE_CONNS", 1000),
-		appends:       envInt("BENCH_APPENDS", 200),
+		appends:       envInt("BENCH_APPENDS", 1000),
 		bodyFetch:     envInt("BENCH_BODY_FETCH", 1000),
 		drainTimeout:  time.Duration(envInt("BENCH_DRAIN_SECONDS", 600)) * time.Second,
 		syncUser:      SyncUser, accUser: AccUser, idleUser: IdleUser,

@@ -6,7 +6,7 @@
 # Sizes (environment): BENCH_SYNC_MSGS (10000), BENCH_SYNC_MAX_BODY (30000),
 # BENCH_SMTP_SECONDS (5 per step), BENCH_SMTP_CONNS (1,8,32),
 # BENCH_SMTP_SIZES (1024,102400), BENCH_VISIBLE_TRIALS (20),
-# BENCH_IDLE_CONNS (1000, opened twice), BENCH_APPENDS (200), BENCH_BODY_FETCH (1000).
+# BENCH_IDLE_CONNS (1000, opened twice), BENCH_APPENDS (1000), BENCH_BODY_FETCH (1000).
 # BENCH_STEPS picks steps by name (comma-separated: memory, idle, smtp,
 # visible, seed, sync, search, fetch, pop3, append; sync, search, fetch and
 # pop3 need seed). BENCH_ONLY=posthorn|peers runs one side; BENCH_KEEP=1 keeps the work

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -122,6 +123,7 @@ func benchmarkAppend(b *testing.B, size, workers int, opts Options) {
 	var wg sync.WaitGroup
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()
+	cpuBefore := cpuTime()
 	start := time.Now()
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -137,6 +139,7 @@ func benchmarkAppend(b *testing.B, size, workers int, opts Options) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpuBefore
 	b.StopTimer()
 	after, _ := StatsOf(st)
 	// Other processes share the disk: the raw rate is sampled before and
@@ -146,6 +149,7 @@ func benchmarkAppend(b *testing.B, size, workers int, opts Options) {
 	rate := float64(b.N) / elapsed.Seconds()
 	commits := float64(after.Commits-before.Commits) / float64(b.N)
 	b.ReportMetric(rate, "msg/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/msg")
 	b.ReportMetric(commits, "commits/msg")
 	b.ReportMetric(float64(after.Fsyncs-before.Fsyncs)/float64(b.N), "fsync/msg")
 	b.ReportMetric(raw, "raw-fsync/s")
@@ -156,6 +160,15 @@ func benchmarkAppend(b *testing.B, size, workers int, opts Options) {
 		b.ReportMetric(float64(after.CommitTime-before.CommitTime)/float64(c)/1e6, "ms/commit")
 	}
 	b.ReportMetric(float64(after.DataSize)/float64(int64(b.N)*int64(len(body))), "disk-B/stored-B")
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // metadataStore is one store with 100,000 1 KiB messages in INBOX, built

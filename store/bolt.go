@@ -121,7 +121,7 @@ type boltStore struct {
 	syncBusy        atomic.Bool    // the syncer is writing the log
 	syncDone        chan struct{}  // a log write ended (buffered, 1)
 	pending         sync.WaitGroup // jobs not yet answered
-	inflight        atomic.Int64   // the same, as a count the committer can read
+	replaySkipped   int            // operations of the log skipped at Open (see skipped)
 	syncWG          sync.WaitGroup // the syncer
 	failMu          sync.Mutex
 	failErr         error // a failed fsync: every write fails from then on

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -245,10 +246,16 @@ func (s *boltStore) runBatch(calls []*call) {
 }
 
 // commitLocked runs calls in one write transaction and commits it. On
-// success the calls are answered, now (bbolt's own synced commit, or a
-// checkpoint) or by the syncer once the log record is durable. On
-// failure nothing is answered: failed is the index of the call that
-// failed, or -1 when the commit itself did.
+// success the calls are answered once the commit is durable: now (bbolt's
+// own synced commit, or a checkpoint) or by the syncer once the log
+// record is. On failure nothing is answered: failed is the index of the
+// call that failed, or -1 when the commit itself did.
+//
+// In log mode the record goes to the syncer before the transaction runs,
+// so that it is written and fdatasynced while the transaction is applied:
+// a commit then takes the longer of the two rather than their sum. Both
+// the record (the calls' operations) and its transaction id (the
+// committer is bbolt's only writer) are known beforehand.
 func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	if s.closing {
 		return -1, ErrClosed
@@ -256,10 +263,21 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	if err := s.failure(); err != nil {
 		return -1, err
 	}
-	var rec []byte
+	var job *syncJob
+	var recLen int
 	if s.walOn.Load() {
-		rec = s.record(calls)
-		s.checkMapRoom(len(rec))
+		rec := s.record(calls)
+		recLen = len(rec)
+		s.checkMapRoom(recLen)
+		if rec != nil && s.walOn.Load() && s.reader != nil &&
+			s.sinceCheckpoint+1 < checkpointCommits && s.logBytes+int64(recLen) < checkpointBytes {
+			job = &syncJob{rec: walRecord{txid: s.lastTxid + 1, payload: rec}, calls: calls, applied: make(chan struct{})}
+			s.pending.Add(1)
+			s.jobs <- job
+			// The syncer was made ready on this P, where it would wait
+			// for the transaction below: let it start its write first.
+			runtime.Gosched()
+		}
 	}
 	txns := make([]*txn, len(calls))
 	failed = -1
@@ -267,6 +285,9 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	var hwm int64
 	start := time.Now()
 	err = s.dbUpdate(func(tx *bolt.Tx) error {
+		if job != nil && uint64(tx.ID()) != job.rec.txid {
+			return fmt.Errorf("store: transaction %d, logged as %d", tx.ID(), job.rec.txid)
+		}
 		cache := newDecodeCache()
 		for i, c := range calls {
 			txns[i] = &txn{tx: tx, s: s, cache: cache}
@@ -280,6 +301,20 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	})
 	s.commitNs.Add(int64(time.Since(start)))
 	if err != nil {
+		if job != nil {
+			close(job.applied) // not ok: the syncer answers nothing
+			// The record of a transaction that did not happen is in the
+			// log, under the id of the next commit, and may be durable:
+			// it is taken back, and the next record is written over it.
+			// (Replayed after a crash before that, its failing
+			// operation fails again and is skipped: see replayRecord.)
+			s.pending.Wait()
+			if s.failure() == nil {
+				if uerr := s.wal.unwrite(int64(walRecHeaderSize + recLen)); uerr != nil {
+					return -1, s.fail(fmt.Errorf("store: write log: %w", uerr))
+				}
+			}
+		}
 		return failed, err
 	}
 	s.commits.Add(1)
@@ -294,20 +329,10 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 		return -1, nil
 	}
 	s.sinceCheckpoint++
-	s.logBytes += int64(len(rec))
-	if rec != nil && s.reader != nil && s.sinceCheckpoint < checkpointCommits && s.logBytes < checkpointBytes {
-		job := &syncJob{rec: walRecord{txid: txid, payload: rec}, calls: calls, txns: txns}
-		if s.inflight.Load() == 0 {
-			// The syncer has nothing: writing the log here saves two
-			// hand-offs between goroutines (about a tenth of a lone
-			// write's latency). Calls that come meanwhile wait, as they
-			// would for the syncer.
-			s.writeJobs([]*syncJob{job}, []walRecord{job.rec})
-			return -1, nil
-		}
-		s.inflight.Add(1)
-		s.pending.Add(1)
-		s.jobs <- job
+	s.logBytes += int64(recLen)
+	if job != nil {
+		job.txns, job.ok = txns, true
+		close(job.applied)
 		return -1, nil
 	}
 	// Not logged, or a checkpoint is due: the checkpoint makes this
@@ -351,16 +376,19 @@ func (s *boltStore) record(calls []*call) []byte {
 }
 
 // syncJob is a commit whose log record the syncer is to make durable
-// before answering its calls.
+// before answering its calls. The committer closes applied once it has
+// run the transaction, with ok and txns set if it committed.
 type syncJob struct {
-	rec   walRecord
-	calls []*call
-	txns  []*txn
+	rec     walRecord
+	calls   []*call
+	txns    []*txn
+	ok      bool
+	applied chan struct{}
 }
 
 // syncer writes the records of the commits handed to it, several at
-// once when they queue up, fdatasyncs the log, then publishes their
-// events and answers their calls, in commit order.
+// once when they queue up, fdatasyncs the log, then, once each commit is
+// applied, publishes its events and answers its calls, in commit order.
 func (s *boltStore) syncer() {
 	defer s.syncWG.Done()
 	var jobs []*syncJob
@@ -380,33 +408,26 @@ func (s *boltStore) syncer() {
 			}
 		}
 		s.syncBusy.Store(true)
-		s.writeJobs(jobs, recs)
+		err := s.wal.appendRecords(recs)
+		if err != nil {
+			err = s.fail(fmt.Errorf("store: write log: %w", err))
+		} else {
+			s.fsyncs.Add(1)
+		}
 		s.syncBusy.Store(false)
 		select {
 		case s.syncDone <- struct{}{}:
 		default:
 		}
-		for range jobs {
-			s.inflight.Add(-1)
+		for _, j := range jobs {
+			<-j.applied
+			if j.ok {
+				s.answer(j.calls, j.txns, err)
+			}
 			s.pending.Done()
 		}
 		clear(jobs)
 		clear(recs)
-	}
-}
-
-// writeJobs writes the records of jobs to the log, fdatasyncs it, then
-// publishes their events and answers their calls, in commit order. The
-// syncer calls it, or the committer when no job is in flight.
-func (s *boltStore) writeJobs(jobs []*syncJob, recs []walRecord) {
-	err := s.wal.appendRecords(recs)
-	if err != nil {
-		err = s.fail(fmt.Errorf("store: write log: %w", err))
-	} else {
-		s.fsyncs.Add(1)
-	}
-	for _, j := range jobs {
-		s.answer(j.calls, j.txns, err)
 	}
 }
 

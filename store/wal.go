@@ -25,8 +25,12 @@ import (
 // syncing it, its operations are written to the log as one record, and
 // the log is fdatasynced before any caller is answered. The log file is
 // written over in place, in blocks that were written with zeros before,
-// so that its fdatasync carries no file-system metadata. The committer
-// applies the next group while the log of the previous one is synced.
+// so that its fdatasync carries no file-system metadata. A group's record
+// is written and fdatasynced while the group is applied (its operations
+// and transaction id are known before), and its callers are answered
+// once both are done. A record whose transaction then fails is taken
+// back before the next is written (wal.unwrite); after a crash in
+// between, its failing operation fails again at replay and is skipped.
 //
 // Every so often (checkpointCommits commits, checkpointBytes of log, a
 // second of quiet, before any write that is not logged, and at Close) a
@@ -141,9 +145,8 @@ func decodeWALHeader(b []byte) (walHeader, bool) {
 }
 
 // wal is the open log. Its fields are the committer's (under commitMu),
-// except off, size and buf, which belong to whoever writes records: the
-// syncer, or the committer when no job is in flight (boltStore.inflight
-// orders the two).
+// except off, size and buf, which belong to the syncer while it has
+// records to write (boltStore.pending counts them).
 type wal struct {
 	f    *os.File
 	name string
@@ -259,8 +262,8 @@ func (w *wal) records() ([][]byte, error) {
 }
 
 // appendRecords writes the records of consecutive transactions after the
-// last one written and fdatasyncs the log. Only writeJobs calls it, from
-// one goroutine at a time.
+// last one written and fdatasyncs the log. Only the syncer calls it (and
+// tests).
 func (w *wal) appendRecords(recs []walRecord) error {
 	w.buf = w.buf[:0]
 	for _, r := range recs {
@@ -291,6 +294,24 @@ func (w *wal) appendRecords(recs []walRecord) error {
 	if cap(w.buf) > 4<<20 {
 		w.buf = nil
 	}
+	return nil
+}
+
+// unwrite takes back the last n bytes of records written, those of a
+// transaction that failed after its record was written: they are written
+// over with zeros (not synced: the next record's fdatasync carries them),
+// and the next record starts where they did. Only the committer calls it,
+// when the syncer is idle.
+func (w *wal) unwrite(n int64) error {
+	if n > w.off-walDataStart {
+		return fmt.Errorf("log: taking back %d bytes of %d", n, w.off-walDataStart)
+	}
+	for off := w.off - n; off < w.off; off += int64(len(zeroBlock)) {
+		if _, err := w.f.WriteAt(zeroBlock[:min(int64(len(zeroBlock)), w.off-off)], off); err != nil {
+			return err
+		}
+	}
+	w.off -= n
 	return nil
 }
 

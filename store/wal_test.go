@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -461,4 +462,135 @@ func TestDiscardLog(t *testing.T) {
 	if _, err := os.Stat(p + walSuffix); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("log after a clean close: %v", err)
 	}
+}
+
+// TestWALFailedCallInGroup: a call that fails inside a logged group (its
+// mailbox does not exist) gets its error, the others of the group are
+// committed, and a crash afterwards recovers every acknowledged write.
+// The group's record was written before the transaction ran; it must be
+// taken back, or the retry's record (same transaction id, after it)
+// would be lost at replay.
+func TestWALFailedCallInGroup(t *testing.T) {
+	old := checkpointQuiet
+	checkpointQuiet = time.Hour
+	defer func() { checkpointQuiet = old }()
+	s, path := walSetup(t)
+	ctx := context.Background()
+	key := func(d Delivered) string { return fmt.Sprintf("%s/%s/%d", d.Account, d.Mailbox, d.UID) }
+	want := map[string][]byte{}
+	var mu sync.Mutex
+	before := s.checkpoints.Load()
+	for round := range 5 {
+		// Hold the committer: the calls queue up and make one group.
+		s.commitMu.Lock()
+		var wg sync.WaitGroup
+		for i := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				body := testMessage(fmt.Sprintf("r%d-%d", round, i), 700)
+				if i == 3 {
+					if _, err := s.Append(ctx, alice, "NoSuchBox", NewMessage{Body: body}); !errors.Is(err, ErrNoSuchMailbox) {
+						t.Errorf("append to a missing mailbox: %v", err)
+					}
+					return
+				}
+				d, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: body})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				want[key(d)] = body
+				mu.Unlock()
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		s.commitMu.Unlock()
+		wg.Wait()
+	}
+	if t.Failed() {
+		return
+	}
+	if s.checkpoints.Load() != before {
+		t.Fatal("a checkpoint ran: the test needs the writes in the log")
+	}
+	live := liveState(t, s)
+	p := filepath.Join(t.TempDir(), "posthorn.db")
+	copyFile(t, path, p)
+	copyFile(t, path+walSuffix, p+walSuffix)
+	adoptLog(t, p)
+	checkStored(t, p, want, live)
+}
+
+// TestWALReplaySkipsFailedOperation: the last record may be that of a
+// transaction that failed after the record was written (the crash came
+// before it was taken back). Replayed, its failing operation is skipped
+// and the others applied, as the live retry without it would have.
+func TestWALReplaySkipsFailedOperation(t *testing.T) {
+	old := checkpointQuiet
+	checkpointQuiet = time.Hour
+	defer func() { checkpointQuiet = old }()
+	s, path := walSetup(t)
+	want := walOps(t, s, 3, 8, false)
+	live := liveState(t, s)
+	p := filepath.Join(t.TempDir(), "posthorn.db")
+	copyFile(t, path, p)
+	copyFile(t, path+walSuffix, p+walSuffix)
+	adoptLog(t, p)
+
+	w, err := openWAL(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := w.records()
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("records: %d, %v", len(recs), err)
+	}
+	w.off = walDataStart
+	for _, r := range recs {
+		w.off += walRecHeaderSize + int64(len(r))
+	}
+	date := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	missing := []NewMessage{{Body: testMessage("lost", 900), InternalDate: date}}
+	kept := []NewMessage{{Body: testMessage("kept", 800), InternalDate: date}}
+	payload := append(appendRecord(alice, "NoSuchBox", missing), appendRecord(alice, "INBOX", kept)...)
+	if err := w.appendRecords([]walRecord{{txid: w.hdr.txid + uint64(len(recs)) + 1, payload: payload}}); err != nil {
+		t.Fatal(err)
+	}
+	w.close()
+
+	st, err := Open(p, Options{})
+	if err != nil {
+		t.Fatalf("open with a failing operation in the log: %v", err)
+	}
+	got, err := st.Messages(alice, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if skipped := st.(*boltStore).replaySkipped; skipped != 1 {
+		t.Fatalf("%d operations skipped, want 1", skipped)
+	}
+	inbox := live[alice+"/INBOX"]
+	if len(got) != len(inbox)+1 {
+		t.Fatalf("INBOX has %d messages, want %d", len(got), len(inbox)+1)
+	}
+	last := got[len(got)-1]
+	b, err := st.OpenMessage(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, b.Size())
+	if _, err := b.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, kept[0].Body) || !last.InternalDate.Equal(date) {
+		t.Fatalf("the kept operation's message differs (%v)", err)
+	}
+	st.Close()
+	// The writes acknowledged before are all there.
+	delete(live, alice+"/INBOX")
+	for k := range want {
+		if strings.HasPrefix(k, alice+"/INBOX/") {
+			delete(want, k)
+		}
+	}
+	checkStored(t, p, want, live)
 }

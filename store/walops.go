@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -78,6 +79,17 @@ func (s *boltStore) replay(records [][]byte) error {
 
 var errBadRecord = errors.New("malformed log record")
 
+// skipped notes an operation of the log that failed when replayed. Only
+// the last record can hold one: that of a transaction that failed after
+// its record was written (commitLocked takes such a record back before
+// the next is written). Its failing operation failed live too, and did so
+// before writing anything (appendMessages and deliver check first), so
+// skipping it gives what the transaction's retry without it gave.
+func (s *boltStore) skipped(err error) {
+	s.replaySkipped++
+	slog.Warn("store: replaying the log: an operation that failed before the crash failed again and was skipped", "err", err)
+}
+
 func (s *boltStore) replayRecord(t *txn, rec []byte) error {
 	d := newDec(rec)
 	for len(d.b) > 0 && d.err == nil {
@@ -94,7 +106,7 @@ func (s *boltStore) replayRecord(t *txn, rec []byte) error {
 				return errBadRecord
 			}
 			if _, _, err := t.appendMessages(addr, mailbox, msgs, s.parseAll(msgs)); err != nil {
-				return err
+				s.skipped(err)
 			}
 		case opDeliver:
 			body := d.bytes()
@@ -110,7 +122,7 @@ func (s *boltStore) replayRecord(t *txn, rec []byte) error {
 				return errBadRecord
 			}
 			if _, err := t.deliver(body, parseBlobInfo(body, s.opts), to, now); err != nil {
-				return err
+				s.skipped(err)
 			}
 		default:
 			return fmt.Errorf("%w: operation %d", errBadRecord, op)

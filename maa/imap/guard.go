@@ -95,7 +95,9 @@ func (c *guardConn) write(b []byte) (int, error) {
 }
 
 func newGuardConn(c net.Conn, dc *deadlineConn, s *Server) *guardConn {
-	return &guardConn{Conn: c, dc: dc, s: s, g: &literalGuard{appendLimit: s.MaxMessageBytes}}
+	gc := &guardConn{Conn: c, dc: dc, s: s, g: &literalGuard{appendLimit: s.MaxMessageBytes}}
+	gc.g.authed = &gc.authed
+	return gc
 }
 
 // newPlainGuardConn is newGuardConn for the plaintext (STARTTLS) listener.
@@ -244,10 +246,12 @@ func markLoggedIn(nc net.Conn) {
 // literalGuard watches the plaintext a client sends, before imapserver's
 // parser sees it, for the two literal hazards of go-imap v2 beta.8:
 //
-//   - a non-synchronising literal ({N+} or {N-}) over 4096 bytes is
-//     refused by imapserver without draining it, so its data would then
-//     run as commands (RFC 7888 section 4: LITERAL- servers must reject
-//     them; we answer BAD and close the connection, as 4 allows);
+//   - a non-synchronising literal ({N+} or {N-}) that imapserver refuses
+//     is not drained, so its data would then run as commands. One over
+//     4096 bytes is refused before login and outside APPEND (RFC 7888
+//     section 4 allows it), and one in APPEND over the append limit; for
+//     these we answer BAD and close the connection. Within the limit,
+//     APPEND after login takes any size (LITERAL+, RFC 7888 section 3);
 //   - a synchronising literal over 4096 bytes outside APPEND makes beta.8
 //     drop its own TOOBIG error and wait for data that never comes.
 //
@@ -257,10 +261,11 @@ func markLoggedIn(nc net.Conn) {
 // after which the bytes it sees are TLS records.
 type literalGuard struct {
 	appendLimit int64
-	skip        int64  // literal bytes still to pass through
-	line        []byte // the current line, up to guardLineMax bytes
-	cmd         []byte // the first line of the current command (prefix)
-	contLine    bool   // the current line continues a command after a literal
+	authed      *atomic.Bool // a login succeeded (nil: never)
+	skip        int64        // literal bytes still to pass through
+	line        []byte       // the current line, up to guardLineMax bytes
+	cmd         []byte       // the first line of the current command (prefix)
+	contLine    bool         // the current line continues a command after a literal
 	failed      error
 	// interceptTLS: STARTTLS is done by guardConn (the plaintext
 	// listener); startTLS is then its tag, until it is answered.
@@ -339,6 +344,13 @@ func (g *literalGuard) endOfLine() string {
 	g.contLine = true
 	isAppend := g.command() == "APPEND"
 	switch {
+	case nonSync && isAppend && g.authed != nil && g.authed.Load():
+		// LITERAL+ (advertised once logged in): the message may be as
+		// large as APPEND allows; over that, imapserver would refuse it
+		// without draining it.
+		if n > g.appendLimit {
+			return g.tag() + " " + errLiteralTooBig
+		}
 	case nonSync && n > maxNonSyncLit:
 		return g.tag() + " " + errLiteralTooBig
 	case !nonSync && !isAppend && n > maxBufferedLit:

@@ -7,13 +7,14 @@
 //     (github.com/emersion/go-imap/v2 v2.0.0-beta.8); this package supplies
 //     the Session (session.go and the files per command group) and the
 //     listeners. Capabilities are set in caps(): only what works end to end.
-//   - LITERAL+ is not advertised. beta.8 always advertises LITERAL- (RFC
-//     7888) for IMAP4rev1 and has two literal bugs: an oversized
-//     non-synchronising literal is refused without being drained, so its
-//     bytes run as commands; a synchronising one over 4096 bytes outside
-//     APPEND makes it wait forever. guard.go watches the plaintext the
-//     client sends, before the parser, and answers BAD [TOOBIG] and closes
-//     the connection instead. To see the plaintext of implicit TLS, ServeTLS
+//   - Literals. beta.8 advertises LITERAL- (RFC 7888) before login and,
+//     as caps() asks, LITERAL+ after it, and has two literal bugs: a
+//     non-synchronising literal it refuses (over the append limit, or over
+//     4096 bytes outside APPEND) is not drained, so its bytes run as
+//     commands; a synchronising one over 4096 bytes outside APPEND makes
+//     it wait forever. guard.go watches the plaintext the client sends,
+//     before the parser, and answers BAD [TOOBIG] and closes the
+//     connection instead. To see the plaintext of implicit TLS, ServeTLS
 //     does the TLS itself and gives each connection its own imapserver.Server
 //     (InsecureAuth there only means "not a *tls.Conn of imapserver's").
 //     STARTTLS on port 143 is done by the guard too (guard.go), not by
@@ -166,6 +167,9 @@ func caps() imapv2.CapSet {
 		imapv2.CapChildren:         {},
 		imapv2.CapSpecialUse:       {},
 		imapv2.CapCreateSpecialUse: {},
+		// LITERAL+ is safe only because guard.go closes the connection
+		// on a non-synchronising literal imapserver would refuse.
+		imapv2.CapLiteralPlus: {},
 	}
 }
 

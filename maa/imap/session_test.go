@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,8 +56,74 @@ func TestLoginRefusedBeforeSTARTTLS(t *testing.T) {
 			t.Errorf("missing capability %s in %v", want, caps)
 		}
 	}
-	if caps.Has(imapv2.CapLiteralPlus) {
-		t.Error("LITERAL+ must not be advertised")
+	// LITERAL+ after login only: before it, LITERAL- (4096 bytes).
+	if !caps.Has(imapv2.CapLiteralPlus) {
+		t.Errorf("LITERAL+ not advertised after login: %v", caps)
+	}
+}
+
+// TestLiteralPlusBeforeLogin: before login the capabilities offer
+// LITERAL-, not LITERAL+.
+func TestLiteralPlusBeforeLogin(t *testing.T) {
+	e := newTestEnv(t)
+	c, err := imapclient.DialTLS(e.implicit, &imapclient.Options{TLSConfig: e.tls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	caps, err := c.Capability().Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caps.Has(imapv2.CapLiteralPlus) || !caps.Has(imapv2.CapLiteralMinus) {
+		t.Fatalf("caps before login: %v", caps)
+	}
+}
+
+// TestAppendLiteralPlus: after login, APPEND takes a non-synchronising
+// literal larger than 4096 bytes: no continuation request, the message
+// stored byte for byte, and the next command pipelined behind it runs.
+func TestAppendLiteralPlus(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	conn, err := net.Dial("tcp", e.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	r.ReadString('\n')
+	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\n", testAlice, testPass)
+	expectTagged(t, r, "a OK")
+	msg := "Subject: big\r\n\r\n" + strings.Repeat("b NOOP and a line of the body\r\n", 1000)
+	fmt.Fprintf(conn, "b APPEND INBOX {%d+}\r\n%s\r\nc NOOP\r\n", len(msg), msg)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "+") {
+			t.Fatalf("continuation request for a LITERAL+ literal: %q", line)
+		}
+		if strings.HasPrefix(line, "b ") {
+			if !strings.HasPrefix(line, "b OK [APPENDUID ") {
+				t.Fatalf("APPEND: %q", line)
+			}
+			break
+		}
+	}
+	expectTagged(t, r, "c OK")
+	msgs, err := e.st.Messages(testAlice, "INBOX")
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("INBOX: %d messages (%v)", len(msgs), err)
+	}
+	b, err := e.st.OpenMessage(msgs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, b.Size())
+	if _, err := b.ReadAt(got, 0); err != nil || string(got) != msg {
+		t.Fatalf("stored %d bytes (%v), sent %d", len(got), err, len(msg))
 	}
 }
 
@@ -175,12 +242,14 @@ func expectTagged(t *testing.T, r *bufio.Reader, prefix string) string {
 	}
 }
 
-// TestLiteralGuard: a non-synchronising literal over 4096 bytes (LITERAL-)
-// ends the connection before its data can run as commands, on the
-// plaintext and on the implicit-TLS listener; implicit TLS offers neither
-// STARTTLS nor LOGINDISABLED.
+// TestLiteralGuard: a non-synchronising literal that imapserver would
+// refuse without draining ends the connection before its data can run as
+// commands, on the plaintext and on the implicit-TLS listener: in APPEND
+// over the append limit (LITERAL+), elsewhere or before login over 4096
+// bytes (LITERAL-). Implicit TLS offers neither STARTTLS nor
+// LOGINDISABLED.
 func TestLiteralGuard(t *testing.T) {
-	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true; s.MaxMessageBytes = 5000 })
 	dialers := map[string]func() net.Conn{
 		"plain": func() net.Conn {
 			c, err := net.Dial("tcp", e.plain)
@@ -197,33 +266,51 @@ func TestLiteralGuard(t *testing.T) {
 			return c
 		},
 	}
+	cases := []struct {
+		name  string
+		login bool
+		cmd   string // with %d for the literal's size
+		lines int    // of the smuggled command in the literal
+	}{
+		{"append-over-limit", true, "b APPEND INBOX {%d+}", 300},    // 6000+ bytes > 5000
+		{"search-over-4096", true, "b SEARCH TEXT {%d+}", 220},      // 4400+ bytes
+		{"append-before-login", false, "b APPEND INBOX {%d+}", 220}, // 4400+ bytes
+	}
 	for name, dial := range dialers {
-		t.Run(name, func(t *testing.T) {
-			conn := dial()
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(10 * time.Second))
-			r := bufio.NewReader(conn)
-			greeting, _ := r.ReadString('\n')
-			if name == "tls" && (strings.Contains(greeting, "STARTTLS") || strings.Contains(greeting, "LOGINDISABLED") ||
-				!strings.Contains(greeting, "AUTH=PLAIN")) {
-				t.Errorf("implicit TLS greeting: %q", greeting)
-			}
-			fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\n", testAlice, testPass)
-			expectTagged(t, r, "a OK")
-			evil := strings.Repeat("E1 CREATE Smuggled"+name+"\r\n", 300)
-			fmt.Fprintf(conn, "b APPEND INBOX {%d+}\r\n%s\r\nc NOOP\r\n", len(evil), evil)
-			line := expectTagged(t, r, "b BAD")
-			if !strings.Contains(line, "TOOBIG") {
-				t.Errorf("reply %q", line)
-			}
-			rest, _ := io.ReadAll(r)
-			if strings.Contains(string(rest), "E1 ") || strings.Contains(string(rest), "c OK") {
-				t.Errorf("data ran as commands: %q", rest)
-			}
-			if _, err := e.st.Mailbox(testAlice, "Smuggled"+name); err == nil {
-				t.Error("smuggled mailbox exists")
-			}
-		})
+		for _, tc := range cases {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				conn := dial()
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(10 * time.Second))
+				r := bufio.NewReader(conn)
+				greeting, _ := r.ReadString('\n')
+				if name == "tls" && (strings.Contains(greeting, "STARTTLS") || strings.Contains(greeting, "LOGINDISABLED") ||
+					!strings.Contains(greeting, "AUTH=PLAIN")) {
+					t.Errorf("implicit TLS greeting: %q", greeting)
+				}
+				if tc.login {
+					fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\n", testAlice, testPass)
+					expectTagged(t, r, "a OK")
+				}
+				box := "Smuggled" + name + tc.name
+				evil := strings.Repeat("E1 CREATE "+box+"\r\n", tc.lines)
+				if len(evil) <= 4096 {
+					t.Fatalf("literal of %d bytes: not over 4096", len(evil))
+				}
+				fmt.Fprintf(conn, tc.cmd+"\r\n%s\r\nc NOOP\r\n", len(evil), evil)
+				line := expectTagged(t, r, "b BAD")
+				if !strings.Contains(line, "TOOBIG") {
+					t.Errorf("reply %q", line)
+				}
+				rest, _ := io.ReadAll(r)
+				if strings.Contains(string(rest), "E1 ") || strings.Contains(string(rest), "c OK") {
+					t.Errorf("data ran as commands: %q", rest)
+				}
+				if _, err := e.st.Mailbox(testAlice, box); err == nil {
+					t.Error("smuggled mailbox exists")
+				}
+			})
+		}
 	}
 }
 
@@ -243,6 +330,29 @@ func TestLiteralGuardScan(t *testing.T) {
 	in = "a NOOP\r\nb LOGIN {5000}\r\n"
 	if n, reply := g.scan([]byte(in)); n != len("a NOOP\r\n") || !strings.HasPrefix(reply, "b BAD") {
 		t.Fatalf("sync literal outside APPEND: %d %q", n, reply)
+	}
+	// LITERAL+ after login: APPEND up to the append limit, data skipped.
+	var authed atomic.Bool
+	authed.Store(true)
+	g = &literalGuard{appendLimit: 10000, authed: &authed}
+	in = "a APPEND INBOX {6000+}\r\n" + strings.Repeat("z {99999+}\r\n", 500) + "\r\nb NOOP\r\n"
+	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
+		t.Fatalf("LITERAL+ APPEND within the limit: %d %q", n, reply)
+	}
+	g = &literalGuard{appendLimit: 10000, authed: &authed}
+	in = "a NOOP\r\nb APPEND INBOX {10001+}\r\n"
+	if n, reply := g.scan([]byte(in)); n != len("a NOOP\r\n") || !strings.HasPrefix(reply, "b BAD") {
+		t.Fatalf("LITERAL+ APPEND over the limit: %d %q", n, reply)
+	}
+	g = &literalGuard{appendLimit: 10000, authed: &authed}
+	in = "b SEARCH TEXT {4097+}\r\n"
+	if n, reply := g.scan([]byte(in)); n != 0 || !strings.HasPrefix(reply, "b BAD") {
+		t.Fatalf("LITERAL+ outside APPEND over 4096: %d %q", n, reply)
+	}
+	g = &literalGuard{appendLimit: 10000, authed: new(atomic.Bool)}
+	in = "b APPEND INBOX {4097+}\r\n"
+	if n, reply := g.scan([]byte(in)); n != 0 || !strings.HasPrefix(reply, "b BAD") {
+		t.Fatalf("LITERAL+ APPEND before login: %d %q", n, reply)
 	}
 	g = &literalGuard{appendLimit: 100}
 	in = "a APPEND INBOX {500}\r\nb NOOP\r\n" // refused by imapserver: no data follows
@@ -273,7 +383,7 @@ func TestLiteralGuardScan(t *testing.T) {
 // literal sent over the upgraded connection is refused instead of running
 // its data as commands.
 func TestSTARTTLSByGuard(t *testing.T) {
-	e := newTestEnv(t)
+	e := newTestEnv(t, func(s *Server) { s.MaxMessageBytes = 5000 }) // the literal below is over it
 	conn, r, greeting := e.dialPlain()
 	if !strings.Contains(greeting, "STARTTLS") || !strings.Contains(greeting, "LOGINDISABLED") {
 		t.Fatalf("plaintext greeting: %q", greeting)

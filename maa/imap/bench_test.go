@@ -2,7 +2,9 @@ package imap
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -205,6 +207,47 @@ func BenchmarkResync10k(b *testing.B) {
 		msgs, err := c.Fetch(imapv2.UIDSet{{Start: 1, Stop: 0}}, &imapv2.FetchOptions{UID: true, Flags: true}).Collect()
 		if err != nil || len(msgs) != 10000 {
 			b.Fatal(err, len(msgs))
+		}
+	}
+}
+
+// BenchmarkResync10kRaw is BenchmarkResync10k with a client that only
+// reads lines (as bench/loadgen's), so that cpu-ms/op is nearly all the
+// server's.
+func BenchmarkResync10kRaw(b *testing.B) {
+	f := fixture(b, 10000, 2000)
+	conn, err := tls.Dial("tcp", f.e.implicit, f.e.tls)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReaderSize(conn, 64<<10)
+	cmd := func(tag, c string) int {
+		fmt.Fprintf(conn, "%s %s\r\n", tag, c)
+		n := 0
+		for {
+			line, err := r.ReadSlice('\n')
+			if err != nil && err != bufio.ErrBufferFull {
+				b.Fatal(err)
+			}
+			if bytes.HasPrefix(line, []byte(tag+" ")) {
+				if !bytes.HasPrefix(line, []byte(tag+" OK")) {
+					b.Fatalf("%s: %s", c, line)
+				}
+				return n
+			}
+			n++
+		}
+	}
+	r.ReadSlice('\n')
+	cmd("a", fmt.Sprintf("LOGIN %s \"%s\"", testAlice, testPass))
+	cmd("b", "SELECT INBOX")
+	b.ResetTimer()
+	cpu := startCPU()
+	defer cpu.report(b)
+	for i := 0; i < b.N; i++ {
+		if n := cmd("c", "UID FETCH 1:* (FLAGS)"); n < 10000 {
+			b.Fatalf("%d FETCH lines", n)
 		}
 	}
 }

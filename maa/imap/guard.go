@@ -39,6 +39,13 @@ type guardConn struct {
 	wmu     sync.Mutex
 	corked  bool
 	pending []byte
+
+	// Write deadlines while corked (see SetWriteDeadline), under dmu, not
+	// wmu: a deadline may be set to end a write that holds wmu.
+	dmu      sync.Mutex
+	dlCorked bool
+	wdl      time.Time // armed on Conn
+	wdlWant  time.Time // the last one asked for
 }
 
 // corkLimit is how much a corked connection buffers before writing.
@@ -52,13 +59,26 @@ func (c *guardConn) cork() {
 	c.wmu.Lock()
 	c.corked = true
 	c.wmu.Unlock()
+	c.dmu.Lock()
+	c.dlCorked = true
+	c.dmu.Unlock()
 }
 
 func (c *guardConn) uncork() error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	c.corked = false
-	return c.flushLocked()
+	err := c.flushLocked()
+	c.wmu.Unlock()
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.dlCorked = false
+	if !c.wdl.Equal(c.wdlWant) && !c.detached.Load() {
+		c.wdl = c.wdlWant
+		if derr := c.Conn.SetWriteDeadline(c.wdl); err == nil {
+			err = derr
+		}
+	}
+	return err
 }
 
 func (c *guardConn) flushLocked() error {
@@ -218,6 +238,9 @@ func (c *guardConn) SetDeadline(t time.Time) error {
 	if c.detached.Load() {
 		return nil
 	}
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.wdl, c.wdlWant = t, t
 	return c.Conn.SetDeadline(t)
 }
 
@@ -228,10 +251,24 @@ func (c *guardConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// SetWriteDeadline: imapserver sets a 30 s write deadline before each
+// response and clears it after, which for a 10,000-message FETCH is
+// 20,000 timer changes, a sixth of the server's time for a flags resync.
+// While corked (such a FETCH), a deadline asked for is armed only when it
+// is over a second later than the one armed, and clearing waits for
+// uncork: the deadline in force is never more than a second earlier than
+// asked, and a stuck client is still cut off.
 func (c *guardConn) SetWriteDeadline(t time.Time) error {
 	if c.detached.Load() {
 		return nil
 	}
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.wdlWant = t
+	if c.dlCorked && (t.IsZero() || !c.wdl.IsZero() && !t.Before(c.wdl) && t.Sub(c.wdl) < time.Second) {
+		return nil
+	}
+	c.wdl = t
 	return c.Conn.SetWriteDeadline(t)
 }
 

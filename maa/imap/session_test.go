@@ -537,3 +537,58 @@ func TestCorkAboveTLS(t *testing.T) {
 		t.Fatalf("uncorked write held back: %q", last)
 	}
 }
+
+// deadlineCounter is a net.Conn that records write deadlines.
+type deadlineCounter struct {
+	net.Conn
+	sets int
+	last time.Time
+}
+
+func (d *deadlineCounter) SetWriteDeadline(t time.Time) error {
+	d.sets++
+	d.last = t
+	return nil
+}
+
+func (d *deadlineCounter) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestCorkedWriteDeadlines: while corked, imapserver's per-response
+// "deadline in 30 s, then none" pairs arm the connection's deadline once
+// a second at most, never more than a second early, and uncork leaves the
+// deadline last asked for; uncorked, every call goes through.
+func TestCorkedWriteDeadlines(t *testing.T) {
+	d := &deadlineCounter{}
+	c := &guardConn{Conn: d}
+	c.cork()
+	start := time.Now()
+	for i := range 10000 {
+		// 10,000 responses spread over 5 s of deadlines.
+		want := start.Add(30*time.Second + time.Duration(i)*500*time.Microsecond)
+		c.SetWriteDeadline(want)
+		if d.last.After(want) || want.Sub(d.last) >= time.Second {
+			t.Fatalf("response %d: deadline armed %v, asked %v", i, d.last, want)
+		}
+		c.Write([]byte("* 1 FETCH (FLAGS ())\r\n"))
+		c.SetWriteDeadline(time.Time{})
+		if d.last.IsZero() {
+			t.Fatalf("response %d: deadline cleared while corked", i)
+		}
+	}
+	if d.sets > 6 {
+		t.Errorf("%d deadline changes for 10,000 responses over 5 s, want at most 6", d.sets)
+	}
+	if err := c.uncork(); err != nil {
+		t.Fatal(err)
+	}
+	if !d.last.IsZero() {
+		t.Errorf("after uncork the deadline is %v, want none (the last asked for)", d.last)
+	}
+	n := d.sets
+	c.SetWriteDeadline(start.Add(time.Minute))
+	c.SetWriteDeadline(start.Add(time.Minute + time.Millisecond))
+	c.SetWriteDeadline(time.Time{})
+	if d.sets != n+3 || !d.last.IsZero() {
+		t.Errorf("uncorked: %d of 3 deadline changes went through", d.sets-n)
+	}
+}

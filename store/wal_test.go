@@ -200,6 +200,25 @@ func copyFile(t *testing.T, src, dst string) []byte {
 	return b
 }
 
+// crashCopy copies the data file at path and its log into a new
+// directory, as a kill -9 would leave them, and returns the copy's path.
+func crashCopy(t *testing.T, path string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "posthorn.db")
+	copyFile(t, path, p)
+	copyFile(t, path+walSuffix, p+walSuffix)
+	adoptLog(t, p)
+	return p
+}
+
+// holdCheckpoints keeps the quiet checkpoint away for the test, so that
+// its writes stay in the log.
+func holdCheckpoints(t *testing.T) {
+	old := checkpointQuiet
+	checkpointQuiet = time.Hour
+	t.Cleanup(func() { checkpointQuiet = old })
+}
+
 // adoptLog points a copied log at the copied data file (its header names
 // the inode of the file it was written for).
 func adoptLog(t *testing.T, path string) {
@@ -471,9 +490,7 @@ func TestDiscardLog(t *testing.T) {
 // taken back, or the retry's record (same transaction id, after it)
 // would be lost at replay.
 func TestWALFailedCallInGroup(t *testing.T) {
-	old := checkpointQuiet
-	checkpointQuiet = time.Hour
-	defer func() { checkpointQuiet = old }()
+	holdCheckpoints(t)
 	s, path := walSetup(t)
 	ctx := context.Background()
 	key := func(d Delivered) string { return fmt.Sprintf("%s/%s/%d", d.Account, d.Mailbox, d.UID) }
@@ -515,12 +532,7 @@ func TestWALFailedCallInGroup(t *testing.T) {
 	if s.checkpoints.Load() != before {
 		t.Fatal("a checkpoint ran: the test needs the writes in the log")
 	}
-	live := liveState(t, s)
-	p := filepath.Join(t.TempDir(), "posthorn.db")
-	copyFile(t, path, p)
-	copyFile(t, path+walSuffix, p+walSuffix)
-	adoptLog(t, p)
-	checkStored(t, p, want, live)
+	checkStored(t, crashCopy(t, path), want, liveState(t, s))
 }
 
 // TestWALReplaySkipsFailedOperation: the last record may be that of a
@@ -528,16 +540,11 @@ func TestWALFailedCallInGroup(t *testing.T) {
 // before it was taken back). Replayed, its failing operation is skipped
 // and the others applied, as the live retry without it would have.
 func TestWALReplaySkipsFailedOperation(t *testing.T) {
-	old := checkpointQuiet
-	checkpointQuiet = time.Hour
-	defer func() { checkpointQuiet = old }()
+	holdCheckpoints(t)
 	s, path := walSetup(t)
 	want := walOps(t, s, 3, 8, false)
 	live := liveState(t, s)
-	p := filepath.Join(t.TempDir(), "posthorn.db")
-	copyFile(t, path, p)
-	copyFile(t, path+walSuffix, p+walSuffix)
-	adoptLog(t, p)
+	p := crashCopy(t, path)
 
 	w, err := openWAL(p)
 	if err != nil {

@@ -66,17 +66,14 @@ func TestLoginRefusedBeforeSTARTTLS(t *testing.T) {
 // LITERAL-, not LITERAL+.
 func TestLiteralPlusBeforeLogin(t *testing.T) {
 	e := newTestEnv(t)
-	c, err := imapclient.DialTLS(e.implicit, &imapclient.Options{TLSConfig: e.tls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	caps, err := c.Capability().Wait()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if caps.Has(imapv2.CapLiteralPlus) || !caps.Has(imapv2.CapLiteralMinus) {
-		t.Fatalf("caps before login: %v", caps)
+	conn, r, greeting := e.dialPlain()
+	fmt.Fprintf(conn, "a CAPABILITY\r\n")
+	caps, _ := r.ReadString('\n')
+	expectTagged(t, r, "a OK")
+	for _, l := range []string{greeting, caps} {
+		if strings.Contains(l, "LITERAL+") || !strings.Contains(l, "LITERAL-") {
+			t.Errorf("capabilities before login: %q", l)
+		}
 	}
 }
 
@@ -85,14 +82,7 @@ func TestLiteralPlusBeforeLogin(t *testing.T) {
 // stored byte for byte, and the next command pipelined behind it runs.
 func TestAppendLiteralPlus(t *testing.T) {
 	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
-	conn, err := net.Dial("tcp", e.plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	r.ReadString('\n')
+	conn, r, _ := e.dialPlain()
 	fmt.Fprintf(conn, "a LOGIN %s \"%s\"\r\n", testAlice, testPass)
 	expectTagged(t, r, "a OK")
 	msg := "Subject: big\r\n\r\n" + strings.Repeat("b NOOP and a line of the body\r\n", 1000)

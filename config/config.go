@@ -99,7 +99,7 @@ type Limits struct {
 	MaxRecipients       int      `toml:"max_recipients"`         // per message
 	MaxLineBytes        int      `toml:"max_line_bytes"`         // command line length
 	MaxConnections      int      `toml:"max_connections"`        // all protocols together
-	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"` // per client address
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"` // per client address, all protocols together
 	CommandTimeout      Duration `toml:"command_timeout"`        // SMTP/POP3 idle between commands
 	DataTimeout         Duration `toml:"data_timeout"`           // SMTP DATA, also bounded by MinDataRate
 	IMAPIdleTimeout     Duration `toml:"imap_idle_timeout"`      // IMAP inactivity (RFC 9051: at least 30 min)

@@ -42,6 +42,13 @@ type service struct {
 	shutdown func(context.Context) error
 }
 
+// mailListener names the listeners that limits.max_connections and
+// limits.max_connections_per_ip count, all together.
+var mailListener = map[string]bool{
+	"smtp": true, "submission": true, "submissions": true,
+	"imap": true, "imaps": true, "pop3": true, "pop3s": true,
+}
+
 // worker is a background task of a component (the outbound queue).
 type worker struct {
 	name string
@@ -126,6 +133,7 @@ func (s *Server) Start(ctx context.Context) error {
 		services = append(services, sv...)
 		workers = append(workers, wk...)
 	}
+	limiter := newConnLimiter(s.Config.Limits.MaxConnections, s.Config.Limits.MaxConnectionsPerIP)
 	for _, sv := range services {
 		if sv.addr == "" {
 			continue
@@ -138,6 +146,10 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen %s on %s: %w", sv.name, sv.addr, err)
+		}
+		if mailListener[sv.name] {
+			ln = &limitedListener{Listener: ln, lim: limiter, service: sv.name, refuse: refusal(sv.name, s.Config.Hostname),
+				logger: s.Logger, metrics: s.Metrics}
 		}
 		if sv.implicitTLS {
 			ln = tls.NewListener(ln, s.TLS)

@@ -45,6 +45,7 @@ import (
 	"blitiri.com.ar/go/spf"
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/internal/connlimit"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 )
@@ -76,8 +77,7 @@ type Server struct {
 	mu        sync.Mutex
 	engine    *smtp.Server
 	listeners []net.Listener
-	open      int
-	perIP     map[string]int
+	conns     *connlimit.Limiter
 	closed    bool
 	busy      atomic.Int64 // sessions inside Data
 	dns       spf.DNSResolver
@@ -126,7 +126,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	if s.engine == nil {
 		s.defaults()
-		s.perIP = map[string]int{}
+		s.conns = connlimit.New(s.MaxConnections, s.MaxConnectionsPerIP)
 		e := smtp.NewServer(backend{s})
 		e.Domain = s.Hostname
 		e.MaxMessageBytes = s.MaxMessageBytes
@@ -140,7 +140,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.engine = e
 	}
 	e := s.engine
-	cl := &capListener{Listener: ln, srv: s}
+	cl := s.capListener(ln)
 	s.listeners = append(s.listeners, cl)
 	s.mu.Unlock()
 	err := e.Serve(cl)
@@ -180,75 +180,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // capListener enforces the connection caps before go-smtp sees a
 // connection.
-type capListener struct {
-	net.Listener
-	srv *Server
-}
-
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		ip := remoteIP(c.RemoteAddr())
-		if l.srv.admit(ip) {
-			l.srv.Metrics.Inc(metrics.Connections, "protocol", "smtp")
-			return &countedConn{Conn: newSequenceConn(&readAheadConn{Conn: c}), srv: l.srv, ip: ip}, nil
-		}
-		l.srv.Logger.Warn("connection refused: too many connections", "remote", ip)
-		l.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "connections")
-		go func() {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			c.Write([]byte("421 4.7.0 " + l.srv.Hostname + " too many connections, try again later\r\n"))
-			c.Close()
-		}()
+func (s *Server) capListener(ln net.Listener) net.Listener {
+	return &connlimit.Listener{
+		Listener: ln,
+		Limiter:  s.conns,
+		Refusal:  []byte("421 4.7.0 " + s.Hostname + " too many connections, try again later\r\n"),
+		Refused: func(ip string) {
+			s.Logger.Warn("connection refused: too many connections", "remote", ip)
+			s.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "connections")
+		},
+		Wrap: func(c net.Conn) net.Conn {
+			s.Metrics.Inc(metrics.Connections, "protocol", "smtp")
+			return newSequenceConn(&readAheadConn{Conn: c})
+		},
+		Closed: func() { s.Metrics.Dec(metrics.Connections, "protocol", "smtp") },
 	}
-}
-
-func (s *Server) admit(ip string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.open >= s.MaxConnections || s.perIP[ip] >= s.MaxConnectionsPerIP {
-		return false
-	}
-	s.open++
-	s.perIP[ip]++
-	return true
-}
-
-func (s *Server) release(ip string) {
-	s.mu.Lock()
-	s.open--
-	if s.perIP[ip]--; s.perIP[ip] <= 0 {
-		delete(s.perIP, ip)
-	}
-	s.mu.Unlock()
-	s.Metrics.Dec(metrics.Connections, "protocol", "smtp")
-}
-
-// countedConn gives its slot back once, however often it is closed.
-type countedConn struct {
-	net.Conn
-	srv  *Server
-	ip   string
-	once sync.Once
-}
-
-func (c *countedConn) Close() error {
-	c.once.Do(func() { c.srv.release(c.ip) })
-	return c.Conn.Close()
-}
-
-func remoteIP(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
 }
 
 // backend is go-smtp's Backend: one session per connection.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/internal/connlimit"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 )
@@ -34,7 +35,7 @@ type session struct {
 
 func newSession(srv *Server, c *smtp.Conn) *session {
 	id := newID()
-	ip := net.ParseIP(remoteIP(c.Conn().RemoteAddr()))
+	ip := net.ParseIP(connlimit.ClientIP(c.Conn().RemoteAddr()))
 	s := &session{srv: srv, conn: c, ip: ip,
 		log: srv.Logger.With("conn", id, "remote", ip.String())}
 	s.log.Debug("session", "helo", c.Hostname())

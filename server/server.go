@@ -26,6 +26,7 @@ import (
 	"github.com/posthorn/posthorn/auth"
 	"github.com/posthorn/posthorn/certs"
 	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/internal/connlimit"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/resolver"
@@ -133,7 +134,7 @@ func (s *Server) Start(ctx context.Context) error {
 		services = append(services, sv...)
 		workers = append(workers, wk...)
 	}
-	limiter := newConnLimiter(s.Config.Limits.MaxConnections, s.Config.Limits.MaxConnectionsPerIP)
+	limiter := connlimit.New(s.Config.Limits.MaxConnections, s.Config.Limits.MaxConnectionsPerIP)
 	for _, sv := range services {
 		if sv.addr == "" {
 			continue
@@ -148,8 +149,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listen %s on %s: %w", sv.name, sv.addr, err)
 		}
 		if mailListener[sv.name] {
-			ln = &limitedListener{Listener: ln, lim: limiter, service: sv.name, refuse: refusal(sv.name, s.Config.Hostname),
-				logger: s.Logger, metrics: s.Metrics}
+			ln = s.limitListener(ln, limiter, sv.name)
 		}
 		if sv.implicitTLS {
 			ln = tls.NewListener(ln, s.TLS)

@@ -65,9 +65,13 @@ type Server struct {
 	MaxBadRecipients    int   // 0: 10
 	MaxConnections      int   // 0: 4000
 	MaxConnectionsPerIP int   // 0: 50
-	CommandTimeout      time.Duration
-	DataTimeout         time.Duration
-	MinDataRate         int64 // bytes per second in DATA; 0: 1024
+	// Conns, if set, counts the connections instead (a limiter shared
+	// with other listeners); MaxConnections and MaxConnectionsPerIP are
+	// then unused.
+	Conns          *connlimit.Limiter
+	CommandTimeout time.Duration
+	DataTimeout    time.Duration
+	MinDataRate    int64 // bytes per second in DATA; 0: 1024
 	// DNSTimeout bounds the SPF/DKIM/DMARC checks of one message; 0: 20s.
 	DNSTimeout time.Duration
 	// TXTCacheTTL keeps TXT answers (SPF, DKIM, DMARC) this long; 0: 1m,
@@ -77,7 +81,6 @@ type Server struct {
 	mu        sync.Mutex
 	engine    *smtp.Server
 	listeners []net.Listener
-	conns     *connlimit.Limiter
 	closed    bool
 	busy      atomic.Int64 // sessions inside Data
 	dns       spf.DNSResolver
@@ -126,7 +129,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	if s.engine == nil {
 		s.defaults()
-		s.conns = connlimit.New(s.MaxConnections, s.MaxConnectionsPerIP)
+		if s.Conns == nil {
+			s.Conns = connlimit.New(s.MaxConnections, s.MaxConnectionsPerIP)
+		}
 		e := smtp.NewServer(backend{s})
 		e.Domain = s.Hostname
 		e.MaxMessageBytes = s.MaxMessageBytes
@@ -183,7 +188,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) capListener(ln net.Listener) net.Listener {
 	return &connlimit.Listener{
 		Listener: ln,
-		Limiter:  s.conns,
+		Limiter:  s.Conns,
 		Refusal:  []byte("421 4.7.0 " + s.Hostname + " too many connections, try again later\r\n"),
 		Refused: func(ip string) {
 			s.Logger.Warn("connection refused: too many connections", "remote", ip)

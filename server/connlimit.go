@@ -12,7 +12,7 @@ import (
 // plaintext line would only be a bad TLS record there).
 func refusal(service, hostname string) []byte {
 	switch service {
-	case "smtp", "submission":
+	case "submission":
 		return []byte("421 4.7.0 " + hostname + " too many connections, try again later\r\n")
 	case "imap":
 		return []byte("* BYE [UNAVAILABLE] Too many connections, try again later\r\n") // RFC 5530
@@ -22,14 +22,12 @@ func refusal(service, hostname string) []byte {
 	return nil
 }
 
-// limitListener enforces limits.max_connections over every mail listener
-// together and limits.max_connections_per_ip per client address, before
-// a protocol server sees the connection (port 25's server also applies
-// them to SMTP alone, where it can answer with its own 421).
-func (s *Server) limitListener(ln net.Listener, lim *connlimit.Limiter, service string) net.Listener {
+// limitListener counts a listener's connections against s.conns before
+// its server sees them.
+func (s *Server) limitListener(ln net.Listener, service string) net.Listener {
 	return &connlimit.Listener{
 		Listener: ln,
-		Limiter:  lim,
+		Limiter:  s.conns,
 		Refusal:  refusal(service, s.Config.Hostname),
 		Refused: func(ip string) {
 			s.Logger.Warn("connection refused: too many connections", "listener", service, "remote", ip)

@@ -44,9 +44,10 @@ type service struct {
 }
 
 // mailListener names the listeners that limits.max_connections and
-// limits.max_connections_per_ip count, all together.
+// limits.max_connections_per_ip count, all together (s.conns), besides
+// port 25, whose server takes the same limiter to answer with its own 421.
 var mailListener = map[string]bool{
-	"smtp": true, "submission": true, "submissions": true,
+	"submission": true, "submissions": true,
 	"imap": true, "imaps": true, "pop3": true, "pop3s": true,
 }
 
@@ -74,8 +75,9 @@ type Server struct {
 	listeners []net.Listener
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-	extra     []func()    // closed on Shutdown after services
-	queue     admin.Queue // the outbound queue, set by wireMSA
+	conns     *connlimit.Limiter // the connection caps of every mail listener
+	extra     []func()           // closed on Shutdown after services
+	queue     admin.Queue        // the outbound queue, set by wireMSA
 }
 
 // New opens the store and builds every component from cfg. The store stays
@@ -121,6 +123,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	startGCTuner()
+	s.conns = connlimit.New(s.Config.Limits.MaxConnections, s.Config.Limits.MaxConnectionsPerIP)
 	var services []service
 	var workers []worker
 	for _, wire := range []func() ([]service, []worker, error){
@@ -134,7 +137,6 @@ func (s *Server) Start(ctx context.Context) error {
 		services = append(services, sv...)
 		workers = append(workers, wk...)
 	}
-	limiter := connlimit.New(s.Config.Limits.MaxConnections, s.Config.Limits.MaxConnectionsPerIP)
 	for _, sv := range services {
 		if sv.addr == "" {
 			continue
@@ -149,7 +151,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listen %s on %s: %w", sv.name, sv.addr, err)
 		}
 		if mailListener[sv.name] {
-			ln = s.limitListener(ln, limiter, sv.name)
+			ln = s.limitListener(ln, sv.name)
 		}
 		if sv.implicitTLS {
 			ln = tls.NewListener(ln, s.TLS)

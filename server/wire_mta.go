@@ -8,20 +8,19 @@ import (
 func (s *Server) wireMTA() ([]service, []worker, error) {
 	c := s.Config
 	m := &mta.Server{
-		Hostname:            c.Hostname,
-		MDA:                 s.MDA,
-		Resolver:            s.Resolver,
-		TLS:                 s.TLS,
-		Logger:              s.Logger.With("component", "mta"),
-		Metrics:             s.Metrics,
-		MaxMessageBytes:     c.MaxMessageBytes,
-		MaxRecipients:       c.Limits.MaxRecipients,
-		MaxLineBytes:        c.Limits.MaxLineBytes,
-		MaxBadRecipients:    c.Limits.MaxBadRecipients,
-		MaxConnections:      c.Limits.MaxConnections,
-		MaxConnectionsPerIP: c.Limits.MaxConnectionsPerIP,
-		CommandTimeout:      c.Limits.CommandTimeout.Duration,
-		DataTimeout:         c.Limits.DataTimeout.Duration,
+		Hostname:         c.Hostname,
+		MDA:              s.MDA,
+		Resolver:         s.Resolver,
+		TLS:              s.TLS,
+		Logger:           s.Logger.With("component", "mta"),
+		Metrics:          s.Metrics,
+		MaxMessageBytes:  c.MaxMessageBytes,
+		MaxRecipients:    c.Limits.MaxRecipients,
+		MaxLineBytes:     c.Limits.MaxLineBytes,
+		MaxBadRecipients: c.Limits.MaxBadRecipients,
+		Conns:            s.conns, // shared with the other mail listeners
+		CommandTimeout:   c.Limits.CommandTimeout.Duration,
+		DataTimeout:      c.Limits.DataTimeout.Duration,
 	}
 	return []service{{name: "smtp", addr: c.Listen.SMTP, serve: m.Serve, shutdown: m.Shutdown}}, nil, nil
 }

@@ -121,7 +121,7 @@ type boltStore struct {
 	syncBusy        atomic.Bool    // the syncer is writing the log
 	syncDone        chan struct{}  // a log write ended (buffered, 1)
 	pending         sync.WaitGroup // jobs not yet answered
-	replaySkipped   int            // operations of the log skipped at Open (see skipped)
+	replaySkipped   int            // operations of the log skipped at Open (see refused)
 	syncWG          sync.WaitGroup // the syncer
 	failMu          sync.Mutex
 	failErr         error // a failed fsync: every write fails from then on

@@ -307,7 +307,7 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 			// log, under the id of the next commit, and may be durable:
 			// it is taken back, and the next record is written over it.
 			// (Replayed after a crash before that, its failing
-			// operation fails again and is skipped: see replayRecord.)
+			// operation fails again and is skipped: see refused.)
 			s.pending.Wait()
 			if s.failure() == nil {
 				if uerr := s.wal.unwrite(int64(walRecHeaderSize + recLen)); uerr != nil {

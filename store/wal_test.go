@@ -601,3 +601,39 @@ func TestWALReplaySkipsFailedOperation(t *testing.T) {
 	}
 	checkStored(t, p, want, live)
 }
+
+// TestWALReplayFailureNotLast: only the last record can hold an operation
+// that failed live; one that fails in an earlier record means the log and
+// the data file disagree, and Open refuses rather than skip it.
+func TestWALReplayFailureNotLast(t *testing.T) {
+	holdCheckpoints(t)
+	s, path := walSetup(t)
+	walOps(t, s, 4, 4, false)
+	p := crashCopy(t, path)
+	w, err := openWAL(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := w.records()
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("records: %d, %v", len(recs), err)
+	}
+	w.off = walDataStart
+	for _, r := range recs {
+		w.off += walRecHeaderSize + int64(len(r))
+	}
+	date := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	next := w.hdr.txid + uint64(len(recs)) + 1
+	bad := appendRecord(alice, "NoSuchBox", []NewMessage{{Body: testMessage("lost", 900), InternalDate: date}})
+	good := appendRecord(alice, "INBOX", []NewMessage{{Body: testMessage("kept", 800), InternalDate: date}})
+	if err := w.appendRecords([]walRecord{{txid: next, payload: bad}, {txid: next + 1, payload: good}}); err != nil {
+		t.Fatal(err)
+	}
+	w.close()
+	if st, err := Open(p, Options{}); err == nil || !errors.Is(err, ErrNoSuchMailbox) {
+		if st != nil {
+			st.Close()
+		}
+		t.Fatalf("open with a failing operation before the last record: %v", err)
+	}
+}

@@ -69,7 +69,7 @@ func (s *boltStore) replay(records [][]byte) error {
 	return s.dbUpdate(func(tx *bolt.Tx) error {
 		t := &txn{tx: tx, s: s, cache: newDecodeCache()}
 		for i, rec := range records {
-			if err := s.replayRecord(t, rec); err != nil {
+			if err := s.replayRecord(t, rec, i == len(records)-1); err != nil {
 				return fmt.Errorf("record %d of %d: %w", i+1, len(records), err)
 			}
 		}
@@ -79,18 +79,25 @@ func (s *boltStore) replay(records [][]byte) error {
 
 var errBadRecord = errors.New("malformed log record")
 
-// skipped notes an operation of the log that failed when replayed. Only
-// the last record can hold one: that of a transaction that failed after
-// its record was written (commitLocked takes such a record back before
-// the next is written). Its failing operation failed live too, and did so
-// before writing anything (appendMessages and deliver check first), so
-// skipping it gives what the transaction's retry without it gave.
-func (s *boltStore) skipped(err error) {
+// refused is the error of an operation replayed from the log, when it
+// may be skipped: the last record can be that of a transaction that
+// failed after its record was written (commitLocked takes such a record
+// back before the next is written, but a crash can come first). Its
+// failing operation failed live too, with one of the refusals that
+// appendMessages and deliver check before writing anything, so skipping
+// it gives what the transaction's retry without it gave. Any other
+// error, or one in an earlier record, fails the replay.
+func (s *boltStore) refused(err error, last bool) bool {
+	if !last || !(errors.Is(err, ErrNoSuchAccount) || errors.Is(err, ErrNoSuchMailbox) ||
+		errors.Is(err, ErrOverQuota) || errors.Is(err, ErrInvalidName)) {
+		return false
+	}
 	s.replaySkipped++
 	slog.Warn("store: replaying the log: an operation that failed before the crash failed again and was skipped", "err", err)
+	return true
 }
 
-func (s *boltStore) replayRecord(t *txn, rec []byte) error {
+func (s *boltStore) replayRecord(t *txn, rec []byte, last bool) error {
 	d := newDec(rec)
 	for len(d.b) > 0 && d.err == nil {
 		switch op := d.byte1(); op {
@@ -105,8 +112,8 @@ func (s *boltStore) replayRecord(t *txn, rec []byte) error {
 			if d.err != nil {
 				return errBadRecord
 			}
-			if _, _, err := t.appendMessages(addr, mailbox, msgs, s.parseAll(msgs)); err != nil {
-				s.skipped(err)
+			if _, _, err := t.appendMessages(addr, mailbox, msgs, s.parseAll(msgs)); err != nil && !s.refused(err, last) {
+				return err
 			}
 		case opDeliver:
 			body := d.bytes()
@@ -121,8 +128,8 @@ func (s *boltStore) replayRecord(t *txn, rec []byte) error {
 			if d.err != nil {
 				return errBadRecord
 			}
-			if _, err := t.deliver(body, parseBlobInfo(body, s.opts), to, now); err != nil {
-				s.skipped(err)
+			if _, err := t.deliver(body, parseBlobInfo(body, s.opts), to, now); err != nil && !s.refused(err, last) {
+				return err
 			}
 		default:
 			return fmt.Errorf("%w: operation %d", errBadRecord, op)

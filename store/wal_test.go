@@ -545,27 +545,10 @@ func TestWALReplaySkipsFailedOperation(t *testing.T) {
 	want := walOps(t, s, 3, 8, false)
 	live := liveState(t, s)
 	p := crashCopy(t, path)
-
-	w, err := openWAL(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, err := w.records()
-	if err != nil || len(recs) == 0 {
-		t.Fatalf("records: %d, %v", len(recs), err)
-	}
-	w.off = walDataStart
-	for _, r := range recs {
-		w.off += walRecHeaderSize + int64(len(r))
-	}
 	date := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	missing := []NewMessage{{Body: testMessage("lost", 900), InternalDate: date}}
 	kept := []NewMessage{{Body: testMessage("kept", 800), InternalDate: date}}
-	payload := append(appendRecord(alice, "NoSuchBox", missing), appendRecord(alice, "INBOX", kept)...)
-	if err := w.appendRecords([]walRecord{{txid: w.hdr.txid + uint64(len(recs)) + 1, payload: payload}}); err != nil {
-		t.Fatal(err)
-	}
-	w.close()
+	appendToLog(t, p, append(appendRecord(alice, "NoSuchBox", missing), appendRecord(alice, "INBOX", kept)...))
 
 	st, err := Open(p, Options{})
 	if err != nil {
@@ -610,10 +593,27 @@ func TestWALReplayFailureNotLast(t *testing.T) {
 	s, path := walSetup(t)
 	walOps(t, s, 4, 4, false)
 	p := crashCopy(t, path)
+	date := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	appendToLog(t, p,
+		appendRecord(alice, "NoSuchBox", []NewMessage{{Body: testMessage("lost", 900), InternalDate: date}}),
+		appendRecord(alice, "INBOX", []NewMessage{{Body: testMessage("kept", 800), InternalDate: date}}))
+	if st, err := Open(p, Options{}); err == nil || !errors.Is(err, ErrNoSuchMailbox) {
+		if st != nil {
+			st.Close()
+		}
+		t.Fatalf("open with a failing operation before the last record: %v", err)
+	}
+}
+
+// appendToLog adds records after the last one in the log of the data file
+// at p, as commits after them would have written them.
+func appendToLog(t *testing.T, p string, payloads ...[]byte) {
+	t.Helper()
 	w, err := openWAL(p)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer w.close()
 	recs, err := w.records()
 	if err != nil || len(recs) == 0 {
 		t.Fatalf("records: %d, %v", len(recs), err)
@@ -622,18 +622,11 @@ func TestWALReplayFailureNotLast(t *testing.T) {
 	for _, r := range recs {
 		w.off += walRecHeaderSize + int64(len(r))
 	}
-	date := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	next := w.hdr.txid + uint64(len(recs)) + 1
-	bad := appendRecord(alice, "NoSuchBox", []NewMessage{{Body: testMessage("lost", 900), InternalDate: date}})
-	good := appendRecord(alice, "INBOX", []NewMessage{{Body: testMessage("kept", 800), InternalDate: date}})
-	if err := w.appendRecords([]walRecord{{txid: next, payload: bad}, {txid: next + 1, payload: good}}); err != nil {
-		t.Fatal(err)
+	var add []walRecord
+	for i, pl := range payloads {
+		add = append(add, walRecord{txid: w.hdr.txid + uint64(len(recs)+i) + 1, payload: pl})
 	}
-	w.close()
-	if st, err := Open(p, Options{}); err == nil || !errors.Is(err, ErrNoSuchMailbox) {
-		if st != nil {
-			st.Close()
-		}
-		t.Fatalf("open with a failing operation before the last record: %v", err)
+	if err := w.appendRecords(add); err != nil {
+		t.Fatal(err)
 	}
 }

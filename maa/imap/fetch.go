@@ -31,6 +31,11 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 	}
 	needInfo := options.Envelope || options.BodyStructure != nil
 	f := &fetcher{ss: ss, w: w, opts: options, seen: seen}
+	if fastItems(options) {
+		if gc, ok := ss.conn.NetConn().(*guardConn); ok {
+			return ss.fetchFast(gc, f, entries)
+		}
+	}
 	headerOnly := headerSectionsOnly(options)
 	for start := 0; start < len(entries); start += infoBatch {
 		batch := entries[start:min(start+infoBatch, len(entries))]

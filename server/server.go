@@ -27,6 +27,7 @@ import (
 	"github.com/posthorn/posthorn/certs"
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/internal/connlimit"
+	"github.com/posthorn/posthorn/internal/gctune"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/resolver"
@@ -122,7 +123,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 // once all listeners are bound; a bind error stops everything.
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
-	startGCTuner()
+	gctune.Start()
 	s.conns = connlimit.New(s.Config.Limits.MaxConnections, s.Config.Limits.MaxConnectionsPerIP)
 	var services []service
 	var workers []worker

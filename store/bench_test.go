@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/posthorn/posthorn/internal/gctune"
 )
 
 // Benchmarks, with figures reported through b.ReportMetric:
@@ -25,6 +27,10 @@ import (
 // wal.go); bbolt's own commits (BenchmarkAppendNoWAL) take two each.
 // disk-B/stored-B is the file's used size (bbolt's high-water mark,
 // without the preallocated tail) per body byte.
+//
+// The benchmarks run under posthorn serve's garbage-collector tuning
+// (internal/gctune), unless GOGC is set: the store's cost is measured as
+// the server pays it.
 
 // benchDir is on the disk under test: $POSTHORN_BENCH_DIR or a temp dir.
 func benchDir(b *testing.B) string {
@@ -107,6 +113,7 @@ func BenchmarkAppendNoWAL(b *testing.B) {
 }
 
 func benchmarkAppend(b *testing.B, size, workers int, opts Options) {
+	gctune.Start()
 	dir := benchDir(b)
 	st, err := Open(filepath.Join(dir, "posthorn.db"), opts)
 	if err != nil {

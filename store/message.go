@@ -44,13 +44,13 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 			msgs[i].InternalDate = now
 		}
 	}
-	var rec []byte
+	var rec [][]byte
 	size := 0
 	for _, m := range msgs {
 		size += len(m.Body)
 	}
 	if s.logged(size) {
-		rec = appendRecord(addr, mailbox, msgs)
+		rec = appendRecordParts(addr, mailbox, msgs)
 	}
 	var out []Delivered
 	var stopped error
@@ -197,9 +197,9 @@ func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]
 	}
 	info := parseBlobInfo(body, s.opts)
 	now := time.Now()
-	var rec []byte
+	var rec [][]byte
 	if s.logged(len(body)) {
-		rec = deliverRecord(body, to, now)
+		rec = deliverRecordParts(body, to, now)
 	}
 	var out []Delivered
 	err := s.batchRec(ctx, rec, func(t *txn) error {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
@@ -105,12 +106,20 @@ func appendLine(dst, line []byte) []byte {
 	return append(dst, '\r', '\n')
 }
 
+// headerReaders: a 4 KiB reader per parsed header was a fifth of the
+// garbage of an append.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
 func parseHeaderBytes(kept []byte) textproto.Header {
 	if len(kept) == 0 {
 		return textproto.Header{}
 	}
 	kept = append(kept, '\r', '\n')
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(kept)))
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(bytes.NewReader(kept))
+	h, err := textproto.ReadHeader(br) // copies what it keeps
+	br.Reset(nil)
+	headerReaders.Put(br)
 	if err != nil {
 		return textproto.Header{}
 	}

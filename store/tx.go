@@ -53,7 +53,7 @@ func (t *txn) publish(e Event) { t.events = append(t.events, e) }
 // call is one write waiting for the group committer.
 type call struct {
 	fn  func(*txn) error
-	rec []byte // the operation as a log record; nil: not logged
+	rec [][]byte // the operation as a log record, in parts; nil: not logged
 	err chan error
 }
 
@@ -112,7 +112,7 @@ func (s *boltStore) batch(ctx context.Context, fn func(*txn) error) error {
 
 // batchRec is batch for an operation that the log can replay: rec is its
 // record (see walops.go), nil when it is not logged.
-func (s *boltStore) batchRec(ctx context.Context, rec []byte, fn func(*txn) error) error {
+func (s *boltStore) batchRec(ctx context.Context, rec [][]byte, fn func(*txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -266,12 +266,13 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	var job *syncJob
 	var recLen int
 	if s.walOn.Load() {
-		rec := s.record(calls)
-		recLen = len(rec)
+		rec, logged := s.record(calls)
+		recLen = rec.size()
 		s.checkMapRoom(recLen)
-		if rec != nil && s.walOn.Load() && s.reader != nil &&
+		if logged && s.walOn.Load() && s.reader != nil &&
 			s.sinceCheckpoint+1 < checkpointCommits && s.logBytes+int64(recLen) < checkpointBytes {
-			job = &syncJob{rec: walRecord{txid: s.lastTxid + 1, payload: rec}, calls: calls, applied: make(chan struct{})}
+			rec.txid = s.lastTxid + 1
+			job = &syncJob{rec: rec, calls: calls, applied: make(chan struct{})}
 			s.pending.Add(1)
 			s.jobs <- job
 			// The syncer was made ready on this P, where it would wait
@@ -355,24 +356,25 @@ func (s *boltStore) answer(calls []*call, txns []*txn, err error) {
 	}
 }
 
-// record is the log record of a group of calls: their records one after
-// the other, or nil if one of them is not logged.
-func (s *boltStore) record(calls []*call) []byte {
+// record is the log record of a group of calls, their records one after
+// the other (its txid is the caller's to set); logged is false if one of
+// them is not logged.
+func (s *boltStore) record(calls []*call) (rec walRecord, logged bool) {
+	if len(calls) == 1 {
+		return walRecord{parts: calls[0].rec}, calls[0].rec != nil
+	}
 	n := 0
 	for _, c := range calls {
 		if c.rec == nil {
-			return nil
+			return walRecord{}, false
 		}
 		n += len(c.rec)
 	}
-	if len(calls) == 1 {
-		return calls[0].rec
-	}
-	rec := make([]byte, 0, n)
+	rec.parts = make([][]byte, 0, n)
 	for _, c := range calls {
-		rec = append(rec, c.rec...)
+		rec.parts = append(rec.parts, c.rec...)
 	}
-	return rec
+	return rec, true
 }
 
 // syncJob is a commit whose log record the syncer is to make durable

@@ -268,11 +268,13 @@ func (w *wal) appendRecords(recs []walRecord) error {
 	w.buf = w.buf[:0]
 	for _, r := range recs {
 		start := len(w.buf)
-		w.buf = binary.LittleEndian.AppendUint32(w.buf, uint32(len(r.payload)))
+		w.buf = binary.LittleEndian.AppendUint32(w.buf, uint32(r.size()))
 		w.buf = binary.LittleEndian.AppendUint32(w.buf, 0)
 		w.buf = binary.LittleEndian.AppendUint64(w.buf, w.hdr.gen)
 		w.buf = binary.LittleEndian.AppendUint64(w.buf, r.txid)
-		w.buf = append(w.buf, r.payload...)
+		for _, p := range r.parts {
+			w.buf = append(w.buf, p...)
+		}
 		binary.LittleEndian.PutUint32(w.buf[start+4:], crc32.Checksum(w.buf[start+8:], crc32c))
 	}
 	end := w.off + int64(len(w.buf))
@@ -367,10 +369,20 @@ func fdatasync(f *os.File) error {
 	}
 }
 
-// walRecord is the log record of one committed transaction.
+// walRecord is the log record of one committed transaction: its
+// payload is its parts one after the other (the operations of the calls
+// of a group commit, copied only into the log's write buffer).
 type walRecord struct {
-	txid    uint64
-	payload []byte
+	txid  uint64
+	parts [][]byte
+}
+
+func (r walRecord) size() int {
+	n := 0
+	for _, p := range r.parts {
+		n += len(p)
+	}
+	return n
 }
 
 // fileIno is the inode number of the file at path.

@@ -624,7 +624,7 @@ func appendToLog(t *testing.T, p string, payloads ...[]byte) {
 	}
 	var add []walRecord
 	for i, pl := range payloads {
-		add = append(add, walRecord{txid: w.hdr.txid + uint64(len(recs)+i) + 1, payload: pl})
+		add = append(add, walRecord{txid: w.hdr.txid + uint64(len(recs)+i) + 1, parts: [][]byte{pl}})
 	}
 	if err := w.appendRecords(add); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,37 +29,64 @@ const maxLogged = 64 << 10
 // logged tells whether a write of n message bytes goes through the log.
 func (s *boltStore) logged(n int) bool { return s.walOn.Load() && n <= maxLogged }
 
+// A record is built in parts: the encoded operation, with the message
+// bodies it carries left where the caller has them (the caller waits
+// until the record is durable). The log's write buffer is the only copy.
+type recordEnc struct {
+	enc
+	parts [][]byte
+}
+
+// body encodes b (as enc.bytes does) by reference.
+func (r *recordEnc) body(b []byte) {
+	r.uvarint(uint64(len(b)))
+	r.parts = append(r.parts, r.b[:len(r.b):len(r.b)], b)
+	r.b = r.b[len(r.b):]
+}
+
+func (r *recordEnc) done() [][]byte {
+	if len(r.b) > 0 {
+		r.parts = append(r.parts, r.b)
+	}
+	return r.parts
+}
+
+func appendRecordParts(addr, mailbox string, msgs []NewMessage) [][]byte {
+	r := recordEnc{enc: enc{b: make([]byte, 0, 64+len(msgs)*40)}, parts: make([][]byte, 0, 2*len(msgs)+1)}
+	r.b = append(r.b, opAppend)
+	r.str(addr)
+	r.str(mailbox)
+	r.uvarint(uint64(len(msgs)))
+	for _, m := range msgs {
+		r.strs(m.Flags)
+		r.time(m.InternalDate)
+		r.body(m.Body)
+	}
+	return r.done()
+}
+
+func deliverRecordParts(body []byte, to []Delivery, now time.Time) [][]byte {
+	r := recordEnc{enc: enc{b: make([]byte, 0, 64+len(to)*64)}}
+	r.b = append(r.b, opDeliver)
+	r.body(body)
+	r.time(now)
+	r.uvarint(uint64(len(to)))
+	for _, d := range to {
+		r.str(d.Account)
+		r.str(d.Mailbox)
+		r.strs(d.Flags)
+		r.bytes(d.Prefix)
+	}
+	return r.done()
+}
+
+// appendRecord and deliverRecord are the records in one piece (tests).
 func appendRecord(addr, mailbox string, msgs []NewMessage) []byte {
-	n := 64
-	for _, m := range msgs {
-		n += len(m.Body) + 32
-	}
-	e := enc{b: make([]byte, 0, n)}
-	e.b = append(e.b, opAppend)
-	e.str(addr)
-	e.str(mailbox)
-	e.uvarint(uint64(len(msgs)))
-	for _, m := range msgs {
-		e.strs(m.Flags)
-		e.time(m.InternalDate)
-		e.bytes(m.Body)
-	}
-	return e.b
+	return bytes.Join(appendRecordParts(addr, mailbox, msgs), nil)
 }
 
 func deliverRecord(body []byte, to []Delivery, now time.Time) []byte {
-	e := enc{b: make([]byte, 0, len(body)+64+len(to)*64)}
-	e.b = append(e.b, opDeliver)
-	e.bytes(body)
-	e.time(now)
-	e.uvarint(uint64(len(to)))
-	for _, d := range to {
-		e.str(d.Account)
-		e.str(d.Mailbox)
-		e.strs(d.Flags)
-		e.bytes(d.Prefix)
-	}
-	return e.b
+	return bytes.Join(deliverRecordParts(body, to, now), nil)
 }
 
 // replay runs the operations of the log's records, in order, in one

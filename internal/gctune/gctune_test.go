@@ -1,4 +1,4 @@
-package server
+package gctune
 
 import (
 	"os"
@@ -28,7 +28,7 @@ func TestGCTuner(t *testing.T) {
 	if os.Getenv("GOGC") != "" {
 		t.Skip("GOGC set in the environment: the tuner stays off")
 	}
-	startGCTuner()
+	Start()
 	s := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/heap/live:bytes"}}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -1,4 +1,5 @@
-package server
+// Package gctune keeps a floor under the garbage collector's heap goal.
+package gctune
 
 import (
 	"os"
@@ -24,7 +25,7 @@ import (
 // GOGC is a percentage of), at least 100 (see gcPercent). With a live
 // heap above gcFloor it is Go's default; below, the heap may hold at most
 // gcFloor of garbage more than with the default, which the memory trimmer
-// (memtrim.go) gives back once the server is quiet. A GOGC set in the
+// (server/memtrim.go) gives back once the server is quiet. A GOGC set in the
 // environment is left alone, and a GOMEMLIMIT still bounds everything.
 const (
 	gcFloor   = 16 << 20
@@ -33,8 +34,9 @@ const (
 
 var gcTunerOnce sync.Once
 
-// startGCTuner installs the tuner once per process.
-func startGCTuner() {
+// Start installs the tuner once per process: posthorn serve, and the
+// benchmarks that measure a part of it.
+func Start() {
 	if os.Getenv("GOGC") != "" {
 		return
 	}

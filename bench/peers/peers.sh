@@ -20,6 +20,11 @@
 # optimized: a delivered message is fsynced before it is reported saved),
 # and plaintext authentication allowed without TLS, as Posthorn is run
 # with allow_plaintext_auth = true for the benchmark.
+#
+# PEERS_MAIL_FSYNC=always sets mail_fsync = always: Dovecot then also
+# fsyncs its index and dovecot-uidlist before answering, so that the UID
+# an APPEND reported survives a crash, as Posthorn's does (with optimized
+# a crash can lose the uidlist and the message gets a new UID).
 set -euo pipefail
 
 cmd=${1:?usage: peers.sh start|stop|pids DIR ...}
@@ -59,7 +64,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:~/Maildir
-mail_fsync = optimized
+mail_fsync = ${PEERS_MAIL_FSYNC:-optimized}
 first_valid_uid = 1000
 mail_max_userip_connections = 100000
 default_process_limit = 4000

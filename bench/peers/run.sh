@@ -11,7 +11,8 @@
 # visible, seed, sync, search, fetch, pop3, append; sync, search, fetch and
 # pop3 need seed). BENCH_ONLY=posthorn|peers runs one side; BENCH_KEEP=1 keeps the work
 # directory (logs, data) for a look afterwards; BENCH_OUT=FILE also writes
-# the table there.
+# the table there. PEERS_MAIL_FSYNC=always runs Dovecot with mail_fsync =
+# always (see peers.sh) instead of its default, optimized.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD

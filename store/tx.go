@@ -410,11 +410,10 @@ func (s *boltStore) syncer() {
 			}
 		}
 		s.syncBusy.Store(true)
-		err := s.wal.appendRecords(recs)
+		syncs, err := s.wal.appendRecords(recs)
+		s.fsyncs.Add(uint64(syncs))
 		if err != nil {
 			err = s.fail(fmt.Errorf("store: write log: %w", err))
-		} else {
-			s.fsyncs.Add(1)
 		}
 		s.syncBusy.Store(false)
 		select {

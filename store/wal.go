@@ -262,9 +262,10 @@ func (w *wal) records() ([][]byte, error) {
 }
 
 // appendRecords writes the records of consecutive transactions after the
-// last one written and fdatasyncs the log. Only the syncer calls it (and
+// last one written and fdatasyncs the log; syncs counts the fdatasyncs
+// (two when the file had to grow first). Only the syncer calls it (and
 // tests).
-func (w *wal) appendRecords(recs []walRecord) error {
+func (w *wal) appendRecords(recs []walRecord) (syncs int, err error) {
 	w.buf = w.buf[:0]
 	for _, r := range recs {
 		start := len(w.buf)
@@ -282,21 +283,22 @@ func (w *wal) appendRecords(recs []walRecord) error {
 		// Zeros first, so that later records overwrite written blocks.
 		target := max(end, w.size) + walGrowStep
 		if err := writeZeros(w.f, w.size, target); err != nil {
-			return err
+			return syncs, err
 		}
 		w.size = target
+		syncs++
 	}
 	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
-		return err
+		return syncs, err
 	}
 	if err := fdatasync(w.f); err != nil {
-		return err
+		return syncs, err
 	}
 	w.off = end
 	if cap(w.buf) > 4<<20 {
 		w.buf = nil
 	}
-	return nil
+	return syncs + 1, nil
 }
 
 // unwrite takes back the last n bytes of records written, those of a

@@ -416,6 +416,10 @@ func TestWALOneFsyncPerCommit(t *testing.T) {
 	checkpointQuiet = time.Hour
 	defer func() { checkpointQuiet = old }()
 	s, _ := walSetup(t)
+	// The first logged write also grows the log (TestWALFsyncCount).
+	if _, err := s.Append(context.Background(), alice, "INBOX", NewMessage{Body: testMessage("first", 1000)}); err != nil {
+		t.Fatal(err)
+	}
 	st, _ := StatsOf(s)
 	for i := range 10 {
 		if _, err := s.Append(context.Background(), alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprint(i), 1000)}); err != nil {
@@ -626,7 +630,33 @@ func appendToLog(t *testing.T, p string, payloads ...[]byte) {
 	for i, pl := range payloads {
 		add = append(add, walRecord{txid: w.hdr.txid + uint64(len(recs)+i) + 1, parts: [][]byte{pl}})
 	}
-	if err := w.appendRecords(add); err != nil {
+	if _, err := w.appendRecords(add); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWALFsyncCount: Stats.Fsyncs counts the log's fdatasyncs, the one
+// that makes its new zeroed blocks durable when it grows included.
+func TestWALFsyncCount(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "posthorn.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.AddDomain("example.test")
+	st.AddAccount(alice, "h")
+	body := testMessage("count", 512)
+	before, _ := StatsOf(st)
+	// The first logged append grows the log (zeros, fdatasync), then
+	// writes its record (fdatasync); the second only writes.
+	for i, want := range []uint64{2, 1} {
+		if _, err := st.Append(context.Background(), alice, "INBOX", NewMessage{Body: body}); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := StatsOf(st)
+		if got := after.Fsyncs - before.Fsyncs; got != want || after.Checkpoints != before.Checkpoints {
+			t.Fatalf("append %d: %d fdatasyncs (checkpoints %d -> %d), want %d", i+1, got, before.Checkpoints, after.Checkpoints, want)
+		}
+		before = after
 	}
 }

@@ -35,18 +35,32 @@ func (t *txn) putBlob(body []byte, info BlobInfo, refs uint32) (uint64, error) {
 	return id, t.setBlobRefs(id, refs)
 }
 
+// blobRefs is a blob's reference count: its record in blobrefs, or 1
+// for a blob without one (a body stored once, as nearly all are: not
+// writing the record saves a page or two per commit), or 0 for no blob.
 func (t *txn) blobRefs(id uint64) uint32 {
 	v := t.tx.Bucket(bucketBlobRefs).Get(u64Key(id))
-	if len(v) != 4 {
-		return 0
+	if len(v) == 4 {
+		return binary.BigEndian.Uint32(v)
 	}
-	return binary.BigEndian.Uint32(v)
+	if t.tx.Bucket(bucketBlobInfo).Get(u64Key(id)) != nil {
+		return 1
+	}
+	return 0
 }
 
+// setBlobRefs sets a blob's count, n >= 1: 1 is no record.
 func (t *txn) setBlobRefs(id uint64, n uint32) error {
+	refs := t.tx.Bucket(bucketBlobRefs)
+	if n == 1 {
+		if refs.Get(u64Key(id)) == nil {
+			return nil
+		}
+		return refs.Delete(u64Key(id))
+	}
 	v := make([]byte, 4)
 	binary.BigEndian.PutUint32(v, n)
-	return t.tx.Bucket(bucketBlobRefs).Put(u64Key(id), v)
+	return refs.Put(u64Key(id), v)
 }
 
 // addBlobRef records one more reference (a copy).

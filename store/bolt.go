@@ -10,7 +10,7 @@ package store
 //	mail      address -> { mboxes: name -> JSON Mailbox,
 //	                       msgs: mailbox ID -> { UID (4 bytes BE) -> Message } }
 //	blobinfo  blob ID (8 bytes BE) -> binary BlobInfo; sequence = blob IDs
-//	blobrefs  blob ID -> reference count (4 bytes BE)
+//	blobrefs  blob ID -> reference count (4 bytes BE), if over 1 (none: 1)
 //	blobdata  blob ID, chunk number (8+4 bytes BE) -> up to ChunkSize bytes
 //	queue     entry ID (time-ordered hex) -> JSON QueueEntry
 //
@@ -61,7 +61,7 @@ var (
 	bucketDKIM     = []byte("dkim")     // domain NUL selector -> JSON DKIMKey
 	bucketMail     = []byte("mail")     // address -> {mboxes, msgs}
 	bucketBlobInfo = []byte("blobinfo") // id -> encoded BlobInfo
-	bucketBlobRefs = []byte("blobrefs") // id -> uint32 reference count
+	bucketBlobRefs = []byte("blobrefs") // id -> uint32 reference count, if over 1
 	bucketBlobData = []byte("blobdata") // id, chunk number -> bytes
 	bucketQueue    = []byte("queue")    // entry ID -> JSON QueueEntry
 

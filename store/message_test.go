@@ -46,8 +46,8 @@ func TestCopyExpungeRefcounts(t *testing.T) {
 		t.Fatalf("refcount after move = %d, want 1", n)
 	}
 	s.Expunge(alice, "Trash", res.DstUIDs)
-	if infos, refs, chunks := blobCounts(t, s); infos != 1 || refs != 1 || chunks != 1 {
-		t.Fatalf("after last expunge: %d infos %d refs %d chunks, want only the other message's", infos, refs, chunks)
+	if infos, refs, chunks := blobCounts(t, s); infos != 1 || refs != 0 || chunks != 1 {
+		t.Fatalf("after last expunge: %d infos %d refs %d chunks, want only the other message's (count 1: no refs record)", infos, refs, chunks)
 	}
 	a, _ := s.Account(alice)
 	if a.UsedBytes != int64(len(testMessage("other", 100))) {
@@ -210,5 +210,40 @@ func TestAppendMany(t *testing.T) {
 	}
 	if _, err := s.AppendMany(context.Background(), alice, "NoSuchBox", msgs[:2]); !errors.Is(err, ErrNoSuchMailbox) {
 		t.Fatalf("missing mailbox: %v", err)
+	}
+}
+
+// TestExplicitRefcountOne: a store written before counts of 1 went
+// without a record (every blob had one) reads such a record as 1, and the
+// last expunge frees the blob and the record.
+func TestExplicitRefcountOne(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	d := mustAppend(t, s, "INBOX", testMessage("old", 100))
+	msgs, _ := s.Messages(alice, "INBOX")
+	id := msgs[0].BlobID
+	if err := s.update(func(t *txn) error {
+		return t.tx.Bucket(bucketBlobRefs).Put(u64Key(id), []byte{0, 0, 0, 1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := blobRefCount(t, s, id); n != 1 {
+		t.Fatalf("refcount %d, want 1", n)
+	}
+	if _, err := s.Copy(alice, "INBOX", []uint32{d.UID}, "Archive"); err != nil {
+		t.Fatal(err)
+	}
+	if n := blobRefCount(t, s, id); n != 2 {
+		t.Fatalf("refcount after copy %d, want 2", n)
+	}
+	s.Expunge(alice, "INBOX", []uint32{d.UID})
+	if _, refs, _ := blobCounts(t, s); refs != 0 {
+		t.Fatalf("count back to 1: %d refs records, want none", refs)
+	}
+	s.Expunge(alice, "Archive", []uint32{1})
+	if infos, refs, chunks := blobCounts(t, s); infos+refs+chunks != 0 {
+		t.Fatalf("after the last expunge: %d infos %d refs %d chunks", infos, refs, chunks)
+	}
+	if n := blobRefCount(t, s, id); n != 0 {
+		t.Fatalf("refcount of a freed blob %d", n)
 	}
 }

@@ -189,7 +189,7 @@ func (s *Server) capListener(ln net.Listener) net.Listener {
 	return &connlimit.Listener{
 		Listener: ln,
 		Limiter:  s.Conns,
-		Refusal:  []byte("421 4.7.0 " + s.Hostname + " too many connections, try again later\r\n"),
+		Refusal:  connlimit.SMTPRefusal(s.Hostname),
 		Refused: func(ip string) {
 			s.Logger.Warn("connection refused: too many connections", "remote", ip)
 			s.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "connections")

@@ -13,7 +13,7 @@ import (
 func refusal(service, hostname string) []byte {
 	switch service {
 	case "submission":
-		return []byte("421 4.7.0 " + hostname + " too many connections, try again later\r\n")
+		return connlimit.SMTPRefusal(hostname)
 	case "imap":
 		return []byte("* BYE [UNAVAILABLE] Too many connections, try again later\r\n") // RFC 5530
 	case "pop3":

@@ -53,10 +53,7 @@ func (t *txn) blobRefs(id uint64) uint32 {
 func (t *txn) setBlobRefs(id uint64, n uint32) error {
 	refs := t.tx.Bucket(bucketBlobRefs)
 	if n == 1 {
-		if refs.Get(u64Key(id)) == nil {
-			return nil
-		}
-		return refs.Delete(u64Key(id))
+		return refs.Delete(u64Key(id)) // a missing key: nothing written
 	}
 	v := make([]byte, 4)
 	binary.BigEndian.PutUint32(v, n)

@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -73,3 +75,13 @@ func blobRefCount(t testing.TB, s *boltStore, id uint64) uint32 {
 }
 
 func writeFile(path string, data []byte) error { return os.WriteFile(path, data, 0o600) }
+
+// appendRecord and deliverRecord are log records in one piece, as the
+// log holds them.
+func appendRecord(addr, mailbox string, msgs []NewMessage) []byte {
+	return bytes.Join(appendRecordParts(addr, mailbox, msgs), nil)
+}
+
+func deliverRecord(body []byte, to []Delivery, now time.Time) []byte {
+	return bytes.Join(deliverRecordParts(body, to, now), nil)
+}

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,15 +77,6 @@ func deliverRecordParts(body []byte, to []Delivery, now time.Time) [][]byte {
 		r.bytes(d.Prefix)
 	}
 	return r.done()
-}
-
-// appendRecord and deliverRecord are the records in one piece (tests).
-func appendRecord(addr, mailbox string, msgs []NewMessage) []byte {
-	return bytes.Join(appendRecordParts(addr, mailbox, msgs), nil)
-}
-
-func deliverRecord(body []byte, to []Delivery, now time.Time) []byte {
-	return bytes.Join(deliverRecordParts(body, to, now), nil)
 }
 
 // replay runs the operations of the log's records, in order, in one

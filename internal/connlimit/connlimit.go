@@ -58,6 +58,12 @@ func ClientIP(a net.Addr) string {
 	return host
 }
 
+// SMTPRefusal is the reply to an SMTP client over a cap (RFC 5321
+// section 3.8: 421 and close).
+func SMTPRefusal(hostname string) []byte {
+	return []byte("421 4.7.0 " + hostname + " too many connections, try again later\r\n")
+}
+
 // Listener admits the connections it accepts through Limiter. A refused
 // connection is reported to Refused, sent Refusal (if any) and closed;
 // an admitted one is returned, through Wrap if set, and gives its slot

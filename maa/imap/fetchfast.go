@@ -46,7 +46,7 @@ func fastItems(o *imapv2.FetchOptions) bool {
 // through f (imapserver's encoder) instead, so that it fails the same way.
 func (ss *session) fetchFast(gc *guardConn, f *fetcher, entries []entry) error {
 	o := f.opts
-	buf := make([]byte, 0, fastBlock+512)
+	buf := make([]byte, 0, min(fastBlock, 64*len(entries))+512)
 	flush := func() error {
 		if len(buf) == 0 {
 			return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"sort"
@@ -247,8 +248,11 @@ func stepPOP3(o options, r *Results) error {
 	return nil
 }
 
-// stepAppend APPENDs messages one after another on one connection, each
-// with a synchronizing literal.
+// stepAppend APPENDs messages one after another on one connection: first
+// each with a synchronizing literal (two round trips: the server's "+"
+// comes before the message), then, if the server advertises LITERAL+
+// (RFC 7888), with a non-synchronizing one, as Thunderbird sends its
+// drafts and sent copies (mail.imap.use_literal_plus, on by default).
 func stepAppend(o options, r *Results) error {
 	m, err := dialIMAP(o.imap, o.idleUser, o.pass)
 	if err != nil {
@@ -256,26 +260,57 @@ func stepAppend(o options, r *Results) error {
 	}
 	defer m.logout()
 	m.run("CREATE Bench", nil) // may exist from an earlier run
+	literalPlus := false
+	if _, err := m.run("CAPABILITY", func(line []byte) {
+		if bytes.HasPrefix(line, []byte("* CAPABILITY ")) {
+			for _, c := range strings.Fields(string(line)) {
+				literalPlus = literalPlus || strings.EqualFold(c, "LITERAL+")
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	rate, err := m.appends(o, false)
+	if err != nil {
+		return err
+	}
+	r.add("append_rate", "IMAP APPEND 4 KiB, one connection", "msg/s", rate, true)
+	if !literalPlus {
+		return nil
+	}
+	if rate, err = m.appends(o, true); err != nil {
+		return err
+	}
+	r.add("append_rate_literal_plus", "IMAP APPEND 4 KiB, one connection, LITERAL+", "msg/s", rate, true)
+	return nil
+}
+
+// appends APPENDs o.appends messages to Bench, one after another, and
+// returns their rate; nonSync sends each literal with its command.
+func (m *imapConn) appends(o options, nonSync bool) (float64, error) {
 	t0 := time.Now()
 	for i := 0; i < o.appends; i++ {
 		msg := message(i, o.idleUser, 4096)
 		m.tag++
 		tag := fmt.Sprintf("t%d", m.tag)
-		fmt.Fprintf(m.c, "%s APPEND Bench (\\Seen) {%d}\r\n", tag, len(msg))
-		line, err := m.readLine(nil)
-		if err != nil {
-			return err
+		if nonSync {
+			fmt.Fprintf(m.c, "%s APPEND Bench (\\Seen) {%d+}\r\n%s\r\n", tag, len(msg), msg)
+		} else {
+			fmt.Fprintf(m.c, "%s APPEND Bench (\\Seen) {%d}\r\n", tag, len(msg))
+			line, err := m.readLine(nil)
+			if err != nil {
+				return 0, err
+			}
+			if !strings.HasPrefix(string(line), "+") {
+				return 0, fmt.Errorf("APPEND: %s", line)
+			}
+			m.c.Write(append(msg, '\r', '\n'))
 		}
-		if !strings.HasPrefix(string(line), "+") {
-			return fmt.Errorf("APPEND: %s", line)
-		}
-		m.c.Write(append(msg, '\r', '\n'))
 		if _, err := m.wait(tag, nil); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	r.add("append_rate", "IMAP APPEND 4 KiB, one connection", "msg/s", float64(o.appends)/time.Since(t0).Seconds(), true)
-	return nil
+	return float64(o.appends) / time.Since(t0).Seconds(), nil
 }
 
 // stepIdleConnections reports the memory an idle IMAP connection (logged

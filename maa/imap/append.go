@@ -1,7 +1,6 @@
 package imap
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"time"
@@ -24,12 +23,13 @@ func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.A
 		io.Copy(io.Discard, r)
 		return nil, err
 	}
-	body := make([]byte, 0, r.Size())
-	buf := bytes.NewBuffer(body)
-	if _, err := io.Copy(buf, io.LimitReader(r, r.Size())); err != nil {
+	// Read to exactly the literal's size: bytes.Buffer.ReadFrom would
+	// double a buffer of that size to look for more.
+	body := make([]byte, r.Size())
+	if _, err := io.ReadFull(r, body); err != nil {
 		return nil, err
 	}
-	body = normalizeCRLF(buf.Bytes())
+	body = normalizeCRLF(body)
 	msg := store.NewMessage{Body: body}
 	if options != nil {
 		msg.Flags, msg.InternalDate = fromFlags(options.Flags), options.Time

@@ -211,7 +211,7 @@ func (t *txn) account(address string) (Account, error) {
 		return Account{}, fmt.Errorf("account %s: %w", addr, ErrNoSuchAccount)
 	}
 	if t.cache != nil {
-		if c, ok := t.cache.accts[addr]; ok && sameBytes(c.raw, v) {
+		if c, ok := t.cache.accts[addr]; ok && (c.dirty || sameBytes(c.raw, v)) {
 			return c.a, nil
 		}
 	}
@@ -220,12 +220,24 @@ func (t *txn) account(address string) (Account, error) {
 		return Account{}, fmt.Errorf("store: account %s: %w", addr, err)
 	}
 	if t.cache != nil {
-		t.cache.accts[addr] = cachedAccount{v, a}
+		t.cache.accts[addr] = cachedAccount{raw: v, a: a}
 	}
 	return a, nil
 }
 
 func (t *txn) putAccount(a Account) error {
+	if c := t.cache; c != nil && c.deferPut {
+		if !c.accts[a.Address].dirty {
+			c.dirty = append(c.dirty, "a"+a.Address)
+		}
+		c.accts[a.Address] = cachedAccount{a: a, dirty: true}
+		return nil
+	}
+	return t.writeAccount(a)
+}
+
+// writeAccount is putAccount without deferring.
+func (t *txn) writeAccount(a Account) error {
 	v, err := json.Marshal(a)
 	if err != nil {
 		return err
@@ -234,7 +246,7 @@ func (t *txn) putAccount(a Account) error {
 		return err
 	}
 	if t.cache != nil {
-		t.cache.accts[a.Address] = cachedAccount{v, a}
+		t.cache.accts[a.Address] = cachedAccount{raw: v, a: a}
 	}
 	return nil
 }

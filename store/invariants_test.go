@@ -3,11 +3,15 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestInvariantsRandomOps runs random appends, flag changes, copies,
@@ -213,4 +217,119 @@ func TestConcurrentAppendExpunge(t *testing.T) {
 		t.Fatalf("%d appends acknowledged", len(uids))
 	}
 	checkRefcounts(t, s)
+}
+
+// TestGroupCommitRecords: appends and deliveries queued together make
+// one group commit, which writes each account and mailbox record once,
+// at its end. Some deliveries pass bob's quota: they fail inside their
+// group, which is then retried apart. The records must agree with the
+// messages, live and after a crash (replayed from the log).
+func TestGroupCommitRecords(t *testing.T) {
+	holdCheckpoints(t)
+	s, path := openTest(t, Options{})
+	const bob = "bob@example.test"
+	if err := s.AddAccount(bob, "hash"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetQuota(bob, 20_000); err != nil {
+		t.Fatal(err)
+	}
+	before, err := StatsOf(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused atomic.Int32
+	const rounds, per = 6, 12
+	for round := range rounds {
+		// Hold the committer: the calls queue up and make one group.
+		s.commitMu.Lock()
+		var wg sync.WaitGroup
+		for i := range per {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				body := testMessage(fmt.Sprintf("g%d-%d", round, i), 500+(round*131+i*17)%3000)
+				var err error
+				switch i % 3 {
+				case 0:
+					_, err = s.Append(context.Background(), alice, "INBOX", NewMessage{Body: body})
+				case 1:
+					_, err = s.Append(context.Background(), alice, "Archive", NewMessage{Body: body, Flags: []string{`\Seen`}})
+				default:
+					_, err = s.Deliver(context.Background(), body, []Delivery{
+						{Account: alice, Mailbox: "Junk"},
+						{Account: bob, Mailbox: "INBOX", Prefix: []byte("Delivered-To: bob@example.test\r\n")},
+					})
+				}
+				if errors.Is(err, ErrOverQuota) {
+					refused.Add(1)
+				} else if err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		s.commitMu.Unlock()
+		wg.Wait()
+	}
+	after, err := StatsOf(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := after.Commits - before.Commits; c >= rounds*per/2 {
+		t.Fatalf("%d commits for %d operations: the calls were not grouped", c, rounds*per)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("no delivery passed bob's quota: the test lost its failing calls")
+	}
+	check := func(s *boltStore) {
+		t.Helper()
+		for _, addr := range []string{alice, bob} {
+			var used int64
+			for _, name := range []string{"INBOX", "Archive", "Junk"} {
+				msgs, err := s.Messages(addr, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mb, err := s.Mailbox(addr, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var size int64
+				var unseen, last uint32
+				for _, m := range msgs {
+					size += m.Size
+					last = max(last, m.UID)
+					if !slices.Contains(m.Flags, `\Seen`) {
+						unseen++
+					}
+				}
+				if mb.Messages != uint32(len(msgs)) || mb.Size != size || mb.Unseen != unseen || (len(msgs) > 0 && mb.UIDNext != last+1) {
+					t.Errorf("%s %s: the record says %d messages, %d bytes, %d unseen, UIDNEXT %d; it holds %d, %d bytes, %d unseen, last UID %d",
+						addr, name, mb.Messages, mb.Size, mb.Unseen, mb.UIDNext, len(msgs), size, unseen, last)
+				}
+				used += size
+			}
+			a, err := s.Account(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.UsedBytes != used {
+				t.Errorf("%s: UsedBytes %d, messages hold %d", addr, a.UsedBytes, used)
+			}
+			if a.QuotaBytes > 0 && a.UsedBytes > a.QuotaBytes {
+				t.Errorf("%s: %d bytes used, quota %d", addr, a.UsedBytes, a.QuotaBytes)
+			}
+		}
+	}
+	check(s)
+	if after.Checkpoints != before.Checkpoints {
+		t.Fatal("a checkpoint ran: the test needs the writes in the log")
+	}
+	st2, err := Open(crashCopy(t, path), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	check(st2.(*boltStore))
 }

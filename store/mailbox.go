@@ -226,7 +226,7 @@ func (t *txn) mailbox(addr, name string) (Mailbox, error) {
 	}
 	key := addr + "\x00" + n
 	if t.cache != nil {
-		if c, ok := t.cache.mboxes[key]; ok && sameBytes(c.raw, v) {
+		if c, ok := t.cache.mboxes[key]; ok && (c.dirty || sameBytes(c.raw, v)) {
 			return c.mb, nil
 		}
 	}
@@ -235,12 +235,25 @@ func (t *txn) mailbox(addr, name string) (Mailbox, error) {
 		return Mailbox{}, fmt.Errorf("store: mailbox %q: %w", n, err)
 	}
 	if t.cache != nil {
-		t.cache.mboxes[key] = cachedMailbox{v, mb}
+		t.cache.mboxes[key] = cachedMailbox{raw: v, mb: mb}
 	}
 	return mb, nil
 }
 
 func (t *txn) putMailbox(addr string, mb Mailbox) error {
+	if c := t.cache; c != nil && c.deferPut {
+		key := addr + "\x00" + mb.Name
+		if !c.mboxes[key].dirty {
+			c.dirty = append(c.dirty, "m"+key)
+		}
+		c.mboxes[key] = cachedMailbox{mb: mb, dirty: true}
+		return nil
+	}
+	return t.writeMailbox(addr, mb)
+}
+
+// writeMailbox is putMailbox without deferring.
+func (t *txn) writeMailbox(addr string, mb Mailbox) error {
 	v, err := json.Marshal(mb)
 	if err != nil {
 		return err
@@ -249,7 +262,7 @@ func (t *txn) putMailbox(addr string, mb Mailbox) error {
 		return err
 	}
 	if t.cache != nil {
-		t.cache.mboxes[addr+"\x00"+mb.Name] = cachedMailbox{v, mb}
+		t.cache.mboxes[addr+"\x00"+mb.Name] = cachedMailbox{raw: v, mb: mb}
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 	}
 	var out []Delivered
 	var stopped error
-	err := s.batchRec(ctx, rec, func(t *txn) error {
+	err := s.batchAppend(ctx, rec, func(t *txn) error {
 		var err error
 		out, stopped, err = t.appendMessages(addr, mailbox, msgs, infos)
 		return err
@@ -202,7 +202,7 @@ func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]
 		rec = deliverRecordParts(body, to, now)
 	}
 	var out []Delivered
-	err := s.batchRec(ctx, rec, func(t *txn) error {
+	err := s.batchAppend(ctx, rec, func(t *txn) error {
 		var err error
 		out, err = t.deliver(body, info, to, now)
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,19 +25,52 @@ type txn struct {
 // and decoding the JSON again for each call was a tenth of the commit.
 // An entry is used only while the record in the transaction is the very
 // value it was decoded from (bbolt returns the slice that was Put).
+//
+// In a transaction of appends only (deferPuts), the records are not
+// written back at each call either: putAccount and putMailbox leave the
+// new value here, marked dirty, and flush writes each once, after the
+// last call. A group commit of N appends to one mailbox then encodes and
+// writes its mailbox and account records once rather than N times. Only
+// appendMessages and deliver run in such a transaction, and they reach
+// the two records only through account, mailbox and their put.
 type decodeCache struct {
-	accts  map[string]cachedAccount
-	mboxes map[string]cachedMailbox // address NUL name
+	accts    map[string]cachedAccount
+	mboxes   map[string]cachedMailbox // address NUL name
+	deferPut bool
+	dirty    []string // keys of dirty entries, in the order first dirtied: "a" address or "m" address NUL name
 }
 
 type cachedAccount struct {
-	raw []byte
-	a   Account
+	raw   []byte // the record the entry was decoded from; nil when dirty
+	a     Account
+	dirty bool
 }
 
 type cachedMailbox struct {
-	raw []byte
-	mb  Mailbox
+	raw   []byte
+	mb    Mailbox
+	dirty bool
+}
+
+// flush writes the dirty records into t's transaction.
+func (c *decodeCache) flush(t *txn) error {
+	for _, k := range c.dirty {
+		var err error
+		switch k[0] {
+		case 'a':
+			e := c.accts[k[1:]]
+			err = t.writeAccount(e.a)
+		case 'm':
+			e := c.mboxes[k[1:]]
+			addr, _, _ := strings.Cut(k[1:], "\x00")
+			err = t.writeMailbox(addr, e.mb)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	c.dirty = c.dirty[:0]
+	return nil
 }
 
 func newDecodeCache() *decodeCache {
@@ -54,7 +88,9 @@ func (t *txn) publish(e Event) { t.events = append(t.events, e) }
 type call struct {
 	fn  func(*txn) error
 	rec [][]byte // the operation as a log record, in parts; nil: not logged
-	err chan error
+	// appends: fn is an append or a delivery (see decodeCache)
+	appends bool
+	err     chan error
 }
 
 // errPanic wraps a panic inside a transaction function (a corrupt file
@@ -107,16 +143,20 @@ func (s *boltStore) view(fn func(tx *bolt.Tx) error) (err error) {
 // batch fails), so it must compute everything, IDs included, from the
 // transaction and overwrite its results on each run.
 func (s *boltStore) batch(ctx context.Context, fn func(*txn) error) error {
-	return s.batchRec(ctx, nil, fn)
+	return s.hand(ctx, &call{fn: fn, err: make(chan error, 1)})
 }
 
-// batchRec is batch for an operation that the log can replay: rec is its
-// record (see walops.go), nil when it is not logged.
-func (s *boltStore) batchRec(ctx context.Context, rec [][]byte, fn func(*txn) error) error {
+// batchAppend is batch for an append or a delivery, which the log can
+// replay: rec is its record (see walops.go), nil when it is not logged.
+func (s *boltStore) batchAppend(ctx context.Context, rec [][]byte, fn func(*txn) error) error {
+	return s.hand(ctx, &call{fn: fn, rec: rec, appends: true, err: make(chan error, 1)})
+}
+
+// hand gives c to the committer and waits for its outcome.
+func (s *boltStore) hand(ctx context.Context, c *call) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c := &call{fn: fn, rec: rec, err: make(chan error, 1)}
 	select {
 	case s.calls <- c:
 	case <-s.quit:
@@ -290,12 +330,19 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 			return fmt.Errorf("store: transaction %d, logged as %d", tx.ID(), job.rec.txid)
 		}
 		cache := newDecodeCache()
+		cache.deferPut = true
+		for _, c := range calls {
+			cache.deferPut = cache.deferPut && c.appends
+		}
 		for i, c := range calls {
 			txns[i] = &txn{tx: tx, s: s, cache: cache}
 			if err := runFn(c.fn, txns[i]); err != nil {
 				failed = i
 				return err
 			}
+		}
+		if err := cache.flush(txns[0]); err != nil {
+			return err
 		}
 		txid, hwm = uint64(tx.ID()), tx.Size()
 		return nil

@@ -118,7 +118,11 @@ type boltStore struct {
 	logBytes        int64
 	closing         bool
 	jobs            chan *syncJob  // to the syncer
-	syncBusy        atomic.Bool    // the syncer is writing the log
+	syncBusy        atomic.Bool    // the syncer (or commitSolo) is writing the log
+	inflight        atomic.Int32   // jobs handed to the syncer, not yet answered
+	committerIdle   atomic.Bool    // the committer waits for a first call
+	applies         chan soloApply // to the applier (commitSolo)
+	solos           atomic.Uint64  // commits made by commitSolo, for tests
 	syncDone        chan struct{}  // a log write ended (buffered, 1)
 	pending         sync.WaitGroup // jobs not yet answered
 	replaySkipped   int            // operations of the log skipped at Open (see refused)
@@ -264,9 +268,11 @@ func (s *boltStore) startLog(w *wal, records [][]byte, logged bool) error {
 		s.db.NoSync = false
 	}
 	s.jobs = make(chan *syncJob, 4*maxBatch)
+	s.applies = make(chan soloApply, 1)
 	if s.walOn.Load() {
-		s.syncWG.Add(1)
+		s.syncWG.Add(2)
 		go s.syncer()
+		go s.applier()
 	}
 	return nil
 }
@@ -331,6 +337,7 @@ func (s *boltStore) Close() error {
 		s.closing = true
 		s.pending.Wait()
 		close(s.jobs)
+		close(s.applies)
 		s.syncWG.Wait()
 		if s.walOn.Load() {
 			err = s.checkpointLocked(true)

@@ -28,7 +28,9 @@ import (
 // so that its fdatasync carries no file-system metadata. A group's record
 // is written and fdatasynced while the group is applied (its operations
 // and transaction id are known before), and its callers are answered
-// once both are done. A record whose transaction then fails is taken
+// once both are done: the syncer writes the record while the committer
+// applies the group, or, for a lone writer, the writer writes its own
+// record while the applier applies it (commitSolo). A record whose transaction then fails is taken
 // back before the next is written (wal.unwrite); after a crash in
 // between, its failing operation fails again at replay and is skipped.
 //
@@ -146,7 +148,8 @@ func decodeWALHeader(b []byte) (walHeader, bool) {
 
 // wal is the open log. Its fields are the committer's (under commitMu),
 // except off, size and buf, which belong to the syncer while it has
-// records to write (boltStore.pending counts them).
+// records to write (boltStore.pending counts them). commitSolo writes
+// records only when the syncer has none, under commitMu.
 type wal struct {
 	f    *os.File
 	name string
@@ -263,8 +266,8 @@ func (w *wal) records() ([][]byte, error) {
 
 // appendRecords writes the records of consecutive transactions after the
 // last one written and fdatasyncs the log; syncs counts the fdatasyncs
-// (two when the file had to grow first). Only the syncer calls it (and
-// tests).
+// (two when the file had to grow first). Only the syncer and commitSolo
+// call it (and tests), never at once.
 func (w *wal) appendRecords(recs []walRecord) (syncs int, err error) {
 	w.buf = w.buf[:0]
 	for _, r := range recs {
@@ -304,8 +307,8 @@ func (w *wal) appendRecords(recs []walRecord) (syncs int, err error) {
 // unwrite takes back the last n bytes of records written, those of a
 // transaction that failed after its record was written: they are written
 // over with zeros (not synced: the next record's fdatasync carries them),
-// and the next record starts where they did. Only the committer calls it,
-// when the syncer is idle.
+// and the next record starts where they did. Only the committer and
+// commitSolo call it, under commitMu, when the syncer is idle.
 func (w *wal) unwrite(n int64) error {
 	if n > w.off-walDataStart {
 		return fmt.Errorf("log: taking back %d bytes of %d", n, w.off-walDataStart)

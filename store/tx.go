@@ -314,8 +314,7 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 		rec, logged := s.record(calls)
 		recLen = rec.size()
 		s.checkMapRoom(recLen)
-		if logged && s.walOn.Load() && s.reader != nil &&
-			s.sinceCheckpoint+1 < checkpointCommits && s.logBytes+int64(recLen) < checkpointBytes {
+		if logged && s.canLog(recLen) {
 			rec.txid = s.lastTxid + 1
 			job = &syncJob{rec: rec, calls: calls, applied: make(chan struct{})}
 			s.pending.Add(1)
@@ -452,25 +451,14 @@ func (s *boltStore) commitSolo(c *call) bool {
 	rec := walRecord{parts: c.rec}
 	recLen := rec.size()
 	s.checkMapRoom(recLen)
-	if !s.walOn.Load() || s.reader == nil ||
-		s.sinceCheckpoint+1 >= checkpointCommits || s.logBytes+int64(recLen) >= checkpointBytes {
+	if !s.canLog(recLen) {
 		return false
 	}
 	rec.txid = s.lastTxid + 1
 	s.solos.Add(1)
 	done := make(chan applied, 1)
 	s.applies <- soloApply{calls: []*call{c}, want: rec.txid, done: done}
-	s.syncBusy.Store(true)
-	syncs, werr := s.wal.appendRecords([]walRecord{rec})
-	s.fsyncs.Add(uint64(syncs))
-	if werr != nil {
-		werr = s.fail(fmt.Errorf("store: write log: %w", werr))
-	}
-	s.syncBusy.Store(false)
-	select {
-	case s.syncDone <- struct{}{}:
-	default:
-	}
+	werr := s.writeLog([]walRecord{rec})
 	a := <-done
 	if a.err != nil {
 		// As in commitLocked: the record of a transaction that did not
@@ -490,6 +478,13 @@ func (s *boltStore) commitSolo(c *call) bool {
 	s.logBytes += int64(recLen)
 	s.answer([]*call{c}, a.txns, werr)
 	return true
+}
+
+// canLog tells whether a commit with a record of recLen bytes can go
+// through the log: in log mode, with no checkpoint due.
+func (s *boltStore) canLog(recLen int) bool {
+	return s.walOn.Load() && s.reader != nil &&
+		s.sinceCheckpoint+1 < checkpointCommits && s.logBytes+int64(recLen) < checkpointBytes
 }
 
 // answer publishes the events of committed calls and answers them.
@@ -557,17 +552,7 @@ func (s *boltStore) syncer() {
 				break more
 			}
 		}
-		s.syncBusy.Store(true)
-		syncs, err := s.wal.appendRecords(recs)
-		s.fsyncs.Add(uint64(syncs))
-		if err != nil {
-			err = s.fail(fmt.Errorf("store: write log: %w", err))
-		}
-		s.syncBusy.Store(false)
-		select {
-		case s.syncDone <- struct{}{}:
-		default:
-		}
+		err := s.writeLog(recs)
 		for _, j := range jobs {
 			<-j.applied
 			if j.ok {
@@ -579,6 +564,23 @@ func (s *boltStore) syncer() {
 		clear(jobs)
 		clear(recs)
 	}
+}
+
+// writeLog writes and fdatasyncs recs, telling the committer while it
+// does (syncBusy, syncDone). A failure fails the store (see fail).
+func (s *boltStore) writeLog(recs []walRecord) error {
+	s.syncBusy.Store(true)
+	syncs, err := s.wal.appendRecords(recs)
+	s.fsyncs.Add(uint64(syncs))
+	if err != nil {
+		err = s.fail(fmt.Errorf("store: write log: %w", err))
+	}
+	s.syncBusy.Store(false)
+	select {
+	case s.syncDone <- struct{}{}:
+	default:
+	}
+	return err
 }
 
 // fail makes err the answer to every write from now on: after a failed

@@ -183,6 +183,7 @@ func Open(path string, opts Options) (st Store, err error) {
 		}
 		return nil, err
 	}
+	s.committerIdle.Store(true) // as it is until a first call comes
 	s.wg.Add(1)
 	go s.committer()
 	return s, nil

@@ -702,3 +702,86 @@ func TestWALSoloCommit(t *testing.T) {
 	}
 	checkStored(t, crashCopy(t, path), want, liveState(t, s))
 }
+
+// TestCloseDuringAppends: Close while appends are under way, from one
+// writer (commitSolo) and from several (group commits). Every append
+// returns either its delivery or ErrClosed, Close returns, and the
+// reopened store holds exactly the acknowledged appends.
+func TestCloseDuringAppends(t *testing.T) {
+	for _, writers := range []int{1, 6} {
+		t.Run(fmt.Sprintf("%d-writers", writers), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "posthorn.db")
+			st, err := Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := st.(*boltStore)
+			if err := s.AddDomain("example.test"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.AddAccount(alice, "h"); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			acked := map[uint32][]byte{}
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						body := testMessage(fmt.Sprintf("c%d-%d", w, i), 400+i%700)
+						d, err := s.Append(context.Background(), alice, "INBOX", NewMessage{Body: body})
+						if errors.Is(err, ErrClosed) {
+							return
+						}
+						if err != nil {
+							t.Errorf("append: %v", err)
+							return
+						}
+						mu.Lock()
+						acked[d.UID] = body
+						mu.Unlock()
+					}
+				}()
+			}
+			time.Sleep(100 * time.Millisecond)
+			if err := s.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			wg.Wait()
+			if len(acked) == 0 {
+				t.Fatal("no append was acknowledged before Close")
+			}
+			if writers == 1 && s.solos.Load() == 0 {
+				t.Fatal("the lone writer's appends did not go through commitSolo")
+			}
+			st2, err := Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st2.Close()
+			msgs, err := st2.Messages(alice, "INBOX")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != len(acked) {
+				t.Fatalf("%d messages after reopen, %d acknowledged", len(msgs), len(acked))
+			}
+			for _, m := range msgs {
+				want, ok := acked[m.UID]
+				if !ok {
+					t.Fatalf("UID %d stored but never acknowledged", m.UID)
+				}
+				b, err := st2.OpenMessage(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, b.Size())
+				if _, err := b.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("UID %d: body differs after reopen (%v)", m.UID, err)
+				}
+			}
+		})
+	}
+}

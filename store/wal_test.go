@@ -785,3 +785,64 @@ func TestCloseDuringAppends(t *testing.T) {
 		})
 	}
 }
+
+// TestWALWriteFailure: when the log cannot be written, the appends of
+// that write get an error, from a lone writer (commitSolo) and from a
+// group alike, and so does every write after it (the state on disk is
+// unknown until a restart recovers it). A crash then recovers exactly
+// the appends acknowledged before.
+func TestWALWriteFailure(t *testing.T) {
+	for _, writers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("%d-writers", writers), func(t *testing.T) {
+			holdCheckpoints(t)
+			s, path := walSetup(t)
+			ctx := context.Background()
+			want := map[string][]byte{}
+			for i := range 5 {
+				body := testMessage(fmt.Sprintf("ok-%d", i), 600)
+				d := mustAppend(t, s, "INBOX", body)
+				want[fmt.Sprintf("%s/%s/%d", d.Account, d.Mailbox, d.UID)] = body
+			}
+			live := liveState(t, s)
+			s.wal.f.Close() // the next log write fails
+			solos := s.solos.Load()
+			if writers > 1 {
+				s.commitMu.Lock() // the appends queue into one group
+			}
+			errs := make(chan error, writers)
+			for i := range writers {
+				go func() {
+					_, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprintf("lost-%d", i), 600)})
+					errs <- err
+				}()
+			}
+			if writers > 1 {
+				time.Sleep(20 * time.Millisecond)
+				s.commitMu.Unlock()
+			}
+			for range writers {
+				if err := <-errs; err == nil || !strings.Contains(err.Error(), "write log") {
+					t.Fatalf("append while the log cannot be written: %v", err)
+				}
+			}
+			if writers == 1 && s.solos.Load() == solos {
+				t.Fatal("the lone append did not go through commitSolo")
+			}
+			// The log can be written again, but the store stays failed.
+			f, err := os.OpenFile(path+walSuffix, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.commitMu.Lock()
+			s.wal.f = f
+			s.commitMu.Unlock()
+			if _, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage("after", 600)}); err == nil || !strings.Contains(err.Error(), "write log") {
+				t.Fatalf("append after a failed log write: %v", err)
+			}
+			if _, err := s.CreateMailbox(alice, "After", ""); err == nil {
+				t.Fatal("a mailbox was created after a failed log write")
+			}
+			checkStored(t, crashCopy(t, path), want, live)
+		})
+	}
+}

@@ -26,7 +26,7 @@ type txn struct {
 // An entry is used only while the record in the transaction is the very
 // value it was decoded from (bbolt returns the slice that was Put).
 //
-// In a transaction of appends only (deferPuts), the records are not
+// In a transaction of appends only (deferPut), the records are not
 // written back at each call either: putAccount and putMailbox leave the
 // new value here, marked dirty, and flush writes each once, after the
 // last call. A group commit of N appends to one mailbox then encodes and
@@ -385,7 +385,8 @@ type applied struct {
 
 // apply runs calls in one write transaction and commits it (unsynced in
 // log mode). want, unless 0, is the transaction id their record was
-// logged under. The caller holds commitMu.
+// logged under. commitMu is held: by the caller, or, for the applier,
+// by commitSolo's caller.
 func (s *boltStore) apply(calls []*call, want uint64) (a applied) {
 	a.txns = make([]*txn, len(calls))
 	a.failed = -1

@@ -330,48 +330,61 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 		want = job.rec.txid
 	}
 	a := s.apply(calls, want)
-	txns, failed, txid, hwm, err := a.txns, a.failed, a.txid, a.hwm, a.err
-	if err != nil {
+	if a.err != nil {
 		if job != nil {
 			close(job.applied) // not ok: the syncer answers nothing
-			// The record of a transaction that did not happen is in the
-			// log, under the id of the next commit, and may be durable:
-			// it is taken back, and the next record is written over it.
-			// (Replayed after a crash before that, its failing
-			// operation fails again and is skipped: see refused.)
 			s.pending.Wait()
-			if s.failure() == nil {
-				if uerr := s.wal.unwrite(int64(walRecHeaderSize + recLen)); uerr != nil {
-					return -1, s.fail(fmt.Errorf("store: write log: %w", uerr))
-				}
+			if err := s.takeBack(recLen); err != nil {
+				return -1, err
 			}
 		}
-		return failed, err
+		return a.failed, a.err
 	}
-	s.commits.Add(1)
-	s.writes.Add(uint64(len(calls)))
-	s.lastTxid, s.hwm, s.lastCommit = txid, hwm, time.Now()
+	s.noteCommit(len(calls), a)
 	if !s.walOn.Load() {
 		if !s.opts.NoSync {
 			s.fsyncs.Add(2)
 		}
-		s.answer(calls, txns, nil)
+		s.answer(calls, a.txns, nil)
 		s.preallocate()
 		return -1, nil
 	}
 	s.sinceCheckpoint++
 	s.logBytes += int64(recLen)
 	if job != nil {
-		job.txns, job.ok = txns, true
+		job.txns, job.ok = a.txns, true
 		close(job.applied)
 		return -1, nil
 	}
 	// Not logged, or a checkpoint is due: the checkpoint makes this
 	// commit durable with all before it.
 	err = s.checkpointLocked(false)
-	s.answer(calls, txns, err)
+	s.answer(calls, a.txns, err)
 	s.preallocate()
 	return -1, nil
+}
+
+// takeBack takes back the last record written, of recLen bytes, once its
+// transaction failed: the record of a transaction that did not happen is
+// in the log, under the id of the next commit, and may be durable; the
+// next record is written over it. (Replayed after a crash before that,
+// its failing operation fails again and is skipped: see refused.) The
+// syncer is idle. A store already failed is left as it is.
+func (s *boltStore) takeBack(recLen int) error {
+	if s.failure() != nil {
+		return nil
+	}
+	if err := s.wal.unwrite(int64(walRecHeaderSize + recLen)); err != nil {
+		return s.fail(fmt.Errorf("store: write log: %w", err))
+	}
+	return nil
+}
+
+// noteCommit records a commit of n calls, applied as a.
+func (s *boltStore) noteCommit(n int, a applied) {
+	s.commits.Add(1)
+	s.writes.Add(uint64(n))
+	s.lastTxid, s.hwm, s.lastCommit = a.txid, a.hwm, time.Now()
 }
 
 // applied is the outcome of apply.
@@ -462,19 +475,13 @@ func (s *boltStore) commitSolo(c *call) bool {
 	werr := s.writeLog([]walRecord{rec})
 	a := <-done
 	if a.err != nil {
-		// As in commitLocked: the record of a transaction that did not
-		// happen is taken back.
-		if s.failure() == nil {
-			if uerr := s.wal.unwrite(int64(walRecHeaderSize + recLen)); uerr != nil {
-				a.err = s.fail(fmt.Errorf("store: write log: %w", uerr))
-			}
+		if err := s.takeBack(recLen); err != nil {
+			a.err = err
 		}
 		c.err <- a.err
 		return true
 	}
-	s.commits.Add(1)
-	s.writes.Add(1)
-	s.lastTxid, s.hwm, s.lastCommit = a.txid, a.hwm, time.Now()
+	s.noteCommit(1, a)
 	s.sinceCheckpoint++
 	s.logBytes += int64(recLen)
 	s.answer([]*call{c}, a.txns, werr)

@@ -105,14 +105,17 @@ type boltStore struct {
 	// The write-ahead log (wal.go): always open, for its lock and for
 	// recovery; commits go through it only in log mode (walOn). Under
 	// commitMu unless noted.
-	wal             *wal
-	walOn           atomic.Bool // commits are logged (else bbolt syncs them)
-	dataFile        *os.File    // the data file, read-only: meta pages for checkpoints
-	ino             uint64
-	pageSize        int
-	reader          *bolt.Tx // at the last checkpoint, while in log mode
-	lastTxid        uint64
-	hwm             int64 // bbolt's high-water mark at the last commit
+	wal      *wal
+	walOn    atomic.Bool // commits are logged (else bbolt syncs them)
+	dataFile *os.File    // the data file, read-only: meta pages for checkpoints
+	ino      uint64
+	pageSize int
+	reader   *bolt.Tx // at the last checkpoint, while in log mode
+	lastTxid uint64
+	hwm      int64 // bbolt's high-water mark at the last commit
+	// freelistSynced: the last commit wrote bbolt's freelist (see
+	// syncFreelist). True at Open, which leaves one written.
+	freelistSynced  bool
 	lastCommit      time.Time
 	sinceCheckpoint int
 	logBytes        int64
@@ -259,6 +262,7 @@ func (s *boltStore) startLog(w *wal, records [][]byte, logged bool) error {
 	if logged && mappedSize(s.db) >= 0 && s.hwm+mapHeadroom <= mappedSize(s.db) {
 		s.walOn.Store(true)
 	}
+	s.freelistSynced = true
 	s.commitMu.Lock()
 	err = s.checkpointLocked(!s.walOn.Load())
 	s.commitMu.Unlock()
@@ -268,6 +272,8 @@ func (s *boltStore) startLog(w *wal, records [][]byte, logged bool) error {
 	if !s.walOn.Load() && !s.opts.NoSync {
 		s.db.NoSync = false
 	}
+	// Logged commits leave bbolt's freelist unwritten (syncFreelist).
+	s.db.NoFreelistSync = s.walOn.Load()
 	s.jobs = make(chan *syncJob, 4*maxBatch)
 	s.applies = make(chan soloApply, 1)
 	if s.walOn.Load() {
@@ -365,14 +371,28 @@ func (s *boltStore) Close() error {
 
 // Backup writes a consistent copy of the database from one read
 // transaction.
+//
+// The copy is taken at a commit that wrote bbolt's freelist: a copy of
+// one that did not (a logged commit, see syncFreelist) would make its
+// first Open walk the whole file to rebuild the list, in a goroutine of
+// bbolt's own where a corrupt page panics beyond the reach of recover.
+// In log mode that is a checkpoint.
 func (s *boltStore) Backup(w io.Writer) (int64, error) {
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	return n, err
+	s.commitMu.Lock()
+	var err error
+	if !s.freelistSynced && !s.closing && s.failure() == nil {
+		err = s.checkpointLocked(false)
+	}
+	var tx *bolt.Tx
+	if err == nil {
+		tx, err = s.db.Begin(false)
+	}
+	s.commitMu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	return tx.WriteTo(w)
 }
 
 // Compact copies the store at src into a new, compacted file dst (for

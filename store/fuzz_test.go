@@ -59,7 +59,7 @@ func FuzzReplayRecord(f *testing.F) {
 	s, _ := openTest(f, Options{NoSync: true})
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		err := s.dbUpdate(func(tx *bolt.Tx) error {
-			if err := s.replayRecord(&txn{tx: tx, s: s, cache: newDecodeCache()}, rec, true); err != nil {
+			if err := s.replayRecord(&txn{tx: tx, s: s, cache: newDecodeCache()}, rec); err != nil {
 				return err
 			}
 			return errRollback

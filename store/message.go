@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -53,16 +54,39 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 		rec = appendRecordParts(addr, mailbox, msgs)
 	}
 	var out []Delivered
-	var stopped error
+	var stopped, refused error
 	err := s.batchAppend(ctx, rec, func(t *txn) error {
 		var err error
 		out, stopped, err = t.appendMessages(addr, mailbox, msgs, infos)
+		refused, err = refusedBy(err)
 		return err
 	})
+	if err == nil {
+		err = refused
+	}
 	if err != nil {
 		return nil, err
 	}
 	return out, stopped
+}
+
+// refusal is an error of appendMessages or deliver found before they
+// wrote anything. Their callers let the transaction commit, with the
+// other calls of its group, rather than fail it: a failed transaction is
+// retried without the failing call, and, in log mode, its rollback walks
+// the whole file (see syncFreelist). Replayed from the log, the
+// operation is refused again, by the same state (see refused).
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+// refusedBy splits err into a refusal's error and any other.
+func refusedBy(err error) (refused, other error) {
+	if r, ok := errors.AsType[*refusal](err); ok {
+		return r.err, nil
+	}
+	return nil, err
 }
 
 // appendMessages is AppendMany's transaction: stopped is the error of
@@ -70,11 +94,11 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 func (t *txn) appendMessages(addr, mailbox string, msgs []NewMessage, infos []BlobInfo) (out []Delivered, stopped, err error) {
 	acct, err := t.account(addr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, &refusal{err}
 	}
 	mb, err := t.mailbox(addr, mailbox)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, &refusal{err}
 	}
 	ev := Event{Kind: EventAppend, Account: addr, Mailbox: mb.Name}
 	for i, m := range msgs {
@@ -202,12 +226,20 @@ func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]
 		rec = deliverRecordParts(body, to, now)
 	}
 	var out []Delivered
+	var refused error
 	err := s.batchAppend(ctx, rec, func(t *txn) error {
 		var err error
 		out, err = t.deliver(body, info, to, now)
+		refused, err = refusedBy(err)
 		return err
 	})
-	return out, err
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // deliver is Deliver's transaction.
@@ -217,14 +249,14 @@ func (t *txn) deliver(body []byte, info BlobInfo, to []Delivery, now time.Time) 
 		addr := strings.ToLower(strings.TrimSpace(d.Account))
 		acct, err := w.account(addr)
 		if err != nil {
-			return nil, err
+			return nil, &refusal{err}
 		}
 		acct.UsedBytes += int64(len(d.Prefix) + len(body))
 	}
 	for _, a := range w.accts {
 		orig, _ := t.account(a.Address)
 		if err := checkQuota(orig, a.UsedBytes-orig.UsedBytes); err != nil {
-			return nil, err
+			return nil, &refusal{err}
 		}
 		a.UsedBytes = orig.UsedBytes
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -326,8 +327,18 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 		}
 	}
 	var want uint64
+	unlogged := false // a commit is in the log's transaction ids but not in the log
 	if job != nil {
 		want = job.rec.txid
+	} else if s.walOn.Load() {
+		// A checkpoint follows, which needs the freelist written, and
+		// this transaction may fail: see syncFreelist.
+		var err error
+		if unlogged, err = s.syncFreelist(); err != nil {
+			return -1, s.fail(fmt.Errorf("store: write freelist: %w", err))
+		}
+		s.db.NoFreelistSync = false
+		defer func() { s.db.NoFreelistSync = s.walOn.Load() }()
 	}
 	a := s.apply(calls, want)
 	if a.err != nil {
@@ -335,6 +346,14 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 			close(job.applied) // not ok: the syncer answers nothing
 			s.pending.Wait()
 			if err := s.takeBack(recLen); err != nil {
+				return -1, err
+			}
+		}
+		if unlogged {
+			// The next record's transaction id would not follow the
+			// last record's, and a replay stops at such a gap: the
+			// checkpoint the commit was to have covers syncFreelist's.
+			if err := s.checkpointLocked(false); err != nil {
 				return -1, err
 			}
 		}
@@ -426,8 +445,49 @@ func (s *boltStore) apply(calls []*call, want uint64) (a applied) {
 		a.txid, a.hwm = uint64(tx.ID()), tx.Size()
 		return nil
 	})
+	if a.err == nil {
+		s.freelistSynced = !s.db.NoFreelistSync
+	}
 	s.commitNs.Add(int64(time.Since(start)))
 	return a
+}
+
+// syncFreelist makes sure that the last commit wrote bbolt's freelist,
+// with a commit of nothing else if it did not.
+//
+// bbolt writes its whole freelist, free and pending pages sorted, at
+// every commit unless NoFreelistSync. In log mode the list grows with
+// the pages the checkpoint's reader holds, and writing it was a third
+// of the CPU of a lone append's commit. But only a checkpoint's meta is
+// ever read back (restoreMeta, or a clean Open), so logged commits leave
+// it out (NoFreelistSync is set while in log mode) and the checkpoint
+// writes it first, with this.
+//
+// The rollback of a write transaction after a commit without a freelist
+// rebuilds it by walking the whole file. So appends and deliveries commit
+// rather than fail on their refusals (see refusal), and any other write,
+// which may fail, runs after this, and writes the freelist itself.
+//
+// The commit it makes, if any (committed), is in no log record: a
+// checkpoint must follow before the next logged commit, whose record
+// would otherwise not follow the last (see wal.records).
+func (s *boltStore) syncFreelist() (committed bool, err error) {
+	if s.freelistSynced {
+		return false, nil
+	}
+	saved := s.db.NoFreelistSync
+	s.db.NoFreelistSync = false
+	defer func() { s.db.NoFreelistSync = saved }()
+	var txid uint64
+	var hwm int64
+	if err := s.dbUpdate(func(tx *bolt.Tx) error {
+		txid, hwm = uint64(tx.ID()), tx.Size()
+		return nil
+	}); err != nil {
+		return false, err
+	}
+	s.lastTxid, s.hwm, s.freelistSynced = txid, hwm, true
+	return true, nil
 }
 
 // soloApply is a transaction for the applier to run (see commitSolo).
@@ -618,6 +678,7 @@ func (s *boltStore) checkMapRoom(recBytes int) {
 		return
 	}
 	s.walOn.Store(false)
+	s.db.NoFreelistSync = false
 	s.pending.Wait()
 	if err := s.checkpointLocked(true); err != nil {
 		s.fail(fmt.Errorf("store: leave log mode: %w", err))
@@ -642,12 +703,18 @@ func (s *boltStore) checkpointLocked(clean bool) error {
 }
 
 func (s *boltStore) checkpointData(clean bool) error {
+	if _, err := s.syncFreelist(); err != nil {
+		return err
+	}
 	if err := s.db.Sync(); err != nil {
 		return err
 	}
 	img, err := readMeta(s.dataFile, s.pageSize, s.lastTxid)
 	if err != nil {
 		return err
+	}
+	if binary.NativeEndian.Uint64(img[metaFreelistOff:]) == noFreelist {
+		return fmt.Errorf("the meta page of transaction %d has no freelist", s.lastTxid)
 	}
 	h := walHeader{gen: s.wal.hdr.gen + 1, clean: clean, ino: s.ino, txid: s.lastTxid, pageSize: uint32(s.pageSize), meta: img}
 	if err := s.wal.writeHeader(h); err != nil {

@@ -89,7 +89,11 @@ const (
 	pageHdrSize  = 16
 	metaMagicOff = pageHdrSize
 	metaTxidOff  = pageHdrSize + 48
-	boltMagic    = 0xED0CDAED
+	// metaFreelistOff is where the meta names the freelist's page, or
+	// noFreelist (bbolt's PgidNoFreelist) if its commit wrote none.
+	metaFreelistOff = pageHdrSize + 32
+	noFreelist      = ^uint64(0)
+	boltMagic       = 0xED0CDAED
 )
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)

@@ -253,10 +253,11 @@ func TestWALRecovery(t *testing.T) {
 	s, path := walSetup(t)
 	walOps(t, s, 0, 20, true) // before the checkpoint
 	s.commitMu.Lock()
-	if err := s.checkpointLocked(false); err != nil {
+	err := s.checkpointLocked(false)
+	s.commitMu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.commitMu.Unlock()
 	ckpt, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -539,15 +540,15 @@ func TestWALFailedCallInGroup(t *testing.T) {
 	checkStored(t, crashCopy(t, path), want, liveState(t, s))
 }
 
-// TestWALReplaySkipsFailedOperation: the last record may be that of a
-// transaction that failed after the record was written (the crash came
-// before it was taken back). Replayed, its failing operation is skipped
-// and the others applied, as the live retry without it would have.
-func TestWALReplaySkipsFailedOperation(t *testing.T) {
+// TestWALReplaySkipsRefusedOperation: an append or delivery refused live
+// (no such mailbox) committed with its group, its record in the log.
+// Replayed, it is refused again and skipped, and the others applied.
+func TestWALReplaySkipsRefusedOperation(t *testing.T) {
 	holdCheckpoints(t)
 	s, path := walSetup(t)
 	want := walOps(t, s, 3, 8, false)
 	live := liveState(t, s)
+	refusedBefore := replayRefusals(t, crashCopy(t, path))
 	p := crashCopy(t, path)
 	date := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	missing := []NewMessage{{Body: testMessage("lost", 900), InternalDate: date}}
@@ -562,8 +563,8 @@ func TestWALReplaySkipsFailedOperation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if skipped := st.(*boltStore).replaySkipped; skipped != 1 {
-		t.Fatalf("%d operations skipped, want 1", skipped)
+	if skipped := st.(*boltStore).replaySkipped; skipped != refusedBefore+1 {
+		t.Fatalf("%d operations skipped, want %d", skipped, refusedBefore+1)
 	}
 	inbox := live[alice+"/INBOX"]
 	if len(got) != len(inbox)+1 {
@@ -589,24 +590,82 @@ func TestWALReplaySkipsFailedOperation(t *testing.T) {
 	checkStored(t, p, want, live)
 }
 
-// TestWALReplayFailureNotLast: only the last record can hold an operation
-// that failed live; one that fails in an earlier record means the log and
-// the data file disagree, and Open refuses rather than skip it.
-func TestWALReplayFailureNotLast(t *testing.T) {
+// TestWALReplayFailure: an operation of the log that fails with anything
+// but a refusal means the log and the data file disagree, and Open
+// refuses rather than skip it.
+func TestWALReplayFailure(t *testing.T) {
 	holdCheckpoints(t)
 	s, path := walSetup(t)
 	walOps(t, s, 4, 4, false)
 	p := crashCopy(t, path)
-	date := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	appendToLog(t, p,
-		appendRecord(alice, "NoSuchBox", []NewMessage{{Body: testMessage("lost", 900), InternalDate: date}}),
-		appendRecord(alice, "INBOX", []NewMessage{{Body: testMessage("kept", 800), InternalDate: date}}))
-	if st, err := Open(p, Options{}); err == nil || !errors.Is(err, ErrNoSuchMailbox) {
+	appendToLog(t, p, []byte{opAppend, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	if st, err := Open(p, Options{}); err == nil || !errors.Is(err, errBadRecord) {
 		if st != nil {
 			st.Close()
 		}
-		t.Fatalf("open with a failing operation before the last record: %v", err)
+		t.Fatalf("open with a malformed operation in the log: %v", err)
 	}
+}
+
+// TestRefusalCommits: in log mode, an append refused (no such mailbox)
+// in a group with others fails alone, its transaction committed rather
+// than rolled back (bbolt's rollback after a commit without a freelist
+// walks the whole file): its record stays in the log (a rolled-back
+// one is taken back), where a replay refuses it again and applies the
+// rest.
+func TestRefusalCommits(t *testing.T) {
+	holdCheckpoints(t)
+	s, path := walSetup(t)
+	walOps(t, s, 2, 4, false)
+	refusedBefore := replayRefusals(t, crashCopy(t, path))
+	if s.freelistSynced || !s.db.NoFreelistSync {
+		t.Fatalf("a logged commit wrote the freelist (synced %v, NoFreelistSync %v)", s.freelistSynced, s.db.NoFreelistSync)
+	}
+	// A group of three, the middle one refused: held at commitMu so the
+	// committer takes them together.
+	s.commitMu.Lock()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, box := range []string{"INBOX", "NoSuchBox", "Sent"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.Append(context.Background(), alice, box, NewMessage{Body: testMessage(fmt.Sprintf("group %d", i), 700)})
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	s.commitMu.Unlock()
+	wg.Wait()
+	if errs[0] != nil || errs[2] != nil || !errors.Is(errs[1], ErrNoSuchMailbox) {
+		t.Fatalf("errors %v, want nil, no such mailbox, nil", errs)
+	}
+	live := liveState(t, s)
+	st, err := Open(crashCopy(t, path), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if skipped := st.(*boltStore).replaySkipped; skipped != refusedBefore+1 {
+		t.Fatalf("%d operations skipped in the replay, want %d", skipped, refusedBefore+1)
+	}
+	for _, box := range []string{"INBOX", "Sent"} {
+		got, err := st.Messages(alice, box)
+		if err != nil || len(got) != len(live[alice+"/"+box]) {
+			t.Fatalf("%s after replay: %d messages (%v), want %d", box, len(got), err, len(live[alice+"/"+box]))
+		}
+	}
+}
+
+// replayRefusals opens the crash copy at p and tells how many refused
+// operations its replay skipped.
+func replayRefusals(t *testing.T, p string) int {
+	t.Helper()
+	st, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	return st.(*boltStore).replaySkipped
 }
 
 // appendToLog adds records after the last one in the log of the data file
@@ -845,4 +904,25 @@ func TestWALWriteFailure(t *testing.T) {
 			checkStored(t, crashCopy(t, path), want, live)
 		})
 	}
+}
+
+// TestFailedWriteBetweenLoggedCommits: a write that is not logged runs
+// after a commit that wrote bbolt's freelist (see syncFreelist), made for
+// it when the last logged commit did not. When the write then fails,
+// that commit is in no record: the records after it must still be
+// replayed, every acknowledged append back after a crash.
+func TestFailedWriteBetweenLoggedCommits(t *testing.T) {
+	holdCheckpoints(t)
+	s, path := walSetup(t)
+	want := walOps(t, s, 1, 8, false)
+	if s.freelistSynced {
+		t.Fatal("the logged commits wrote the freelist")
+	}
+	if _, err := s.CreateMailbox(alice, "Sent", ""); !errors.Is(err, ErrMailboxExists) {
+		t.Fatalf("create an existing mailbox: %v", err)
+	}
+	for k, v := range walOps(t, s, 2, 8, false) {
+		want[k] = v
+	}
+	checkStored(t, crashCopy(t, path), want, liveState(t, s))
 }

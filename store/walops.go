@@ -87,7 +87,7 @@ func (s *boltStore) replay(records [][]byte) error {
 	return s.dbUpdate(func(tx *bolt.Tx) error {
 		t := &txn{tx: tx, s: s, cache: newDecodeCache()}
 		for i, rec := range records {
-			if err := s.replayRecord(t, rec, i == len(records)-1); err != nil {
+			if err := s.replayRecord(t, rec); err != nil {
 				return fmt.Errorf("record %d of %d: %w", i+1, len(records), err)
 			}
 		}
@@ -97,25 +97,22 @@ func (s *boltStore) replay(records [][]byte) error {
 
 var errBadRecord = errors.New("malformed log record")
 
-// refused is the error of an operation replayed from the log, when it
-// may be skipped: the last record can be that of a transaction that
-// failed after its record was written (commitLocked takes such a record
-// back before the next is written, but a crash can come first). Its
-// failing operation failed live too, with one of the refusals that
-// appendMessages and deliver check before writing anything, so skipping
-// it gives what the transaction's retry without it gave. Any other
-// error, or one in an earlier record, fails the replay.
-func (s *boltStore) refused(err error, last bool) bool {
-	if !last || !(errors.Is(err, ErrNoSuchAccount) || errors.Is(err, ErrNoSuchMailbox) ||
-		errors.Is(err, ErrOverQuota) || errors.Is(err, ErrInvalidName)) {
+// refused tells whether err, of an operation replayed from the log, is
+// a refusal (see refusal): one that appendMessages or deliver found
+// before writing anything. It was refused live too, by the same state,
+// and its transaction committed the rest, so it is skipped. Any other
+// error fails the replay.
+func (s *boltStore) refused(err error) bool {
+	refused, _ := refusedBy(err)
+	if refused == nil {
 		return false
 	}
 	s.replaySkipped++
-	slog.Warn("store: replaying the log: an operation that failed before the crash failed again and was skipped", "err", err)
+	slog.Info("store: replaying the log: an operation refused before the crash was refused again", "err", refused)
 	return true
 }
 
-func (s *boltStore) replayRecord(t *txn, rec []byte, last bool) error {
+func (s *boltStore) replayRecord(t *txn, rec []byte) error {
 	d := newDec(rec)
 	for len(d.b) > 0 && d.err == nil {
 		switch op := d.byte1(); op {
@@ -130,7 +127,7 @@ func (s *boltStore) replayRecord(t *txn, rec []byte, last bool) error {
 			if d.err != nil {
 				return errBadRecord
 			}
-			if _, _, err := t.appendMessages(addr, mailbox, msgs, s.parseAll(msgs)); err != nil && !s.refused(err, last) {
+			if _, _, err := t.appendMessages(addr, mailbox, msgs, s.parseAll(msgs)); err != nil && !s.refused(err) {
 				return err
 			}
 		case opDeliver:
@@ -146,7 +143,7 @@ func (s *boltStore) replayRecord(t *txn, rec []byte, last bool) error {
 			if d.err != nil {
 				return errBadRecord
 			}
-			if _, err := t.deliver(body, parseBlobInfo(body, s.opts), to, now); err != nil && !s.refused(err, last) {
+			if _, err := t.deliver(body, parseBlobInfo(body, s.opts), to, now); err != nil && !s.refused(err) {
 				return err
 			}
 		default:

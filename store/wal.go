@@ -30,10 +30,12 @@ import (
 // and transaction id are known before), and its callers are answered
 // once both are done: the syncer writes the record while the committer
 // applies the group, or, for a lone writer, the writer writes its own
-// record while the applier applies it (commitSolo). A record whose
-// transaction then fails is taken back before the next is written
-// (wal.unwrite); after a crash in between, its failing operation fails
-// again at replay and is skipped.
+// record while the applier applies it (commitSolo). An operation refused
+// (no such mailbox, over quota) writes nothing, and its transaction
+// commits the rest: at replay it is refused again and skipped. A record
+// whose transaction fails is taken back before the next is written
+// (wal.unwrite). Logged commits leave bbolt's freelist unwritten, and a
+// checkpoint writes it first (syncFreelist).
 //
 // Every so often (checkpointCommits commits, checkpointBytes of log, a
 // second of quiet, before any write that is not logged, and at Close) a

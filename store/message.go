@@ -58,7 +58,7 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 	err := s.batchAppend(ctx, rec, func(t *txn) error {
 		var err error
 		out, stopped, err = t.appendMessages(addr, mailbox, msgs, infos)
-		refused, err = refusedBy(err)
+		refused, err = t.refusal(err)
 		return err
 	})
 	if err == nil {
@@ -71,11 +71,13 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 }
 
 // refusal is an error of appendMessages or deliver found before they
-// wrote anything. Their callers let the transaction commit, with the
-// other calls of its group, rather than fail it: a failed transaction is
-// retried without the failing call, and, in log mode, its rollback walks
-// the whole file (see syncFreelist). Replayed from the log, the
-// operation is refused again, by the same state (see refused).
+// wrote anything. In a logged commit their callers let the transaction
+// commit, with the other calls of its group, rather than fail it: its
+// rollback would walk the whole file (see syncFreelist). Replayed from
+// the log, the operation is refused again, by the same state (see
+// refused). Elsewhere a rollback is cheap, and a commit of nothing costs
+// bbolt's two fdatasyncs, so the refusal fails the transaction as any
+// error does.
 type refusal struct{ err error }
 
 func (r *refusal) Error() string { return r.err.Error() }
@@ -87,6 +89,16 @@ func refusedBy(err error) (refused, other error) {
 		return r.err, nil
 	}
 	return nil, err
+}
+
+// refusal splits err into the error of a refusal the transaction
+// commits without (see refusal), and one that fails the transaction.
+func (t *txn) refusal(err error) (refused, failed error) {
+	refused, failed = refusedBy(err)
+	if refused != nil && !t.s.db.NoFreelistSync {
+		return nil, refused
+	}
+	return refused, failed
 }
 
 // appendMessages is AppendMany's transaction: stopped is the error of
@@ -230,7 +242,7 @@ func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]
 	err := s.batchAppend(ctx, rec, func(t *txn) error {
 		var err error
 		out, err = t.deliver(body, info, to, now)
-		refused, err = refusedBy(err)
+		refused, err = t.refusal(err)
 		return err
 	})
 	if err == nil {

@@ -926,3 +926,24 @@ func TestFailedWriteBetweenLoggedCommits(t *testing.T) {
 	}
 	checkStored(t, crashCopy(t, path), want, liveState(t, s))
 }
+
+// TestRefusalRollsBackWithoutLog: without the log, a refused append fails
+// its transaction, which costs nothing, rather than commit nothing, which
+// would cost bbolt's two fdatasyncs.
+func TestRefusalRollsBackWithoutLog(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "posthorn.db"), Options{NoWAL: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.AddDomain("example.test")
+	st.AddAccount(alice, "h")
+	before, _ := StatsOf(st)
+	if _, err := st.Append(context.Background(), alice, "NoSuchBox", NewMessage{Body: testMessage("refused", 600)}); !errors.Is(err, ErrNoSuchMailbox) {
+		t.Fatalf("append to a missing mailbox: %v", err)
+	}
+	after, _ := StatsOf(st)
+	if after.Commits != before.Commits || after.Fsyncs != before.Fsyncs {
+		t.Fatalf("a refused append committed: commits %d -> %d, fsyncs %d -> %d", before.Commits, after.Commits, before.Fsyncs, after.Fsyncs)
+	}
+}

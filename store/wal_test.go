@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -488,12 +489,15 @@ func TestDiscardLog(t *testing.T) {
 	}
 }
 
-// TestWALFailedCallInGroup: a call that fails inside a logged group (its
-// mailbox does not exist) gets its error, the others of the group are
-// committed, and a crash afterwards recovers every acknowledged write.
-// The group's record was written before the transaction ran; it must be
-// taken back, or the retry's record (same transaction id, after it)
-// would be lost at replay.
+var errInjected = errors.New("injected failure")
+
+// TestWALFailedCallInGroup: a call that fails inside a logged group (an
+// error that is not a refusal, injected here) gets its error, the others
+// of the group are committed, and a crash afterwards recovers every
+// acknowledged write. The group's record was written before the
+// transaction ran; it must be taken back, or the failed call's append
+// would come back at replay and the retry's record (same transaction id,
+// after it) would be lost.
 func TestWALFailedCallInGroup(t *testing.T) {
 	holdCheckpoints(t)
 	s, path := walSetup(t)
@@ -512,8 +516,9 @@ func TestWALFailedCallInGroup(t *testing.T) {
 				defer wg.Done()
 				body := testMessage(fmt.Sprintf("r%d-%d", round, i), 700)
 				if i == 3 {
-					if _, err := s.Append(ctx, alice, "NoSuchBox", NewMessage{Body: body}); !errors.Is(err, ErrNoSuchMailbox) {
-						t.Errorf("append to a missing mailbox: %v", err)
+					rec := appendRecordParts(alice, "INBOX", []NewMessage{{Body: body, InternalDate: time.Now()}})
+					if err := s.batchAppend(ctx, rec, func(*txn) error { return errInjected }); !errors.Is(err, errInjected) {
+						t.Errorf("failing call: %v", err)
 					}
 					return
 				}
@@ -722,9 +727,10 @@ func TestWALFsyncCount(t *testing.T) {
 
 // TestWALSoloCommit: a lone writer's appends are committed by the caller
 // (commitSolo), which logs each while the applier applies it. Appends
-// that fail (a missing mailbox, over quota) get their error and their
-// record is taken back; a crash afterwards recovers every acknowledged
-// append and nothing else.
+// refused (a missing mailbox, over quota) get their error, and commit
+// nothing; one whose transaction fails (an injected error) gets its
+// error and its record is taken back. A crash afterwards recovers every
+// acknowledged append and nothing else.
 func TestWALSoloCommit(t *testing.T) {
 	holdCheckpoints(t)
 	s, path := walSetup(t)
@@ -735,6 +741,12 @@ func TestWALSoloCommit(t *testing.T) {
 	for i := range 30 {
 		body := testMessage(fmt.Sprintf("solo-%d", i), 300+i*37)
 		switch i % 5 {
+		case 2:
+			rec := appendRecordParts(alice, "INBOX", []NewMessage{{Body: body, InternalDate: time.Now()}})
+			if err := s.batchAppend(ctx, rec, func(*txn) error { return errInjected }); !errors.Is(err, errInjected) {
+				t.Fatalf("failing append: %v", err)
+			}
+			continue
 		case 3:
 			if _, err := s.Append(ctx, alice, "NoSuchBox", NewMessage{Body: body}); !errors.Is(err, ErrNoSuchMailbox) {
 				t.Fatalf("append to a missing mailbox: %v", err)
@@ -946,4 +958,33 @@ func TestRefusalRollsBackWithoutLog(t *testing.T) {
 	if after.Commits != before.Commits || after.Fsyncs != before.Fsyncs {
 		t.Fatalf("a refused append committed: commits %d -> %d, fsyncs %d -> %d", before.Commits, after.Commits, before.Fsyncs, after.Fsyncs)
 	}
+}
+
+// TestBackupHasFreelist: in log mode the last commit may have left
+// bbolt's freelist unwritten (see syncFreelist); a backup is taken at a
+// commit that wrote it, so that opening the copy does not walk the file.
+func TestBackupHasFreelist(t *testing.T) {
+	holdCheckpoints(t)
+	s, _ := walSetup(t)
+	walOps(t, s, 5, 8, false)
+	if s.freelistSynced {
+		t.Fatal("the logged commits wrote the freelist")
+	}
+	var buf bytes.Buffer
+	if _, err := s.Backup(&buf); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	var txid, freelist uint64
+	for i := range 2 {
+		m := b[i*s.pageSize:]
+		if id := binary.NativeEndian.Uint64(m[metaTxidOff:]); id >= txid {
+			txid, freelist = id, binary.NativeEndian.Uint64(m[metaFreelistOff:])
+		}
+	}
+	if txid == 0 || freelist == noFreelist {
+		t.Fatalf("the backup's meta (transaction %d) names no freelist", txid)
+	}
+	// And the store goes on logging after it.
+	walOps(t, s, 6, 4, false)
 }

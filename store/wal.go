@@ -84,7 +84,7 @@ const (
 	walRecHeaderSize = 24
 	walMetaImage     = 128 // bytes of bbolt's meta page kept: page header and meta
 
-	checkpointCommits = 64 // bbolt's freelist grows with the pages freed meanwhile
+	checkpointCommits = 64 // the pages freed meanwhile are held from reuse: the file grows
 	checkpointBytes   = 32 << 20
 
 	walMmapSize  = 1 << 40

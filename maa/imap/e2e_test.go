@@ -3,6 +3,7 @@ package imap_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -323,4 +324,56 @@ func writeCert(t *testing.T, env *harness.Env) string {
 	}
 	t.Skipf("no certificate file in %s (%v)", env.Config.DataPath(""), matches)
 	return ""
+}
+
+// TestE2EAppendRefused: on the real server (a store in log mode), an
+// APPEND to a missing mailbox gets NO [TRYCREATE] and one over quota NO
+// [OVERQUOTA]; neither stores anything, and the next APPEND is stored.
+func TestE2EAppendRefused(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := imapclient.DialTLS(env.Addr("imaps"), &imapclient.Options{TLSConfig: env.ClientTLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(harness.User, harness.Password).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	appendTo := func(mb, subject string) (*imapv2.AppendData, error) {
+		body := probeMessage(subject)
+		cmd := c.Append(mb, int64(len(body)), nil)
+		cmd.Write(body)
+		cmd.Close()
+		return cmd.Wait()
+	}
+	code := func(err error) imapv2.ResponseCode {
+		var ie *imapv2.Error
+		if errors.As(err, &ie) && ie.Type == imapv2.StatusResponseTypeNo {
+			return ie.Code
+		}
+		return ""
+	}
+	if _, err := appendTo("NoSuchBox", "missing"); code(err) != imapv2.ResponseCodeTryCreate {
+		t.Fatalf("APPEND to a missing mailbox: %v, want NO [TRYCREATE]", err)
+	}
+	st := env.Server.Store
+	if err := st.SetQuota(harness.User, 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendTo("INBOX", "over"); code(err) != imapv2.ResponseCodeOverQuota {
+		t.Fatalf("APPEND over quota: %v, want NO [OVERQUOTA]", err)
+	}
+	if err := st.SetQuota(harness.User, 0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := appendTo("INBOX", "kept")
+	if err != nil || d.UID == 0 {
+		t.Fatalf("APPEND after the refusals: %v %+v", err, d)
+	}
+	if _, err := st.Mailbox(harness.User, "NoSuchBox"); err == nil {
+		t.Fatal("the refused APPEND created its mailbox")
+	}
+	if msgs, _ := st.Messages(harness.User, "INBOX"); len(msgs) != 1 || msgs[0].UID != uint32(d.UID) {
+		t.Fatalf("INBOX holds %d messages, want only the one appended after the refusals", len(msgs))
+	}
 }

@@ -99,6 +99,54 @@ func FuzzDecodeAccount(f *testing.F) {
 	})
 }
 
+// FuzzDecodeMailbox: decodeMailbox gives what json.Unmarshal gives, for
+// records as the store writes them and for anything else.
+func FuzzDecodeMailbox(f *testing.F) {
+	for _, mb := range []Mailbox{
+		{Name: "INBOX", ID: 1, UIDValidity: 1764230400, UIDNext: 42, HighestModSeq: 99, Subscribed: true, Messages: 41, Unseen: 3, Size: 123456},
+		{Name: "Archive/2026", ID: 1<<64 - 1, UIDValidity: 1<<32 - 1, UIDNext: 1<<32 - 1, HighestModSeq: 1<<64 - 1, SpecialUse: SpecialArchive, Messages: 1<<32 - 1, Size: -1},
+		{Name: "Entwürfe <&>", SpecialUse: SpecialDrafts},
+		{Name: "a\"b\\c"},
+	} {
+		v, err := json.Marshal(mb)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v)
+	}
+	f.Add([]byte(`{"Name":"a","ID":01,"UIDValidity":0,"UIDNext":0,"HighestModSeq":0,"SpecialUse":"","Subscribed":false,"Messages":0,"Unseen":0,"Size":0}`))
+	f.Add([]byte(`{"Name":"a","ID":0,"UIDValidity":4294967296,"UIDNext":0,"HighestModSeq":0,"SpecialUse":"","Subscribed":false,"Messages":0,"Unseen":0,"Size":0}`))
+	f.Add([]byte(`{"Name":"a","ID":18446744073709551616,"UIDValidity":0,"UIDNext":0,"HighestModSeq":0,"SpecialUse":"","Subscribed":false,"Messages":0,"Unseen":0,"Size":0}`))
+	f.Add([]byte(`{"Name":"a","ID":-1,"UIDValidity":0,"UIDNext":0,"HighestModSeq":0,"SpecialUse":"","Subscribed":false,"Messages":0,"Unseen":0,"Size":0}`))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got, err := decodeMailbox(v)
+		var want Mailbox
+		wantErr := json.Unmarshal(v, &want)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("%q: error %v, json.Unmarshal's %v", v, err, wantErr)
+		}
+		if err == nil && got != want {
+			t.Fatalf("%q: %+v, json.Unmarshal gives %+v", v, got, want)
+		}
+	})
+}
+
+// TestDecodeMailboxFast: a record as the store writes it takes the direct
+// path, with every field, at the edges of its range.
+func TestDecodeMailboxFast(t *testing.T) {
+	for _, mb := range []Mailbox{
+		{Name: "INBOX", ID: 7, UIDValidity: 1764230400, UIDNext: 42, HighestModSeq: 99, SpecialUse: SpecialSent, Subscribed: true, Messages: 41, Unseen: 3, Size: 123456},
+		{Name: "Archive/2026", ID: 1<<64 - 1, UIDValidity: 1<<32 - 1, UIDNext: 1<<32 - 1, HighestModSeq: 1<<64 - 1, Messages: 1<<32 - 1, Unseen: 1<<32 - 1, Size: 1<<63 - 1},
+		{Name: "x"},
+	} {
+		v, _ := json.Marshal(mb)
+		got, ok := decodeMailboxFast(v)
+		if !ok || got != mb {
+			t.Fatalf("%s: %+v, %v", v, got, ok)
+		}
+	}
+}
+
 // TestDecodeAccountFast: a record as the store writes it takes the direct
 // path (the fuzz target above only checks that both paths agree).
 func TestDecodeAccountFast(t *testing.T) {

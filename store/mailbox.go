@@ -203,8 +203,8 @@ func (t *txn) mailboxes(addr string) ([]Mailbox, error) {
 	}
 	var out []Mailbox
 	err := mail.Bucket(bucketMailboxes).ForEach(func(k, v []byte) error {
-		var mb Mailbox
-		if err := json.Unmarshal(v, &mb); err != nil {
+		mb, err := decodeMailbox(v)
+		if err != nil {
 			return fmt.Errorf("store: mailbox %q: %w", k, err)
 		}
 		out = append(out, mb)
@@ -230,8 +230,8 @@ func (t *txn) mailbox(addr, name string) (Mailbox, error) {
 			return c.mb, nil
 		}
 	}
-	var mb Mailbox
-	if err := json.Unmarshal(v, &mb); err != nil {
+	mb, err := decodeMailbox(v)
+	if err != nil {
 		return Mailbox{}, fmt.Errorf("store: mailbox %q: %w", n, err)
 	}
 	if t.cache != nil {

@@ -41,6 +41,8 @@ var (
 		Message: "Cannot forward mail for this address now, try again later"}
 	errOverQuota = &smtp.SMTPError{Code: codeMailboxFull, EnhancedCode: smtp.EnhancedCode{4, 2, 2},
 		Message: "Mailbox full, try again later"}
+	errNoSpace = &smtp.SMTPError{Code: codeMailboxFull, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system storage, try again later"}
 	errTooBig = &smtp.SMTPError{Code: codeTooBig, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 		Message: "Message too big"}
 	errBareEOL = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
@@ -83,6 +85,9 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 		return errNoQueue
 	case errors.Is(err, store.ErrOverQuota):
 		return errOverQuota
+	case store.NoSpace(err):
+		log.Error("no space left for the store", "err", err)
+		return errNoSpace
 	}
 	id := newID()
 	log.Error("internal error", "error_id", id, "err", err)

@@ -131,7 +131,8 @@ type boltStore struct {
 	replaySkipped   int            // operations of the log skipped at Open (see refused)
 	syncWG          sync.WaitGroup // the syncer
 	failMu          sync.Mutex
-	failErr         error // a failed fsync: every write fails from then on
+	failErr         error // a failed fsync: every write fails from then on (see fail)
+	owed            error // a failed write: a checkpoint is owed (see fail)
 }
 
 // Open opens (creating if needed) the bbolt store at path. It fails with
@@ -346,7 +347,7 @@ func (s *boltStore) Close() error {
 		close(s.jobs)
 		close(s.applies)
 		s.syncWG.Wait()
-		if s.walOn.Load() {
+		if s.walOn.Load() || s.owedErr() != nil {
 			err = s.checkpointLocked(true)
 		}
 		s.commitMu.Unlock()
@@ -380,7 +381,11 @@ func (s *boltStore) Close() error {
 func (s *boltStore) Backup(w io.Writer) (int64, error) {
 	s.commitMu.Lock()
 	var err error
-	if !s.freelistSynced && !s.closing && s.failure() == nil {
+	switch {
+	case s.closing || s.failure() != nil:
+	case s.owedErr() != nil:
+		err = s.payOwed()
+	case !s.freelistSynced:
 		err = s.checkpointLocked(false)
 	}
 	var tx *bolt.Tx

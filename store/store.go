@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -49,6 +50,16 @@ var (
 	ErrOverQuota     = errors.New("account is over quota")
 	ErrLocked        = errors.New("data file is in use by another process")
 )
+
+// NoSpace reports whether err is the file system's refusal of a write
+// for want of room: the disk is full, or the store's user is over its
+// disk quota. The write failed (though it may show, and become durable
+// with the next checkpoint, when only its log record could not be
+// written), and the store takes writes again once there is room, with
+// no restart (see boltStore.fail).
+func NoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
 
 // Special-use attributes (RFC 6154) given to the default mailboxes.
 const (

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"time"
@@ -309,12 +310,19 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	if err := s.failure(); err != nil {
 		return -1, err
 	}
+	if s.owedErr() != nil {
+		if err := s.payOwed(); err != nil {
+			return -1, err
+		}
+	}
 	var job *syncJob
 	var recLen int
 	if s.walOn.Load() {
 		rec, logged := s.record(calls)
 		recLen = rec.size()
-		s.checkMapRoom(recLen)
+		if err := s.checkMapRoom(recLen); err != nil {
+			return -1, err
+		}
 		if logged && s.canLog(recLen) {
 			rec.txid = s.lastTxid + 1
 			job = &syncJob{rec: rec, calls: calls, applied: make(chan struct{})}
@@ -335,7 +343,8 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 		// this transaction may fail: see syncFreelist.
 		var err error
 		if unlogged, err = s.syncFreelist(); err != nil {
-			return -1, s.fail(fmt.Errorf("store: write freelist: %w", err))
+			// Its commit failed: nothing changed.
+			return -1, fmt.Errorf("store: write freelist: %w", err)
 		}
 		s.db.NoFreelistSync = false
 		defer func() { s.db.NoFreelistSync = s.walOn.Load() }()
@@ -388,9 +397,11 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 // in the log, under the id of the next commit, and may be durable; the
 // next record is written over it. (Replayed after a crash before that,
 // its failing operation fails again and is skipped: see refused.) The
-// syncer is idle. A store already failed is left as it is.
+// syncer is idle. A store already failed, or owing a checkpoint, is left
+// as it is: the log took no record since (see fail), and the checkpoint
+// starts it over.
 func (s *boltStore) takeBack(recLen int) error {
-	if s.failure() != nil {
+	if s.blocked() != nil {
 		return nil
 	}
 	if err := s.wal.unwrite(int64(walRecHeaderSize + recLen)); err != nil {
@@ -519,14 +530,13 @@ func (s *boltStore) commitSolo(c *call) bool {
 		return false
 	}
 	defer s.commitMu.Unlock()
-	if s.closing || s.failure() != nil || s.inflight.Load() != 0 {
+	if s.closing || s.blocked() != nil || s.inflight.Load() != 0 {
 		return false
 	}
 	rec := walRecord{parts: c.rec}
 	recLen := rec.size()
-	s.checkMapRoom(recLen)
-	if !s.canLog(recLen) {
-		return false
+	if s.checkMapRoom(recLen) != nil || !s.canLog(recLen) {
+		return false // the committer answers the failure
 	}
 	rec.txid = s.lastTxid + 1
 	s.solos.Add(1)
@@ -555,12 +565,13 @@ func (s *boltStore) canLog(recLen int) bool {
 		s.sinceCheckpoint+1 < checkpointCommits && s.logBytes+int64(recLen) < checkpointBytes
 }
 
-// answer publishes the events of committed calls and answers them.
+// answer publishes the events of committed calls and answers them. err
+// is the failure of the write that was to make the commit durable: the
+// commit is applied all the same, and readers see it, so its events go
+// out too, for the sessions' view of a mailbox to stay the store's.
 func (s *boltStore) answer(calls []*call, txns []*txn, err error) {
-	if err == nil {
-		for _, t := range txns {
-			s.subs.publish(t.events)
-		}
+	for _, t := range txns {
+		s.subs.publish(t.events)
 	}
 	for _, c := range calls {
 		c.err <- err // buffered: the callers go on now
@@ -638,10 +649,14 @@ func (s *boltStore) syncer() {
 // does (syncBusy, syncDone). A failure fails the store (see fail).
 func (s *boltStore) writeLog(recs []walRecord) error {
 	s.syncBusy.Store(true)
-	syncs, err := s.wal.appendRecords(recs)
-	s.fsyncs.Add(uint64(syncs))
-	if err != nil {
-		err = s.fail(fmt.Errorf("store: write log: %w", err))
+	err := s.blocked()
+	if err == nil {
+		var syncs int
+		syncs, err = s.wal.appendRecords(recs)
+		s.fsyncs.Add(uint64(syncs))
+		if err != nil {
+			err = s.fail(fmt.Errorf("store: write log: %w", err))
+		}
 	}
 	s.syncBusy.Store(false)
 	select {
@@ -651,16 +666,36 @@ func (s *boltStore) writeLog(recs []walRecord) error {
 	return err
 }
 
-// fail makes err the answer to every write from now on: after a failed
-// fsync the state on disk is unknown, and only a restart (recovery from
-// the log) makes it known again.
+// fail records err, a failed write of the log or a failed checkpoint,
+// and returns what the write's callers are to get.
+//
+// After a failed fsync (a syncError) the state on disk is unknown: the
+// kernel may have dropped the pages it could not write, and a later
+// fsync would succeed without them. Only a restart, recovering from the
+// last checkpoint and the log, makes it known again, so every write
+// fails from then on.
+//
+// Any other failure (a full disk, most often) wrote nothing that was
+// ever synced, but it may leave a commit applied that its record or
+// checkpoint was to make durable, and the next record would then not
+// follow the last (a replay stops at such a gap: see wal.records). So a
+// checkpoint is owed: the log takes no record until one succeeds, and
+// every commit first tries it (payOwed), failing with its error until it
+// succeeds. Once the disk has room again the store goes on by itself, as
+// Postfix and Dovecot do, with no restart.
 func (s *boltStore) fail(err error) error {
 	s.failMu.Lock()
 	defer s.failMu.Unlock()
-	if s.failErr == nil {
-		s.failErr = err
+	if s.failErr != nil {
+		return s.failErr
 	}
-	return s.failErr
+	var se *syncError
+	if errors.As(err, &se) {
+		s.failErr = err
+	} else if s.owed == nil {
+		s.owed = err
+	}
+	return err
 }
 
 // failure is the error of a failed fsync, if any.
@@ -670,21 +705,60 @@ func (s *boltStore) failure() error {
 	return s.failErr
 }
 
+// owedErr is the failure that made a checkpoint owed, if one is.
+func (s *boltStore) owedErr() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.owed
+}
+
+// blocked is why the log may take no record now, if it may not.
+func (s *boltStore) blocked() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	if s.failErr != nil {
+		return s.failErr
+	}
+	return s.owed
+}
+
+// payOwed makes the checkpoint that is owed: a clean one if the store
+// has left log mode meanwhile (see checkMapRoom), after which bbolt's
+// commits are synced again. commitMu is held.
+func (s *boltStore) payOwed() error {
+	clean := !s.walOn.Load()
+	if err := s.checkpointLocked(clean); err != nil {
+		return err
+	}
+	if clean {
+		s.db.NoSync = s.opts.NoSync
+	}
+	return nil
+}
+
+// syncError is a failed fsync of the log or the data file (see fail).
+type syncError struct{ err error }
+
+func (e *syncError) Error() string { return "fsync: " + e.err.Error() }
+func (e *syncError) Unwrap() error { return e.err }
+
 // checkMapRoom leaves log mode when bbolt's map has too little room left
 // for the next commit: growing it would wait for the checkpoint's reader.
-func (s *boltStore) checkMapRoom(recBytes int) {
+// If the clean checkpoint that leaves it fails, the next commit must not
+// go on: bbolt's commits are not synced until one succeeds (payOwed).
+func (s *boltStore) checkMapRoom(recBytes int) error {
 	m := mappedSize(s.db)
 	if m >= 0 && s.hwm+mapHeadroom+2*int64(recBytes) <= m {
-		return
+		return nil
 	}
 	s.walOn.Store(false)
 	s.db.NoFreelistSync = false
 	s.pending.Wait()
 	if err := s.checkpointLocked(true); err != nil {
-		s.fail(fmt.Errorf("store: leave log mode: %w", err))
-		return
+		return fmt.Errorf("store: leave log mode: %w", err)
 	}
 	s.db.NoSync = false
+	return nil
 }
 
 // checkpointLocked makes everything committed durable in the data file
@@ -699,6 +773,13 @@ func (s *boltStore) checkpointLocked(clean bool) error {
 	if err := s.checkpointData(clean); err != nil {
 		return s.fail(fmt.Errorf("store: checkpoint: %w", err))
 	}
+	s.failMu.Lock()
+	owed := s.owed
+	s.owed = nil
+	s.failMu.Unlock()
+	if owed != nil {
+		slog.Warn("store: writing again after a failed write", "failed", owed)
+	}
 	return nil
 }
 
@@ -707,7 +788,7 @@ func (s *boltStore) checkpointData(clean bool) error {
 		return err
 	}
 	if err := s.db.Sync(); err != nil {
-		return err
+		return &syncError{err}
 	}
 	img, err := readMeta(s.dataFile, s.pageSize, s.lastTxid)
 	if err != nil {
@@ -747,7 +828,12 @@ func (s *boltStore) checkpointData(clean bool) error {
 func (s *boltStore) quietCheckpoint() {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	if s.walOn.Load() && !s.closing && s.failure() == nil && s.sinceCheckpoint > 0 && time.Since(s.lastCommit) >= checkpointQuiet {
+	if s.closing || s.failure() != nil {
+		return
+	}
+	if s.owedErr() != nil {
+		s.payOwed() // a failure is the next write's to report
+	} else if s.walOn.Load() && s.sinceCheckpoint > 0 && time.Since(s.lastCommit) >= checkpointQuiet {
 		s.checkpointLocked(false)
 	}
 }

@@ -71,6 +71,11 @@ import (
 // fdatasync. A crash inside it loses a write that was never acknowledged
 // but that a session may have seen.
 //
+// A write of the log that fails for want of room (or any failure but an
+// fsync's) leaves a checkpoint owed: the log takes no record, and every
+// write fails, until one succeeds; then the store goes on. A failed fsync
+// fails every write until a restart recovers. See fail.
+//
 // The log file also carries the lock that keeps a second process off the
 // store while recovery rewrites the meta page, and the data file's inode,
 // so that a log is never applied to a file that replaced the one it was
@@ -298,6 +303,11 @@ func (w *wal) appendRecords(recs []walRecord) (syncs int, err error) {
 		w.size = target
 		syncs++
 	}
+	if failIO != nil {
+		if err := failIO("write", w.f); err != nil {
+			return syncs, err
+		}
+	}
 	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
 		return syncs, err
 	}
@@ -372,12 +382,25 @@ func writeZeros(f *os.File, from, to int64) error {
 // the server's) under 100 KiB messages, the data file growing 100 MB/s.
 var zeroBlock [1 << 20]byte
 
+// failIO, when set by a test, fails the writes of log records ("write")
+// and the fdatasyncs ("fdatasync") it returns an error for, as a disk
+// would.
+var failIO func(op string, f *os.File) error
+
+// fdatasync fdatasyncs f; its failure is a syncError (see fail).
 func fdatasync(f *os.File) error {
 	for {
 		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
-			return err
+		if err == nil && failIO != nil {
+			err = failIO("fdatasync", f)
 		}
+		switch err {
+		case nil:
+			return nil
+		case syscall.EINTR:
+			continue
+		}
+		return &syncError{&os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}}
 	}
 }
 

@@ -412,6 +412,58 @@ func TestWALLeaveLogMode(t *testing.T) {
 	st3.Close()
 }
 
+// TestWALLeaveLogModeFailure: when the checkpoint that leaves log mode
+// fails, nothing is acknowledged until one succeeds: bbolt's commits are
+// not synced before it. Then the store goes on out of log mode, with
+// bbolt's two fsyncs per commit, and what it acknowledged survives a
+// crash.
+func TestWALLeaveLogModeFailure(t *testing.T) {
+	holdCheckpoints(t)
+	s, path := walSetup(t)
+	for i := range 3 {
+		mustAppend(t, s, "INBOX", testMessage(fmt.Sprintf("logged-%d", i), 600))
+	}
+	old := mapHeadroom
+	mapHeadroom = 1 << 62
+	defer func() { mapHeadroom = old }()
+	s.wal.f.Close() // the checkpoint's header cannot be written
+	// Both paths: the committer's (commitMu held: the appends queue into
+	// one group), then a lone writer's (commitSolo), which owes it.
+	s.commitMu.Lock()
+	errs := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			_, err := s.Append(context.Background(), alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprintf("refused-%d", i), 600)})
+			errs <- err
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	s.commitMu.Unlock()
+	for range 2 {
+		if err := <-errs; err == nil {
+			t.Fatal("an append was acknowledged while leaving log mode failed")
+		}
+	}
+	if d, err := s.Append(context.Background(), alice, "INBOX", NewMessage{Body: testMessage("refused-alone", 600)}); err == nil {
+		t.Fatalf("UID %d acknowledged while the checkpoint is owed", d.UID)
+	}
+	if s.walOn.Load() || s.owedErr() == nil || s.failure() != nil {
+		t.Fatalf("log mode %v, owed %v, failed %v: want out of log mode, a checkpoint owed", s.walOn.Load(), s.owedErr(), s.failure())
+	}
+	reopenLog(t, s, path)
+	mustAppend(t, s, "INBOX", testMessage("after", 600))
+	if s.owedErr() != nil || s.db.NoSync {
+		t.Fatalf("owed %v, bbolt NoSync %v after the checkpoint owed", s.owedErr(), s.db.NoSync)
+	}
+	st, _ := StatsOf(s)
+	mustAppend(t, s, "INBOX", testMessage("synced", 600))
+	st2, _ := StatsOf(s)
+	if got := st2.Fsyncs - st.Fsyncs; got != 2 {
+		t.Fatalf("%d fsyncs for one commit out of log mode, want bbolt's 2", got)
+	}
+	checkStored(t, crashCopy(t, path), nil, liveState(t, s))
+}
+
 // TestWALOneFsyncPerCommit: a logged write costs one fdatasync.
 func TestWALOneFsyncPerCommit(t *testing.T) {
 	old := checkpointQuiet
@@ -857,24 +909,25 @@ func TestCloseDuringAppends(t *testing.T) {
 	}
 }
 
-// TestWALWriteFailure: when the log cannot be written, the appends of
-// that write get an error, from a lone writer (commitSolo) and from a
-// group alike, and so does every write after it (the state on disk is
-// unknown until a restart recovers it). A crash then recovers exactly
-// the appends acknowledged before.
+// TestWALWriteFailure: when the log cannot be written (here its file is
+// closed; a full disk does the same), the appends of that write get an
+// error, from a lone writer (commitSolo) and from a group alike, and so
+// does every write after it while the checkpoint owed cannot be made.
+// Once the log can be written again, the next write makes it and goes
+// on: no restart. The appends that failed were applied all the same, so
+// their events went out; the checkpoint made them durable, and a crash
+// after it recovers everything, the records after the failure included.
 func TestWALWriteFailure(t *testing.T) {
 	for _, writers := range []int{1, 4} {
 		t.Run(fmt.Sprintf("%d-writers", writers), func(t *testing.T) {
 			holdCheckpoints(t)
 			s, path := walSetup(t)
 			ctx := context.Background()
-			want := map[string][]byte{}
+			events, cancel := s.Subscribe(alice)
+			defer cancel()
 			for i := range 5 {
-				body := testMessage(fmt.Sprintf("ok-%d", i), 600)
-				d := mustAppend(t, s, "INBOX", body)
-				want[fmt.Sprintf("%s/%s/%d", d.Account, d.Mailbox, d.UID)] = body
+				mustAppend(t, s, "INBOX", testMessage(fmt.Sprintf("ok-%d", i), 600))
 			}
-			live := liveState(t, s)
 			s.wal.f.Close() // the next log write fails
 			solos := s.solos.Load()
 			if writers > 1 {
@@ -883,7 +936,7 @@ func TestWALWriteFailure(t *testing.T) {
 			errs := make(chan error, writers)
 			for i := range writers {
 				go func() {
-					_, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprintf("lost-%d", i), 600)})
+					_, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprintf("failed-%d", i), 600)})
 					errs <- err
 				}()
 			}
@@ -892,29 +945,205 @@ func TestWALWriteFailure(t *testing.T) {
 				s.commitMu.Unlock()
 			}
 			for range writers {
-				if err := <-errs; err == nil || !strings.Contains(err.Error(), "write log") {
+				if err := <-errs; err == nil || !strings.Contains(err.Error(), walSuffix) {
 					t.Fatalf("append while the log cannot be written: %v", err)
 				}
 			}
 			if writers == 1 && s.solos.Load() == solos {
 				t.Fatal("the lone append did not go through commitSolo")
 			}
-			// The log can be written again, but the store stays failed.
-			f, err := os.OpenFile(path+walSuffix, os.O_RDWR, 0)
-			if err != nil {
+			if s.failure() != nil || s.owedErr() == nil {
+				t.Fatalf("failed %v, owed %v: want a checkpoint owed", s.failure(), s.owedErr())
+			}
+			// Still not writable: the checkpoint owed fails, and so do
+			// the writes that try it.
+			if _, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage("refused", 600)}); err == nil {
+				t.Fatal("an append went through with the log closed")
+			}
+			if _, err := s.CreateMailbox(alice, "Early", ""); err == nil {
+				t.Fatal("a mailbox was created with the log closed")
+			}
+			reopenLog(t, s, path)
+			checkpoints := s.checkpoints.Load()
+			after := mustAppend(t, s, "INBOX", testMessage("after", 600))
+			if s.owedErr() != nil || s.checkpoints.Load() != checkpoints+1 {
+				t.Fatalf("owed %v, %d checkpoints: want the one owed made", s.owedErr(), s.checkpoints.Load()-checkpoints)
+			}
+			if _, err := s.CreateMailbox(alice, "After", ""); err != nil {
 				t.Fatal(err)
 			}
-			s.commitMu.Lock()
-			s.wal.f = f
-			s.commitMu.Unlock()
-			if _, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage("after", 600)}); err == nil || !strings.Contains(err.Error(), "write log") {
-				t.Fatalf("append after a failed log write: %v", err)
+			for i := range 3 { // logged again, after the checkpoint
+				mustAppend(t, s, "INBOX", testMessage(fmt.Sprintf("logged-%d", i), 600))
 			}
-			if _, err := s.CreateMailbox(alice, "After", ""); err == nil {
-				t.Fatal("a mailbox was created after a failed log write")
+			live := liveState(t, s)
+			// Of the failed appends, those that reached a commit before
+			// the failure was known were applied: one at least.
+			inbox := live[alice+"/INBOX"]
+			if len(inbox) < 5+1+1+3 || len(inbox) > 5+writers+1+3 || inbox[len(inbox)-4].UID != after.UID {
+				t.Fatalf("INBOX holds %d messages, want 5 + 1 to %d failed + 4, UID %d fourth from last", len(inbox), writers, after.UID)
 			}
-			checkStored(t, crashCopy(t, path), want, live)
+			seen := map[uint32]bool{}
+		drain:
+			for {
+				select {
+				case e := <-events:
+					for _, uid := range e.UIDs {
+						if e.Kind == EventAppend && e.Mailbox == "INBOX" {
+							seen[uid] = true
+						}
+					}
+				default:
+					break drain
+				}
+			}
+			for _, m := range inbox {
+				if !seen[m.UID] {
+					t.Fatalf("no append event for UID %d: the sessions would not see it", m.UID)
+				}
+			}
+			checkStored(t, crashCopy(t, path), nil, live)
 		})
+	}
+}
+
+// TestWALWriteFailureQueued: a log write fails while the next group's
+// record waits behind it. That record must not be written: it would not
+// follow the last one written, and a replay stops at such a gap (the
+// checkpoint owed would close it, but a crash may come first). Its
+// appends fail too, and a crash before any other write recovers every
+// acknowledged append.
+func TestWALWriteFailureQueued(t *testing.T) {
+	holdCheckpoints(t)
+	s, path := walSetup(t)
+	ctx := context.Background()
+	for i := range 5 {
+		mustAppend(t, s, "INBOX", testMessage(fmt.Sprintf("ok-%d", i), 600))
+	}
+	var once sync.Once
+	failIO = func(op string, f *os.File) error {
+		var err error
+		if op == "write" {
+			once.Do(func() {
+				time.Sleep(30 * time.Millisecond) // the next groups are applied and queued meanwhile
+				err = errInjected
+			})
+		}
+		return err
+	}
+	defer func() { failIO = nil }()
+	var mu sync.Mutex
+	acked := map[uint32]bool{}
+	var wg sync.WaitGroup
+	appendSome := func(name string, n int) {
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprintf("%s-%d", name, i), 600)})
+				if err == nil {
+					mu.Lock()
+					acked[d.UID] = true
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	s.commitMu.Lock() // the first appends queue into one group, for the committer
+	appendSome("first", 4)
+	time.Sleep(10 * time.Millisecond)
+	s.commitMu.Unlock()
+	time.Sleep(10 * time.Millisecond) // its record is being written
+	appendSome("next", 4)
+	wg.Wait()
+	if s.owedErr() == nil {
+		t.Fatal("no checkpoint owed after a failed log write")
+	}
+	_, got := recovered(t, path)
+	have := map[uint32]bool{}
+	for _, m := range got {
+		have[m.UID] = true
+	}
+	for uid := range acked {
+		if !have[uid] {
+			t.Fatalf("UID %d was acknowledged and is gone after a crash (%d acknowledged, %d recovered)", uid, len(acked), len(got))
+		}
+	}
+}
+
+// reopenLog gives s its log file again, after a test closed it to make
+// the log's writes fail.
+func reopenLog(t *testing.T, s *boltStore, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path+walSuffix, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.commitMu.Lock()
+	s.wal.f = f
+	s.commitMu.Unlock()
+}
+
+// recovered opens a crash copy of the store at path (closed when the
+// test ends) and returns it with alice's INBOX as recovered.
+func recovered(t *testing.T, path string) (Store, []Message) {
+	t.Helper()
+	st, err := Open(crashCopy(t, path), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	msgs, err := st.Messages(alice, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, msgs
+}
+
+// TestWALSyncFailure: after a failed fdatasync of the log, the state on
+// disk is unknown (the kernel may have dropped the pages it could not
+// write), so every write fails from then on, also once the disk works
+// again; a restart recovers exactly the appends acknowledged before.
+func TestWALSyncFailure(t *testing.T) {
+	holdCheckpoints(t)
+	s, path := walSetup(t)
+	ctx := context.Background()
+	want := map[string][]byte{}
+	for i := range 5 {
+		body := testMessage(fmt.Sprintf("ok-%d", i), 600)
+		d := mustAppend(t, s, "INBOX", body)
+		want[fmt.Sprintf("%s/%s/%d", d.Account, d.Mailbox, d.UID)] = body
+	}
+	errEIO := errors.New("injected EIO")
+	failIO = func(op string, f *os.File) error {
+		if op == "fdatasync" && strings.HasSuffix(f.Name(), walSuffix) {
+			return errEIO
+		}
+		return nil
+	}
+	_, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage("lost", 600)})
+	failIO = nil
+	if !errors.Is(err, errEIO) {
+		t.Fatalf("append with a failing fdatasync: %v", err)
+	}
+	if _, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage("after", 600)}); !errors.Is(err, errEIO) {
+		t.Fatalf("append after a failed fdatasync: %v", err)
+	}
+	if _, err := s.CreateMailbox(alice, "After", ""); !errors.Is(err, errEIO) {
+		t.Fatalf("create after a failed fdatasync: %v", err)
+	}
+	// The failed append's record may or may not be on disk: the
+	// acknowledged ones are, and nothing after the failure.
+	st, got := recovered(t, path)
+	if len(got) < len(want) || len(got) > len(want)+1 {
+		t.Fatalf("%d messages after recovery, want the %d acknowledged and perhaps the failed one", len(got), len(want))
+	}
+	for _, m := range got[:len(want)] {
+		if _, ok := want[fmt.Sprintf("%s/INBOX/%d", alice, m.UID)]; !ok {
+			t.Fatalf("UID %d after recovery was not acknowledged", m.UID)
+		}
+	}
+	if _, err := st.Mailbox(alice, "After"); err == nil {
+		t.Fatal("the mailbox created after the failure is there after recovery")
 	}
 }
 

@@ -167,6 +167,10 @@ func (ss *session) storeError(op string, err error) error {
 		return noErr(imapv2.ResponseCodeCannot, "Invalid mailbox name")
 	case errors.Is(err, store.ErrOverQuota):
 		return noErr(imapv2.ResponseCodeOverQuota, "Over quota")
+	case store.NoSpace(err):
+		// As Dovecot answers it (RFC 5530 has no code of its own).
+		ss.log().Error("no space left for the store", "op", op, "err", err)
+		return noErr(imapv2.ResponseCodeOverQuota, "Not enough disk space")
 	}
 	return ss.internalError(op, err)
 }

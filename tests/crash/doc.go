@@ -26,6 +26,12 @@
 //     offline (store.Open) and reading every message's X-Crash-ID header;
 //     remote mail by what the test MX (a go-smtp server on loopback, found
 //     through a loopback DNS server's MX record) received.
+//   - TestDiskFull runs serve with its data directory on a 40 MiB tmpfs,
+//     mounted in a user and mount namespace of the test's own (`unshare
+//     --user --map-root-user --mount`, no privilege needed), fills it, and
+//     checks the replies on a full disk (452 4.3.1, NO [OVERQUOTA]), that
+//     nothing acknowledged is lost, and that mail goes in again once
+//     there is room, with no restart.
 //   - Sizes come from the environment so that `make test` runs a short
 //     form and `make crashtest` the long one: POSTHORN_CRASH_N (messages),
 //     POSTHORN_CRASH_KILLS, POSTHORN_CRASH_WORKERS,

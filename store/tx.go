@@ -324,6 +324,9 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 			return -1, err
 		}
 		if logged && s.canLog(recLen) {
+			if err := s.reserveLog(recLen); err != nil {
+				return -1, err
+			}
 			rec.txid = s.lastTxid + 1
 			job = &syncJob{rec: rec, calls: calls, applied: make(chan struct{})}
 			s.pending.Add(1)
@@ -390,6 +393,31 @@ func (s *boltStore) commitLocked(calls []*call) (failed int, err error) {
 	s.answer(calls, a.txns, err)
 	s.preallocate()
 	return -1, nil
+}
+
+// reserveLog makes room in the log for a record of recLen bytes after
+// those handed to the syncer, growing the file first if it must. That
+// is done before the transaction is applied: a full disk then fails the
+// commit before anything happened, rather than leave it applied without
+// its record (a checkpoint owed, its callers told of a failure that a
+// checkpoint would turn into a success: a client that retries would
+// store its message twice). commitMu is held.
+func (s *boltStore) reserveLog(recLen int) error {
+	n := int64(walRecHeaderSize + recLen)
+	if s.wal.reserved+n > s.wal.size {
+		s.pending.Wait() // the syncer writes where grow does
+		if err := s.wal.grow(s.wal.reserved + n); err != nil {
+			err = fmt.Errorf("store: grow log: %w", err)
+			var se *syncError
+			if errors.As(err, &se) {
+				return s.fail(err)
+			}
+			return err
+		}
+		s.fsyncs.Add(1)
+	}
+	s.wal.reserved += n
+	return nil
 }
 
 // takeBack takes back the last record written, of recLen bytes, once its
@@ -535,7 +563,7 @@ func (s *boltStore) commitSolo(c *call) bool {
 	}
 	rec := walRecord{parts: c.rec}
 	recLen := rec.size()
-	if s.checkMapRoom(recLen) != nil || !s.canLog(recLen) {
+	if s.checkMapRoom(recLen) != nil || !s.canLog(recLen) || s.reserveLog(recLen) != nil {
 		return false // the committer answers the failure
 	}
 	rec.txid = s.lastTxid + 1

@@ -85,9 +85,9 @@ const (
 	walMagic         = "PHWAL001"
 	walSlotSize      = 4096
 	walDataStart     = 2 * walSlotSize
-	walGrowStep      = 16 << 20
 	walRecHeaderSize = 24
 	walMetaImage     = 128 // bytes of bbolt's meta page kept: page header and meta
+	walGrowMin       = 1 << 20
 
 	checkpointCommits = 64 // the pages freed meanwhile are held from reuse: the file grows
 	checkpointBytes   = 32 << 20
@@ -112,6 +112,8 @@ var (
 	// mapHeadroom is the room a commit needs in bbolt's map, besides
 	// twice its record, for the store to stay in log mode.
 	mapHeadroom int64 = 256 << 20
+	// walGrowStep is how much the log grows by when it can.
+	walGrowStep int64 = 16 << 20
 )
 
 // walHeader is one of the log's two header slots.
@@ -168,7 +170,10 @@ type wal struct {
 	hdr  walHeader // the latest durable header
 	off  int64     // where the next record goes
 	size int64     // bytes of the file written (zeros or records)
-	buf  []byte
+	// reserved is where the records handed to the syncer end, off once
+	// they are written (see boltStore.reserveLog). The committer's.
+	reserved int64
+	buf      []byte
 }
 
 // openWAL opens (creating) the log of the data file at path and takes
@@ -207,7 +212,7 @@ func openWAL(path string) (*wal, error) {
 		f.Close()
 		return nil, err
 	}
-	w := &wal{f: f, name: name, size: fi.Size(), off: walDataStart}
+	w := &wal{f: f, name: name, size: fi.Size(), off: walDataStart, reserved: walDataStart}
 	var slots [2 * walSlotSize]byte
 	n, _ := f.ReadAt(slots[:], 0)
 	for i := range 2 {
@@ -294,13 +299,10 @@ func (w *wal) appendRecords(recs []walRecord) (syncs int, err error) {
 		binary.LittleEndian.PutUint32(w.buf[start+4:], crc32.Checksum(w.buf[start+8:], crc32c))
 	}
 	end := w.off + int64(len(w.buf))
-	if end > w.size {
-		// Zeros first, so that later records overwrite written blocks.
-		target := max(end, w.size) + walGrowStep
-		if err := writeZeros(w.f, w.size, target); err != nil {
+	if end > w.size { // not reserved (tests)
+		if err := w.grow(end); err != nil {
 			return syncs, err
 		}
-		w.size = target
 		syncs++
 	}
 	if failIO != nil {
@@ -336,7 +338,31 @@ func (w *wal) unwrite(n int64) error {
 		}
 	}
 	w.off -= n
+	w.reserved -= n
 	return nil
+}
+
+// grow writes zeros from the end of the file to past need, so that the
+// records written there later overwrite allocated blocks: walGrowStep
+// more, or, if the file system has not that much room, up to need and
+// walGrowMin more, or up to need. No record may be in the writing.
+func (w *wal) grow(need int64) error {
+	var err error
+	for _, target := range []int64{max(need, w.size) + walGrowStep, need + walGrowMin, need} {
+		if err = writeZeros(w.f, w.size, target); err == nil {
+			w.size = target
+			return nil
+		}
+		var se *syncError
+		if errors.As(err, &se) {
+			return err
+		}
+		// Give back what the failed attempt took.
+		if terr := w.f.Truncate(w.size); terr != nil {
+			return err
+		}
+	}
+	return err
 }
 
 // writeHeader makes h the log's header: written to the slot the current
@@ -359,7 +385,7 @@ func (w *wal) writeHeader(h walHeader) error {
 		return err
 	}
 	w.hdr = h
-	w.off = walDataStart
+	w.off, w.reserved = walDataStart, walDataStart
 	return nil
 }
 
@@ -367,6 +393,11 @@ func (w *wal) writeHeader(h walHeader) error {
 // the file system has allocated the blocks before records overwrite them
 // (with delayed allocation it would do so at the records' fdatasync).
 func writeZeros(f *os.File, from, to int64) error {
+	if failIO != nil {
+		if err := failIO("zeros", f); err != nil {
+			return err
+		}
+	}
 	zeros := zeroBlock[:]
 	for off := from; off < to; off += int64(len(zeros)) {
 		n := min(int64(len(zeros)), to-off)
@@ -382,9 +413,9 @@ func writeZeros(f *os.File, from, to int64) error {
 // the server's) under 100 KiB messages, the data file growing 100 MB/s.
 var zeroBlock [1 << 20]byte
 
-// failIO, when set by a test, fails the writes of log records ("write")
-// and the fdatasyncs ("fdatasync") it returns an error for, as a disk
-// would.
+// failIO, when set by a test, fails the writes of log records ("write"),
+// of zeros ("zeros": writeZeros) and the fdatasyncs ("fdatasync") it
+// returns an error for, as a disk would.
 var failIO func(op string, f *os.File) error
 
 // fdatasync fdatasyncs f; its failure is a syncError (see fail).

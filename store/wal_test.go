@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1097,6 +1098,83 @@ func recovered(t *testing.T, path string) (Store, []Message) {
 		t.Fatal(err)
 	}
 	return st, msgs
+}
+
+// TestWALGrowFailure: when the log must grow and the disk has no room,
+// the append fails before anything is applied (no checkpoint owed, no
+// message that its client was told had failed), from a lone writer and
+// from a group alike, and the store goes on. With a little room, the
+// log grows by what fits rather than by walGrowStep.
+func TestWALGrowFailure(t *testing.T) {
+	holdCheckpoints(t)
+	s, path := walSetup(t)
+	ctx := context.Background()
+	noSpace := &os.PathError{Op: "write", Path: path + walSuffix, Err: syscall.ENOSPC}
+	var mu sync.Mutex
+	fails := -1 // how many more zeros writes of the log fail; -1: all
+	failIO = func(op string, f *os.File) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if op != "zeros" || !strings.HasSuffix(f.Name(), walSuffix) || fails == 0 {
+			return nil
+		}
+		if fails > 0 {
+			fails--
+		}
+		return noSpace
+	}
+	defer func() { failIO = nil }()
+	events, cancel := s.Subscribe(alice)
+	defer cancel()
+
+	if s.wal.size > walDataStart {
+		t.Fatalf("the log has %d bytes already: nothing to grow", s.wal.size)
+	}
+	if _, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage("alone", 600)}); !NoSpace(err) {
+		t.Fatalf("lone append with no room for the log: %v", err)
+	}
+	s.commitMu.Lock() // a group, for the committer
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			_, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprintf("group-%d", i), 600)})
+			errs <- err
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	s.commitMu.Unlock()
+	for range 3 {
+		if err := <-errs; !NoSpace(err) {
+			t.Fatalf("grouped append with no room for the log: %v", err)
+		}
+	}
+	if msgs, _ := s.Messages(alice, "INBOX"); len(msgs) != 0 {
+		t.Fatalf("%d messages stored by appends that failed", len(msgs))
+	}
+	if s.owedErr() != nil || s.failure() != nil {
+		t.Fatalf("owed %v, failed %v: nothing was applied, nothing is owed", s.owedErr(), s.failure())
+	}
+	select {
+	case e := <-events:
+		t.Fatalf("an event for appends that failed: %+v", e)
+	default:
+	}
+
+	mu.Lock()
+	fails = 1 // walGrowStep does not fit, less does
+	mu.Unlock()
+	d := mustAppend(t, s, "INBOX", testMessage("fits", 600))
+	if grown := s.wal.size - walDataStart; grown <= 0 || grown >= walGrowStep {
+		t.Fatalf("the log grew by %d bytes, want less than walGrowStep (%d)", grown, walGrowStep)
+	}
+	for i := range 3 {
+		mustAppend(t, s, "INBOX", testMessage(fmt.Sprintf("more-%d", i), 600))
+	}
+	live := liveState(t, s)
+	if msgs := live[alice+"/INBOX"]; len(msgs) != 4 || msgs[0].UID != d.UID {
+		t.Fatalf("INBOX after: %d messages", len(msgs))
+	}
+	checkStored(t, crashCopy(t, path), nil, live)
 }
 
 // TestWALSyncFailure: after a failed fdatasync of the log, the state on

@@ -8,6 +8,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -55,6 +56,7 @@ type Listen struct {
 	POP3        string `toml:"pop3"`        // POP3 with STLS, 110
 	POP3S       string `toml:"pop3s"`       // POP3 with implicit TLS, 995
 	HTTP        string `toml:"http"`        // autoconfig, MTA-STS policy, ACME HTTP-01
+	HTTPS       string `toml:"https"`       // autoconfig and MTA-STS policy over TLS, 443
 	Metrics     string `toml:"metrics"`     // Prometheus /metrics
 }
 
@@ -81,6 +83,12 @@ type Outbound struct {
 	SmarthostPassword string `toml:"smarthost_password"`
 	// MXPort is the port used on remote MX hosts.
 	MXPort int `toml:"mx_port"`
+	// MTASTSPort is the port of remote MTA-STS policy hosts (HTTPS).
+	MTASTSPort int `toml:"mta_sts_port"`
+	// CAFile is a PEM file of the certificate authorities that verify
+	// remote servers (MX hosts under an MTA-STS policy, policy hosts, the
+	// smarthost); "" uses the system's.
+	CAFile string `toml:"ca_file"`
 	// DNSServer "host:port" replaces the system resolver.
 	DNSServer string `toml:"dns_server"`
 	// RetryInitial is the first retry delay; it doubles up to RetryMax.
@@ -141,6 +149,7 @@ func Default() Config {
 		},
 		Outbound: Outbound{
 			MXPort:       25,
+			MTASTSPort:   443,
 			RetryInitial: Duration{5 * time.Minute},
 			RetryMax:     Duration{4 * time.Hour},
 			GiveUpAfter:  Duration{5 * 24 * time.Hour},
@@ -297,7 +306,8 @@ func (c *Config) validate() error {
 		"listen.submissions": c.Listen.Submissions, "listen.imap": c.Listen.IMAP,
 		"listen.imaps": c.Listen.IMAPS, "listen.pop3": c.Listen.POP3,
 		"listen.pop3s": c.Listen.POP3S, "listen.http": c.Listen.HTTP,
-		"listen.metrics": c.Listen.Metrics, "outbound.smarthost": c.Outbound.Smarthost,
+		"listen.metrics": c.Listen.Metrics, "listen.https": c.Listen.HTTPS,
+		"outbound.smarthost":  c.Outbound.Smarthost,
 		"outbound.dns_server": c.Outbound.DNSServer,
 	}
 	for key, a := range addrs {
@@ -318,6 +328,12 @@ func (c *Config) validate() error {
 	}
 	if c.Outbound.MXPort < 1 || c.Outbound.MXPort > 65535 {
 		return bad("outbound.mx_port", "%d is not a port", c.Outbound.MXPort)
+	}
+	if c.Outbound.MTASTSPort < 1 || c.Outbound.MTASTSPort > 65535 {
+		return bad("outbound.mta_sts_port", "%d is not a port", c.Outbound.MTASTSPort)
+	}
+	if _, err := c.OutboundRoots(); err != nil {
+		return bad("outbound.ca_file", "%v", err)
 	}
 	if c.Outbound.Workers < 1 {
 		return bad("outbound.workers", "must be at least 1")
@@ -378,6 +394,23 @@ func (c *Config) Abs(p string) string {
 		base = filepath.Dir(c.Path)
 	}
 	return filepath.Join(base, p)
+}
+
+// OutboundRoots returns the certificate authorities of outbound.ca_file,
+// or nil (the system's) when it is not set.
+func (c *Config) OutboundRoots() (*x509.CertPool, error) {
+	if c.Outbound.CAFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.Abs(c.Outbound.CAFile))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("no PEM certificate in %s", c.Abs(c.Outbound.CAFile))
+	}
+	return pool, nil
 }
 
 // DataPath is a path inside the data directory.

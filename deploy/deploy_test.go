@@ -72,7 +72,7 @@ func TestExampleConfig(t *testing.T) {
 	ex.Path = ""
 	// The values the file marks as examples.
 	ex.Hostname, ex.DataDir = def.Hostname, def.DataDir
-	ex.Listen.HTTP, ex.Listen.Metrics = def.Listen.HTTP, def.Listen.Metrics
+	ex.Listen.HTTP, ex.Listen.HTTPS, ex.Listen.Metrics = def.Listen.HTTP, def.Listen.HTTPS, def.Listen.Metrics
 	if !reflect.DeepEqual(ex, def) {
 		t.Errorf("example differs from the defaults:\n%+v\n%+v", ex, def)
 	}

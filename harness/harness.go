@@ -66,7 +66,7 @@ func Start(t testing.TB, opts Options) *Env {
 	cfg.Listen = config.Listen{
 		SMTP: "127.0.0.1:0", Submission: "127.0.0.1:0", Submissions: "127.0.0.1:0",
 		IMAP: "127.0.0.1:0", IMAPS: "127.0.0.1:0", POP3: "127.0.0.1:0", POP3S: "127.0.0.1:0",
-		HTTP: "127.0.0.1:0", Metrics: "127.0.0.1:0",
+		HTTP: "127.0.0.1:0", HTTPS: "127.0.0.1:0", Metrics: "127.0.0.1:0",
 	}
 	cfg.Outbound.DNSServer = dns.Addr
 	cfg.Outbound.RetryInitial = config.Duration{Duration: time.Second}

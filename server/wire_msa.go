@@ -1,6 +1,9 @@
 package server
 
 import (
+	"crypto/tls"
+	"fmt"
+
 	"github.com/posthorn/posthorn/msa"
 	"github.com/posthorn/posthorn/mta/outbound"
 )
@@ -10,11 +13,19 @@ import (
 // delivery agent's remote alias targets and the admin commands' retry/drop.
 func (s *Server) wireMSA() ([]service, []worker, error) {
 	c := s.Config
+	var roots *tls.Config // nil: the system's
+	if pool, err := c.OutboundRoots(); err != nil {
+		return nil, nil, fmt.Errorf("outbound.ca_file: %w", err)
+	} else if pool != nil {
+		roots = &tls.Config{RootCAs: pool}
+	}
 	q := &outbound.Queue{
 		Store:             s.Store,
 		Resolver:          s.Resolver,
 		Hostname:          c.Hostname,
 		MXPort:            c.Outbound.MXPort,
+		STSPort:           c.Outbound.MTASTSPort,
+		TLS:               roots,
 		Smarthost:         c.Outbound.Smarthost,
 		SmarthostUser:     c.Outbound.SmarthostUser,
 		SmarthostPassword: c.Outbound.SmarthostPassword,

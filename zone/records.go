@@ -19,8 +19,8 @@
 //     (RFC 7489 section 6.3).
 //   - MTA-STS: the TXT record's id is derived from the policy text, so it
 //     changes exactly when the policy does (RFC 8461 section 3.1); the
-//     mta-sts host is a CNAME to the hostname, whose http listener serves
-//     the policy. TLS-RPT asks for reports to postmaster (RFC 8460
+//     mta-sts host is a CNAME to the hostname, whose https listener serves
+//     the policy (senders fetch it over TLS only). TLS-RPT asks for reports to postmaster (RFC 8460
 //     section 3).
 //   - RFC 6186 SRV records announce submission, IMAP and POP3; a listener
 //     that is off is published as "0 0 0 ." which says the service is not

@@ -30,6 +30,7 @@ const (
 var (
 	errInjection = errors.New("server sent data after its 220 reply to STARTTLS (possible response injection)")
 	errNeedTLS   = errors.New("smarthost does not offer STARTTLS; refusing to send credentials or mail in clear text")
+	errSTSNoTLS  = &routeError{Status: "4.7.5", Msg: "STARTTLS not offered or refused, and the domain's MTA-STS policy requires it"}
 )
 
 // tlsFailure marks a failed TLS handshake: the host is tried again without
@@ -52,6 +53,9 @@ func (c *resumedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // trying its hosts in order.
 func (q *Queue) deliverDomain(ctx context.Context, e store.QueueEntry, domain string, rcpts []string, body []byte) []result {
 	hosts, err := q.hosts(ctx, domain)
+	if err == nil && q.Smarthost == "" {
+		hosts, err = q.applySTS(ctx, domain, hosts, q.Logger.With("queue_id", e.ID))
+	}
 	if err != nil {
 		return failAll(rcpts, err, "")
 	}
@@ -74,6 +78,9 @@ func (q *Queue) deliverDomain(ctx context.Context, e store.QueueEntry, domain st
 func (q *Queue) deliverHost(ctx context.Context, e store.QueueEntry, h host, addr string, rcpts []string, body []byte) ([]result, bool) {
 	log := q.Logger.With("queue_id", e.ID, "host", h.Name, "addr", addr)
 	key := h.Name + " " + net.JoinHostPort(addr, strconv.Itoa(h.Port))
+	if h.RequireTLS {
+		key += " verified" // never a connection made without the policy
+	}
 	c := q.pool.get(key)
 	if c == nil {
 		var err error
@@ -118,7 +125,7 @@ func (q *Queue) deliverHost(ctx context.Context, e store.QueueEntry, h host, add
 func (q *Queue) connect(ctx context.Context, h host, addr string, log *slog.Logger) (*smtp.Client, error) {
 	c, err := q.open(ctx, h, addr, true, log)
 	var tf *tlsFailure
-	if errors.As(err, &tf) && q.Smarthost == "" {
+	if errors.As(err, &tf) && q.Smarthost == "" && !h.RequireTLS {
 		log.Warn("TLS failed, retrying without STARTTLS", "err", tf.err)
 		c, err = q.open(ctx, h, addr, false, log)
 	}
@@ -193,7 +200,7 @@ func (q *Queue) open(ctx context.Context, h host, addr string, useTLS bool, log 
 	defer stop()
 	implicit := q.Smarthost != "" && h.Port == 465
 	if implicit {
-		tc := tls.Client(conn, q.tlsConfig(h.Name, log))
+		tc := tls.Client(conn, q.tlsConfig(h.Name, false, log))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
 			return nil, err
@@ -238,6 +245,9 @@ func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool,
 		if q.Smarthost != "" {
 			return fail(errNeedTLS)
 		}
+		if h.RequireTLS {
+			return fail(errSTSNoTLS)
+		}
 		return conn, nil
 	}
 	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
@@ -246,6 +256,9 @@ func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool,
 	if _, err := expect(br, 220); err != nil {
 		if q.Smarthost != "" {
 			return fail(errNeedTLS)
+		}
+		if h.RequireTLS {
+			return fail(errSTSNoTLS)
 		}
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
@@ -258,9 +271,12 @@ func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool,
 	if br.Buffered() > 0 {
 		return fail(errInjection)
 	}
-	tc := tls.Client(conn, q.tlsConfig(h.Name, log))
+	tc := tls.Client(conn, q.tlsConfig(h.Name, h.RequireTLS, log))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
+		if h.RequireTLS {
+			return nil, &routeError{Status: "4.7.5", Msg: "TLS with " + h.Name + " failed, and the domain's MTA-STS policy requires it: " + err.Error()}
+		}
 		return nil, &tlsFailure{err}
 	}
 	return tc, nil
@@ -268,13 +284,15 @@ func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool,
 
 // tlsConfig makes the client TLS configuration for one host. The
 // certificate is verified here and a problem is logged, not fatal
-// (opportunistic TLS, RFC 7435), unless the template says InsecureSkipVerify.
-func (q *Queue) tlsConfig(serverName string, log *slog.Logger) *tls.Config {
+// (opportunistic TLS, RFC 7435), unless the template says InsecureSkipVerify;
+// with required (MTA-STS), it is verified and a problem fails the
+// handshake.
+func (q *Queue) tlsConfig(serverName string, required bool, log *slog.Logger) *tls.Config {
 	cfg := &tls.Config{}
 	if q.TLS != nil {
 		cfg = q.TLS.Clone()
 	}
-	verify := !cfg.InsecureSkipVerify
+	verify := !cfg.InsecureSkipVerify || required
 	roots := cfg.RootCAs
 	cfg.ServerName = serverName
 	cfg.InsecureSkipVerify = true
@@ -290,6 +308,9 @@ func (q *Queue) tlsConfig(serverName string, log *slog.Logger) *tls.Config {
 		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
 			DNSName: serverName, Roots: roots, Intermediates: inter,
 		})
+		if err != nil && required {
+			return err
+		}
 		if err != nil {
 			log.Warn("TLS certificate does not verify; delivering anyway", "err", err)
 		}

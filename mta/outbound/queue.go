@@ -28,8 +28,11 @@
 //     permanent failure (5.1.10). Host addresses are looked up through
 //     Resolver, never the system's, so outbound.dns_server governs all.
 //   - STARTTLS is used whenever offered (RFC 3207). Certificate problems
-//     are logged and delivery goes on (opportunistic TLS, RFC 7435): there
-//     is no MTA-STS or DANE policy enforcement yet. The greeting, EHLO and
+//     are logged and delivery goes on (opportunistic TLS, RFC 7435),
+//     unless the domain publishes an MTA-STS policy in enforce mode
+//     (RFC 8461, mtasts.go): then only the MX hosts it names are used,
+//     over TLS with a certificate that verifies, or the mail waits. There
+//     is no DANE (it needs a validating resolver). The greeting, EHLO and
 //     STARTTLS are spoken here, not by go-smtp's client, so that a server
 //     that sends anything after its 220 reply to STARTTLS (a response
 //     injection, CVE-2011-0411 style) is detected and the attempt aborted.
@@ -95,6 +98,7 @@ type Queue struct {
 	Resolver *net.Resolver // nil: net.DefaultResolver
 	Hostname string        // EHLO name and Reporting-MTA
 	MXPort   int           // port on remote MX hosts; 0: 25
+	STSPort  int           // port of MTA-STS policy hosts (HTTPS); 0: 443
 
 	// Smarthost "host:port" receives everything instead of the MX hosts.
 	Smarthost         string
@@ -119,6 +123,7 @@ type Queue struct {
 	now func() time.Time
 
 	pool     connPool
+	sts      stsCache
 	once     sync.Once
 	wake     chan struct{}
 	mu       sync.Mutex

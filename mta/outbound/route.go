@@ -17,6 +17,9 @@ type host struct {
 	// Addrs are its IP addresses; empty: Name is resolved at dial time
 	// (a smarthost given as an address literal).
 	Addrs []string
+	// RequireTLS: STARTTLS with a certificate that verifies for Name, or
+	// no delivery (the domain's MTA-STS policy enforces it).
+	RequireTLS bool
 }
 
 // routeError is a failure to find where a domain's mail goes.

@@ -1,0 +1,327 @@
+package outbound
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// MTA-STS (RFC 8461), the sending side.
+//
+// A domain that publishes a TXT record at _mta-sts.DOMAIN and a policy at
+// https://mta-sts.DOMAIN/.well-known/mta-sts.txt says which of its MX
+// hosts are genuine and that they take mail over TLS. In "enforce" mode,
+// mail goes only to MX hosts that match the policy, over STARTTLS with a
+// certificate that verifies for the host's name, and is deferred (4.7.5)
+// otherwise: an attacker on the path can no longer strip STARTTLS or
+// redirect the mail. In "testing" mode what would have failed is logged
+// and delivery goes on as without a policy; "none" withdraws a policy.
+//
+// Policies are cached in memory until their max_age; the TXT record's id
+// tells when to fetch a new one (section 5.1). A lookup or fetch that
+// fails leaves the cached policy in force; with none cached, the domain is
+// treated as having no policy. The cache does not survive a restart.
+const (
+	stsMaxBody      = 64 << 10 // section 3.3
+	stsFetchTimeout = 30 * time.Second
+	stsMaxAge       = 31557600 // seconds, section 3.2
+	stsDefaultPort  = 443
+)
+
+// stsPolicy is a domain's MTA-STS policy.
+type stsPolicy struct {
+	id      string
+	mode    string // "enforce", "testing" or "none"
+	mx      []string
+	maxAge  int64 // seconds
+	expires time.Time
+}
+
+// matches reports whether the MX host name matches one of the policy's
+// mx patterns: equal, or "*.example.org" for one more label (section 4.1).
+func (p *stsPolicy) matches(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	for _, pat := range p.mx {
+		pat = strings.ToLower(strings.TrimSuffix(pat, "."))
+		if rest, ok := strings.CutPrefix(pat, "*."); ok {
+			label, parent, found := strings.Cut(name, ".")
+			if found && label != "" && parent == rest {
+				return true
+			}
+		} else if name == pat {
+			return true
+		}
+	}
+	return false
+}
+
+// stsCache holds the policies fetched, by domain.
+type stsCache struct {
+	mu sync.Mutex
+	m  map[string]*stsPolicy
+}
+
+func (c *stsCache) get(domain string, now time.Time) *stsPolicy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.m[domain]
+	if p != nil && !now.Before(p.expires) {
+		delete(c.m, domain)
+		return nil
+	}
+	return p
+}
+
+func (c *stsCache) put(domain string, p *stsPolicy) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*stsPolicy{}
+	}
+	c.m[domain] = p
+}
+
+// stsPolicy returns the MTA-STS policy in force for domain, or nil.
+func (q *Queue) stsPolicy(ctx context.Context, domain string, log *slog.Logger) *stsPolicy {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	now := q.now()
+	cached := q.sts.get(domain, now)
+	id, err := q.stsRecord(ctx, domain)
+	if err != nil || id == "" {
+		if err != nil {
+			log.Info("MTA-STS record lookup failed", "domain", domain, "err", err)
+		}
+		// Section 5.1: a cached policy stays in force until it expires,
+		// whatever became of the record.
+		return cached
+	}
+	if cached != nil && cached.id == id {
+		return cached
+	}
+	p, err := q.fetchSTS(ctx, domain)
+	if err != nil {
+		log.Warn("MTA-STS policy fetch failed", "domain", domain, "err", err, "cached", cached != nil)
+		return cached
+	}
+	p.id = id
+	p.expires = now.Add(time.Duration(min(p.maxAge, stsMaxAge)) * time.Second)
+	q.sts.put(domain, p)
+	log.Info("MTA-STS policy fetched", "domain", domain, "mode", p.mode, "mx", p.mx, "id", id)
+	return p
+}
+
+// stsRecord looks up _mta-sts.DOMAIN and returns the id of its one
+// "v=STSv1" record; "" when there is none, several, or a bad one
+// (section 3.1: then the domain has no policy available).
+func (q *Queue) stsRecord(ctx context.Context, domain string) (string, error) {
+	txts, err := q.resolver().LookupTXT(ctx, "_mta-sts."+domain)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var recs []string
+	for _, t := range txts {
+		if strings.HasPrefix(t, "v=STSv1;") || t == "v=STSv1" {
+			recs = append(recs, t)
+		}
+	}
+	if len(recs) != 1 {
+		return "", nil
+	}
+	id := ""
+	for i, f := range strings.Split(recs[0], ";") {
+		f = strings.TrimSpace(f)
+		k, v, ok := strings.Cut(f, "=")
+		switch {
+		case f == "" && i > 0:
+		case !ok:
+			return "", nil
+		case i == 0 && (k != "v" || v != "STSv1"):
+			return "", nil
+		case k == "id":
+			id = v
+		}
+	}
+	if id == "" || len(id) > 32 || strings.IndexFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	}) >= 0 {
+		return "", nil
+	}
+	return id, nil
+}
+
+func (q *Queue) stsPort() int {
+	if q.STSPort > 0 {
+		return q.STSPort
+	}
+	return stsDefaultPort
+}
+
+// fetchSTS fetches and parses https://mta-sts.DOMAIN/.well-known/mta-sts.txt:
+// the host's certificate must verify (with the roots of the TLS template),
+// redirects are not followed, and the body is at most stsMaxBody bytes of
+// text/plain (section 3.3). The host is resolved through our resolver.
+func (q *Queue) fetchSTS(ctx context.Context, domain string) (*stsPolicy, error) {
+	host := "mta-sts." + domain
+	dialer := &net.Dialer{Timeout: dialTimeout}
+	client := &http.Client{
+		Timeout: stsFetchTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("redirected (section 3.3: not followed)")
+		},
+		Transport: &http.Transport{
+			Proxy: nil,
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				addrs, err := q.lookupHost(ctx, host)
+				if err != nil {
+					return nil, err
+				}
+				var last error
+				for _, a := range addrs {
+					c, err := dialer.DialContext(ctx, network, net.JoinHostPort(a, strconv.Itoa(q.stsPort())))
+					if err == nil {
+						return c, nil
+					}
+					last = err
+				}
+				return nil, last
+			},
+			TLSClientConfig:        &tls.Config{RootCAs: q.rootCAs(), MinVersion: tls.VersionTLS12},
+			ResponseHeaderTimeout:  stsFetchTimeout,
+			MaxResponseHeaderBytes: 16 << 10,
+			DisableKeepAlives:      true,
+		},
+	}
+	url := "https://" + host
+	if q.stsPort() != stsDefaultPort {
+		url += ":" + strconv.Itoa(q.stsPort())
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/.well-known/mta-sts.txt", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %s", host, resp.Status)
+	}
+	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "text/plain" {
+		return nil, fmt.Errorf("%s: policy served as %q, not text/plain", host, resp.Header.Get("Content-Type"))
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, stsMaxBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > stsMaxBody {
+		return nil, fmt.Errorf("%s: policy longer than %d bytes", host, stsMaxBody)
+	}
+	return parseSTSPolicy(body)
+}
+
+// parseSTSPolicy parses a policy body (section 3.2): "key: value" lines,
+// version STSv1, mode, max_age, and mx lines (at least one unless mode is
+// none); other keys are ignored.
+func parseSTSPolicy(body []byte) (*stsPolicy, error) {
+	p := &stsPolicy{}
+	var version string
+	age := int64(-1)
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc.Buffer(make([]byte, 0, 1024), stsMaxBody)
+	for sc.Scan() {
+		line := strings.TrimSuffix(sc.Text(), "\r")
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil, fmt.Errorf("policy line %q is not key: value", line)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch k {
+		case "version":
+			version = v
+		case "mode":
+			p.mode = v
+		case "max_age":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 || len(v) > 10 {
+				return nil, fmt.Errorf("policy max_age %q is not a number of seconds", v)
+			}
+			age = n
+		case "mx":
+			if v == "" || strings.ContainsAny(v, " \t") {
+				return nil, fmt.Errorf("policy mx %q is not a host name pattern", v)
+			}
+			p.mx = append(p.mx, v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	switch {
+	case version != "STSv1":
+		return nil, fmt.Errorf("policy version %q, not STSv1", version)
+	case p.mode != "enforce" && p.mode != "testing" && p.mode != "none":
+		return nil, fmt.Errorf("policy mode %q is not enforce, testing or none", p.mode)
+	case age < 0:
+		return nil, errors.New("policy has no max_age")
+	case p.mode != "none" && len(p.mx) == 0:
+		return nil, errors.New("policy names no mx")
+	}
+	p.maxAge = age
+	return p, nil
+}
+
+// rootCAs are the roots that verify remote certificates: the TLS
+// template's, or the system's (nil).
+func (q *Queue) rootCAs() *x509.CertPool {
+	if q.TLS != nil {
+		return q.TLS.RootCAs
+	}
+	return nil
+}
+
+// applySTS filters the hosts of domain by its policy. In enforce mode
+// only matching hosts are kept, each requiring verified TLS, and none left
+// is a temporary failure; in testing mode the hosts that would not be
+// used are logged, and all are.
+func (q *Queue) applySTS(ctx context.Context, domain string, hosts []host, log *slog.Logger) ([]host, error) {
+	p := q.stsPolicy(ctx, domain, log)
+	if p == nil || p.mode == "none" {
+		return hosts, nil
+	}
+	var keep []host
+	for _, h := range hosts {
+		if !p.matches(h.Name) {
+			log.Warn("MX host does not match the domain's MTA-STS policy", "domain", domain, "host", h.Name, "mode", p.mode)
+			continue
+		}
+		h.RequireTLS = true
+		keep = append(keep, h)
+	}
+	if p.mode == "testing" {
+		return hosts, nil
+	}
+	if len(keep) == 0 {
+		return nil, &routeError{Status: "4.7.5", Msg: "no MX host of " + domain + " matches its MTA-STS policy (mx " + strings.Join(p.mx, ", ") + ")"}
+	}
+	return keep, nil
+}

@@ -64,9 +64,10 @@ var (
 	bucketBlobRefs = []byte("blobrefs") // id -> uint32 reference count, if over 1
 	bucketBlobData = []byte("blobdata") // id, chunk number -> bytes
 	bucketQueue    = []byte("queue")    // entry ID -> JSON QueueEntry
+	bucketSTS      = []byte("sts")      // remote domain -> JSON STSPolicy
 
 	allBuckets = [][]byte{bucketMeta, bucketDomains, bucketAccounts, bucketAliases,
-		bucketDKIM, bucketMail, bucketBlobInfo, bucketBlobRefs, bucketBlobData, bucketQueue}
+		bucketDKIM, bucketMail, bucketBlobInfo, bucketBlobRefs, bucketBlobData, bucketQueue, bucketSTS}
 
 	keyFormat      = []byte("format")
 	keyUIDValidity = []byte("uidvalidity")

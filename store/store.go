@@ -61,6 +61,15 @@ func NoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
+// STSPolicy is a remote domain's MTA-STS policy (RFC 8461).
+type STSPolicy struct {
+	Domain  string // lower case
+	ID      string // of the _mta-sts TXT record it was fetched for
+	Mode    string // "enforce", "testing" or "none"
+	MX      []string
+	Expires time.Time // fetched + max_age
+}
+
 // Special-use attributes (RFC 6154) given to the default mailboxes.
 const (
 	SpecialNone    = ""
@@ -259,6 +268,12 @@ type Store interface {
 	DeleteAlias(address string) error
 	Alias(address string) ([]string, error) // ErrNotFound
 	Aliases() (map[string][]string, error)
+
+	// MTA-STS policies of the remote domains we send to, as the
+	// outbound queue last fetched them: kept across restarts, since a
+	// policy protects only once it is known (RFC 8461 section 5.1).
+	PutSTSPolicy(p STSPolicy) error             // replaces the domain's; drops expired ones
+	STSPolicy(domain string) (STSPolicy, error) // ErrNotFound
 
 	// DKIM keys.
 	AddDKIMKey(k DKIMKey) error // makes it the active key of its algorithm

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/posthorn/posthorn/store"
 )
 
 // MTA-STS (RFC 8461), the sending side.
@@ -29,10 +31,11 @@ import (
 // redirect the mail. In "testing" mode what would have failed is logged
 // and delivery goes on as without a policy; "none" withdraws a policy.
 //
-// Policies are cached in memory until their max_age; the TXT record's id
-// tells when to fetch a new one (section 5.1). A lookup or fetch that
-// fails leaves the cached policy in force; with none cached, the domain is
-// treated as having no policy. The cache does not survive a restart.
+// Policies are cached until their max_age, in memory and in the store, so
+// that a restart forgets none; the TXT record's id tells when to fetch a
+// new one (section 5.1). A lookup or fetch that fails leaves the cached
+// policy in force; with none cached, the domain is treated as having no
+// policy.
 const (
 	stsMaxBody      = 64 << 10 // section 3.3
 	stsFetchTimeout = 30 * time.Second
@@ -98,6 +101,9 @@ func (q *Queue) stsPolicy(ctx context.Context, domain string, log *slog.Logger) 
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	now := q.now()
 	cached := q.sts.get(domain, now)
+	if cached == nil {
+		cached = q.storedSTS(domain, now, log)
+	}
 	id, err := q.stsRecord(ctx, domain)
 	if err != nil || id == "" {
 		if err != nil {
@@ -118,7 +124,28 @@ func (q *Queue) stsPolicy(ctx context.Context, domain string, log *slog.Logger) 
 	p.id = id
 	p.expires = now.Add(time.Duration(min(p.maxAge, stsMaxAge)) * time.Second)
 	q.sts.put(domain, p)
+	if err := q.Store.PutSTSPolicy(store.STSPolicy{Domain: domain, ID: p.id, Mode: p.mode, MX: p.mx, Expires: p.expires}); err != nil {
+		log.Warn("MTA-STS policy not stored", "domain", domain, "err", err)
+	}
 	log.Info("MTA-STS policy fetched", "domain", domain, "mode", p.mode, "mx", p.mx, "id", id)
+	return p
+}
+
+// storedSTS returns the policy of domain kept in the store by an earlier
+// run, if it has not expired, and caches it.
+func (q *Queue) storedSTS(domain string, now time.Time, log *slog.Logger) *stsPolicy {
+	sp, err := q.Store.STSPolicy(domain)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			log.Warn("MTA-STS policy not read from the store", "domain", domain, "err", err)
+		}
+		return nil
+	}
+	if !now.Before(sp.Expires) {
+		return nil
+	}
+	p := &stsPolicy{id: sp.ID, mode: sp.Mode, mx: sp.MX, expires: sp.Expires}
+	q.sts.put(domain, p)
 	return p
 }
 

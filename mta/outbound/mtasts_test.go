@@ -1,6 +1,7 @@
 package outbound_test
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/mta/outbound"
 )
 
 // issued is a server configuration with a certificate for name from ca.
@@ -276,5 +278,39 @@ func TestMTASTSCache(t *testing.T) {
 	e.waitEmpty(t)
 	if n := e.policy.count(); n != 2 {
 		t.Errorf("%d policy fetches, want 2", n)
+	}
+}
+
+// TestMTASTSPolicySurvivesRestart: the policy a queue fetched is in the
+// store, and a new queue on the same store (a restart) enforces it while
+// the record is gone and the policy cannot be fetched.
+func TestMTASTSPolicySurvivesRestart(t *testing.T) {
+	e := newSTSEnv(t, func(ca *harness.CA) *tls.Config { return issued(ca, "mx.remote.test") })
+	e.policy.set(enforce("mx.remote.test"))
+	e.record(t, "r1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Q.Run(ctx); close(done) }()
+	e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	e.f.wait(t)
+	e.waitEmpty(t)
+	cancel()
+	<-done
+
+	old := e.Q
+	e.Q = &outbound.Queue{
+		Store: old.Store, Resolver: old.Resolver, Hostname: old.Hostname, MXPort: old.MXPort, STSPort: old.STSPort,
+		RetryInitial: old.RetryInitial, RetryMax: old.RetryMax, GiveUpAfter: old.GiveUpAfter, DelayNotice: old.DelayNotice,
+		Workers: old.Workers, TLS: old.TLS, MDA: old.MDA, Logger: old.Logger, Metrics: old.Metrics,
+	}
+	e.DNS.Remove("_mta-sts.remote.test.", 16)
+	e.policy.update(func(p *policyServer) { p.status = 404 })
+	e.DNS.Remove("remote.test.", 15)
+	e.DNS.Add(t, "remote.test. 300 IN MX 10 mx2.remote.test.", "mx2.remote.test. 300 IN A 127.0.0.1")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	e.deferredWith(t, "matches its MTA-STS policy")
+	if n := e.policy.count(); n != 1 {
+		t.Errorf("%d policy fetches, want 1", n)
 	}
 }

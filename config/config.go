@@ -33,6 +33,8 @@ type Config struct {
 	// AllowPlaintextAuth lets AUTH, LOGIN and USER/PASS work without TLS.
 	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
 	// MaxMessageBytes is the largest message accepted (SIZE, APPENDLIMIT).
+	// Mail is refused while the data directory's file system has less
+	// than twice this free (store.Options.MinFree).
 	MaxMessageBytes int64 `toml:"max_message_bytes"`
 	// LogLevel is "debug", "info", "warn" or "error".
 	LogLevel string `toml:"log_level"`

@@ -87,6 +87,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	st, err := store.Open(cfg.DataPath("posthorn.db"), store.Options{
 		MaxHeaderFields: cfg.Limits.MaxHeaderFields,
 		MaxMIMEDepth:    cfg.Limits.MaxMIMEDepth,
+		// Mail is refused (452 4.3.1) while the disk has less than twice
+		// the largest message free: the rest stays for expunges.
+		MinFree: 2 * cfg.MaxMessageBytes,
 	})
 	if err != nil {
 		return nil, err

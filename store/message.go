@@ -36,6 +36,13 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 		return nil, nil
 	}
 	addr := strings.ToLower(strings.TrimSpace(account))
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Body)
+	}
+	if err := s.checkRoom(size); err != nil {
+		return nil, err
+	}
 	infos := s.parseAll(msgs)
 	// Dates are fixed now, so that a replay from the log gives the same.
 	now := time.Now()
@@ -46,10 +53,6 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 		}
 	}
 	var rec [][]byte
-	size := 0
-	for _, m := range msgs {
-		size += len(m.Body)
-	}
 	if s.logged(size) {
 		rec = appendRecordParts(addr, mailbox, msgs)
 	}
@@ -230,6 +233,9 @@ func (t *txn) removeMessage(addr string, acct *Account, mb *Mailbox, m Message) 
 func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]Delivered, error) {
 	if len(to) == 0 {
 		return nil, nil
+	}
+	if err := s.checkRoom(len(body)); err != nil {
+		return nil, err
 	}
 	info := parseBlobInfo(body, s.opts)
 	now := time.Now()

@@ -28,6 +28,9 @@ func (s *boltStore) Enqueue(ctx context.Context, e QueueEntry, body []byte) (Que
 		e.NextAttempt = now
 	}
 	e.Size = int64(len(body))
+	if err := s.checkRoom(len(body)); err != nil {
+		return QueueEntry{}, err
+	}
 	info := parseBlobInfo(body, s.opts)
 	var out QueueEntry
 	err := s.batch(ctx, func(t *txn) error {

@@ -372,4 +372,11 @@ type Options struct {
 	// NoWAL commits with bbolt's two fdatasyncs per transaction instead
 	// of the write-ahead log (wal.go): for comparison in benchmarks.
 	NoWAL bool
+	// MinFree is the room, in bytes, that appends, deliveries and queued
+	// messages leave free on the data file's file system: with less, they
+	// fail with ENOSPC (NoSpace) before anything is written, as Postfix
+	// refuses mail below queue_minfree. The other writes (expunges and
+	// deletions, which make room, flags, mailboxes) may use it, and the
+	// store seldom meets a full disk. 0: no reserve.
+	MinFree int64
 }

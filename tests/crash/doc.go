@@ -29,7 +29,8 @@
 //   - TestDiskFull runs serve with its data directory on a 40 MiB tmpfs,
 //     mounted in a user and mount namespace of the test's own (`unshare
 //     --user --map-root-user --mount`, no privilege needed), fills it, and
-//     checks the replies on a full disk (452 4.3.1, NO [OVERQUOTA]), that
+//     checks the replies below the free-space reserve and on a full disk
+//     (452 4.3.1, NO [OVERQUOTA]), that expunging still works, that
 //     nothing acknowledged is lost, and that mail goes in again once
 //     there is room, with no restart.
 //   - Sizes come from the environment so that `make test` runs a short

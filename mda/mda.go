@@ -289,6 +289,12 @@ func (a *Agent) CheckQuota(r Route, size int64) error {
 	return nil
 }
 
+// CheckRoom fails (store.NoSpace) when the store's disk cannot take a
+// message of size bytes (0: of any size) and keep its reserve: the SMTP
+// server's answer to MAIL FROM, 452 4.3.1, as Postfix gives below
+// queue_minfree.
+func (a *Agent) CheckRoom(size int64) error { return a.Store.CheckRoom(size) }
+
 // Deliver writes body (CRLF, without our per-recipient headers) to every
 // local recipient in one durable transaction and queues remote ones.
 // store.ErrOverQuota is returned when an account is full (452 4.2.2).

@@ -54,6 +54,7 @@ func (fakeDelivery) Enqueue(_ context.Context, e store.QueueEntry, _ []byte) (st
 type fakeStore struct{ store.Store }
 
 func (fakeStore) HasDomain(string) (bool, error) { return false, nil }
+func (fakeStore) CheckRoom(int64) error          { return nil }
 
 // FuzzSession feeds arbitrary client input to an authenticated
 // submission session: no panic (go-smtp would turn one into 421), and the

@@ -86,6 +86,13 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.account == "" {
 		return errAuthRequired // RFC 4954 section 6
 	}
+	var size int64
+	if opts != nil {
+		size = opts.Size
+	}
+	if err := ss.s.Store.CheckRoom(size); err != nil {
+		return reply(ss.log, err)
+	}
 	ss.Reset()
 	if from != "" {
 		ok, err := ss.s.owns(ss.account, from)

@@ -61,6 +61,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return &smtp.SMTPError{Code: codeSyntaxParam, EnhancedCode: smtp.EnhancedCode{5, 1, 7},
 			Message: "Bad sender address"}
 	}
+	var size int64
+	if opts != nil {
+		size = opts.Size
+	}
+	if err := s.srv.MDA.CheckRoom(size); err != nil {
+		return reply(s.log, err)
+	}
 	s.Reset()
 	s.from, s.mailOpts = from, opts
 	s.spf = startSPF(s.srv, s.ip, s.conn.Hostname(), from)

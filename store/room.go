@@ -13,6 +13,9 @@ import (
 // the reserve (Options.MinFree) absorbs what is written meanwhile.
 const roomTTL = 50 * time.Millisecond
 
+// CheckRoom: see Store.
+func (s *boltStore) CheckRoom(size int64) error { return s.checkRoom(int(min(size, 1<<40))) }
+
 // checkRoom fails with ENOSPC when writing a message of n bytes would
 // leave less than Options.MinFree free on the data file's file system.
 // The body is counted twice: the log and the data file both take it. A

@@ -269,6 +269,12 @@ type Store interface {
 	Alias(address string) ([]string, error) // ErrNotFound
 	Aliases() (map[string][]string, error)
 
+	// CheckRoom fails with ENOSPC (NoSpace) when a message of size bytes
+	// would leave less than Options.MinFree on the data file's file
+	// system: the check appends and deliveries make, for an SMTP server
+	// to refuse at MAIL FROM rather than after DATA.
+	CheckRoom(size int64) error
+
 	// MTA-STS policies of the remote domains we send to, as the
 	// outbound queue last fetched them: kept across restarts, since a
 	// policy protects only once it is known (RFC 8461 section 5.1).

@@ -124,18 +124,25 @@ func TestDiskFull(t *testing.T) {
 
 	// Below the reserve, every message gets 452 4.3.1.
 	full := 0
+	var lastRefusal error
 	for i := 0; i < 2000 && full < 3; i++ {
 		err := send(2000)
 		switch {
 		case err == nil:
 		case isNoSpace(err):
 			full++
+			lastRefusal = err
 		default:
 			t.Fatalf("send to a full disk: %v (want 452 4.3.1)", err)
 		}
 	}
 	if full < 3 {
 		t.Fatal("2,000 messages fit on a full disk")
+	}
+	// The first refusal may come at the end of DATA, when the message
+	// itself crossed the reserve; once below it, at MAIL FROM.
+	if !strings.HasPrefix(lastRefusal.Error(), "MAIL FROM: ") {
+		t.Errorf("refused below the reserve after MAIL FROM (%v): the free space is known before the message comes", lastRefusal)
 	}
 	login := func() *imapclient.Client {
 		c, err := imapclient.DialStartTLS(p.addr("imap"), &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
@@ -218,7 +225,7 @@ func isNoSpace(err error) bool {
 }
 
 // sendPlain sends msg to rcpt over port 25, with STARTTLS (the server's
-// certificate is self-signed).
+// certificate is self-signed). An error says at which command it came.
 func sendPlain(addr, rcpt, msg string) error {
 	c, err := smtp.Dial(addr)
 	if err != nil {
@@ -229,20 +236,20 @@ func sendPlain(addr, rcpt, msg string) error {
 		return err
 	}
 	if err := c.Mail("sender@remote.test"); err != nil {
-		return err
+		return fmt.Errorf("MAIL FROM: %w", err)
 	}
 	if err := c.Rcpt(rcpt); err != nil {
-		return err
+		return fmt.Errorf("RCPT TO: %w", err)
 	}
 	w, err := c.Data()
 	if err != nil {
-		return err
+		return fmt.Errorf("DATA: %w", err)
 	}
 	if _, err := w.Write([]byte(msg)); err != nil {
-		return err
+		return fmt.Errorf("DATA: %w", err)
 	}
 	if err := w.Close(); err != nil {
-		return err
+		return fmt.Errorf("end of DATA: %w", err)
 	}
 	return c.Quit()
 }

@@ -109,6 +109,22 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			m.Answer = append(m.Answer, c)
 		}
 	}
+	// Chase a CNAME to records of its target, as a recursive resolver
+	// does (Go's stub resolver does not ask again).
+	for hops := 0; hops < 8 && q.Qtype != dns.TypeCNAME && len(m.Answer) > 0; hops++ {
+		cn, ok := m.Answer[len(m.Answer)-1].(*dns.CNAME)
+		if !ok {
+			break
+		}
+		for _, rr := range d.records[strings.ToLower(cn.Target)] {
+			if rr.Header().Rrtype == q.Qtype || rr.Header().Rrtype == dns.TypeCNAME {
+				m.Answer = append(m.Answer, dns.Copy(rr))
+			}
+		}
+		if last, ok := m.Answer[len(m.Answer)-1].(*dns.CNAME); ok && last == cn {
+			break
+		}
+	}
 	d.mu.Unlock()
 	if !exists || len(rrs) == 0 {
 		m.Rcode = dns.RcodeNameError

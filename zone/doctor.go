@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/mta/outbound"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -82,8 +83,39 @@ func Doctor(ctx context.Context, cfg *config.Config, resolver *net.Resolver, dom
 	}
 	wg.Wait()
 	now := time.Now()
-	checks = append(checks, checkCert(cfg, certExpiry, now), checkQueue(queue, now))
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	checks = append(checks, checkPolicy(lctx, cfg, resolver, domain), checkCert(cfg, certExpiry, now), checkQueue(queue, now))
 	return checks
+}
+
+// checkPolicy fetches the domain's MTA-STS policy as a sender does (over
+// HTTPS, the certificate verified for mta-sts.DOMAIN) and compares it
+// with this server's.
+func checkPolicy(ctx context.Context, cfg *config.Config, res *net.Resolver, domain string) Check {
+	host := "mta-sts." + strings.TrimSuffix(domain, ".")
+	c := Check{Name: "HTTPS " + host + " (MTA-STS policy)"}
+	roots, err := cfg.OutboundRoots()
+	if err != nil {
+		c.Status, c.Detail = StatusWrong, "outbound.ca_file: "+err.Error()
+		return c
+	}
+	mode, mx, err := outbound.FetchPolicy(ctx, res, roots, cfg.Outbound.MTASTSPort, domain)
+	want := MTASTSMode(cfg)
+	wantMX := strings.ToLower(strings.TrimSuffix(cfg.Hostname, "."))
+	switch {
+	case err != nil:
+		c.Status, c.Detail = StatusWrong, "senders cannot fetch it: "+err.Error()
+		c.Fix = "serve it: set [listen] https = \":443\", with a certificate that names " + host +
+			" ([tls] acme = true obtains one); or do not publish the MTA-STS records"
+	case mode != want || len(mx) != 1 || !strings.EqualFold(mx[0], wantMX):
+		c.Status = StatusWrong
+		c.Detail = fmt.Sprintf("serves mode %s, mx %s; this server's policy is mode %s, mx %s", mode, strings.Join(mx, " "), want, wantMX)
+		c.Fix = "point " + host + " at this server (CNAME " + wantMX + ".)"
+	default:
+		c.Status, c.Detail = StatusOK, fmt.Sprintf("mode %s, mx %s", mode, mx[0])
+	}
+	return c
 }
 
 // checkRecord looks one record up.

@@ -8,7 +8,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"io"
 	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -171,15 +176,40 @@ func statusByName(checks []zone.Check) map[string]zone.Check {
 	return m
 }
 
+// servePolicy serves policy over HTTPS on loopback, with a certificate
+// for mta-sts.example.test from a CA that cfg trusts (outbound.ca_file),
+// on the port cfg fetches policies from.
+func servePolicy(t *testing.T, cfg *config.Config, policy string) {
+	ca := harness.NewCA(t)
+	conf, _, _ := ca.Issue("mta-sts.example.test")
+	cfg.Outbound.CAFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(cfg.Outbound.CAFile, ca.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Outbound.MTASTSPort = ln.Addr().(*net.TCPAddr).Port
+	srv := &http.Server{TLSConfig: conf, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, policy)
+	})}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+}
+
 func TestDoctorAllOK(t *testing.T) {
 	cfg := testConfig()
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = "cert.pem", "key.pem"
+	servePolicy(t, cfg, zone.MTASTSPolicy(cfg))
 	keys := testKeys(t)
 	d := publish(t, zone.Zone(zone.Records(cfg, "example.test", keys)))
+	d.Add(t, "mail.example.test. 300 IN A 127.0.0.1") // mta-sts.example.test is a CNAME to it
 	res := resolver.New(d.Addr)
 	checks := zone.Doctor(context.Background(), cfg, res, "example.test", keys,
 		zone.QueueSummary{}, time.Now().Add(90*24*time.Hour))
-	if want := len(zone.Records(cfg, "example.test", keys)) + 2; len(checks) != want {
+	if want := len(zone.Records(cfg, "example.test", keys)) + 3; len(checks) != want {
 		t.Fatalf("%d checks, want %d", len(checks), want)
 	}
 	for _, c := range checks {
@@ -211,15 +241,16 @@ func TestDoctorFindsProblems(t *testing.T) {
 	checks := statusByName(zone.Doctor(context.Background(), cfg, resolver.New(d.Addr), "example.test",
 		keys, queue, time.Now().Add(-time.Hour)))
 	want := map[string]struct{ status, fix string }{
-		"TXT _dmarc.example.test.":          {zone.StatusMissing, "v=DMARC1; p=quarantine"},
-		"SRV _imaps._tcp.example.test.":     {zone.StatusMissing, "0 1 993 mail.example.test."},
-		"MX example.test.":                  {zone.StatusWrong, "10 mail.example.test."},
-		"TXT ed1._domainkey.example.test.":  {zone.StatusWrong, "v=DKIM1; k=ed25519; p="},
-		"CNAME autoconfig.example.test.":    {zone.StatusWrong, "CNAME mail.example.test."},
-		"certificate for mail.example.test": {zone.StatusWrong, "renew"},
-		"outbound queue":                    {zone.StatusWarn, "queue list"},
-		"TXT example.test.":                 {zone.StatusOK, ""},
-		"SRV _pop3._tcp.example.test.":      {zone.StatusOK, ""},
+		"TXT _dmarc.example.test.":                    {zone.StatusMissing, "v=DMARC1; p=quarantine"},
+		"SRV _imaps._tcp.example.test.":               {zone.StatusMissing, "0 1 993 mail.example.test."},
+		"MX example.test.":                            {zone.StatusWrong, "10 mail.example.test."},
+		"TXT ed1._domainkey.example.test.":            {zone.StatusWrong, "v=DKIM1; k=ed25519; p="},
+		"CNAME autoconfig.example.test.":              {zone.StatusWrong, "CNAME mail.example.test."},
+		"certificate for mail.example.test":           {zone.StatusWrong, "renew"},
+		"outbound queue":                              {zone.StatusWarn, "queue list"},
+		"HTTPS mta-sts.example.test (MTA-STS policy)": {zone.StatusWrong, `https = ":443"`},
+		"TXT example.test.":                           {zone.StatusOK, ""},
+		"SRV _pop3._tcp.example.test.":                {zone.StatusOK, ""},
 	}
 	for name, w := range want {
 		c, ok := checks[name]
@@ -264,5 +295,21 @@ func TestCertificateExpiry(t *testing.T) {
 	c := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: priv}}}
 	if got := zone.CertificateExpiry(c); !got.Equal(notAfter) {
 		t.Errorf("expiry %v, want %v", got, notAfter)
+	}
+}
+
+// TestDoctorPolicyElsewhere: a policy that names another MX (mta-sts.DOMAIN
+// served by another host) is wrong.
+func TestDoctorPolicyElsewhere(t *testing.T) {
+	cfg := testConfig()
+	other := *cfg
+	other.Hostname = "mx.elsewhere.test"
+	servePolicy(t, cfg, zone.MTASTSPolicy(&other))
+	d := publish(t, zone.Zone(zone.Records(cfg, "example.test", nil)))
+	d.Add(t, "mail.example.test. 300 IN A 127.0.0.1")
+	c := statusByName(zone.Doctor(context.Background(), cfg, resolver.New(d.Addr), "example.test", nil,
+		zone.QueueSummary{}, time.Now().Add(90*24*time.Hour)))["HTTPS mta-sts.example.test (MTA-STS policy)"]
+	if c.Status != zone.StatusWrong || !strings.Contains(c.Detail, "mx mx.elsewhere.test") || !strings.Contains(c.Fix, "CNAME mail.example.test.") {
+		t.Fatalf("%+v", c)
 	}
 }

@@ -317,6 +317,19 @@ func parseSTSPolicy(body []byte) (*stsPolicy, error) {
 	return p, nil
 }
 
+// FetchPolicy fetches and parses the MTA-STS policy of domain as the
+// queue does before a delivery (the same checks), through res, with the
+// certificate verified by roots (nil: the system's), from port (0: 443).
+// posthorn doctor uses it on our own domains.
+func FetchPolicy(ctx context.Context, res *net.Resolver, roots *x509.CertPool, port int, domain string) (mode string, mx []string, err error) {
+	q := &Queue{Resolver: res, STSPort: port, TLS: &tls.Config{RootCAs: roots}}
+	p, err := q.fetchSTS(ctx, strings.ToLower(strings.TrimSuffix(domain, ".")))
+	if err != nil {
+		return "", nil, err
+	}
+	return p.mode, p.mx, nil
+}
+
 // rootCAs are the roots that verify remote certificates: the TLS
 // template's, or the system's (nil).
 func (q *Queue) rootCAs() *x509.CertPool {

@@ -674,7 +674,8 @@ func (s *boltStore) syncer() {
 }
 
 // writeLog writes and fdatasyncs recs, telling the committer while it
-// does (syncBusy, syncDone). A failure fails the store (see fail).
+// does (syncBusy, syncDone). A failure goes to fail; while the store is
+// failed or owes a checkpoint, nothing is written (see fail).
 func (s *boltStore) writeLog(recs []walRecord) error {
 	s.syncBusy.Store(true)
 	err := s.blocked()

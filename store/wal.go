@@ -71,10 +71,12 @@ import (
 // fdatasync. A crash inside it loses a write that was never acknowledged
 // but that a session may have seen.
 //
-// A write of the log that fails for want of room (or any failure but an
-// fsync's) leaves a checkpoint owed: the log takes no record, and every
-// write fails, until one succeeds; then the store goes on. A failed fsync
-// fails every write until a restart recovers. See fail.
+// The log grows before a commit is applied (reserveLog), so a full disk
+// fails the commit before anything happens. A write of the log or a
+// checkpoint that fails otherwise, for any cause but an fsync's, leaves a
+// checkpoint owed: the log takes no record, and every write fails, until
+// one succeeds; then the store goes on. A failed fsync fails every write
+// until a restart recovers. See fail.
 //
 // The log file also carries the lock that keeps a second process off the
 // store while recovery rewrites the meta page, and the data file's inode,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -96,6 +97,9 @@ type dataLimits struct {
 	timeout  time.Duration // base budget
 	rate     int64         // minimum bytes per second on top of it
 	idle     time.Duration // longest wait for the next bytes
+	// budget, if set, is shared by every DATA transfer of the server: the
+	// body is kept only while it has room (see dataBudget).
+	budget *dataBudget
 	// lineByLine turns off the whole-lines path (cleanLines), for tests
 	// that compare the two.
 	lineByLine bool
@@ -135,14 +139,26 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 		*pooled = make([]byte, 0, want)
 	}
 	body := bytes.NewBuffer((*pooled)[:l.headroom])
+	var held int64 // of l.budget
 	release = func() {
+		l.budget.give(held)
 		if b := body.Bytes(); cap(b) <= maxPooledData {
 			*pooled = b[:0]
 			dataBufs.Put(pooled)
 		}
 		body = nil // a second release panics instead of pooling twice
 	}
-	var bad, tooBig bool
+	var bad, tooBig, noRoom bool
+	// room says whether n more body bytes may be kept.
+	room := func(n int) bool {
+		if int64(body.Len()-l.headroom+n) > l.max {
+			tooBig = true
+		}
+		if !tooBig && !noRoom && !l.budget.hold(&held, int64(body.Len()-l.headroom+n)) {
+			noRoom = true
+		}
+		return !tooBig && !noRoom
+	}
 	var received int64
 	atLineStart, prevCR := true, false
 	lineLen := 0
@@ -158,10 +174,7 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 			// over-long line, a line not all read yet).
 			rest, _ := br.Peek(br.Buffered())
 			if n := cleanLines(rest, l.maxLine); n > 0 {
-				if int64(body.Len()-l.headroom+n) > l.max {
-					tooBig = true
-				}
-				if !tooBig {
+				if room(n) {
 					body.Write(rest[:n])
 				}
 				br.Discard(n)
@@ -199,10 +212,7 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 			line = line[1:]
 		}
 		atLineStart = complete
-		if int64(body.Len()-l.headroom+len(line)) > l.max {
-			tooBig = true
-		}
-		if !bad && !tooBig {
+		if !bad && room(len(line)) {
 			body.Write(line)
 		}
 	}
@@ -211,6 +221,8 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 		return nil, release, errBadData
 	case tooBig:
 		return nil, release, errTooBig
+	case noRoom:
+		return nil, release, errNoRoom
 	}
 	return body.Bytes(), release, nil
 }
@@ -286,16 +298,76 @@ func checkLineEndings(b []byte) error {
 	return nil
 }
 
+// dataBudget bounds the memory of the message bodies being received at
+// once, over all connections: a body is held in memory until it is
+// stored, and without a bound many clients sending large messages
+// together could take all of it. A transfer holds budget for the bytes it
+// keeps, in steps of budgetStep; one that finds none left reads the rest
+// of its message without keeping it and gets 452 4.3.1, as a full disk
+// gives, so its client retries later. A nil budget has room for anything.
+type dataBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+const budgetStep = 256 << 10
+
+// hold makes *held, the budget a transfer holds, cover need bytes, and
+// reports whether it could.
+func (b *dataBudget) hold(held *int64, need int64) bool {
+	if b == nil || need <= *held {
+		return true
+	}
+	more := (need - *held + budgetStep - 1) / budgetStep * budgetStep
+	if b.used.Add(more) > b.max {
+		b.used.Add(-more)
+		return false
+	}
+	*held += more
+	return true
+}
+
+// give returns what a transfer held.
+func (b *dataBudget) give(held int64) {
+	if b != nil && held > 0 {
+		b.used.Add(-held)
+	}
+}
+
 // readBounded reads r to its end, keeping at most max bytes; more is
-// errTooBig (after draining r, so a BDAT client stays in step).
-func readBounded(r io.Reader, max int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
+// errTooBig, and more than budget has room for is errNoRoom (after
+// draining r, so a BDAT client stays in step). release returns the
+// budget held; it is never nil.
+func readBounded(r io.Reader, max int64, budget *dataBudget) (b []byte, release func(), err error) {
+	br := &budgetReader{r: io.LimitReader(r, max+1), budget: budget}
+	release = func() { budget.give(br.held) }
+	b, err = io.ReadAll(br)
+	switch {
+	case err == errNoRoom:
 		io.Copy(io.Discard, r)
-		return nil, errTooBig
+		return nil, release, errNoRoom
+	case err != nil:
+		return nil, release, err
+	case int64(len(b)) > max:
+		io.Copy(io.Discard, r)
+		return nil, release, errTooBig
 	}
-	return b, nil
+	return b, release, nil
+}
+
+// budgetReader holds budget for the bytes read through it.
+type budgetReader struct {
+	r      io.Reader
+	budget *dataBudget
+	n      int64
+	held   int64
+}
+
+func (br *budgetReader) Read(p []byte) (int, error) {
+	n, err := br.r.Read(p)
+	br.n += int64(n)
+	if !br.budget.hold(&br.held, br.n) {
+		return 0, errNoRoom
+	}
+	return n, err
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -387,5 +388,57 @@ func TestLineLimiterLayout(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no session")
+	}
+}
+
+// TestDataBudget: the bodies being received at once share
+// MaxDataInFlight. A transfer that finds no room left is read to its end
+// without being kept and gets 452 4.3.1; the others go on, the budget
+// comes back when a transfer ends, and a later message fits again. The
+// same holds for BDAT.
+func TestDataBudget(t *testing.T) {
+	s, st, addr := startTestServer(t, func(s *Server) { s.MaxMessageBytes = 4 << 20; s.MaxDataInFlight = 1 << 20 })
+	body := func(kib int) string { return strings.Repeat(strings.Repeat("y", 1022)+"\r\n", kib) }
+	begin := func() *Dialog {
+		d := Dial(t, addr)
+		d.Cmd("EHLO client.example", "250")
+		d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+		d.Cmd("RCPT TO:<alice@example.test>", "250")
+		d.Cmd("DATA", "354")
+		return d
+	}
+	a := begin()
+	a.Send("Subject: a\r\n\r\n" + body(700)) // held: 768 KiB of the 1 MiB
+	b := begin()
+	b.Send("Subject: b\r\n\r\n" + body(600) + ".\r\n")
+	b.Expect("452 4.3.1")
+	a.Send(".\r\n")
+	a.Expect("250")
+	b.Cmd("MAIL FROM:<bob@remote.example>", "250") // b is still in step
+	if used := s.budget.used.Load(); used != 0 {
+		t.Fatalf("%d bytes of budget still held after both transfers", used)
+	}
+	c := begin()
+	c.Send("Subject: c\r\n\r\n" + body(600) + ".\r\n")
+	c.Expect("250")
+
+	// BDAT: over the budget, then within it.
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	big := "Subject: d\r\n\r\n" + body(1100)
+	d.Send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(big), big))
+	d.Expect("452 4.3.1")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	small := "Subject: e\r\n\r\n" + body(100)
+	d.Send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(small), small))
+	d.Expect("250")
+	if n := st.count(); n != 3 {
+		t.Fatalf("stored %d messages, want 3 (a, c and e)", n)
+	}
+	if used := s.budget.used.Load(); used != 0 {
+		t.Fatalf("%d bytes of budget still held", used)
 	}
 }

@@ -45,6 +45,8 @@ var (
 		Message: "Insufficient system storage, try again later"}
 	errTooBig = &smtp.SMTPError{Code: codeTooBig, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 		Message: "Message too big"}
+	errNoRoom = &smtp.SMTPError{Code: codeMailboxFull, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system resources for this message now, try again later"}
 	errBareEOL = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
 		Message: "Message refused: bare CR, bare LF or NUL in data (RFC 5321 section 2.3.8)"}
 	errSync = &smtp.SMTPError{Code: codeTransFailed, EnhancedCode: smtp.EnhancedCode{5, 5, 0},

@@ -30,6 +30,11 @@
 //     TXTCacheTTL (dnscache.go); temporary DNS failures are not cached.
 //   - Connection caps are enforced at accept: over the global or per-IP
 //     cap the client gets 421 4.7.0 and is closed before any session.
+//   - A body is held in memory until it is stored. The bodies being
+//     received at once share MaxDataInFlight (dataBudget, data.go): one
+//     that finds no room is read to its end without being kept and gets
+//     452 4.3.1, so that many clients sending large messages together
+//     cannot take all the memory.
 package mta
 
 import (
@@ -77,6 +82,10 @@ type Server struct {
 	// TXTCacheTTL keeps TXT answers (SPF, DKIM, DMARC) this long; 0: 1m,
 	// negative: no cache.
 	TXTCacheTTL time.Duration
+	// MaxDataInFlight bounds the bytes of the message bodies being
+	// received at once, over all connections (see dataBudget); 0: four
+	// times MaxMessageBytes, and at least 256 MiB.
+	MaxDataInFlight int64
 
 	mu        sync.Mutex
 	engine    *smtp.Server
@@ -84,6 +93,7 @@ type Server struct {
 	closed    bool
 	busy      atomic.Int64 // sessions inside Data
 	dns       spf.DNSResolver
+	budget    *dataBudget
 }
 
 func (s *Server) defaults() {
@@ -104,6 +114,8 @@ func (s *Server) defaults() {
 	setDefault(&s.MinDataRate, 1024)
 	setDefault(&s.DNSTimeout, 20*time.Second)
 	setDefault(&s.TXTCacheTTL, time.Minute)
+	setDefault(&s.MaxDataInFlight, max(4*s.MaxMessageBytes, 256<<20))
+	s.budget = &dataBudget{max: s.MaxDataInFlight}
 	s.dns = s.Resolver
 	if s.TXTCacheTTL > 0 {
 		s.dns = newTXTCache(s.Resolver, s.TXTCacheTTL, 10000)

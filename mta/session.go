@@ -190,7 +190,8 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), er
 	if !ok {
 		// BDAT: chunks are counted, not dot-terminated, so only the line
 		// endings need a look. Or go-smtp's reader changed shape.
-		b, err := readBounded(r, s.srv.MaxMessageBytes)
+		b, rel, err := readBounded(r, s.srv.MaxMessageBytes, s.srv.budget)
+		release = rel
 		if err != nil {
 			return nil, 0, release, err
 		}
@@ -213,6 +214,7 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), er
 	limits := dataLimits{
 		max: s.srv.MaxMessageBytes, hint: hint, headroom: traceRoom, conn: s.conn.Conn(), start: time.Now(),
 		timeout: s.srv.DataTimeout, rate: s.srv.MinDataRate, idle: s.srv.CommandTimeout,
+		budget: s.srv.budget,
 	}
 	lineLimit, lineCur, ok := lineLimiter(s.conn)
 	if ok && *lineLimit > 0 {

@@ -149,6 +149,10 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 		body = nil // a second release panics instead of pooling twice
 	}
 	var bad, tooBig, noRoom bool
+	// The buffer allocated now counts, whatever the client sends.
+	if !l.budget.hold(&held, int64(want)) {
+		noRoom = true
+	}
 	// room says whether n more body bytes may be kept.
 	room := func(n int) bool {
 		if int64(body.Len()-l.headroom+n) > l.max {
@@ -302,15 +306,20 @@ func checkLineEndings(b []byte) error {
 // once, over all connections: a body is held in memory until it is
 // stored, and without a bound many clients sending large messages
 // together could take all of it. A transfer holds budget for the bytes it
-// keeps, in steps of budgetStep; one that finds none left reads the rest
-// of its message without keeping it and gets 452 4.3.1, as a full disk
-// gives, so its client retries later. A nil budget has room for anything.
+// keeps (at least the buffer it starts with, which a client's SIZE= makes
+// up to 1 MiB), in steps of budgetStep. One that finds none left reads the
+// rest of its message without keeping it and gets 452 4.3.1, as a full
+// disk gives, so its client retries later. A nil budget has room for
+// anything.
 type dataBudget struct {
 	max  int64
 	used atomic.Int64
 }
 
-const budgetStep = 256 << 10
+// budgetStep is the unit in which budget is held: small enough that a
+// thousand small messages at once hold 16 MiB, large enough that a body
+// takes the shared counter every 16 KiB only.
+const budgetStep = 16 << 10
 
 // hold makes *held, the budget a transfer holds, cover need bytes, and
 // reports whether it could.

@@ -408,7 +408,14 @@ func TestDataBudget(t *testing.T) {
 		return d
 	}
 	a := begin()
-	a.Send("Subject: a\r\n\r\n" + body(700)) // held: 768 KiB of the 1 MiB
+	a.Send("Subject: a\r\n\r\n" + body(700))
+	// Wait until the server has taken a's 700 KiB: it then holds them.
+	for deadline := time.Now().Add(10 * time.Second); s.budget.used.Load() < 700<<10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server holds %d bytes of a's body, want 700 KiB", s.budget.used.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	b := begin()
 	b.Send("Subject: b\r\n\r\n" + body(600) + ".\r\n")
 	b.Expect("452 4.3.1")
@@ -421,6 +428,17 @@ func TestDataBudget(t *testing.T) {
 	c := begin()
 	c.Send("Subject: c\r\n\r\n" + body(600) + ".\r\n")
 	c.Expect("250")
+
+	// The buffer a client's SIZE= makes us allocate counts from the
+	// start: a whole MiB here, more than the budget, so even a small body
+	// is refused.
+	x := Dial(t, addr)
+	x.Cmd("EHLO client.example", "250")
+	x.Cmd("MAIL FROM:<bob@remote.example> SIZE=3000000", "250")
+	x.Cmd("RCPT TO:<alice@example.test>", "250")
+	x.Cmd("DATA", "354")
+	x.Send("Subject: x\r\n\r\nsmall\r\n.\r\n")
+	x.Expect("452 4.3.1")
 
 	// BDAT: over the budget, then within it.
 	d := Dial(t, addr)

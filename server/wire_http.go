@@ -1,7 +1,6 @@
 package server
 
 import (
-	"net"
 	"time"
 
 	"github.com/posthorn/posthorn/metrics"
@@ -19,12 +18,10 @@ const queueGaugeTTL = 5 * time.Second
 func (s *Server) wireHTTP() ([]service, []worker, error) {
 	newWeb := func(name string) *web.Server {
 		return &web.Server{
-			Config:  s.Config,
-			Domains: s.Store,
-			Logger:  s.Logger.With("listener", name),
-			ListenerAddr: func(name string) net.Addr {
-				return s.Addr(name)
-			},
+			Config:       s.Config,
+			Domains:      s.Store,
+			Logger:       s.Logger.With("listener", name),
+			ListenerAddr: s.Addr,
 			// ACME HTTP-01 challenges are answered here (a no-op without ACME).
 			Wrap: s.Certs.HTTPHandler,
 		}

@@ -131,7 +131,7 @@ type boltStore struct {
 	pending         sync.WaitGroup // jobs not yet answered
 	replaySkipped   int            // operations of the log skipped at Open (see refused)
 	syncWG          sync.WaitGroup // the syncer
-	roomFree        atomic.Int64   // bytes free on the file system, as last seen (checkRoom)
+	roomFree        atomic.Int64   // bytes free on the file system, as last seen (CheckRoom)
 	roomAt          atomic.Int64   // when, in Unix nanoseconds
 	failMu          sync.Mutex
 	failErr         error // a failed fsync: every write fails from then on (see fail)

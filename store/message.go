@@ -40,7 +40,7 @@ func (s *boltStore) AppendMany(ctx context.Context, account, mailbox string, msg
 	for _, m := range msgs {
 		size += len(m.Body)
 	}
-	if err := s.checkRoom(size); err != nil {
+	if err := s.CheckRoom(int64(size)); err != nil {
 		return nil, err
 	}
 	infos := s.parseAll(msgs)
@@ -234,7 +234,7 @@ func (s *boltStore) Deliver(ctx context.Context, body []byte, to []Delivery) ([]
 	if len(to) == 0 {
 		return nil, nil
 	}
-	if err := s.checkRoom(len(body)); err != nil {
+	if err := s.CheckRoom(int64(len(body))); err != nil {
 		return nil, err
 	}
 	info := parseBlobInfo(body, s.opts)

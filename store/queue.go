@@ -28,7 +28,7 @@ func (s *boltStore) Enqueue(ctx context.Context, e QueueEntry, body []byte) (Que
 		e.NextAttempt = now
 	}
 	e.Size = int64(len(body))
-	if err := s.checkRoom(len(body)); err != nil {
+	if err := s.CheckRoom(int64(len(body))); err != nil {
 		return QueueEntry{}, err
 	}
 	info := parseBlobInfo(body, s.opts)

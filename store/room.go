@@ -13,18 +13,15 @@ import (
 // the reserve (Options.MinFree) absorbs what is written meanwhile.
 const roomTTL = 50 * time.Millisecond
 
-// CheckRoom: see Store.
-func (s *boltStore) CheckRoom(size int64) error { return s.checkRoom(int(min(size, 1<<40))) }
-
-// checkRoom fails with ENOSPC when writing a message of n bytes would
+// CheckRoom fails with ENOSPC when writing a message of n bytes would
 // leave less than Options.MinFree free on the data file's file system.
 // The body is counted twice: the log and the data file both take it. A
 // file system that cannot be asked is taken to have room.
-func (s *boltStore) checkRoom(n int) error {
+func (s *boltStore) CheckRoom(n int64) error {
 	if s.opts.MinFree <= 0 {
 		return nil
 	}
-	need := s.opts.MinFree + 2*int64(n)
+	need := s.opts.MinFree + 2*min(max(n, 0), 1<<40) // a client's SIZE= can be anything
 	now := time.Now().UnixNano()
 	if now-s.roomAt.Load() <= int64(roomTTL) && s.roomFree.Load() >= need {
 		return nil

@@ -34,7 +34,7 @@ func TestMinFree(t *testing.T) {
 	s.opts.MinFree = 1 << 20
 	s.roomAt.Store(0) // read the file system again
 	mustAppend(t, s, "INBOX", testMessage("room again", 600))
-	if err := s.checkRoom(1 << 42); !NoSpace(err) {
+	if err := s.CheckRoom(1 << 42); !NoSpace(err) {
 		t.Fatalf("a message larger than the disk: %v", err)
 	}
 }

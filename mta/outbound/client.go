@@ -34,7 +34,8 @@ var (
 )
 
 // tlsFailure marks a failed TLS handshake: the host is tried again without
-// STARTTLS (opportunistic TLS, RFC 7435 section 3).
+// STARTTLS (opportunistic TLS, RFC 7435 section 3). A host whose domain's
+// MTA-STS policy requires TLS fails with a routeError instead (prelude).
 type tlsFailure struct{ err error }
 
 func (e *tlsFailure) Error() string { return "TLS handshake: " + e.err.Error() }
@@ -125,7 +126,7 @@ func (q *Queue) deliverHost(ctx context.Context, e store.QueueEntry, h host, add
 func (q *Queue) connect(ctx context.Context, h host, addr string, log *slog.Logger) (*smtp.Client, error) {
 	c, err := q.open(ctx, h, addr, true, log)
 	var tf *tlsFailure
-	if errors.As(err, &tf) && q.Smarthost == "" && !h.RequireTLS {
+	if errors.As(err, &tf) && q.Smarthost == "" {
 		log.Warn("TLS failed, retrying without STARTTLS", "err", tf.err)
 		c, err = q.open(ctx, h, addr, false, log)
 	}

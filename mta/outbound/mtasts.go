@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/posthorn/posthorn/store"
@@ -31,9 +30,9 @@ import (
 // redirect the mail. In "testing" mode what would have failed is logged
 // and delivery goes on as without a policy; "none" withdraws a policy.
 //
-// Policies are cached until their max_age, in memory and in the store, so
-// that a restart forgets none; the TXT record's id tells when to fetch a
-// new one (section 5.1). A lookup or fetch that fails leaves the cached
+// Policies are kept in the store until their max_age, so that a restart
+// forgets none; the TXT record's id tells when to fetch a new one
+// (section 5.1). A lookup or fetch that fails leaves the cached
 // policy in force; with none cached, the domain is treated as having no
 // policy.
 const (
@@ -70,40 +69,11 @@ func (p *stsPolicy) matches(name string) bool {
 	return false
 }
 
-// stsCache holds the policies fetched, by domain.
-type stsCache struct {
-	mu sync.Mutex
-	m  map[string]*stsPolicy
-}
-
-func (c *stsCache) get(domain string, now time.Time) *stsPolicy {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := c.m[domain]
-	if p != nil && !now.Before(p.expires) {
-		delete(c.m, domain)
-		return nil
-	}
-	return p
-}
-
-func (c *stsCache) put(domain string, p *stsPolicy) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]*stsPolicy{}
-	}
-	c.m[domain] = p
-}
-
 // stsPolicy returns the MTA-STS policy in force for domain, or nil.
 func (q *Queue) stsPolicy(ctx context.Context, domain string, log *slog.Logger) *stsPolicy {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	now := q.now()
-	cached := q.sts.get(domain, now)
-	if cached == nil {
-		cached = q.storedSTS(domain, now, log)
-	}
+	cached := q.storedSTS(domain, now, log)
 	id, err := q.stsRecord(ctx, domain)
 	if err != nil || id == "" {
 		if err != nil {
@@ -123,7 +93,6 @@ func (q *Queue) stsPolicy(ctx context.Context, domain string, log *slog.Logger) 
 	}
 	p.id = id
 	p.expires = now.Add(time.Duration(min(p.maxAge, stsMaxAge)) * time.Second)
-	q.sts.put(domain, p)
 	if err := q.Store.PutSTSPolicy(store.STSPolicy{Domain: domain, ID: p.id, Mode: p.mode, MX: p.mx, Expires: p.expires}); err != nil {
 		log.Warn("MTA-STS policy not stored", "domain", domain, "err", err)
 	}
@@ -131,8 +100,8 @@ func (q *Queue) stsPolicy(ctx context.Context, domain string, log *slog.Logger) 
 	return p
 }
 
-// storedSTS returns the policy of domain kept in the store by an earlier
-// run, if it has not expired, and caches it.
+// storedSTS returns the policy of domain kept in the store, if it has
+// not expired.
 func (q *Queue) storedSTS(domain string, now time.Time, log *slog.Logger) *stsPolicy {
 	sp, err := q.Store.STSPolicy(domain)
 	if err != nil {
@@ -144,9 +113,7 @@ func (q *Queue) storedSTS(domain string, now time.Time, log *slog.Logger) *stsPo
 	if !now.Before(sp.Expires) {
 		return nil
 	}
-	p := &stsPolicy{id: sp.ID, mode: sp.Mode, mx: sp.MX, expires: sp.Expires}
-	q.sts.put(domain, p)
-	return p
+	return &stsPolicy{id: sp.ID, mode: sp.Mode, mx: sp.MX, expires: sp.Expires}
 }
 
 // stsRecord looks up _mta-sts.DOMAIN and returns the id of its one

@@ -123,7 +123,6 @@ type Queue struct {
 	now func() time.Time
 
 	pool     connPool
-	sts      stsCache
 	once     sync.Once
 	wake     chan struct{}
 	mu       sync.Mutex

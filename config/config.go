@@ -117,6 +117,11 @@ type Limits struct {
 	DefaultQuotaBytes   int64    `toml:"default_quota_bytes"`    // for new accounts; 0: none
 	MaxHeaderFields     int      `toml:"max_header_fields"`      // parsing limit per message
 	MaxMIMEDepth        int      `toml:"max_mime_depth"`         // parsing limit per message
+	// MaxDataInFlight bounds the bytes of the message bodies being
+	// received at once (SMTP, submission, IMAP APPEND together); one that
+	// finds no room is refused for now. 0: four times max_message_bytes,
+	// and at least 256 MiB.
+	MaxDataInFlight int64 `toml:"max_data_in_flight"`
 }
 
 // Duration is a time.Duration written as a string ("5m", "4h", "120h").
@@ -382,6 +387,10 @@ func (c *Config) validate() error {
 	}
 	if l.DefaultQuotaBytes < 0 {
 		return bad("limits.default_quota_bytes", "must not be negative")
+	}
+	if l.MaxDataInFlight != 0 && l.MaxDataInFlight < c.MaxMessageBytes+1<<20 {
+		return bad("limits.max_data_in_flight", "%d is too small: 0 (the default), or at least max_message_bytes + 1 MiB (%d)",
+			l.MaxDataInFlight, c.MaxMessageBytes+1<<20)
 	}
 	return nil
 }

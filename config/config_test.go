@@ -91,6 +91,8 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"[limits]\ndata_timeout = \"10ms\"\n", "2: limits.data_timeout: 10ms is too short"},
 		{"[limits]\nimap_idle_timeout = \"0s\"\n", "2: limits.imap_idle_timeout"},
 		{"[limits]\ndefault_quota_bytes = -1\n", "2: limits.default_quota_bytes"},
+		{"max_message_bytes = 10485760\n[limits]\nmax_data_in_flight = 10485760\n", "3: limits.max_data_in_flight: 10485760 is too small"},
+		{"[limits]\nmax_data_in_flight = -1\n", "2: limits.max_data_in_flight"},
 		{"hostname = \"a\"\nhostname = \"b\"\n", "2: "},         // duplicate key
 		{"hostname = \"unterminated\n", "1: "},                  // syntax
 		{"[listen]\nsmtp = 25\n", "2: listen.smtp"},             // wrong type

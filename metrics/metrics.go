@@ -19,9 +19,10 @@ const (
 	Delivered    = "posthorn_messages_delivered_total" // label: to=local|remote
 	Deferred     = "posthorn_messages_deferred_total"
 	Bounced      = "posthorn_messages_bounced_total"
-	AuthFailures = "posthorn_auth_failures_total" // label: protocol
-	QueueLength  = "posthorn_queue_length"        // gauge
-	Connections  = "posthorn_connections_open"    // gauge, label: protocol
+	AuthFailures = "posthorn_auth_failures_total"  // label: protocol
+	QueueLength  = "posthorn_queue_length"         // gauge
+	Connections  = "posthorn_connections_open"     // gauge, label: protocol
+	DataInFlight = "posthorn_data_in_flight_bytes" // gauge
 )
 
 var help = map[string]string{
@@ -33,6 +34,7 @@ var help = map[string]string{
 	AuthFailures: "Failed logins.",
 	QueueLength:  "Entries in the outbound queue.",
 	Connections:  "Open client connections.",
+	DataInFlight: "Bytes held by the message bodies being received (SMTP, submission, IMAP APPEND), against limits.max_data_in_flight.",
 }
 
 // Registry holds every series.

@@ -47,11 +47,11 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
-	"github.com/posthorn/posthorn/store"
-
 	"github.com/posthorn/posthorn/mta"
+	"github.com/posthorn/posthorn/store"
 )
 
 // Authenticator gives SASL servers that report the account logged in;
@@ -86,6 +86,11 @@ type Server struct {
 	MaxMessageBytes int64 // 0: 50 MiB
 	MaxRecipients   int   // 0: 100
 	MaxLineBytes    int   // command line length; 0: 4096
+	// Budget bounds the bytes of the message bodies being received at
+	// once, shared with the server's other listeners; a message that
+	// finds no room gets 452 4.3.1. nil: a budget of this server's own
+	// (membudget.DefaultSize).
+	Budget *membudget.Budget
 	// CommandTimeout bounds each read and write, including one DATA
 	// transfer as a whole; 0: 5 minutes.
 	CommandTimeout time.Duration
@@ -93,10 +98,11 @@ type Server struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Registry
 
-	mu   sync.Mutex
-	srv  *smtp.Server
-	ln   net.Listener
-	busy atomic.Int64 // messages between DATA and the reply
+	mu     sync.Mutex
+	srv    *smtp.Server
+	ln     net.Listener
+	busy   atomic.Int64 // messages between DATA and the reply
+	budget *membudget.Budget
 }
 
 // Serve accepts submission connections on ln until Shutdown.
@@ -145,6 +151,10 @@ func (s *Server) smtpServer() *smtp.Server {
 	}
 	srv.AllowInsecureAuth = s.AllowPlaintextAuth
 	srv.MaxMessageBytes = s.maxMessageBytes()
+	s.budget = s.Budget
+	if s.budget == nil {
+		s.budget = membudget.New(membudget.DefaultSize(srv.MaxMessageBytes))
+	}
 	srv.MaxRecipients = s.maxRecipients()
 	srv.MaxLineLength = 4096
 	if s.MaxLineBytes > 0 {

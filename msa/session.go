@@ -33,6 +33,7 @@ type session struct {
 
 	// The transaction.
 	from     string
+	size     int64 // MAIL FROM SIZE=, 0 if none
 	utf8     bool
 	eightBit bool
 	local    []string
@@ -94,6 +95,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return reply(ss.log, err)
 	}
 	ss.Reset()
+	ss.size = size
 	if from != "" {
 		ok, err := ss.s.owns(ss.account, from)
 		if err != nil {
@@ -155,7 +157,9 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	ss.s.busy.Add(1)
 	defer ss.s.busy.Add(-1)
-	body, err := io.ReadAll(r)
+	// go-smtp checks the size first (it fails the read with its reply).
+	body, release, err := ss.s.budget.ReadAll(r, ss.s.maxMessageBytes(), ss.size, smtp.ErrDataTooLarge)
+	defer release()
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
@@ -205,7 +209,7 @@ func (ss *session) route(ctx context.Context, msg []byte) error {
 
 // Reset implements smtp.Session.
 func (ss *session) Reset() {
-	ss.from, ss.utf8, ss.eightBit = "", false, false
+	ss.from, ss.size, ss.utf8, ss.eightBit = "", 0, false, false
 	ss.local, ss.remote, ss.seen = nil, nil, nil
 }
 

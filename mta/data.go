@@ -8,11 +8,12 @@ import (
 	"net"
 	"reflect"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/internal/membudget"
 )
 
 // Why this file reaches into go-smtp: its DATA reader (data.go in go-smtp
@@ -98,8 +99,8 @@ type dataLimits struct {
 	rate     int64         // minimum bytes per second on top of it
 	idle     time.Duration // longest wait for the next bytes
 	// budget, if set, is shared by every DATA transfer of the server: the
-	// body is kept only while it has room (see dataBudget).
-	budget *dataBudget
+	// body is kept only while it has room (see package membudget).
+	budget *membudget.Budget
 	// lineByLine turns off the whole-lines path (cleanLines), for tests
 	// that compare the two.
 	lineByLine bool
@@ -141,7 +142,7 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 	body := bytes.NewBuffer((*pooled)[:l.headroom])
 	var held int64 // of l.budget
 	release = func() {
-		l.budget.give(held)
+		l.budget.Give(held)
 		if b := body.Bytes(); cap(b) <= maxPooledData {
 			*pooled = b[:0]
 			dataBufs.Put(pooled)
@@ -150,7 +151,7 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 	}
 	var bad, tooBig, noRoom bool
 	// The buffer allocated now counts, whatever the client sends.
-	if !l.budget.hold(&held, int64(want)) {
+	if !l.budget.Hold(&held, int64(want)) {
 		noRoom = true
 	}
 	// room says whether n more body bytes may be kept.
@@ -158,7 +159,7 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 		if int64(body.Len()-l.headroom+n) > l.max {
 			tooBig = true
 		}
-		if !tooBig && !noRoom && !l.budget.hold(&held, int64(body.Len()-l.headroom+n)) {
+		if !tooBig && !noRoom && !l.budget.Hold(&held, int64(body.Len()-l.headroom+n)) {
 			noRoom = true
 		}
 		return !tooBig && !noRoom
@@ -302,81 +303,14 @@ func checkLineEndings(b []byte) error {
 	return nil
 }
 
-// dataBudget bounds the memory of the message bodies being received at
-// once, over all connections: a body is held in memory until it is
-// stored, and without a bound many clients sending large messages
-// together could take all of it. A transfer holds budget for the bytes it
-// keeps (at least the buffer it starts with, which a client's SIZE= makes
-// up to 1 MiB), in steps of budgetStep. One that finds none left reads the
-// rest of its message without keeping it and gets 452 4.3.1, as a full
-// disk gives, so its client retries later. A nil budget has room for
-// anything.
-type dataBudget struct {
-	max  int64
-	used atomic.Int64
-}
-
-// budgetStep is the unit in which budget is held: small enough that a
-// thousand small messages at once hold 16 MiB, large enough that a body
-// takes the shared counter every 16 KiB only.
-const budgetStep = 16 << 10
-
-// hold makes *held, the budget a transfer holds, cover need bytes, and
-// reports whether it could.
-func (b *dataBudget) hold(held *int64, need int64) bool {
-	if b == nil || need <= *held {
-		return true
-	}
-	more := (need - *held + budgetStep - 1) / budgetStep * budgetStep
-	if b.used.Add(more) > b.max {
-		b.used.Add(-more)
-		return false
-	}
-	*held += more
-	return true
-}
-
-// give returns what a transfer held.
-func (b *dataBudget) give(held int64) {
-	if b != nil && held > 0 {
-		b.used.Add(-held)
-	}
-}
-
 // readBounded reads r to its end, keeping at most max bytes; more is
 // errTooBig, and more than budget has room for is errNoRoom (after
 // draining r, so a BDAT client stays in step). release returns the
 // budget held; it is never nil.
-func readBounded(r io.Reader, max int64, budget *dataBudget) (b []byte, release func(), err error) {
-	br := &budgetReader{r: io.LimitReader(r, max+1), budget: budget}
-	release = func() { budget.give(br.held) }
-	b, err = io.ReadAll(br)
-	switch {
-	case err == errNoRoom:
-		io.Copy(io.Discard, r)
-		return nil, release, errNoRoom
-	case err != nil:
-		return nil, release, err
-	case int64(len(b)) > max:
-		io.Copy(io.Discard, r)
-		return nil, release, errTooBig
+func readBounded(r io.Reader, max int64, budget *membudget.Budget) (b []byte, release func(), err error) {
+	b, release, err = budget.ReadAll(r, max, 0, errTooBig)
+	if err == membudget.ErrNoRoom {
+		err = errNoRoom
 	}
-	return b, release, nil
-}
-
-// budgetReader holds budget for the bytes read through it.
-type budgetReader struct {
-	r      io.Reader
-	budget *dataBudget
-	n      int64
-	held   int64
-}
-
-func (br *budgetReader) Read(p []byte) (int, error) {
-	n, err := br.r.Read(p)
-	br.n += int64(n)
-	if !br.budget.hold(&br.held, br.n) {
-		return 0, errNoRoom
-	}
-	return n, err
+	return b, release, err
 }

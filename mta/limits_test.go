@@ -410,9 +410,9 @@ func TestDataBudget(t *testing.T) {
 	a := begin()
 	a.Send("Subject: a\r\n\r\n" + body(700))
 	// Wait until the server has taken a's 700 KiB: it then holds them.
-	for deadline := time.Now().Add(10 * time.Second); s.budget.used.Load() < 700<<10; {
+	for deadline := time.Now().Add(10 * time.Second); s.budget.Used() < 700<<10; {
 		if time.Now().After(deadline) {
-			t.Fatalf("the server holds %d bytes of a's body, want 700 KiB", s.budget.used.Load())
+			t.Fatalf("the server holds %d bytes of a's body, want 700 KiB", s.budget.Used())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -422,7 +422,7 @@ func TestDataBudget(t *testing.T) {
 	a.Send(".\r\n")
 	a.Expect("250")
 	b.Cmd("MAIL FROM:<bob@remote.example>", "250") // b is still in step
-	if used := s.budget.used.Load(); used != 0 {
+	if used := s.budget.Used(); used != 0 {
 		t.Fatalf("%d bytes of budget still held after both transfers", used)
 	}
 	c := begin()
@@ -456,7 +456,7 @@ func TestDataBudget(t *testing.T) {
 	if n := st.count(); n != 3 {
 		t.Fatalf("stored %d messages, want 3 (a, c and e)", n)
 	}
-	if used := s.budget.used.Load(); used != 0 {
+	if used := s.budget.Used(); used != 0 {
 		t.Fatalf("%d bytes of budget still held", used)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/store"
 )
@@ -90,6 +91,9 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 	case store.NoSpace(err):
 		log.Error("no space left for the store", "err", err)
 		return errNoSpace
+	case errors.Is(err, membudget.ErrNoRoom):
+		log.Warn("message refused for now: too many bodies being received at once")
+		return errNoRoom
 	}
 	id := newID()
 	log.Error("internal error", "error_id", id, "err", err)

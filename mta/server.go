@@ -31,7 +31,8 @@
 //   - Connection caps are enforced at accept: over the global or per-IP
 //     cap the client gets 421 4.7.0 and is closed before any session.
 //   - A body is held in memory until it is stored. The bodies being
-//     received at once share MaxDataInFlight (dataBudget, data.go): one
+//     received at once share a budget (package membudget), with the
+//     submission ports and IMAP APPEND when the server is wired so: one
 //     that finds no room is read to its end without being kept and gets
 //     452 4.3.1, so that many clients sending large messages together
 //     cannot take all the memory.
@@ -51,6 +52,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/internal/connlimit"
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 )
@@ -82,8 +84,11 @@ type Server struct {
 	// TXTCacheTTL keeps TXT answers (SPF, DKIM, DMARC) this long; 0: 1m,
 	// negative: no cache.
 	TXTCacheTTL time.Duration
-	// MaxDataInFlight bounds the bytes of the message bodies being
-	// received at once, over all connections (see dataBudget); 0: four
+	// Budget bounds the bytes of the message bodies being received at
+	// once, over all connections, and is shared with the server's other
+	// listeners; nil: a budget of MaxDataInFlight of this server's own.
+	Budget *membudget.Budget
+	// MaxDataInFlight is the size of the server's own budget; 0: four
 	// times MaxMessageBytes, and at least 256 MiB.
 	MaxDataInFlight int64
 
@@ -93,7 +98,7 @@ type Server struct {
 	closed    bool
 	busy      atomic.Int64 // sessions inside Data
 	dns       spf.DNSResolver
-	budget    *dataBudget
+	budget    *membudget.Budget
 }
 
 func (s *Server) defaults() {
@@ -114,8 +119,11 @@ func (s *Server) defaults() {
 	setDefault(&s.MinDataRate, 1024)
 	setDefault(&s.DNSTimeout, 20*time.Second)
 	setDefault(&s.TXTCacheTTL, time.Minute)
-	setDefault(&s.MaxDataInFlight, max(4*s.MaxMessageBytes, 256<<20))
-	s.budget = &dataBudget{max: s.MaxDataInFlight}
+	setDefault(&s.MaxDataInFlight, membudget.DefaultSize(s.MaxMessageBytes))
+	s.budget = s.Budget
+	if s.budget == nil {
+		s.budget = membudget.New(s.MaxDataInFlight)
+	}
 	s.dns = s.Resolver
 	if s.TXTCacheTTL > 0 {
 		s.dns = newTXTCache(s.Resolver, s.TXTCacheTTL, 10000)

@@ -28,6 +28,7 @@ import (
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/internal/connlimit"
 	"github.com/posthorn/posthorn/internal/gctune"
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/resolver"
@@ -77,6 +78,7 @@ type Server struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	conns     *connlimit.Limiter // the connection caps of every mail listener
+	budget    *membudget.Budget  // the bodies being received, by every mail listener
 	extra     []func()           // closed on Shutdown after services
 	queue     admin.Queue        // the outbound queue, set by wireMSA
 }
@@ -128,6 +130,12 @@ func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	gctune.Start()
 	s.conns = connlimit.New(s.Config.Limits.MaxConnections, s.Config.Limits.MaxConnectionsPerIP)
+	inflight := s.Config.Limits.MaxDataInFlight
+	if inflight == 0 {
+		inflight = membudget.DefaultSize(s.Config.MaxMessageBytes)
+	}
+	s.budget = membudget.New(inflight)
+	s.Metrics.Gauge(metrics.DataInFlight, s.budget.Used)
 	var services []service
 	var workers []worker
 	for _, wire := range []func() ([]service, []worker, error){

@@ -19,6 +19,7 @@ func (s *Server) wireIMAP() ([]service, []worker, error) {
 		TLS:                s.TLS,
 		AllowPlaintextAuth: s.Config.AllowPlaintextAuth,
 		MaxMessageBytes:    s.Config.MaxMessageBytes,
+		Budget:             s.budget,
 		IdleTimeout:        s.Config.Limits.IMAPIdleTimeout.Duration,
 	}
 	return []service{

@@ -51,6 +51,7 @@ func (s *Server) wireMSA() ([]service, []worker, error) {
 			MDA:                s.MDA,
 			Queue:              q,
 			MaxMessageBytes:    c.MaxMessageBytes,
+			Budget:             s.budget,
 			MaxRecipients:      c.Limits.MaxRecipients,
 			MaxLineBytes:       c.Limits.MaxLineBytes,
 			CommandTimeout:     c.Limits.CommandTimeout.Duration,

@@ -18,7 +18,8 @@ func (s *Server) wireMTA() ([]service, []worker, error) {
 		MaxRecipients:    c.Limits.MaxRecipients,
 		MaxLineBytes:     c.Limits.MaxLineBytes,
 		MaxBadRecipients: c.Limits.MaxBadRecipients,
-		Conns:            s.conns, // shared with the other mail listeners
+		Conns:            s.conns,  // shared with the other mail listeners
+		Budget:           s.budget, // likewise
 		CommandTimeout:   c.Limits.CommandTimeout.Duration,
 		DataTimeout:      c.Limits.DataTimeout.Duration,
 	}

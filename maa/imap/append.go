@@ -2,13 +2,18 @@ package imap
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
 	imapv2 "github.com/emersion/go-imap/v2"
 
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/store"
 )
+
+// errLiteralOverrun: a literal reader gave more than its size (never).
+var errLiteralOverrun = errors.New("literal longer than announced")
 
 // appendWait bounds how long APPEND to the selected mailbox waits for the
 // store's event, so that its EXISTS comes before the tagged OK.
@@ -23,10 +28,18 @@ func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.A
 		io.Copy(io.Discard, r)
 		return nil, err
 	}
-	// Read to exactly the literal's size: bytes.Buffer.ReadFrom would
-	// double a buffer of that size to look for more.
-	body := make([]byte, r.Size())
-	if _, err := io.ReadFull(r, body); err != nil {
+	// The body is held against the budget shared by every listener, and
+	// allocated at the literal's size only once its first MiB has come.
+	body, release, err := ss.s.Budget.ReadAll(r, r.Size(), r.Size(), errLiteralOverrun)
+	defer release()
+	if errors.Is(err, membudget.ErrNoRoom) {
+		ss.log().Warn("APPEND refused for now: too many messages being received at once", "size", r.Size())
+		return nil, noErr(imapv2.ResponseCodeUnavailable, "Too many messages being received at once, try again later")
+	}
+	if err == nil && int64(len(body)) != r.Size() {
+		err = io.ErrUnexpectedEOF // the connection ended inside the literal
+	}
+	if err != nil {
 		return nil, err
 	}
 	body = normalizeCRLF(body)

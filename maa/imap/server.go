@@ -70,6 +70,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-sasl"
 
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/store"
 )
@@ -108,6 +109,11 @@ type Server struct {
 	AllowPlaintextAuth bool
 	// MaxMessageBytes is the APPENDLIMIT (RFC 7889).
 	MaxMessageBytes int64
+	// Budget bounds the bytes of the messages being APPENDed at once,
+	// shared with the server's other listeners; an APPEND that finds no
+	// room gets NO [UNAVAILABLE]. nil: a budget of this server's own
+	// (membudget.DefaultSize).
+	Budget *membudget.Budget
 	// IdleTimeout is the longest a connection may stay silent.
 	IdleTimeout time.Duration
 
@@ -136,6 +142,9 @@ func (s *Server) init() {
 		}
 		if s.MaxMessageBytes > 1<<32-1 {
 			s.MaxMessageBytes = 1<<32 - 1
+		}
+		if s.Budget == nil {
+			s.Budget = membudget.New(membudget.DefaultSize(s.MaxMessageBytes))
 		}
 		s.hub = newHub(s.Store, s.Logger)
 		s.caps = caps()

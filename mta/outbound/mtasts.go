@@ -35,9 +35,18 @@ import (
 // (section 5.1). A lookup or fetch that fails leaves the cached
 // policy in force; with none cached, the domain is treated as having no
 // policy.
+//
+// One fetch per domain runs at a time, and the deliveries to that domain
+// meanwhile wait for its outcome rather than start their own. A fetch
+// that failed is not tried again for the same record id for
+// stsFetchBackoff (as mox does): a domain that publishes a record but
+// serves no policy, or whose policy host does not answer, would otherwise
+// cost every message to it a fetch, up to stsFetchTimeout each.
 const (
 	stsMaxBody      = 64 << 10 // section 3.3
 	stsFetchTimeout = 30 * time.Second
+	stsFetchBackoff = 5 * time.Minute
+	stsMaxFailures  = 10000    // failed fetches remembered, at most
 	stsMaxAge       = 31557600 // seconds, section 3.2
 	stsDefaultPort  = 443
 )
@@ -86,18 +95,100 @@ func (q *Queue) stsPolicy(ctx context.Context, domain string, log *slog.Logger) 
 	if cached != nil && cached.id == id {
 		return cached
 	}
-	p, err := q.fetchSTS(ctx, domain)
+	p, err := q.fetchOnce(ctx, domain, id, log)
 	if err != nil {
-		log.Warn("MTA-STS policy fetch failed", "domain", domain, "err", err, "cached", cached != nil)
 		return cached
 	}
-	p.id = id
-	p.expires = now.Add(time.Duration(min(p.maxAge, stsMaxAge)) * time.Second)
-	if err := q.Store.PutSTSPolicy(store.STSPolicy{Domain: domain, ID: p.id, Mode: p.mode, MX: p.mx, Expires: p.expires}); err != nil {
-		log.Warn("MTA-STS policy not stored", "domain", domain, "err", err)
-	}
-	log.Info("MTA-STS policy fetched", "domain", domain, "mode", p.mode, "mx", p.mx, "id", id)
 	return p
+}
+
+// stsFetch is a policy fetch of a domain, running or failed.
+type stsFetch struct {
+	id   string
+	done chan struct{} // closed when it ended
+	p    *stsPolicy
+	err  error
+	at   time.Time // when it ended
+}
+
+// fetchOnce fetches the policy of domain, whose record has id, and keeps
+// it in the store; or waits for the fetch already running; or, if the
+// last fetch for id failed less than stsFetchBackoff ago, returns that
+// failure.
+func (q *Queue) fetchOnce(ctx context.Context, domain, id string, log *slog.Logger) (*stsPolicy, error) {
+	q.stsMu.Lock()
+	if f := q.stsFetches[domain]; f != nil && f.id == id {
+		select {
+		case <-f.done:
+			if q.now().Sub(f.at) < stsFetchBackoff {
+				q.stsMu.Unlock()
+				return nil, f.err
+			}
+		default:
+			q.stsMu.Unlock()
+			select {
+			case <-f.done:
+				return f.p, f.err
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
+	if q.stsFetches == nil {
+		q.stsFetches = map[string]*stsFetch{}
+	}
+	if len(q.stsFetches) >= stsMaxFailures {
+		q.pruneFetches()
+	}
+	f := &stsFetch{id: id, done: make(chan struct{})}
+	q.stsFetches[domain] = f
+	q.stsMu.Unlock()
+
+	p, err := q.fetchSTS(ctx, domain)
+	if err == nil {
+		p.id = id
+		p.expires = q.now().Add(time.Duration(min(p.maxAge, stsMaxAge)) * time.Second)
+		if err := q.Store.PutSTSPolicy(store.STSPolicy{Domain: domain, ID: p.id, Mode: p.mode, MX: p.mx, Expires: p.expires}); err != nil {
+			log.Warn("MTA-STS policy not stored", "domain", domain, "err", err)
+		}
+		log.Info("MTA-STS policy fetched", "domain", domain, "mode", p.mode, "mx", p.mx, "id", id)
+	} else {
+		log.Warn("MTA-STS policy fetch failed", "domain", domain, "err", err, "retry_after", stsFetchBackoff)
+	}
+	q.stsMu.Lock()
+	f.p, f.err, f.at = p, err, q.now()
+	close(f.done)
+	// Kept only as a failure to wait out: a policy is in the store now,
+	// and a fetch cut by our own context says nothing of the domain.
+	if (err == nil || ctx.Err() != nil) && q.stsFetches[domain] == f {
+		delete(q.stsFetches, domain)
+	}
+	q.stsMu.Unlock()
+	return p, err
+}
+
+// pruneFetches forgets the failures older than stsFetchBackoff, or all of
+// them if that is not enough. stsMu is held.
+func (q *Queue) pruneFetches() {
+	now := q.now()
+	for d, f := range q.stsFetches {
+		select {
+		case <-f.done:
+			if now.Sub(f.at) >= stsFetchBackoff {
+				delete(q.stsFetches, d)
+			}
+		default:
+		}
+	}
+	if len(q.stsFetches) >= stsMaxFailures {
+		for d, f := range q.stsFetches {
+			select {
+			case <-f.done:
+				delete(q.stsFetches, d)
+			default:
+			}
+		}
+	}
 }
 
 // storedSTS returns the policy of domain kept in the store, if it has

@@ -29,6 +29,7 @@ type policyServer struct {
 	status   int
 	requests int
 	port     int
+	delay    time.Duration // before each answer
 }
 
 func (p *policyServer) set(policy string) {
@@ -55,15 +56,17 @@ func startPolicyServer(t testing.TB, conf *tls.Config) *policyServer {
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p.mu.Lock()
-			defer p.mu.Unlock()
 			p.requests++
+			policy, ctype, status, delay := p.policy, p.ctype, p.status, p.delay
+			p.mu.Unlock()
+			time.Sleep(delay)
 			if r.URL.Path != "/.well-known/mta-sts.txt" || r.Host != fmt.Sprintf("mta-sts.remote.test:%d", p.port) {
 				http.NotFound(w, r)
 				return
 			}
-			w.Header().Set("Content-Type", p.ctype)
-			w.WriteHeader(p.status)
-			fmt.Fprint(w, p.policy)
+			w.Header().Set("Content-Type", ctype)
+			w.WriteHeader(status)
+			fmt.Fprint(w, policy)
 		}),
 		TLSConfig: conf,
 	}
@@ -312,5 +315,62 @@ func TestMTASTSPolicySurvivesRestart(t *testing.T) {
 	e.deferredWith(t, "matches its MTA-STS policy")
 	if n := e.policy.count(); n != 1 {
 		t.Errorf("%d policy fetches, want 1", n)
+	}
+}
+
+// TestMTASTSFetchOnce: the deliveries to a domain share one policy fetch
+// while it runs, and a fetch that failed is not tried again for the same
+// record id until stsFetchBackoff has passed; a new id is fetched at once.
+func TestMTASTSFetchOnce(t *testing.T) {
+	e := newSTSEnv(t, func(ca *harness.CA) *tls.Config { return issued(ca, "mx.remote.test") })
+	var mu sync.Mutex
+	now := time.Now()
+	outbound.SetClock(e.Q, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e.record(t, "f1")
+
+	// Eight deliveries at once while the policy server is slow: one fetch.
+	e.policy.set(enforce("mx.remote.test"))
+	e.policy.update(func(p *policyServer) { p.delay = 200 * time.Millisecond })
+	modes := make(chan string, 8)
+	for range 8 {
+		go func() { modes <- outbound.PolicyMode(e.Q, "remote.test") }()
+	}
+	for range 8 {
+		if m := <-modes; m != "enforce" {
+			t.Fatalf("a delivery waiting for the fetch got mode %q, want enforce", m)
+		}
+	}
+	if n := e.policy.count(); n != 1 {
+		t.Fatalf("%d fetches for eight deliveries at once, want 1", n)
+	}
+
+	// A new id whose policy cannot be fetched: the cached policy stays,
+	// and the failure is not retried within the backoff.
+	e.policy.update(func(p *policyServer) { p.status, p.delay = 500, 0 })
+	e.DNS.Remove("_mta-sts.remote.test.", 16)
+	e.record(t, "f2")
+	for range 3 {
+		if m := outbound.PolicyMode(e.Q, "remote.test"); m != "enforce" {
+			t.Fatalf("mode %q after a failed fetch, want the cached enforce", m)
+		}
+	}
+	if n := e.policy.count(); n != 2 {
+		t.Fatalf("%d fetches after three deliveries with a failing policy host, want 2", n)
+	}
+	advance(outbound.STSFetchBackoff + time.Second)
+	outbound.PolicyMode(e.Q, "remote.test")
+	if n := e.policy.count(); n != 3 {
+		t.Fatalf("%d fetches once the backoff passed, want 3", n)
+	}
+	// A new id is fetched at once, failure or not.
+	e.policy.set("version: STSv1\nmode: testing\nmx: mx.remote.test\nmax_age: 600\n")
+	e.DNS.Remove("_mta-sts.remote.test.", 16)
+	e.record(t, "f3")
+	if m := outbound.PolicyMode(e.Q, "remote.test"); m != "testing" {
+		t.Fatalf("mode %q for a new id, want testing", m)
+	}
+	if n := e.policy.count(); n != 4 {
+		t.Fatalf("%d fetches, want 4", n)
 	}
 }

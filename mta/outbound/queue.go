@@ -128,6 +128,9 @@ type Queue struct {
 	mu       sync.Mutex
 	inflight map[string]bool
 	dropped  map[string]bool
+
+	stsMu      sync.Mutex
+	stsFetches map[string]*stsFetch // by domain: running, or failed lately
 }
 
 func (q *Queue) init() {

@@ -85,7 +85,7 @@ type Server struct {
 
 	MaxMessageBytes int64 // 0: 50 MiB
 	MaxRecipients   int   // 0: 100
-	MaxLineBytes    int   // command line length; 0: 4096
+	MaxLineBytes    int   // command line length (message lines have none); 0: 4096
 	// Budget bounds the bytes of the message bodies being received at
 	// once, shared with the server's other listeners; a message that
 	// finds no room gets 452 4.3.1. nil: a budget of this server's own

@@ -365,3 +365,29 @@ func TestHeaderOnlyMessage(t *testing.T) {
 		t.Fatalf("stored: %q", msgs)
 	}
 }
+
+// TestLongLines: a message line longer than limits.max_line_bytes (a
+// command-line limit) is taken as it is, and the session goes on; a
+// command line that long is still refused.
+func TestLongLines(t *testing.T) {
+	env := harness.Start(t, harness.Options{Configure: func(c *config.Config) { c.Limits.MaxLineBytes = 1000 }})
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("<td>cell</td>", 2000) // 26,000 bytes
+	msg := testMessage(harness.User, harness.User, "html") + long + "\r\nend\r\n"
+	if err := send(c, harness.User, []string{harness.User}, msg); err != nil {
+		t.Fatalf("message with a 26,000-byte line: %v", err)
+	}
+	got := inbox(t, env.Server.Store, harness.User)
+	if len(got) != 1 || !strings.Contains(string(got[0]), "\r\n"+long+"\r\nend\r\n") {
+		t.Fatalf("%d messages; the long line not kept as sent", len(got))
+	}
+	if err := send(c, harness.User, []string{harness.User}, testMessage(harness.User, harness.User, "next")); err != nil {
+		t.Fatalf("the next message in the session: %v", err)
+	}
+	if err := c.Mail(harness.User+"?"+strings.Repeat("x", 1100), nil); err == nil {
+		t.Fatal("a 1,100-byte MAIL FROM line accepted")
+	}
+}

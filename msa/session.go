@@ -13,6 +13,7 @@ import (
 
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/mta"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -158,7 +159,11 @@ func (ss *session) Data(r io.Reader) error {
 	ss.s.busy.Add(1)
 	defer ss.s.busy.Add(-1)
 	// go-smtp checks the size first (it fails the read with its reply).
+	// Message lines may be longer than command lines (see
+	// mta.LiftLineLimit).
+	restore := mta.LiftLineLimit(ss.conn, r)
 	body, release, err := ss.s.budget.ReadAll(r, ss.s.maxMessageBytes(), ss.size, smtp.ErrDataTooLarge)
+	restore()
 	defer release()
 	if err != nil {
 		var se *smtp.SMTPError

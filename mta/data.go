@@ -56,12 +56,38 @@ func rawData(r io.Reader) (*bufio.Reader, func(), bool) {
 	return br, func() { *state = goSMTPStateEOF }, true
 }
 
+// LiftLineLimit switches off go-smtp's line limit on c while the DATA
+// body is read from r (go-smtp's DATA reader), and returns what switches
+// it back on. The limit is for command lines: a message's lines are
+// bounded only by its size, as Postfix takes them (RFC 5321 section
+// 4.5.3.1 asks for no limits where possible, and bulk and HTML senders
+// exceed 998). go-smtp itself lifts it for BDAT chunks. Bytes of the next
+// command pipelined after the final dot passed the limiter uncounted:
+// restore counts those of the line they leave open. If go-smtp's layout
+// changed, the limit stays on, and a long line fails the DATA.
+//
+// It also saves CPU: the limiter looks at every byte it passes on, about
+// a tenth of what a 100 KiB message costs.
+//
+// For BDAT, whose reader is a pipe that go-smtp's own goroutine feeds, it
+// does nothing: the limit is go-smtp's to lift there.
+func LiftLineLimit(c *smtp.Conn, r io.Reader) (restore func()) {
+	br, _, isData := rawData(r)
+	limit, cur, ok := lineLimiter(c)
+	if !isData || !ok || *limit == 0 {
+		return func() {}
+	}
+	saved := *limit
+	*limit = 0
+	return func() {
+		rest, _ := br.Peek(br.Buffered())
+		*limit, *cur = saved, len(rest)-(bytes.LastIndexByte(rest, '\n')+1)
+	}
+}
+
 // lineLimiter returns the two fields of go-smtp's lineLimitReader (under
-// its bufio.Reader): the limit and the length of the current line. That
-// reader looks at every byte it passes on, about a tenth of the CPU a
-// 100 KiB message costs; readStrictData finds the line ends anyway, so
-// while it reads, the limit is switched off there and checked here.
-// ok=false if go-smtp's layout changed (its own check then stays on).
+// its bufio.Reader): the limit and the length of the current line.
+// ok=false if go-smtp's layout changed.
 func lineLimiter(c *smtp.Conn) (limit, cur *int, ok bool) {
 	v := reflect.ValueOf(c)
 	if v.Kind() != reflect.Pointer || v.IsNil() {
@@ -85,11 +111,8 @@ var errBadData = errors.New("bare CR, LF or NUL in data")
 
 // dataLimits bound one DATA transfer.
 type dataLimits struct {
-	max int64 // message size limit
-	// maxLine, if above 0, is the longest line allowed, CRLF included:
-	// readStrictData then checks what go-smtp's lineLimitReader would.
-	maxLine int
-	hint    int64 // expected size (MAIL FROM SIZE=), 0: unknown
+	max  int64 // message size limit
+	hint int64 // expected size (MAIL FROM SIZE=), 0: unknown
 	// headroom is room left free before the body for our trace header
 	// fields, so that adding them does not copy the message.
 	headroom int
@@ -166,7 +189,6 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 	}
 	var received int64
 	atLineStart, prevCR := true, false
-	lineLen := 0
 	nextDeadline := int64(0)
 	for {
 		if received >= nextDeadline && l.conn != nil {
@@ -175,10 +197,10 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 		}
 		if atLineStart && !bad && !l.lineByLine {
 			// Whole clean lines already buffered go in one piece; the
-			// loop below sees only the rest (a dot-line, a bad or
-			// over-long line, a line not all read yet).
+			// loop below sees only the rest (a dot-line, a bad line, a
+			// line not all read yet).
 			rest, _ := br.Peek(br.Buffered())
-			if n := cleanLines(rest, l.maxLine); n > 0 {
+			if n := cleanLines(rest); n > 0 {
 				if room(n) {
 					body.Write(rest[:n])
 				}
@@ -194,18 +216,9 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 			if errors.As(err, &ne) && ne.Timeout() {
 				return nil, release, errTimeout
 			}
-			if errors.Is(err, smtp.ErrTooLongLine) {
-				return nil, release, errLineTooLong
-			}
 			return nil, release, err
 		}
 		complete := err == nil
-		if lineLen += len(line); l.maxLine > 0 && lineLen > l.maxLine {
-			return nil, release, errLineTooLong
-		}
-		if complete {
-			lineLen = 0
-		}
 		if atLineStart && complete && string(line) == ".\r\n" {
 			break
 		}
@@ -240,15 +253,14 @@ const maxPooledData = 1 << 20
 
 // cleanLines returns the length of the longest prefix of b made of whole
 // lines that readStrictData can take as they are: each ends in CRLF, holds
-// no other CR or LF and no NUL, is at most maxLine bytes long (if maxLine
-// is above 0), and does not start with a dot (dot-stuffed, or the end of
-// data). It returns 0 if a stray CR or a NUL is among those lines: the
+// no other CR or LF and no NUL, and does not start with a dot
+// (dot-stuffed, or the end of data). It returns 0 if a stray CR or a NUL is among those lines: the
 // line-by-line path then finds it.
-func cleanLines(b []byte, maxLine int) int {
+func cleanLines(b []byte) int {
 	end, lines := 0, 0
 	for end < len(b) && b[end] != '.' {
 		i := bytes.IndexByte(b[end:], '\n')
-		if i < 1 || b[end+i-1] != '\r' || (maxLine > 0 && i+1 > maxLine) {
+		if i < 1 || b[end+i-1] != '\r' {
 			break
 		}
 		end += i + 1

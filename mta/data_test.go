@@ -113,22 +113,22 @@ func TestReadStrictDataPooled(t *testing.T) {
 
 // FuzzReadStrictDataPaths: the whole-lines path gives what the line-by-line
 // path gives (body or error, and where the reader is left), whatever the
-// input, buffer size, read sizes and line limit.
+// input, buffer size and read sizes.
 func FuzzReadStrictDataPaths(f *testing.F) {
 	for _, s := range []string{
 		"a\r\n.\r\n", "a\r\nb\r\n..c\r\n.\r\nNEXT", "x\r\ny\r\rz\r\n.\r\n", "x\r\ny\nz\r\n.\r\n",
 		"0123456789012345678901234567890\r\nab\r\n.\r\n", "a\x00b\r\nc\r\n.\r\n", "a\r\n\r\n.\r\n", "abc",
 	} {
-		f.Add([]byte(s), uint8(0), uint8(0), uint16(0))
+		f.Add([]byte(s), uint8(0), uint8(0))
 	}
-	f.Fuzz(func(t *testing.T, in []byte, bufSize, readSize uint8, maxLine uint16) {
+	f.Fuzz(func(t *testing.T, in []byte, bufSize, readSize uint8) {
 		run := func(lineByLine bool) string {
 			var r io.Reader = bytes.NewReader(in)
 			if readSize > 0 {
 				r = &chunkReader{r: r, n: int(readSize)}
 			}
 			br := bufio.NewReaderSize(r, 16+int(bufSize))
-			l := dataLimits{max: 200, maxLine: int(maxLine % 64), headroom: 3, lineByLine: lineByLine}
+			l := dataLimits{max: 200, headroom: 3, lineByLine: lineByLine}
 			body, release, err := readStrictData(br, l)
 			defer release()
 			rest, _ := io.ReadAll(br)
@@ -174,7 +174,7 @@ func BenchmarkReadStrictData(b *testing.B) {
 			b.SetBytes(int64(len(msg)))
 			for i := 0; i < b.N; i++ {
 				br := bufio.NewReaderSize(&chunkReader{r: bytes.NewReader(msg), n: 32 << 10}, 4096)
-				_, release, err := readStrictData(br, dataLimits{max: 1 << 20, maxLine: 1000, headroom: traceRoom, lineByLine: lineByLine})
+				_, release, err := readStrictData(br, dataLimits{max: 1 << 20, headroom: traceRoom, lineByLine: lineByLine})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -52,8 +52,6 @@ var (
 		Message: "Message refused: bare CR, bare LF or NUL in data (RFC 5321 section 2.3.8)"}
 	errSync = &smtp.SMTPError{Code: codeTransFailed, EnhancedCode: smtp.EnhancedCode{5, 5, 0},
 		Message: "SMTP protocol synchronization error: data sent before the 354 reply"}
-	errLineTooLong = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
-		Message: "Line too long"}
 	errTooManyBad = &smtp.SMTPError{Code: codeClosing, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
 		Message: "Too many unknown recipients, closing connection"}
 	errDMARCReject = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 7, 1},

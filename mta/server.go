@@ -68,7 +68,7 @@ type Server struct {
 
 	MaxMessageBytes     int64 // 0: 50 MiB
 	MaxRecipients       int   // 0: 100
-	MaxLineBytes        int   // command and data line limit; 0: 4096
+	MaxLineBytes        int   // command line limit (message lines have none); 0: 4096
 	MaxBadRecipients    int   // 0: 10
 	MaxConnections      int   // 0: 4000
 	MaxConnectionsPerIP int   // 0: 50

@@ -1,7 +1,6 @@
 package mta
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -216,25 +215,9 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), er
 		timeout: s.srv.DataTimeout, rate: s.srv.MinDataRate, idle: s.srv.CommandTimeout,
 		budget: s.srv.budget,
 	}
-	lineLimit, lineCur, ok := lineLimiter(s.conn)
-	if ok && *lineLimit > 0 {
-		limits.maxLine = *lineLimit
-		*lineLimit = 0
-	}
+	restore := LiftLineLimit(s.conn, r)
 	buf, release, err = readStrictData(br, limits)
-	if ok && limits.maxLine > 0 {
-		*lineLimit = limits.maxLine
-		// After an over-long line go-smtp's reader fails every read, and
-		// go-smtp closes the connection, as it did when it found the line.
-		// Bytes pipelined after the final dot passed it uncounted: count
-		// those of the line they leave open.
-		rest, _ := br.Peek(br.Buffered())
-		*lineCur = len(rest) - (bytes.LastIndexByte(rest, '\n') + 1)
-		if err == errLineTooLong {
-			br.Discard(br.Buffered())
-			*lineCur = limits.maxLine + 1
-		}
-	}
+	restore()
 	markEOF()
 	s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.CommandTimeout))
 	switch {

@@ -137,6 +137,17 @@ func (d *maildrop) stat() (count int, size int64) {
 	return count, size
 }
 
+// left counts the messages neither marked as deleted nor expunged by
+// another session.
+func (d *maildrop) left() (count int) {
+	for i := range d.msgs {
+		if !d.msgs[i].deleted && !d.msgs[i].gone {
+			count++
+		}
+	}
+	return count
+}
+
 // uidl is the unique-id of a message (RFC 1939 section 7): printable, at
 // most 70 characters, never reused, since a UID is never reused within a
 // UIDVALIDITY.

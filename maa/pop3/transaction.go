@@ -144,8 +144,9 @@ func (ss *session) update() error {
 		}
 	}
 	ss.log.Info("logged out", "deleted", len(uids))
-	// Wording of RFC 1939 section 6.
-	if count, _ := d.stat(); count == 0 {
+	// Wording of RFC 1939 section 6. The messages left are those of the
+	// snapshot neither deleted here nor expunged elsewhere meanwhile.
+	if count := d.left(); count == 0 {
 		ss.okf("%s POP3 server signing off (maildrop empty)", ss.srv.Hostname)
 	} else {
 		ss.okf("%s POP3 server signing off (%d messages left)", ss.srv.Hostname, count)

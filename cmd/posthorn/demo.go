@@ -68,8 +68,8 @@ func demoCommand() *cli.Command {
 			if err := offlineAdmin(c, cfg, admin.Request{Command: cmd, Args: []string{demoUser}, Hash: hash}); err != nil {
 				return err
 			}
-			return serve(c.Context, &cfg, c.App.ErrWriter, func(*server.Server) {
-				printDemo(c, &cfg, password)
+			return serve(c.Context, &cfg, c.App.ErrWriter, func(srv *server.Server) {
+				printDemo(c, &cfg, srv, password)
 			})
 		},
 	}
@@ -99,8 +99,26 @@ func port(addr string) string {
 	return p
 }
 
-func printDemo(c *cli.Context, cfg *config.Config, password string) {
+// selfCommand is how to run this binary again from the same directory:
+// the path it was started by, or its name if it was found in $PATH.
+func selfCommand() string {
+	if strings.ContainsRune(os.Args[0], '/') {
+		return os.Args[0]
+	}
+	return filepath.Base(os.Args[0])
+}
+
+func printDemo(c *cli.Context, cfg *config.Config, srv *server.Server, password string) {
+	// The addresses bound, which are the configured ones unless those
+	// leave the port to the kernel.
+	at := func(name, configured string) string {
+		if a := srv.Addr(name); a != nil {
+			return a.String()
+		}
+		return configured
+	}
 	l := cfg.Listen
+	smtp := at("smtp", l.SMTP)
 	fmt.Fprintf(c.App.Writer, `
 Posthorn demo is running (Ctrl-C stops it). Files: %[1]s
 
@@ -125,7 +143,8 @@ SSL/TLS, authentication "Normal password"; accept the self-signed certificate.
 Autoconfig: http://127.0.0.1:%[12]s/mail/config-v1.1.xml?emailaddress=%[3]s
 
 Administer it from another terminal:
-  ./bin/posthorn --config %[13]s user list
-`, filepath.Dir(cfg.Path), demoDomain, demoUser, password, l.SMTP, port(l.SMTP), port(l.Submission),
-		port(l.IMAP), port(l.POP3S), port(l.IMAPS), port(l.Submissions), port(l.HTTP), cfg.Path)
+  %[14]s --config %[13]s user list
+`, filepath.Dir(cfg.Path), demoDomain, demoUser, password, smtp, port(smtp), port(at("submission", l.Submission)),
+		port(at("imap", l.IMAP)), port(at("pop3s", l.POP3S)), port(at("imaps", l.IMAPS)), port(at("submissions", l.Submissions)),
+		port(at("http", l.HTTP)), cfg.Path, selfCommand())
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"net/smtp"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,4 +125,26 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged before the backup, %d in the restored store", len(before), len(msgs))
+}
+
+// TestRestoreCreatesDataDir: restoring on a new machine, whose data_dir
+// does not exist yet, makes it (as serve would) and restores into it.
+func TestRestoreCreatesDataDir(t *testing.T) {
+	from := initDir(t)
+	mustRun(t, "", "--config", from, "domain", "add", "restored.example")
+	backup := filepath.Join(t.TempDir(), "b.db")
+	mustRun(t, "", "--config", from, "backup", backup)
+
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "posthorn.toml")
+	if err := os.WriteFile(cfgPath, []byte("hostname = \"mail.example.org\"\ndata_dir = \"new/data\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "", "--config", cfgPath, "restore", backup)
+	if fi, err := os.Stat(filepath.Join(dir, "new", "data")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("data_dir after restore: %v, %v", fi, err)
+	}
+	if out := mustRun(t, "", "--config", cfgPath, "domain", "list"); !strings.Contains(out, "restored.example") {
+		t.Errorf("domain list of the restored store: %q", out)
+	}
 }

@@ -106,6 +106,11 @@ func restoreCommand() *cli.Command {
 		if _, err := os.Stat(db); err == nil && !c.Bool("force") {
 			return fmt.Errorf("%s exists; use --force to replace it", db)
 		}
+		// On a new machine data_dir may not exist yet: make it as serve
+		// would.
+		if err := os.MkdirAll(filepath.Dir(db), 0o700); err != nil {
+			return fmt.Errorf("data_dir: %w", err)
+		}
 		// A log left by a crash belongs to the file being replaced.
 		if err := store.DiscardLog(db); err != nil {
 			return err

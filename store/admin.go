@@ -173,6 +173,7 @@ func (s *boltStore) DeleteAccount(address string) error {
 		if err := t.tx.Bucket(bucketMail).DeleteBucket([]byte(addr)); err != nil {
 			return err
 		}
+		t.publish(Event{Kind: EventAccountDelete, Account: addr})
 		return t.tx.Bucket(bucketAccounts).Delete([]byte(addr))
 	})
 }

@@ -200,6 +200,9 @@ const (
 	EventMailboxCreate
 	EventMailboxDelete
 	EventMailboxRename
+	// EventAccountDelete: the account is gone (after its mailboxes'
+	// EventMailboxDelete events); Mailbox is empty.
+	EventAccountDelete
 )
 
 // Event is published to subscribers after the change is committed.

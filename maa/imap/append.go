@@ -23,6 +23,12 @@ const appendWait = 200 * time.Millisecond
 // (RFC 4315). imapserver has checked the size against AppendLimit before
 // accepting the literal; store.Append returns once the message is durable.
 func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.AppendOptions) (*imapv2.AppendData, error) {
+	if options != nil {
+		if err := checkFlags(options.Flags); err != nil {
+			io.Copy(io.Discard, r)
+			return nil, err
+		}
+	}
 	name, err := checkName(name)
 	if err != nil {
 		io.Copy(io.Discard, r)

@@ -20,6 +20,11 @@ const infoBatch = 256
 // ENVELOPE and BODYSTRUCTURE from store.BlobInfo; sections from the
 // message's bytes, read at offsets (section.go).
 func (ss *session) Fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, options *imapv2.FetchOptions) error {
+	if gc, ok := ss.conn.NetConn().(*guardConn); ok && gc.g.emptyHeaderList.Load() {
+		// imapserver parses HEADER.FIELDS () as HEADER; the guard saw
+		// the command (guard.go).
+		return badErr("Empty header list in HEADER.FIELDS")
+	}
 	return ss.corked(func() error { return ss.fetch(w, numSet, options) })
 }
 

@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 )
 
 // guardConn is the plaintext connection imapserver reads: it runs the
@@ -32,9 +34,18 @@ type guardConn struct {
 	g  *literalGuard
 	s  *Server
 
-	authed   atomic.Bool // a login succeeded: STARTTLS is imapserver's to refuse
-	detached atomic.Bool // handed over to a TLS connection
-	greeting bool        // drop the first line written (the new server's greeting)
+	authed     atomic.Bool // a login succeeded: STARTTLS is imapserver's to refuse
+	detached   atomic.Bool // handed over to a TLS connection
+	closing    atomic.Bool // answered with BYE: nothing more is read or written
+	readFailed atomic.Bool // a Read returned an error
+	greeting   bool        // drop the first line written (the new server's greeting)
+
+	out outWatch // what the responses written say, for the guard
+
+	// cmdErr is the error imapserver is about to answer with NO
+	// [SERVERBUG] (see cmderr.go), under emu.
+	emu    sync.Mutex
+	cmdErr *commandError
 
 	wmu     sync.Mutex
 	corked  bool
@@ -127,10 +138,19 @@ func newPlainGuardConn(dc *deadlineConn, s *Server) *guardConn {
 	return c
 }
 
-// Read passes the client's bytes through the guard; on a violation it
-// answers BAD [TOOBIG] and the next Read fails, which ends the connection
-// before the parser sees the offending line.
+// Read passes the client's bytes through the guard, a line at a time
+// (see literalGuard). On a violation it answers BAD and BYE and the next
+// Read fails, which ends the connection before the parser sees the
+// offending line.
 func (c *guardConn) Read(p []byte) (int, error) {
+	n, err := c.read(p)
+	if err != nil {
+		c.readFailed.Store(true)
+	}
+	return n, err
+}
+
+func (c *guardConn) read(p []byte) (int, error) {
 	g := c.g
 	for {
 		if c.detached.Load() {
@@ -139,35 +159,87 @@ func (c *guardConn) Read(p []byte) (int, error) {
 		if g.failed != nil {
 			return 0, g.failed
 		}
+		if c.closing.Load() {
+			return 0, errGuard
+		}
 		if g.startTLS != "" {
 			if err := c.startTLS(); err != nil {
 				return 0, err
 			}
+			continue
 		}
-		var n int
-		var err error
-		if len(g.held) > 0 {
-			// A refused STARTTLS: what followed it goes on to the parser.
-			n = copy(p, g.held)
-			g.held = g.held[n:]
-		} else if n, err = c.Conn.Read(p); n == 0 {
+		if g.pend.set {
+			g.resolve(c.out.take())
+		}
+		if g.skip > 0 && len(g.held) == 0 {
+			// Literal data for the parser: straight through.
+			n, err := c.Conn.Read(p[:min(int64(len(p)), g.skip)])
+			g.skip -= int64(n)
 			return n, err
 		}
-		ok, reply := g.scan(p[:n])
-		if g.startTLS != "" && ok == 0 {
-			continue // STARTTLS first in this read: do it now
+		if len(p) == 0 {
+			return 0, nil
 		}
-		if g.startTLS != "" || reply == "" {
-			return ok, nil // the commands before STARTTLS run first
+		held := g.held
+		n := copy(p, held)
+		fromHeld := n
+		more := g.more
+		g.more = false
+		if n == 0 || more && n < len(p) {
+			m, err := c.Conn.Read(p[n:])
+			if m == 0 {
+				if err == nil {
+					continue
+				}
+				return 0, err
+			}
+			n += m
 		}
-		g.failed = errGuard
-		c.s.Logger.Warn("imap: oversized literal refused", "remote", c.RemoteAddr().String())
-		c.Conn.Write([]byte(reply + "\r\n* BYE Literal too large\r\n"))
-		if ok == 0 {
-			return 0, errGuard
+		out, rest, ref := g.filter(p[:n], n == len(p))
+		// What was not scanned is held for the next Read. The filter
+		// writes only below rest, so bytes that came from held are still
+		// there: pipelined commands are not copied again for each line.
+		switch {
+		case n == fromHeld:
+			held = held[rest:]
+		case rest < n:
+			held = append(append([]byte(nil), p[rest:n]...), held[fromHeld:]...)
+		default:
+			held = held[fromHeld:]
 		}
-		return ok, nil
+		if len(held) == 0 {
+			held = nil
+		}
+		g.held = held
+		if len(g.say) > 0 {
+			// The guard's own BAD for a line it kept from the parser,
+			// which has answered everything before it.
+			c.write(g.say)
+			g.say = g.say[:0]
+		}
+		if ref != nil {
+			c.refuse(ref)
+			if out == 0 {
+				return 0, errGuard
+			}
+			return out, nil
+		}
+		if out > 0 {
+			if g.pend.set {
+				c.out.take() // what is written from now on answers this line
+			}
+			return out, nil
+		}
 	}
+}
+
+// refuse answers the command the guard will not pass on and ends the
+// connection: nothing imapserver writes after it goes out, and its next
+// Read fails.
+func (c *guardConn) refuse(r *refusal) {
+	c.s.Logger.Warn("imap: command refused, connection closed", "remote", c.RemoteAddr().String(), "reason", r.bye)
+	c.write([]byte(r.reply + "\r\n* BYE " + r.bye + "\r\n"))
+	c.closing.Store(true)
 }
 
 // startTLS answers a STARTTLS the guard took. Every command before it has
@@ -179,7 +251,8 @@ func (c *guardConn) startTLS() error {
 	tag := c.g.startTLS
 	c.g.startTLS = ""
 	if c.authed.Load() || c.s.TLS == nil {
-		_, err := c.Conn.Write([]byte(tag + " BAD STARTTLS not available\r\n"))
+		// The lines behind it go on to the parser, as commands.
+		_, err := c.write([]byte(tag + " BAD STARTTLS not available\r\n"))
 		return err
 	}
 	// Whatever the client pipelined behind STARTTLS is dropped (RFC 9051
@@ -201,14 +274,15 @@ func (c *guardConn) startTLS() error {
 	c.dc.SetDeadline(time.Time{})
 	up := newGuardConn(tc, c.dc, c.s)
 	up.greeting = true
-	c.s.serveOne(up, c.dc.LocalAddr())
+	c.s.serveOne(up, c.dc.LocalAddr(), false)
 	return io.EOF
 }
 
 // Write drops the new server's greeting after STARTTLS, and whatever the
-// plaintext server writes once the connection has been handed over.
+// plaintext server writes once the connection has been handed over or
+// refused. What goes out is watched (c.out), for the guard.
 func (c *guardConn) Write(p []byte) (int, error) {
-	if c.detached.Load() {
+	if c.detached.Load() || c.closing.Load() {
 		return len(p), nil
 	}
 	if c.greeting {
@@ -218,11 +292,29 @@ func (c *guardConn) Write(p []byte) (int, error) {
 		}
 		c.greeting = false
 		if rest := p[i+1:]; len(rest) > 0 {
-			n, err := c.write(rest)
+			n, err := c.emit(rest)
 			return i + 1 + n, err
 		}
 		return len(p), nil
 	}
+	return c.emit(p)
+}
+
+// emit writes a response, the one for a command error imapserver could
+// not classify replaced (see cmderr.go).
+func (c *guardConn) emit(p []byte) (int, error) {
+	if q, bye, ok := c.replaceServerBug(p); ok {
+		var err error
+		if len(q) > 0 {
+			c.out.see(q)
+			_, err = c.write(q)
+		}
+		if bye {
+			c.closing.Store(true)
+		}
+		return len(p), err
+	}
+	c.out.see(p)
 	return c.write(p)
 }
 
@@ -281,104 +373,304 @@ func markLoggedIn(nc net.Conn) {
 }
 
 // literalGuard watches the plaintext a client sends, before imapserver's
-// parser sees it, for the two literal hazards of go-imap v2 beta.8:
+// parser sees it, and keeps what the parser reads in step with what the
+// client meant, around the hazards of go-imap v2 beta.8:
 //
-//   - a non-synchronising literal ({N+} or {N-}) that imapserver refuses
-//     is not drained, so its data would then run as commands. One over
-//     4096 bytes is refused before login and outside APPEND (RFC 7888
-//     section 4 allows it), and one in APPEND over the append limit; for
-//     these we answer BAD and close the connection. Within the limit,
-//     APPEND after login takes any size (LITERAL+, RFC 7888 section 3);
+//   - a command that fails before it reads its non-synchronising literal
+//     ({N+} or {N-}; a syntax error, or a size imapserver refuses) is
+//     answered, and then the literal's data would be parsed as commands:
+//     imapserver only discards the rest of the line;
 //   - a synchronising literal over 4096 bytes outside APPEND makes beta.8
-//     drop its own TOOBIG error and wait for data that never comes.
+//     drop its own TOOBIG error and wait for data that never comes;
+//   - a command over 50 KiB outside literals fails without the rest of its
+//     line being discarded, and a line without a tag and a command name
+//     ends the connection without a word.
 //
-// The guard never changes the bytes; it only cuts the connection before
-// the offending line reaches the parser. It tracks literal data so that a
-// message body is never mistaken for commands, and stops at STARTTLS,
-// after which the bytes it sees are TLS records.
+// To know whether a literal was read, the guard passes the client's bytes
+// on a line at a time: after a line end it passes nothing more until the
+// parser asks for more, by which time the parser has either answered the
+// command (a tagged response was written: the literal announced at the end
+// of that line was not read, and it is skipped, with the rest of the
+// command) or has asked for the data (a synchronising literal after a "+";
+// a non-synchronising one without a word). The responses are watched for
+// this (outWatch). The guard also answers an empty or tagless line with
+// BAD itself; and it refuses, with BAD and BYE before closing the
+// connection, a command over maxCommandBytes, a non-synchronising literal
+// that imapserver would refuse without draining it (over 4096 bytes before
+// login and outside APPEND, RFC 7888 section 4; in APPEND over the append
+// limit; APPEND after login takes any size within it, LITERAL+, RFC 7888
+// section 3), and a synchronising one over 4096 bytes outside APPEND.
+//
+// Apart from literals and lines it skips, the guard never changes the
+// bytes. It stops at STARTTLS, after which the bytes it sees are TLS
+// records. Its state is the reading goroutine's, but for emptyHeaderList.
 type literalGuard struct {
 	appendLimit int64
 	authed      *atomic.Bool // a login succeeded (nil: never)
-	skip        int64        // literal bytes still to pass through
-	line        []byte       // the current line, up to guardLineMax bytes
-	cmd         []byte       // the first line of the current command (prefix)
-	contLine    bool         // the current line continues a command after a literal
-	failed      error
+
+	held []byte // read from the connection, not scanned yet
+	more bool   // held is the undecided start of a command line: read more behind it
+
+	skip    int64 // literal bytes to pass on
+	drop    int64 // literal bytes of an answered command, never passed on
+	discard bool  // the current command was answered: its lines are not passed on
+
+	inLine   bool   // within a line
+	contLine bool   // the next line continues the current command
+	plusLine bool   // the current line answers a "+" (read with bufio's ReadLine)
+	line     []byte // the end of the current line, up to guardLineMax bytes
+	lineLen  int64  // bytes of the current line
+	cmdLen   int64  // bytes of the current command, outside literals
+	cmd      []byte // the start of the command's first line, up to cmdPrefixMax
+	fetch    bool   // the command is a FETCH
+	win      []byte // the end of the FETCH command, for an empty header list
+
+	pend pending // the line end last passed on, until the parser asks for more
+	say  []byte  // the guard's own replies, written before anything goes on
+
+	// emptyHeaderList: the current command is a FETCH of HEADER.FIELDS
+	// () or HEADER.FIELDS.NOT (), which imapserver takes for HEADER: the
+	// session refuses it.
+	emptyHeaderList atomic.Bool
+
+	failed error
 	// interceptTLS: STARTTLS is done by guardConn (the plaintext
 	// listener); startTLS is then its tag, until it is answered.
 	// Elsewhere a STARTTLS line is a command like any other, which
 	// imapserver refuses: no upgrade can happen above the guard.
 	interceptTLS bool
 	startTLS     string
-	held         []byte // the bytes read after a taken STARTTLS line
 }
 
+// pending is a line end passed on to the parser: a literal header, or the
+// end of a line without one.
+type pending struct {
+	set, lit, nonSync bool
+	n                 int64
+}
+
+// refusal is the guard's answer to a command it will not pass on: the
+// tagged reply, and the text of the BYE that follows.
+type refusal struct{ reply, bye string }
+
 const (
-	guardLineMax     = 128
-	maxNonSyncLit    = 4096 // RFC 7888 LITERAL-
-	maxBufferedLit   = 4096 // imapserver's limit outside APPEND
+	guardLineMax   = 128
+	cmdPrefixMax   = 64
+	maxNonSyncLit  = 4096 // RFC 7888 LITERAL-
+	maxBufferedLit = 4096 // imapserver's limit outside APPEND
+	// maxCommandBytes bounds a command outside its literals. imapserver
+	// fails one at 50 KiB (maxCommandSize) and then parses the rest of
+	// its line as the next command; the guard refuses first.
+	maxCommandBytes = 48 << 10
+	// maxPlusLine bounds a line sent after a "+" (a SASL response, IDLE's
+	// DONE), which imapserver reads with bufio's ReadLine in a 4096-byte
+	// buffer: it would take the rest of a longer one for a command.
+	maxPlusLine = 4000
+	// fetchWindow is how much of a FETCH command is kept to recognise an
+	// empty header list ("HEADER.FIELDS.NOT ()" is 20 bytes).
+	fetchWindow      = 24
 	errLiteralTooBig = "BAD [TOOBIG] Literal too large for this command"
 )
 
-var errGuard = errors.New("imap: literal refused, connection closed")
+var errGuard = errors.New("imap: command refused, connection closed")
 
-// scan inspects p (just read from the client). It returns how many bytes
-// may go to the parser and, on a violation, the tagged reply to send
-// before closing.
-func (g *literalGuard) scan(p []byte) (int, string) {
-	lineStart := 0
-	for i := 0; i < len(p); i++ {
-		if g.skip > 0 {
-			n := min(g.skip, int64(len(p)-i))
-			g.skip -= n
-			i += int(n) - 1
-			lineStart = i + 1
-			continue
-		}
-		c := p[i]
-		if len(g.line) < guardLineMax {
-			g.line = append(g.line, c)
-		} else {
-			// Keep the tail, where a literal header would be.
-			copy(g.line, g.line[1:])
-			g.line[len(g.line)-1] = c
-		}
-		if c != '\n' {
-			continue
-		}
-		if reply := g.endOfLine(); reply != "" {
-			return lineStart, reply
-		}
-		if g.startTLS != "" {
-			// Neither the STARTTLS line nor anything pipelined behind it
-			// reaches the parser now; the rest is held until STARTTLS is
-			// answered (dropped if it succeeds).
-			g.held = append(g.held[:0], p[i+1:]...)
-			return lineStart, ""
-		}
-		lineStart = i + 1
+// resolve settles the line end last passed on, now that the parser asks
+// for more: cont and tagged say whether a continuation request ("+") and a
+// tagged response were written since.
+func (g *literalGuard) resolve(cont, tagged bool) {
+	p := g.pend
+	g.pend = pending{}
+	switch {
+	case p.lit && p.nonSync && tagged:
+		// Answered before its literal was read: the literal, and the
+		// rest of the command, never reach the parser.
+		g.drop, g.discard, g.contLine = p.n, true, true
+	case p.lit && (p.nonSync || cont && !tagged):
+		g.skip, g.contLine = p.n, true
+	case p.lit:
+		// Refused before the "+": the client sends no data.
+		g.contLine = false
+	default:
+		// A "+" asks for a line that is not a command (AUTHENTICATE,
+		// IDLE); otherwise the command has ended.
+		g.contLine = cont && !tagged
+		g.plusLine = g.contLine
 	}
-	return len(p), ""
 }
 
-// endOfLine handles a complete line in g.line.
-func (g *literalGuard) endOfLine() string {
-	line := bytes.TrimRight(g.line, "\r\n")
-	g.line = g.line[:0]
-	if !g.contLine {
-		g.cmd = append(g.cmd[:0], line[:min(len(line), 64)]...)
-		fields := bytes.Fields(g.cmd)
-		if len(fields) == 2 && bytes.EqualFold(fields[1], []byte("STARTTLS")) && g.interceptTLS {
-			g.startTLS = string(fields[0])
-			return ""
+// filter scans in (read from the connection, or held back before) in
+// place: what goes to the parser is moved to in[:out]; in[rest:] is not
+// scanned yet and is held for the next Read. It stops after the first
+// line end it passes on (see resolve). full: in fills the reader's buffer
+// (the start of a command is then judged on what there is).
+// A refusal ends the connection; in[:out] still goes to the parser, and
+// holds nothing of the refused line that it has not had already.
+func (g *literalGuard) filter(in []byte, full bool) (out, rest int, ref *refusal) {
+	i, w := 0, 0
+	lineOut := 0 // where the current line starts in in[:w]
+	for i < len(in) {
+		if g.skip > 0 {
+			k := int(min(g.skip, int64(len(in)-i)))
+			copy(in[w:], in[i:i+k])
+			w, i = w+k, i+k
+			g.skip -= int64(k)
+			lineOut = w
+			continue
+		}
+		if g.drop > 0 {
+			k := int(min(g.drop, int64(len(in)-i)))
+			i += k
+			g.drop -= int64(k)
+			continue
+		}
+		if !g.inLine && !g.contLine && !g.discard {
+			// A command starts. imapserver ends the connection without a
+			// word when it does not start with a tag and a name: such a
+			// line gets BAD here instead, as Dovecot answers it.
+			valid, decided, why := commandStart(in[i:])
+			if !decided {
+				if len(in)-i < cmdPrefixMax && !(full && i == 0) {
+					// Held, and read again with what follows.
+					g.more = w == 0
+					return w, i, nil
+				}
+				valid = true // a tag or name too long to judge: imapserver's
+			}
+			g.newCommand()
+			if !valid {
+				g.say = append(g.say, why...)
+				g.discard = true
+			}
+		}
+		if !g.inLine {
+			g.inLine, lineOut = true, w
+		}
+		j := bytes.IndexByte(in[i:], '\n')
+		end := len(in)
+		if j >= 0 {
+			end = i + j + 1
+		}
+		seg := in[i:end]
+		g.lineLen += int64(len(seg))
+		if !g.discard {
+			g.cmdLen += int64(len(seg))
+			if g.cmdLen > maxCommandBytes || g.plusLine && g.lineLen > maxPlusLine {
+				return lineOut, len(in), &refusal{g.tag() + " BAD [TOOBIG] Command line too long", "Command line too long"}
+			}
+		}
+		g.see(seg)
+		if !g.discard {
+			copy(in[w:], seg)
+			w += len(seg)
+		}
+		i = end
+		if j < 0 {
+			break
+		}
+		n, nonSync, isLit, ref := g.endOfLine()
+		if g.discard {
+			if isLit && nonSync {
+				g.drop, g.contLine = n, true
+			} else {
+				// The command ends here (a client waiting for a "+"
+				// has its answer already).
+				g.discard, g.contLine = false, false
+			}
+			continue
+		}
+		if ref != nil {
+			return lineOut, len(in), ref
+		}
+		if g.startTLS != "" {
+			return lineOut, i, nil // the STARTTLS line is not passed on
+		}
+		g.pend = pending{set: true, lit: isLit, nonSync: nonSync, n: n}
+		return w, i, nil
+	}
+	return w, i, nil
+}
+
+// newCommand resets the per-command state at the start of a command.
+func (g *literalGuard) newCommand() {
+	g.cmd = g.cmd[:0]
+	g.cmdLen = 0
+	g.fetch = false
+	g.win = g.win[:0]
+	g.plusLine = false
+	g.emptyHeaderList.Store(false)
+}
+
+// see records a piece of the current line: its end, the start of the
+// command, and in a FETCH an empty header list.
+func (g *literalGuard) see(seg []byte) {
+	if len(seg) >= guardLineMax {
+		g.line = append(g.line[:0], seg[len(seg)-guardLineMax:]...)
+	} else {
+		g.line = append(g.line, seg...)
+		if k := len(g.line) - guardLineMax; k > 0 {
+			g.line = g.line[:copy(g.line, g.line[k:])]
 		}
 	}
-	n, nonSync, ok := literalHeader(line)
-	if !ok {
-		g.contLine = false // the command ends here
-		return ""
+	if g.contLine || g.discard {
+		if g.fetch && !g.discard {
+			g.watchFetch(seg)
+		}
+		return
 	}
-	g.contLine = true
+	if len(g.cmd) < cmdPrefixMax {
+		g.cmd = append(g.cmd, seg[:min(len(seg), cmdPrefixMax-len(g.cmd))]...)
+		c := g.command()
+		g.fetch = c == "FETCH" || c == "UID FETCH"
+	}
+	if g.fetch {
+		g.watchFetch(seg)
+	}
+}
+
+// watchFetch looks for "HEADER.FIELDS ()" and "HEADER.FIELDS.NOT ()"
+// (the space is optional to imapserver) in a FETCH command: header-list
+// has at least one name (RFC 9051 section 9), and imapserver would take
+// the empty list for BODY[HEADER].
+func (g *literalGuard) watchFetch(seg []byte) {
+	for _, b := range seg {
+		if len(g.win) == fetchWindow {
+			g.win = g.win[:copy(g.win, g.win[1:])]
+		}
+		g.win = append(g.win, b)
+		if b != ')' {
+			continue
+		}
+		w := bytes.TrimSuffix(g.win, []byte("()"))
+		if len(w) == len(g.win) {
+			continue
+		}
+		w = bytes.TrimSuffix(w, []byte(" "))
+		if hasSuffixFold(w, "HEADER.FIELDS") || hasSuffixFold(w, "HEADER.FIELDS.NOT") {
+			g.emptyHeaderList.Store(true)
+		}
+	}
+}
+
+func hasSuffixFold(b []byte, suffix string) bool {
+	return len(b) >= len(suffix) && bytes.EqualFold(b[len(b)-len(suffix):], []byte(suffix))
+}
+
+// endOfLine ends the line in g.line: a literal header at its end, a
+// refusal, or a STARTTLS taken (g.startTLS).
+func (g *literalGuard) endOfLine() (n int64, nonSync, isLit bool, ref *refusal) {
+	line := bytes.TrimRight(g.line, "\r\n")
+	first := !g.contLine
+	g.line, g.lineLen, g.inLine, g.plusLine = g.line[:0], 0, false, false
+	if first && !g.discard && g.interceptTLS {
+		if f := bytes.Fields(g.cmd); len(f) == 2 && bytes.EqualFold(f[1], []byte("STARTTLS")) {
+			g.startTLS = string(f[0])
+			return 0, false, false, nil
+		}
+	}
+	n, nonSync, isLit = literalHeader(line)
+	if !isLit || g.discard {
+		return n, nonSync, isLit, nil
+	}
 	isAppend := g.command() == "APPEND"
 	switch {
 	case nonSync && isAppend && g.authed != nil && g.authed.Load():
@@ -386,19 +678,69 @@ func (g *literalGuard) endOfLine() string {
 		// large as APPEND allows; over that, imapserver would refuse it
 		// without draining it.
 		if n > g.appendLimit {
-			return g.tag() + " " + errLiteralTooBig
+			ref = &refusal{g.tag() + " " + errLiteralTooBig, "Literal too large"}
 		}
 	case nonSync && n > maxNonSyncLit:
-		return g.tag() + " " + errLiteralTooBig
+		ref = &refusal{g.tag() + " " + errLiteralTooBig, "Literal too large"}
 	case !nonSync && !isAppend && n > maxBufferedLit:
-		return g.tag() + " " + errLiteralTooBig
-	case !nonSync && isAppend && n > g.appendLimit:
-		// imapserver answers NO [TOOBIG] without "+": no data follows.
-		g.contLine = false
-		return ""
+		ref = &refusal{g.tag() + " " + errLiteralTooBig, "Literal too large"}
 	}
-	g.skip = n
-	return ""
+	return n, nonSync, true, ref
+}
+
+// commandStart judges the start of a command line as imapserver reads it:
+// a tag (atom), SP, a command name (atom), and for UID, SP and another
+// atom. A tag with "+" is refused too (RFC 9051 section 9): the response
+// to it would look like a continuation request to outWatch. decided is
+// false while b is too short to tell; why is the BAD to send when it is
+// not valid.
+func commandStart(b []byte) (valid, decided bool, why string) {
+	tag := atomLen(b)
+	switch {
+	case tag == len(b):
+		return false, false, ""
+	case tag == 0:
+		if b[0] == '\r' || b[0] == '\n' {
+			return false, true, "* BAD [CLIENTBUG] Empty command line\r\n"
+		}
+		return false, true, "* BAD [CLIENTBUG] Invalid tag\r\n"
+	case bytes.IndexByte(b[:tag], '+') >= 0:
+		return false, true, "* BAD [CLIENTBUG] Invalid tag\r\n"
+	}
+	bad := string(b[:tag]) + " BAD [CLIENTBUG] Missing command name\r\n"
+	rest := b[tag:]
+	for k := 0; k < 2; k++ {
+		if rest[0] != ' ' {
+			return false, true, bad
+		}
+		name := atomLen(rest[1:])
+		switch {
+		case name == len(rest)-1:
+			return false, false, ""
+		case name == 0:
+			return false, true, bad
+		}
+		if k == 1 || !strings.EqualFold(string(rest[1:1+name]), "UID") {
+			return true, true, ""
+		}
+		rest = rest[1+name:]
+	}
+	return true, true, ""
+}
+
+// atomLen is the length of the atom at the start of b (imapwire's
+// IsAtomChar).
+func atomLen(b []byte) int {
+	for i, c := range b {
+		switch c {
+		case '(', ')', '{', ' ', '%', '*', '"', '\\', ']':
+			return i
+		}
+		if unicode.IsControl(rune(c)) {
+			return i
+		}
+	}
+	return len(b)
 }
 
 // literalHeader parses "{N}", "{N+}" or "{N-}" at the end of a line.
@@ -439,4 +781,73 @@ func (g *literalGuard) command() string {
 		return "UID " + string(bytes.ToUpper(f[2]))
 	}
 	return name
+}
+
+// outWatch follows the responses written to the client for the guard: it
+// records whether a continuation request ("+") or a tagged response began
+// since the last take. It skips the data of the literals in them, so that
+// a message body is never taken for either.
+type outWatch struct {
+	mu     sync.Mutex
+	mid    bool  // within a line
+	skip   int64 // literal data still to come
+	tail   []byte
+	cont   bool
+	tagged bool
+}
+
+// outTailMax keeps enough of a line's end for "{4294967295}\r\n".
+const outTailMax = 24
+
+func (o *outWatch) see(p []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for len(p) > 0 {
+		if o.skip > 0 {
+			k := min(o.skip, int64(len(p)))
+			o.skip -= k
+			p = p[k:]
+			continue
+		}
+		if !o.mid {
+			switch p[0] {
+			case '+':
+				o.cont = true
+			case '*':
+			default:
+				o.tagged = true
+			}
+			o.mid = true
+		}
+		i := bytes.IndexByte(p, '\n')
+		seg := p
+		if i >= 0 {
+			seg = p[:i+1]
+		}
+		if len(seg) >= outTailMax {
+			o.tail = append(o.tail[:0], seg[len(seg)-outTailMax:]...)
+		} else {
+			o.tail = append(o.tail, seg...)
+			if k := len(o.tail) - outTailMax; k > 0 {
+				o.tail = o.tail[:copy(o.tail, o.tail[k:])]
+			}
+		}
+		if i < 0 {
+			return
+		}
+		p = p[i+1:]
+		// A literal's data follows its header, and the line goes on
+		// after it.
+		n, _, ok := literalHeader(bytes.TrimRight(o.tail, "\r\n"))
+		o.mid, o.skip, o.tail = ok, n, o.tail[:0]
+	}
+}
+
+// take returns what began since the last take.
+func (o *outWatch) take() (cont, tagged bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	cont, tagged = o.cont, o.tagged
+	o.cont, o.tagged = false, false
+	return cont, tagged
 }

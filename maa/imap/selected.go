@@ -42,7 +42,7 @@ func (ss *session) Select(name string, options *imapv2.SelectOptions) (*imapv2.S
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	data := &imapv2.SelectData{
-		Flags:          mailboxFlags(t.msgs),
+		Flags:          t.flagList(),
 		PermanentFlags: permanentFlags,
 		NumMessages:    v.count(),
 		UIDNext:        imapv2.UID(t.nextUID),
@@ -61,32 +61,6 @@ func (ss *session) Select(name string, options *imapv2.SelectOptions) (*imapv2.S
 		}
 	}
 	return data, nil
-}
-
-// mailboxFlags is the FLAGS response: system flags, common keywords and
-// every keyword in use.
-func mailboxFlags(msgs []store.Message) []imapv2.Flag {
-	kw := map[string]struct{}{}
-	for _, k := range defaultKeywords {
-		kw[k] = struct{}{}
-	}
-	for i := range msgs {
-		for _, f := range msgs[i].Flags {
-			if len(f) > 0 && f[0] != '\\' {
-				kw[f] = struct{}{}
-			}
-		}
-	}
-	out := slices.Clone(permanentFlags[:5])
-	keys := make([]string, 0, len(kw))
-	for k := range kw {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		out = append(out, imapv2.Flag(k))
-	}
-	return out
 }
 
 // Unselect implements UNSELECT and the end of CLOSE (RFC 9051 6.4.1, 6.4.2).

@@ -7,18 +7,27 @@
 //     (github.com/emersion/go-imap/v2 v2.0.0-beta.8); this package supplies
 //     the Session (session.go and the files per command group) and the
 //     listeners. Capabilities are set in caps(): only what works end to end.
-//   - Literals. beta.8 advertises LITERAL- (RFC 7888) before login and,
-//     as caps() asks, LITERAL+ after it, and has two literal bugs: a
-//     non-synchronising literal it refuses (over the append limit, or over
-//     4096 bytes outside APPEND) is not drained, so its bytes run as
-//     commands; a synchronising one over 4096 bytes outside APPEND makes
-//     it wait forever. guard.go watches the plaintext the client sends,
-//     before the parser, and answers BAD [TOOBIG] and closes the
-//     connection instead. To see the plaintext of implicit TLS, ServeTLS
-//     does the TLS itself and gives each connection its own imapserver.Server
-//     (InsecureAuth there only means "not a *tls.Conn of imapserver's").
-//     STARTTLS on port 143 is done by the guard too (guard.go), not by
-//     imapserver, which would wrap the connection above the guard.
+//   - Literals and lines. beta.8 advertises LITERAL- (RFC 7888) before
+//     login and, as caps() asks, LITERAL+ after it. When a command fails
+//     before it reads its non-synchronising literal (a syntax error, or a
+//     size it refuses), beta.8 answers and then parses the literal's data
+//     as commands; a synchronising literal over 4096 bytes outside APPEND
+//     makes it wait forever; a command over 50 KiB leaves the rest of its
+//     line to run as a command; a line without a tag and a name ends the
+//     connection without a word. guard.go watches the plaintext the
+//     client sends, before the parser, a line at a time, and the
+//     responses: the data of a literal whose command was answered before
+//     reading it is skipped with the rest of the command; a line without
+//     a command gets BAD; the rest gets BAD and BYE before the connection
+//     is closed. To see the plaintext of implicit TLS, ServeTLS does the
+//     TLS itself. Every connection has an imapserver.Server of its own
+//     (InsecureAuth there only means "not a *tls.Conn of imapserver's"),
+//     whose logger tells the connection's guard the errors imapserver
+//     would answer with NO [SERVERBUG]: most are the client's (a mailbox
+//     name that is not mUTF-7, an invalid sequence set or date), and
+//     cmderr.go answers them with BAD or NO [CANNOT]. STARTTLS on port 143
+//     is done by the guard too (guard.go), not by imapserver, which would
+//     wrap the connection above the guard.
 //   - The LIST pattern matcher is our own (names.go): imapserver.MatchList
 //     is exponential in the number of wildcards.
 //   - Mailbox state shared between sessions lives in one tracker per
@@ -45,13 +54,19 @@
 //     header; BODY and TEXT stream the raw message in 32 KiB chunks and then
 //     the decoded base64/quoted-printable text parts (charsets other than
 //     UTF-8 and ASCII are compared as raw bytes).
-//   - Known limits: no CONDSTORE/QRESYNC; new keywords do not trigger an
-//     unsolicited FLAGS response; the store addresses mailboxes by name, so
-//     a session whose mailbox is deleted and created again by another
-//     session is cut off only once the delete event has reached it.
-//   - Internal errors become NO [SERVERBUG] with an id that is also logged;
-//     a client never sees an internal error's text. Panics in a connection
-//     are recovered and logged by imapserver (and by the IDLE goroutine).
+//   - A keyword new to a selected mailbox is announced to the sessions
+//     that have it selected with an untagged FLAGS before the FETCH that
+//     shows it (RFC 9051 section 7.3.5); PERMANENTFLAGS has \* and does
+//     not change. Deleting an account ends its sessions with BYE (the
+//     store's EventAccountDelete).
+//   - Known limits: no CONDSTORE/QRESYNC; the store addresses mailboxes by
+//     name, so a session whose mailbox is deleted and created again by
+//     another session is cut off only once the delete event has reached
+//     it.
+//   - Internal errors become NO [SERVERBUG] with an id that is also logged
+//     (imapserver's own too, cmderr.go); a client never sees an internal
+//     error's text. Panics in a connection are recovered and logged by
+//     imapserver (and by the IDLE goroutine).
 package imap
 
 import (
@@ -118,14 +133,13 @@ type Server struct {
 	IdleTimeout time.Duration
 
 	initOnce sync.Once
-	srv      *imapserver.Server // the plaintext/STARTTLS listeners'
 	caps     imapv2.CapSet
 	hub      *hub
 	closed   atomic.Bool
 	conns    atomic.Int64
 
 	mu        sync.Mutex
-	listeners []net.Listener // ServeTLS's
+	listeners []net.Listener
 	open      map[*deadlineConn]struct{}
 }
 
@@ -148,13 +162,6 @@ func (s *Server) init() {
 		}
 		s.hub = newHub(s.Store, s.Logger)
 		s.caps = caps()
-		s.srv = imapserver.New(&imapserver.Options{
-			NewSession:   s.newSession,
-			Caps:         s.caps,
-			Logger:       slogLogger{s.Logger},
-			TLSConfig:    s.TLS,
-			InsecureAuth: s.AllowPlaintextAuth,
-		})
 	})
 }
 
@@ -176,8 +183,9 @@ func caps() imapv2.CapSet {
 		imapv2.CapChildren:         {},
 		imapv2.CapSpecialUse:       {},
 		imapv2.CapCreateSpecialUse: {},
-		// LITERAL+ is safe only because guard.go closes the connection
-		// on a non-synchronising literal imapserver would refuse.
+		// LITERAL+ is safe only because guard.go skips, or closes the
+		// connection on, a non-synchronising literal imapserver does
+		// not read.
 		imapv2.CapLiteralPlus: {},
 	}
 }
@@ -185,27 +193,25 @@ func caps() imapv2.CapSet {
 // Serve accepts plaintext connections (STARTTLS available) on ln.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
-	if s.closed.Load() {
-		return net.ErrClosed
-	}
-	err := s.srv.Serve(&guardListener{Listener: &deadlineListener{Listener: ln, s: s}, s: s})
-	if err == nil || s.closed.Load() {
-		return net.ErrClosed
-	}
-	return err
+	return s.accept(ln, func(dc *deadlineConn) {
+		s.serveOne(newPlainGuardConn(dc, s), ln.Addr(), true)
+	})
 }
 
 // ServeTLS accepts implicit-TLS connections on a plain TCP listener ln.
-// It does the TLS itself so that the literal guard sees the plaintext:
-// each connection gets its own imapserver.Server whose connection is
-// already private, so it allows authentication (InsecureAuth, which here
-// only means "the transport is not a *tls.Conn imapserver made") and
-// offers no STARTTLS.
+// It does the TLS itself so that the literal guard sees the plaintext.
 func (s *Server) ServeTLS(ln net.Listener) error {
 	s.init()
 	if s.TLS == nil {
 		return errors.New("imap: ServeTLS needs a TLS configuration")
 	}
+	return s.accept(ln, func(dc *deadlineConn) {
+		s.serveOne(newGuardConn(tls.Server(dc, s.TLS), dc, s), ln.Addr(), false)
+	})
+}
+
+// accept runs the accept loop of ln until Shutdown.
+func (s *Server) accept(ln net.Listener, serve func(*deadlineConn)) error {
 	if !s.addListener(ln) {
 		return net.ErrClosed
 	}
@@ -223,22 +229,30 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 			}
 			return err
 		}
-		s.serveOne(newGuardConn(tls.Server(c, s.TLS), c.(*deadlineConn), s), ln.Addr())
+		serve(c.(*deadlineConn))
 	}
 }
 
-// serveOne serves one connection that is already private (implicit TLS,
-// or after STARTTLS) with an imapserver.Server of its own: it allows
-// authentication (InsecureAuth, which here only means "the transport is
-// not a *tls.Conn imapserver made") and offers no STARTTLS.
-func (s *Server) serveOne(c net.Conn, addr net.Addr) {
-	srv := imapserver.New(&imapserver.Options{
+// serveOne serves one connection with an imapserver.Server of its own,
+// whose logger reports to the connection's guard the errors imapserver
+// cannot classify (cmderr.go). On the plaintext listener (plain) it
+// offers STARTTLS (done by the guard) and allows authentication only if
+// AllowPlaintextAuth is set. A connection that is already private
+// (implicit TLS, or after STARTTLS) allows authentication (InsecureAuth,
+// which here only means "the transport is not a *tls.Conn imapserver
+// made") and offers no STARTTLS.
+func (s *Server) serveOne(gc *guardConn, addr net.Addr, plain bool) {
+	opts := &imapserver.Options{
 		NewSession:   s.newSession,
 		Caps:         s.caps,
-		Logger:       slogLogger{s.Logger},
+		Logger:       connLogger{l: s.Logger, gc: gc},
 		InsecureAuth: true,
-	})
-	go srv.Serve(&oneConnListener{conn: c, addr: addr})
+	}
+	if plain {
+		opts.TLSConfig, opts.InsecureAuth = s.TLS, s.AllowPlaintextAuth
+	}
+	srv := imapserver.New(opts)
+	go srv.Serve(&oneConnListener{conn: gc, addr: addr})
 }
 
 func (s *Server) addListener(ln net.Listener) bool {
@@ -272,7 +286,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	err := s.srv.Close()
 	s.mu.Lock()
 	for _, ln := range s.listeners {
 		ln.Close()
@@ -286,9 +299,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.Close()
 	}
 	s.hub.close()
-	if err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "server closed") {
-		return err
-	}
 	return nil
 }
 
@@ -313,20 +323,6 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 
 func (l *oneConnListener) Close() error   { return nil }
 func (l *oneConnListener) Addr() net.Addr { return l.addr }
-
-// guardListener wraps accepted plaintext connections in a guardConn.
-type guardListener struct {
-	net.Listener
-	s *Server
-}
-
-func (l *guardListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return newPlainGuardConn(c.(*deadlineConn), l.s), nil
-}
 
 // OpenConnections is the number of connected clients.
 func (s *Server) OpenConnections() int64 { return s.conns.Load() }

@@ -67,7 +67,17 @@ func (ss *session) Close() error {
 		ss.sel.close()
 		ss.sel = nil
 	}
+	if ss.account != "" {
+		ss.s.hub.logout(ss)
+	}
 	return nil
+}
+
+// bye ends the session from outside (hub.kick): an untagged BYE, then
+// the connection is closed, which ends the command loop and Close runs.
+func (ss *session) bye(text string) {
+	ss.log().Info("imap session ended: " + text)
+	ss.conn.Bye(text)
 }
 
 // Login implements LOGIN (RFC 9051 section 6.2.3). imapserver has already
@@ -120,6 +130,7 @@ func (ss *session) loggedIn(account string) {
 		markLoggedIn(ss.conn.NetConn())
 	}
 	ss.account = account
+	ss.s.hub.login(ss)
 	ss.log().Info("imap login")
 }
 
@@ -142,13 +153,34 @@ func (ss *session) authError(err error) error {
 	return ss.internalError("authenticate", err)
 }
 
+// errAccountGone answers the commands of a session whose account was
+// deleted that run before the session is ended (hub.kick).
+var errAccountGone = noErr(imapv2.ResponseCodeNonExistent, "Account no longer exists")
+
 // internalError logs err with an id and returns NO [SERVERBUG] with that
-// id only.
+// id only; unless the account was deleted meanwhile, which explains the
+// failure (a message gone, say) and is no server error.
 func (ss *session) internalError(op string, err error) error {
+	if ss.accountGone(err) {
+		return errAccountGone
+	}
 	id := newID()
 	ss.log().Error("imap internal error", "op", op, "err", err, "errid", id)
 	return &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Code: imapv2.ResponseCodeServerBug,
 		Text: "Internal error, id " + id}
+}
+
+// accountGone reports whether err, or the account's absence, shows that
+// the session's account was deleted.
+func (ss *session) accountGone(err error) bool {
+	if errors.Is(err, store.ErrNoSuchAccount) {
+		return true
+	}
+	if ss.account == "" {
+		return false
+	}
+	_, aerr := ss.s.Store.Account(ss.account)
+	return errors.Is(aerr, store.ErrNoSuchAccount)
 }
 
 // storeError maps store errors to IMAP responses (RFC 5530 codes).
@@ -159,6 +191,8 @@ func (ss *session) storeError(op string, err error) error {
 		return nil
 	case errors.As(err, &ie):
 		return ie
+	case errors.Is(err, store.ErrNoSuchAccount):
+		return errAccountGone
 	case errors.Is(err, store.ErrNoSuchMailbox), errors.Is(err, store.ErrNotFound):
 		return noErr(imapv2.ResponseCodeNonExistent, "No such mailbox")
 	case errors.Is(err, store.ErrMailboxExists), errors.Is(err, store.ErrExists):

@@ -304,64 +304,173 @@ func TestLiteralGuard(t *testing.T) {
 	}
 }
 
-func TestLiteralGuardScan(t *testing.T) {
-	g := &literalGuard{appendLimit: 100}
-	in := "a APPEND INBOX {10}\r\n0123456789\r\nb LOGIN {3+}\r\nbob {5+}\r\nx{99}}\r\nc UID FETCH 1 BODY[]\r\n"
-	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
-		t.Fatalf("clean input: %d %q", n, reply)
+// guardRun feeds in to g as imapserver's parser reads it, chunk bytes
+// at a time at most, and returns what the parser got. answer says what
+// the server wrote after each line end passed on; the parser reads every
+// literal it is given.
+func guardRun(g *literalGuard, in string, chunk int, answer func(p pending) (cont, tagged bool)) (string, *refusal) {
+	src := []byte(in)
+	buf := make([]byte, 4096)
+	var got strings.Builder
+	for {
+		if g.pend.set {
+			g.resolve(answer(g.pend))
+		}
+		if g.startTLS != "" {
+			return got.String(), nil
+		}
+		n := 0
+		if len(g.held) > 0 {
+			n = copy(buf, g.held)
+			g.held = g.held[n:]
+		}
+		if n == 0 || g.more {
+			if len(src) == 0 {
+				return got.String(), nil
+			}
+			g.more = false
+			m := copy(buf[n:min(len(buf), n+chunk)], src)
+			src, n = src[m:], n+m
+		}
+		out, rest, ref := g.filter(buf[:n], n == len(buf))
+		if rest < n {
+			g.held = append(append([]byte(nil), buf[rest:n]...), g.held...)
+		}
+		got.Write(buf[:out])
+		if ref != nil {
+			return got.String(), ref
+		}
 	}
-	// A literal's data that looks like a header is skipped.
-	g = &literalGuard{appendLimit: 100}
-	in = "a APPEND INBOX {12}\r\nz {9999+}\r\n\r\nb NOOP\r\n"
-	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
-		t.Fatalf("literal data: %d %q", n, reply)
+}
+
+// parserReads: every literal is read ("+" for a synchronising one), every
+// command answered.
+func parserReads(p pending) (cont, tagged bool) {
+	if p.lit {
+		return !p.nonSync, false
+	}
+	return false, true
+}
+
+func TestLiteralGuardScan(t *testing.T) {
+	for _, chunk := range []int{1, 7, 4096} {
+		g := &literalGuard{appendLimit: 100}
+		in := "a APPEND INBOX {10}\r\n0123456789\r\nb LOGIN {3+}\r\nbob {5+}\r\nx{99}}\r\nc UID FETCH 1 BODY[]\r\n"
+		if got, ref := guardRun(g, in, chunk, parserReads); got != in || ref != nil {
+			t.Fatalf("clean input, %d-byte reads: %q %v", chunk, got, ref)
+		}
+	}
+	// A literal's data that looks like a header is passed on as data.
+	g := &literalGuard{appendLimit: 100}
+	in := "a APPEND INBOX {12}\r\nz {9999+}\r\n\r\nb NOOP\r\n"
+	if got, ref := guardRun(g, in, 4096, parserReads); got != in || ref != nil {
+		t.Fatalf("literal data: %q %v", got, ref)
 	}
 	g = &literalGuard{appendLimit: 100}
 	in = "a NOOP\r\nb LOGIN {5000}\r\n"
-	if n, reply := g.scan([]byte(in)); n != len("a NOOP\r\n") || !strings.HasPrefix(reply, "b BAD") {
-		t.Fatalf("sync literal outside APPEND: %d %q", n, reply)
+	if got, ref := guardRun(g, in, 4096, parserReads); got != "a NOOP\r\n" || ref == nil || !strings.HasPrefix(ref.reply, "b BAD") {
+		t.Fatalf("sync literal outside APPEND: %q %v", got, ref)
 	}
-	// LITERAL+ after login: APPEND up to the append limit, data skipped.
+	// LITERAL+ after login: APPEND up to the append limit, data passed on.
 	var authed atomic.Bool
 	authed.Store(true)
 	g = &literalGuard{appendLimit: 10000, authed: &authed}
 	in = "a APPEND INBOX {6000+}\r\n" + strings.Repeat("z {99999+}\r\n", 500) + "\r\nb NOOP\r\n"
-	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
-		t.Fatalf("LITERAL+ APPEND within the limit: %d %q", n, reply)
+	if got, ref := guardRun(g, in, 4096, parserReads); got != in || ref != nil {
+		t.Fatalf("LITERAL+ APPEND within the limit: %q %v", got, ref)
 	}
 	g = &literalGuard{appendLimit: 10000, authed: &authed}
 	in = "a NOOP\r\nb APPEND INBOX {10001+}\r\n"
-	if n, reply := g.scan([]byte(in)); n != len("a NOOP\r\n") || !strings.HasPrefix(reply, "b BAD") {
-		t.Fatalf("LITERAL+ APPEND over the limit: %d %q", n, reply)
+	if got, ref := guardRun(g, in, 4096, parserReads); got != "a NOOP\r\n" || ref == nil || !strings.HasPrefix(ref.reply, "b BAD") {
+		t.Fatalf("LITERAL+ APPEND over the limit: %q %v", got, ref)
 	}
 	g = &literalGuard{appendLimit: 10000, authed: &authed}
 	in = "b SEARCH TEXT {4097+}\r\n"
-	if n, reply := g.scan([]byte(in)); n != 0 || !strings.HasPrefix(reply, "b BAD") {
-		t.Fatalf("LITERAL+ outside APPEND over 4096: %d %q", n, reply)
+	if got, ref := guardRun(g, in, 4096, parserReads); got != "" || ref == nil || !strings.HasPrefix(ref.reply, "b BAD") {
+		t.Fatalf("LITERAL+ outside APPEND over 4096: %q %v", got, ref)
 	}
 	g = &literalGuard{appendLimit: 10000, authed: new(atomic.Bool)}
 	in = "b APPEND INBOX {4097+}\r\n"
-	if n, reply := g.scan([]byte(in)); n != 0 || !strings.HasPrefix(reply, "b BAD") {
-		t.Fatalf("LITERAL+ APPEND before login: %d %q", n, reply)
+	if got, ref := guardRun(g, in, 4096, parserReads); got != "" || ref == nil || !strings.HasPrefix(ref.reply, "b BAD") {
+		t.Fatalf("LITERAL+ APPEND before login: %q %v", got, ref)
 	}
+	// Refused before the "+" (over the append limit): no data follows.
+	refused := func(p pending) (bool, bool) { return false, true }
 	g = &literalGuard{appendLimit: 100}
-	in = "a APPEND INBOX {500}\r\nb NOOP\r\n" // refused by imapserver: no data follows
-	if n, reply := g.scan([]byte(in)); n != len(in) || reply != "" {
-		t.Fatalf("APPEND over the limit: %d %q", n, reply)
+	in = "a APPEND INBOX {500}\r\nb NOOP\r\n"
+	if got, ref := guardRun(g, in, 4096, refused); got != in || ref != nil {
+		t.Fatalf("APPEND over the limit: %q %v", got, ref)
+	}
+	// Answered before its LITERAL+ literal was read: the literal and the
+	// rest of the command, a second literal included, never reach the
+	// parser.
+	for _, chunk := range []int{1, 5, 4096} {
+		g = &literalGuard{appendLimit: 100, authed: &authed}
+		in = "a APPEND INBOX \"x\" {8+}\r\nb NOOP\r\n {4+}\r\nc NO\r\nd NOOP\r\n"
+		got, ref := guardRun(g, in, chunk, refused)
+		if got != "a APPEND INBOX \"x\" {8+}\r\nd NOOP\r\n" || ref != nil {
+			t.Fatalf("literal of an answered command, %d-byte reads: %q %v", chunk, got, ref)
+		}
+	}
+	// A line without a tag and a command is answered by the guard.
+	for _, chunk := range []int{1, 4096} {
+		g = &literalGuard{appendLimit: 100}
+		in = "\r\n\n(x {3+}\r\nabc\r\na\r\nb \r\nc UID\r\n+a NOOP\r\nd UID FETCH 1 FLAGS\r\n"
+		got, ref := guardRun(g, in, chunk, parserReads)
+		if got != "d UID FETCH 1 FLAGS\r\n" || ref != nil {
+			t.Fatalf("lines without a command, %d-byte reads: %q %v", chunk, got, ref)
+		}
+		if want := "* BAD [CLIENTBUG] Empty command line\r\n* BAD [CLIENTBUG] Empty command line\r\n" +
+			"* BAD [CLIENTBUG] Invalid tag\r\na BAD [CLIENTBUG] Missing command name\r\n" +
+			"b BAD [CLIENTBUG] Missing command name\r\nc BAD [CLIENTBUG] Missing command name\r\n" +
+			"* BAD [CLIENTBUG] Invalid tag\r\n"; string(g.say) != want {
+			t.Fatalf("answers: %q", g.say)
+		}
+	}
+	// A command over maxCommandBytes is refused.
+	g = &literalGuard{appendLimit: 100}
+	in = "a NOOP\r\nb LOGIN x " + strings.Repeat("y", maxCommandBytes) + "\r\n"
+	if got, ref := guardRun(g, in, 4096, parserReads); !strings.HasPrefix(got, "a NOOP\r\n") || ref == nil ||
+		!strings.HasPrefix(ref.reply, "b BAD [TOOBIG]") {
+		t.Fatalf("over-long command: %q %v", got[:min(len(got), 40)], ref)
 	}
 	// On the plaintext listener STARTTLS is taken by the guard: nothing
 	// from its line on reaches the parser.
 	g = &literalGuard{appendLimit: 100, interceptTLS: true}
 	in = "a NOOP\r\nb STARTTLS\r\nc LOGIN x y\r\n"
-	if n, reply := g.scan([]byte(in)); n != len("a NOOP\r\n") || reply != "" || g.startTLS != "b" {
-		t.Fatalf("STARTTLS taken: %d %q %q", n, reply, g.startTLS)
+	if got, ref := guardRun(g, in, 4096, parserReads); got != "a NOOP\r\n" || ref != nil || g.startTLS != "b" ||
+		string(g.held) != "c LOGIN x y\r\n" {
+		t.Fatalf("STARTTLS taken: %q %v %q %q", got, ref, g.startTLS, g.held)
 	}
 	// Elsewhere STARTTLS is a command like any other (imapserver refuses
 	// it) and the guard goes on watching.
 	g = &literalGuard{appendLimit: 100}
 	in = "a STARTTLS\r\nb APPEND INBOX {99999+}\r\n"
-	if n, reply := g.scan([]byte(in)); n != len("a STARTTLS\r\n") || !strings.HasPrefix(reply, "b BAD") {
-		t.Fatalf("after a refused STARTTLS: %d %q", n, reply)
+	if got, ref := guardRun(g, in, 4096, parserReads); got != "a STARTTLS\r\n" || ref == nil || !strings.HasPrefix(ref.reply, "b BAD") {
+		t.Fatalf("after a refused STARTTLS: %q %v", got, ref)
+	}
+}
+
+// TestOutWatch: continuation requests and tagged responses are told
+// apart from untagged ones and from literal data, across writes.
+func TestOutWatch(t *testing.T) {
+	var o outWatch
+	for _, w := range []string{"* OK hi\r\n", "* 1 FETCH (BODY[] {12}\r\n", "+ x\r\na OK\r\n", ")\r\n* 2 EXISTS", "\r\n"} {
+		o.see([]byte(w))
+	}
+	if cont, tagged := o.take(); cont || tagged {
+		t.Fatalf("literal data taken for responses: %v %v", cont, tagged)
+	}
+	for _, w := range []string{"+", " Ready\r\n"} {
+		o.see([]byte(w))
+	}
+	if cont, tagged := o.take(); !cont || tagged {
+		t.Fatalf("continuation request: %v %v", cont, tagged)
+	}
+	o.see([]byte("* BYE\r\na1 "))
+	o.see([]byte("OK done\r\n"))
+	if cont, tagged := o.take(); cont || !tagged {
+		t.Fatalf("tagged response: %v %v", cont, tagged)
 	}
 }
 

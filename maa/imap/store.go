@@ -10,6 +10,9 @@ import (
 // Store implements STORE and UID STORE (RFC 9051 section 6.4.6): +FLAGS,
 // -FLAGS, FLAGS, each optionally .SILENT; keywords are free-form.
 func (ss *session) Store(w *imapserver.FetchWriter, numSet imapv2.NumSet, flags *imapv2.StoreFlags, _ *imapv2.StoreOptions) error {
+	if err := checkFlags(flags.Flags); err != nil {
+		return err
+	}
 	if err := ss.checkWritable(); err != nil {
 		return err
 	}

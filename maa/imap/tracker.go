@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"errors"
 	"log/slog"
 	"slices"
 	"sort"
@@ -22,6 +23,7 @@ type hub struct {
 
 	mu      sync.Mutex
 	boxes   map[boxKey]*tracker
+	logins  map[string]map[*session]struct{} // logged-in sessions by account
 	stop    chan struct{}
 	done    chan struct{}
 	started bool
@@ -60,11 +62,11 @@ func (h *hub) settle() {
 type boxKey struct{ account, mailbox string }
 
 func newHub(st store.Store, logger *slog.Logger) *hub {
-	return &hub{store: st, logger: logger, boxes: map[boxKey]*tracker{},
+	return &hub{store: st, logger: logger, boxes: map[boxKey]*tracker{}, logins: map[string]map[*session]struct{}{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-// start subscribes lazily, at the first SELECT: the store may not accept
+// start subscribes lazily, at the first login: the store may not accept
 // subscriptions before the server runs.
 func (h *hub) startLocked() {
 	if h.started || h.closed {
@@ -117,6 +119,7 @@ func (h *hub) run(ch <-chan store.Event, cancel func()) {
 				// Every event up to here is in what resyncAll reads.
 				seq := h.store.EventSeq()
 				h.resyncAll()
+				h.kickDeleted()
 				h.seen.Store(seq)
 				continue
 			}
@@ -136,6 +139,9 @@ func (h *hub) lookup(account, mailbox string) *tracker {
 
 func (h *hub) dispatch(ev store.Event) {
 	switch ev.Kind {
+	case store.EventAccountDelete:
+		h.kick(ev.Account)
+		return
 	case store.EventMailboxRename:
 		h.rename(ev.Account, ev.Mailbox, ev.NewName)
 		return
@@ -188,6 +194,62 @@ func (h *hub) rename(account, oldName, newName string) {
 	}
 }
 
+// login registers a logged-in session, so that it ends when its account
+// is deleted; it starts the subscription if need be.
+func (h *hub) login(ss *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.startLocked()
+	m := h.logins[ss.account]
+	if m == nil {
+		m = map[*session]struct{}{}
+		h.logins[ss.account] = m
+	}
+	m[ss] = struct{}{}
+}
+
+// logout unregisters a session (at its end).
+func (h *hub) logout(ss *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if m := h.logins[ss.account]; m != nil {
+		delete(m, ss)
+		if len(m) == 0 {
+			delete(h.logins, ss.account)
+		}
+	}
+}
+
+// kick ends the sessions of a deleted account with BYE, as Dovecot's
+// kick does: every command of theirs would fail. Each BYE is written on a
+// goroutine of its own: a session may be blocked writing to a slow
+// client, and the hub must go on dispatching.
+func (h *hub) kick(account string) {
+	h.mu.Lock()
+	m := h.logins[account]
+	delete(h.logins, account)
+	h.mu.Unlock()
+	for ss := range m {
+		go ss.bye("Account deleted")
+	}
+}
+
+// kickDeleted kicks the sessions of accounts deleted while events were
+// lost (a subscription overflow).
+func (h *hub) kickDeleted() {
+	h.mu.Lock()
+	accounts := make([]string, 0, len(h.logins))
+	for a := range h.logins {
+		accounts = append(accounts, a)
+	}
+	h.mu.Unlock()
+	for _, a := range accounts {
+		if _, err := h.store.Account(a); errors.Is(err, store.ErrNoSuchAccount) {
+			h.kick(a)
+		}
+	}
+}
+
 func (h *hub) resyncAll() {
 	h.mu.Lock()
 	all := make([]*tracker, 0, len(h.boxes))
@@ -236,7 +298,7 @@ func (h *hub) open(account, mailbox string) (*view, error) {
 		h.release(t)
 		return nil, t.loadErr
 	}
-	v := &view{t: t, maxUID: t.lastUID()}
+	v := &view{t: t, maxUID: t.lastUID(), flagsGen: t.flagsGen}
 	t.views[v] = struct{}{}
 	return v, nil
 }
@@ -273,6 +335,13 @@ type tracker struct {
 	gone        bool            // the mailbox was deleted
 	views       map[*view]struct{}
 	appended    chan struct{} // closed and replaced at every append
+
+	// keywords are those in the FLAGS response: defaultKeywords and
+	// every keyword seen in the mailbox since it was loaded. flagsGen
+	// counts their additions; a view that has seen fewer is sent FLAGS
+	// (RFC 9051 section 7.3.5). Under mu.
+	keywords map[string]struct{}
+	flagsGen uint64
 
 	// envs caches decoded ENVELOPEs by blob id for SEARCH (blobs never
 	// change); it lives as long as the mailbox is selected somewhere.
@@ -340,11 +409,47 @@ func (t *tracker) load() error {
 	}
 	t.uidValidity = mb.UIDValidity
 	t.msgs = msgs
+	t.keywords = make(map[string]struct{}, len(defaultKeywords))
+	for _, k := range defaultKeywords {
+		t.keywords[k] = struct{}{}
+	}
+	for i := range msgs {
+		t.noteKeywords(msgs[i].Flags)
+	}
+	t.flagsGen = 0
 	t.nextUID = mb.UIDNext
 	if n := len(msgs); n > 0 && msgs[n-1].UID >= t.nextUID {
 		t.nextUID = msgs[n-1].UID + 1
 	}
 	return nil
+}
+
+// noteKeywords adds the keywords of flags not listed yet; t.mu is held.
+func (t *tracker) noteKeywords(flags []string) {
+	for _, f := range flags {
+		if len(f) == 0 || f[0] == '\\' {
+			continue
+		}
+		if _, ok := t.keywords[f]; !ok {
+			t.keywords[f] = struct{}{}
+			t.flagsGen++
+		}
+	}
+}
+
+// flagList is the FLAGS response: the system flags and t.keywords, sorted;
+// t.mu is held.
+func (t *tracker) flagList() []imapv2.Flag {
+	out := slices.Clone(systemFlags)
+	keys := make([]string, 0, len(t.keywords))
+	for k := range t.keywords {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out = append(out, imapv2.Flag(k))
+	}
+	return out
 }
 
 func (t *tracker) isGone() bool {
@@ -392,6 +497,7 @@ func (t *tracker) applyAppend(msgs []store.Message) {
 		}
 		t.msgs = append(t.msgs, m)
 		t.nextUID = m.UID + 1
+		t.noteKeywords(m.Flags)
 		added = true
 	}
 	if added {
@@ -419,6 +525,7 @@ func (t *tracker) applyFlags(msgs []store.Message, source *view) {
 		if same {
 			continue
 		}
+		t.noteKeywords(m.Flags)
 		for v := range t.views {
 			if v != source && m.UID <= v.maxUID {
 				if _, own := v.storing[m.UID]; !own {
@@ -534,6 +641,7 @@ func (t *tracker) resyncLocked() {
 	for _, n := range changed {
 		i := t.index(n.UID)
 		t.msgs[i].Flags, t.msgs[i].ModSeq = n.Flags, n.ModSeq
+		t.noteKeywords(n.Flags)
 		for v := range t.views {
 			if n.UID <= v.maxUID {
 				v.markFlags(n.UID)
@@ -544,6 +652,7 @@ func (t *tracker) resyncLocked() {
 		if m.UID >= t.nextUID {
 			t.msgs = append(t.msgs, m)
 			t.nextUID = m.UID + 1
+			t.noteKeywords(m.Flags)
 		}
 	}
 	t.notifyAll()
@@ -579,6 +688,7 @@ type view struct {
 	flags    map[uint32]struct{} // UIDs with unreported flag changes
 	storing  map[uint32]struct{} // UIDs this view is changing (beginStore)
 	notify   chan struct{}       // set while IDLE
+	flagsGen uint64              // the tracker's flagsGen when FLAGS was last sent
 }
 
 func (v *view) close() {
@@ -604,7 +714,7 @@ func (v *view) addGhost(uid uint32) {
 }
 
 func (v *view) pendingLocked() bool {
-	return len(v.ghosts) > 0 || len(v.flags) > 0 || v.t.lastUID() > v.maxUID
+	return len(v.ghosts) > 0 || len(v.flags) > 0 || v.t.lastUID() > v.maxUID || v.flagsGen != v.t.flagsGen
 }
 
 // count is the number of messages the client knows of.

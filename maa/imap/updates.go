@@ -2,6 +2,7 @@ package imap
 
 import (
 	"slices"
+	"strings"
 
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -14,6 +15,8 @@ type update struct {
 	seq     uint32 // FETCH seq (UID uid FLAGS flags)
 	uid     uint32
 	flags   []string
+	// mailboxFlags: FLAGS (the mailbox's flags, with a new keyword)
+	mailboxFlags []imapv2.Flag
 }
 
 // collect moves the view forward and returns what the client must be told:
@@ -24,6 +27,12 @@ func (v *view) collect(allowExpunge bool) []update {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []update
+	if v.flagsGen != t.flagsGen {
+		// Before the FETCH that shows the new keyword (RFC 9051 7.3.5).
+		// PERMANENTFLAGS has \* and does not change.
+		v.flagsGen = t.flagsGen
+		out = append(out, update{mailboxFlags: t.flagList()})
+	}
 	if allowExpunge && len(v.ghosts) > 0 {
 		out = v.expungesLocked(out)
 	}
@@ -76,6 +85,8 @@ func writeUpdates(w *imapserver.UpdateWriter, ups []update) error {
 	for _, u := range ups {
 		var err error
 		switch {
+		case u.mailboxFlags != nil:
+			err = w.WriteMailboxFlags(u.mailboxFlags)
 		case u.expunge != 0:
 			err = w.WriteExpunge(u.expunge)
 		case u.exists != 0 || u.seq == 0:
@@ -121,13 +132,32 @@ func toFlags(fs []string) []imapv2.Flag {
 	return out
 }
 
+// fromFlags converts flags checked by checkFlags.
 func fromFlags(fs []imapv2.Flag) []string {
-	out := make([]string, 0, len(fs))
-	for _, f := range fs {
-		if f == "\\Recent" || f == imapv2.FlagWildcard {
-			continue
-		}
-		out = append(out, string(f))
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = string(f)
 	}
 	return out
+}
+
+// systemFlags are the system flags a client may set (RFC 9051 section
+// 2.3.2).
+var systemFlags = []imapv2.Flag{imapv2.FlagSeen, imapv2.FlagAnswered, imapv2.FlagFlagged, imapv2.FlagDeleted, imapv2.FlagDraft}
+
+// checkFlags refuses, as Dovecot does, a flag list of STORE or APPEND with
+// a system flag other than those five: any other is a flag-extension,
+// which a server must not create (RFC 9051 section 9); \Recent is not
+// settable by a client either (RFC 3501 section 2.3.2; it is gone from
+// IMAP4rev2), nor \* (only in PERMANENTFLAGS). Nothing is stored then.
+func checkFlags(fs []imapv2.Flag) error {
+	for _, f := range fs {
+		if !strings.HasPrefix(string(f), `\`) {
+			continue
+		}
+		if !slices.ContainsFunc(systemFlags, func(s imapv2.Flag) bool { return strings.EqualFold(string(s), string(f)) }) {
+			return badErr("Invalid system flag " + string(f))
+		}
+	}
+	return nil
 }

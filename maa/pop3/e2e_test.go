@@ -516,3 +516,22 @@ func TestE2ELargeMessage(t *testing.T) {
 		t.Errorf("only %d lines at chunk boundaries", n)
 	}
 }
+
+// TestE2EAccountDeleted: deleting the account of a POP3 session (posthorn
+// user del) ends that session at its next command with -ERR [SYS/PERM],
+// rather than letting QUIT fail with a temporary error.
+func TestE2EAccountDeleted(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	fill(t, env, 2)
+	c := popLogin(t, env)
+	c.cmd("+OK 2 ", "STAT")
+	c.cmd("+OK", "DELE 1")
+	if err := env.Server.Store.DeleteAccount(harness.User); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd("-ERR [SYS/PERM] Account no longer exists", "NOOP")
+	c.raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := c.ReadLine(); err == nil {
+		t.Fatalf("the session goes on after its account was deleted: %q", line)
+	}
+}

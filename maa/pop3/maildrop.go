@@ -28,6 +28,7 @@ type maildrop struct {
 	byUID       map[uint32]int // UID -> index in msgs
 	events      <-chan store.Event
 	cancel      func()
+	accountGone bool // the account was deleted
 }
 
 // openMaildrop subscribes to the account's events, then takes the
@@ -87,6 +88,9 @@ func (d *maildrop) apply(ev store.Event) {
 				d.msgs[i].gone = true
 			}
 		}
+	case ev.Kind == store.EventAccountDelete:
+		d.accountGone = true
+		d.markAllGone()
 	case ev.Kind == store.EventMailboxRename && ev.Mailbox == inbox:
 		// Renaming INBOX moves its messages away (RFC 9051 6.3.6).
 		d.markAllGone()

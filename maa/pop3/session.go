@@ -49,6 +49,7 @@ const (
 	codeAuth    = "[AUTH] "     // RFC 3206 section 5: credentials problem
 	codeInUse   = "[IN-USE] "   // RFC 2449 section 8.1.2: maildrop locked
 	codeSysTemp = "[SYS/TEMP] " // RFC 3206 section 4: temporary failure
+	codeSysPerm = "[SYS/PERM] " // RFC 3206 section 4: permanent failure
 )
 
 // Errors that end a session.
@@ -249,6 +250,18 @@ func (ss *session) dispatch(line string) error {
 		ss.log.Debug("command", "cmd", name, "mech", trimForLog(mech), "args", "<redacted>")
 	default:
 		ss.log.Debug("command", "cmd", name, "args", trimForLog(args))
+	}
+	if ss.drop != nil && name != "CAPA" {
+		// An account deleted meanwhile ends the session (as IMAP's BYE),
+		// before a command that would find its messages gone.
+		if err := ss.drop.sync(); err != nil {
+			return err
+		}
+		if ss.drop.accountGone {
+			ss.log.Info("session ended: account deleted")
+			ss.errf(codeSysPerm + "Account no longer exists")
+			return errAbort
+		}
 	}
 	err := cmd.run(ss, args)
 	var ce connError

@@ -88,8 +88,8 @@ type Server struct {
 	// once, over all connections, and is shared with the server's other
 	// listeners; nil: a budget of MaxDataInFlight of this server's own.
 	Budget *membudget.Budget
-	// MaxDataInFlight is the size of the server's own budget; 0: four
-	// times MaxMessageBytes, and at least 256 MiB.
+	// MaxDataInFlight is the size of the server's own budget (unused
+	// with Budget); 0: four times MaxMessageBytes, and at least 256 MiB.
 	MaxDataInFlight int64
 
 	mu        sync.Mutex
@@ -119,9 +119,9 @@ func (s *Server) defaults() {
 	setDefault(&s.MinDataRate, 1024)
 	setDefault(&s.DNSTimeout, 20*time.Second)
 	setDefault(&s.TXTCacheTTL, time.Minute)
-	setDefault(&s.MaxDataInFlight, membudget.DefaultSize(s.MaxMessageBytes))
 	s.budget = s.Budget
 	if s.budget == nil {
+		setDefault(&s.MaxDataInFlight, membudget.DefaultSize(s.MaxMessageBytes))
 		s.budget = membudget.New(s.MaxDataInFlight)
 	}
 	s.dns = s.Resolver

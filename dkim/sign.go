@@ -64,10 +64,11 @@ func NewSigner(keys []store.DKIMKey) (*Signer, error) {
 	return s, nil
 }
 
-// Sign signs msg (a whole RFC 5322 message with CRLF line endings) and
-// returns the DKIM-Signature header fields to put before it, each ending
-// in CRLF.
-func (s *Signer) Sign(msg []byte) ([]byte, error) {
+// Sign signs msg (a whole RFC 5322 message with CRLF line endings,
+// given as the parts it is made of, one after the other, so that a caller
+// need not copy them together first) and returns the DKIM-Signature
+// header fields to put before it, each ending in CRLF.
+func (s *Signer) Sign(msg ...[]byte) ([]byte, error) {
 	headers, err := headerKeys(msg)
 	if err != nil {
 		return nil, err
@@ -95,8 +96,11 @@ func (s *Signer) Sign(msg []byte) ([]byte, error) {
 		writers = append(writers, sg)
 	}
 	// One pass over the message feeds every signer.
-	if _, err := io.MultiWriter(writers...).Write(msg); err != nil {
-		return nil, err
+	w := io.MultiWriter(writers...)
+	for _, part := range msg {
+		if _, err := w.Write(part); err != nil {
+			return nil, err
+		}
 	}
 	var out bytes.Buffer
 	for i, sg := range signers {
@@ -109,18 +113,22 @@ func (s *Signer) Sign(msg []byte) ([]byte, error) {
 }
 
 // Sign signs msg with the active keys among keys; see Signer.Sign.
-func Sign(keys []store.DKIMKey, msg []byte) ([]byte, error) {
+func Sign(keys []store.DKIMKey, msg ...[]byte) ([]byte, error) {
 	s, err := NewSigner(keys)
 	if err != nil {
 		return nil, err
 	}
-	return s.Sign(msg)
+	return s.Sign(msg...)
 }
 
 // headerKeys returns the h= list for msg: each SignedHeaders field as many
 // times as it occurs, and From once more (oversigning).
-func headerKeys(msg []byte) ([]string, error) {
-	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg)))
+func headerKeys(msg [][]byte) ([]string, error) {
+	parts := make([]io.Reader, len(msg))
+	for i, p := range msg {
+		parts[i] = bytes.NewReader(p)
+	}
+	r := textproto.NewReader(bufio.NewReader(io.MultiReader(parts...)))
 	h, err := r.ReadMIMEHeader()
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("dkim: reading the header: %w", err)

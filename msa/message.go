@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/mail"
 	"strings"
 	"time"
@@ -36,34 +37,38 @@ func (s *Server) owns(account, address string) (bool, error) {
 	return false, nil
 }
 
-// prepare checks a submitted message and returns it as it is sent on:
-// with a Received field, Date and Message-ID when missing (RFC 6409
-// section 8.3), and DKIM signatures when its From domain is ours.
-func (s *Server) prepare(ss *session, body []byte) ([]byte, error) {
+// prepare checks a submitted message and returns what it is sent on as
+// the three parts to put together: head, the fields to put before body
+// (DKIM signatures when its From domain is ours, a Received field, Date
+// and Message-ID when missing: RFC 6409 section 8.3), body, and tail,
+// the line that ends a header without a body. The parts are returned
+// rather than copied together so that the caller makes the one copy, with
+// budget for it.
+func (s *Server) prepare(ss *session, body []byte) (head, tail []byte, err error) {
 	if !cleanLineEndings(body) {
-		return nil, errBareEOL
+		return nil, nil, errBareEOL
 	}
 	if !bytes.Contains(body, []byte("\r\n\r\n")) && bytes.HasSuffix(body, []byte("\r\n")) {
 		// A header without a body (RFC 5322 section 3.5 makes the body
 		// optional): add the empty line that ends the header.
-		body = append(body[:len(body):len(body)], "\r\n"...)
+		tail = []byte("\r\n")
 	}
-	m, err := mail.ReadMessage(bytes.NewReader(body))
+	m, err := mail.ReadMessage(io.MultiReader(bytes.NewReader(body), bytes.NewReader(tail)))
 	if err != nil {
-		return nil, errBadHeader
+		return nil, nil, errBadHeader
 	}
 	from, err := m.Header.AddressList("From")
 	if err != nil || len(from) == 0 {
-		return nil, errNoFrom
+		return nil, nil, errNoFrom
 	}
 	for _, a := range from {
 		ok, err := s.owns(ss.account, a.Address)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !ok {
 			ss.log.Info("From: refused", "from", a.Address)
-			return nil, errFromNotOwned
+			return nil, nil, errFromNotOwned
 		}
 	}
 	now := time.Now()
@@ -75,29 +80,30 @@ func (s *Server) prepare(ss *session, body []byte) ([]byte, error) {
 	if m.Header.Get("Message-Id") == "" {
 		fmt.Fprintf(&pre, "Message-ID: <%s.%s@%s>\r\n", ss.id, newID(), s.Hostname)
 	}
-	msg := append(pre.Bytes(), body...)
-	return s.sign(ss, domainOf(from[0].Address), msg)
+	sig, err := s.sign(ss, domainOf(from[0].Address), pre.Bytes(), body, tail)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(sig, pre.Bytes()...), tail, nil
 }
 
-// sign prepends DKIM-Signature fields when domain is ours and has keys.
-func (s *Server) sign(ss *session, domain string, msg []byte) ([]byte, error) {
+// sign returns the DKIM-Signature fields for msg, given in parts, when
+// domain is ours and has keys, and nothing otherwise.
+func (s *Server) sign(ss *session, domain string, msg ...[]byte) ([]byte, error) {
 	ours, err := s.Store.HasDomain(domain)
 	if err != nil || !ours {
-		return msg, err
+		return nil, err
 	}
 	keys, err := s.Store.DKIMKeys(domain)
 	if err != nil {
 		return nil, err
 	}
-	sig, err := dkim.Sign(keys, msg)
+	sig, err := dkim.Sign(keys, msg...)
 	if errors.Is(err, dkim.ErrNoKeys) {
 		ss.log.Warn("no active DKIM key; sending unsigned", "domain", domain)
-		return msg, nil
+		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	return append(sig, msg...), nil
+	return sig, err
 }
 
 // writeReceived writes our trace field (RFC 5321 section 4.4), with the

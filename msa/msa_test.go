@@ -19,6 +19,7 @@ import (
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/harness"
 	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/msa"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -109,6 +110,11 @@ func TestSubmitLocalAddsHeadersAndSigns(t *testing.T) {
 		if !strings.Contains(m, h) {
 			t.Errorf("delivered message lacks %q:\n%s", h, m)
 		}
+	}
+	// What the server put on top fits the room kept for it (so the body
+	// is not copied: see TestAssemble).
+	if added := strings.Index(m, "From: <"); added < 0 || added > msa.HeadRoom {
+		t.Errorf("%d bytes of fields added, over the %d kept for them", added, msa.HeadRoom)
 	}
 	if got := env.Server.Metrics.Value(metrics.Accepted, "via", "submission"); got != 1 {
 		t.Errorf("accepted metric = %d, want 1", got)

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/mta"
@@ -19,6 +20,11 @@ import (
 
 // deliverTimeout bounds the local delivery and queueing of one message.
 const deliverTimeout = 2 * time.Minute
+
+// headRoom is the room kept before a submitted body for the fields put on
+// top of it (DKIM signatures, Received, Date, Message-ID: about 1.5 KiB
+// with an RSA and an ed25519 key), so that the message is not copied.
+const headRoom = 4096
 
 // session is one client connection after EHLO. States: not
 // authenticated (only AUTH, and the commands go-smtp handles itself),
@@ -162,7 +168,7 @@ func (ss *session) Data(r io.Reader) error {
 	// Message lines may be longer than command lines (see
 	// mta.LiftLineLimit).
 	restore := mta.LiftLineLimit(ss.conn, r)
-	body, release, err := ss.s.budget.ReadAll(r, ss.s.maxMessageBytes(), ss.size, smtp.ErrDataTooLarge)
+	buf, release, err := ss.s.budget.ReadAll(r, headRoom, ss.s.maxMessageBytes(), ss.size, smtp.ErrDataTooLarge)
 	restore()
 	defer release()
 	if err != nil {
@@ -172,9 +178,15 @@ func (ss *session) Data(r io.Reader) error {
 		}
 		return reply(ss.log, err)
 	}
-	msg, err := ss.s.prepare(ss, body)
+	body := buf[headRoom:]
+	head, tail, err := ss.s.prepare(ss, body)
 	if err != nil {
 		ss.s.Metrics.Inc(metrics.Rejected, "via", "submission", "reason", "content")
+		return reply(ss.log, err)
+	}
+	msg, give, err := assemble(ss.s.budget, buf, head, tail)
+	defer give()
+	if err != nil {
 		return reply(ss.log, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deliverTimeout)
@@ -220,3 +232,23 @@ func (ss *session) Reset() {
 
 // Logout implements smtp.Session.
 func (ss *session) Logout() error { return nil }
+
+// assemble puts head, the body (buf[headRoom:]) and tail together: in
+// buf when head fits in its room and tail after the body, as they nearly
+// always do, or else in a copy, for which it holds budget (ErrNoRoom if
+// there is none). give gives that back; it is never nil.
+func assemble(budget *membudget.Budget, buf, head, tail []byte) (msg []byte, give func(), err error) {
+	if len(head) <= headRoom && len(tail) <= cap(buf)-len(buf) {
+		msg = buf[headRoom-len(head):]
+		copy(msg, head)
+		return append(msg, tail...), func() {}, nil
+	}
+	body := buf[headRoom:]
+	size := len(head) + len(body) + len(tail)
+	var held int64
+	if !budget.Hold(&held, int64(size)) {
+		return nil, func() {}, membudget.ErrNoRoom
+	}
+	msg = make([]byte, 0, size)
+	return append(append(append(msg, head...), body...), tail...), func() { budget.Give(held) }, nil
+}

@@ -315,12 +315,12 @@ func checkLineEndings(b []byte) error {
 	return nil
 }
 
-// readBounded reads r to its end, keeping at most max bytes; more is
-// errTooBig, and more than budget has room for is errNoRoom (after
-// draining r, so a BDAT client stays in step). release returns the
-// budget held; it is never nil.
-func readBounded(r io.Reader, max int64, budget *membudget.Budget) (b []byte, release func(), err error) {
-	b, release, err = budget.ReadAll(r, max, 0, errTooBig)
+// readBounded reads r to its end into b[room:], keeping at most max
+// bytes; more is errTooBig, and more than budget has room for is
+// errNoRoom (after draining r, so a BDAT client stays in step). release
+// returns the budget held; it is never nil.
+func readBounded(r io.Reader, room int, max int64, budget *membudget.Budget) (b []byte, release func(), err error) {
+	b, release, err = budget.ReadAll(r, room, max, 0, errTooBig)
 	if err == membudget.ErrNoRoom {
 		err = errNoRoom
 	}

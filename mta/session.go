@@ -189,19 +189,19 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), er
 	if !ok {
 		// BDAT: chunks are counted, not dot-terminated, so only the line
 		// endings need a look. Or go-smtp's reader changed shape.
-		b, rel, err := readBounded(r, s.srv.MaxMessageBytes, s.srv.budget)
+		b, rel, err := readBounded(r, traceRoom, s.srv.MaxMessageBytes, s.srv.budget)
 		release = rel
 		if err != nil {
 			return nil, 0, release, err
 		}
-		if err := checkLineEndings(b); err != nil {
+		if err := checkLineEndings(b[traceRoom:]); err != nil {
 			if _, bdat := r.(*io.PipeReader); !bdat {
 				s.log.Error("go-smtp's DATA reader changed: falling back to a weaker check")
 				s.hangup(errBareEOL)
 			}
 			return nil, 0, release, err
 		}
-		return b, 0, release, nil
+		return b, traceRoom, release, nil
 	}
 	// Bytes already buffered when DATA was read were sent before our 354:
 	// RFC 2920 section 3.1 makes DATA the last command of a group.

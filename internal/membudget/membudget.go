@@ -85,44 +85,49 @@ func (b *Budget) Give(held int64) {
 // bytes may still be used after it (the budget bounds what transfers
 // hold, not what the caller keeps afterwards).
 //
+// The data is buf[room:]: buf[:room] is left free (and held) for the
+// caller to put header fields before the data without copying it.
+//
 // hint is the size the client announced, 0 if none. The buffer starts at
 // that size, but at most 1 MiB: a client's word is not enough to allocate
 // more. Once the client has sent that much, the buffer grows to the size
 // announced, or by doubling when that is too small.
-func (b *Budget) ReadAll(r io.Reader, limit, hint int64, errTooBig error) (buf []byte, release func(), err error) {
+func (b *Budget) ReadAll(r io.Reader, room int, limit, hint int64, errTooBig error) (buf []byte, release func(), err error) {
 	var held int64
 	release = func() { b.Give(held); held = 0 }
 	drain := func(err error) ([]byte, func(), error) {
 		io.Copy(io.Discard, r)
 		return nil, release, err
 	}
+	front := int64(room)
 	// One byte more than expected, so that a body of the size announced
 	// ends without growing the buffer, and one over limit can be seen.
-	size := min(max(hint, 4<<10), 1<<20, limit) + 1
+	size := front + min(max(hint, 4<<10), 1<<20, limit) + 1
 	if !b.Hold(&held, size) {
 		return drain(ErrNoRoom)
 	}
-	buf = make([]byte, 0, size)
+	buf = make([]byte, room, size)
 	for {
 		if len(buf) == cap(buf) {
-			if int64(len(buf)) > limit {
+			n := int64(len(buf)) - front // data so far
+			if n > limit {
 				return drain(errTooBig)
 			}
-			grow := min(int64(cap(buf))*2, limit+1)
-			if hint >= int64(cap(buf)) {
-				grow = max(grow, min(hint, limit)+1)
+			grow := front + min(n*2, limit+1)
+			if hint >= n {
+				grow = max(grow, front+min(hint, limit)+1)
 			}
 			if !b.Hold(&held, grow) {
 				return drain(ErrNoRoom)
 			}
 			nb := make([]byte, len(buf), grow)
-			copy(nb, buf)
+			copy(nb[room:], buf[room:])
 			buf = nb
 		}
 		n, rerr := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		switch {
-		case rerr == io.EOF && int64(len(buf)) > limit:
+		case rerr == io.EOF && int64(len(buf))-front > limit:
 			return nil, release, errTooBig
 		case rerr == io.EOF:
 			return buf, release, nil

@@ -107,7 +107,7 @@ func TestReadAll(t *testing.T) {
 	// The size announced: one buffer of that size once the first MiB
 	// has come, and no copy at the end.
 	r := &chunks{data: body, b: b}
-	got, release, err := b.ReadAll(r, 10<<20, int64(len(body)), errBig)
+	got, release, err := b.ReadAll(r, 0, 10<<20, int64(len(body)), errBig)
 	if err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("ReadAll: %d bytes, %v", len(got), err)
 	}
@@ -125,7 +125,7 @@ func TestReadAll(t *testing.T) {
 
 	// A client that announces much but sends little holds at most 1 MiB.
 	r = &chunks{data: body[:5000], b: b}
-	got, release, err = b.ReadAll(r, 10<<20, 9<<20, errBig)
+	got, release, err = b.ReadAll(r, 0, 10<<20, 9<<20, errBig)
 	if err != nil || len(got) != 5000 {
 		t.Fatalf("short body: %d bytes, %v", len(got), err)
 	}
@@ -136,7 +136,7 @@ func TestReadAll(t *testing.T) {
 
 	// No size announced: doubling, and the right bytes.
 	r = &chunks{data: body, b: b}
-	got, release, err = b.ReadAll(r, 10<<20, 0, errBig)
+	got, release, err = b.ReadAll(r, 0, 10<<20, 0, errBig)
 	if err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("no hint: %d bytes, %v", len(got), err)
 	}
@@ -144,20 +144,41 @@ func TestReadAll(t *testing.T) {
 
 	// Over the limit: errTooBig, after reading to the end.
 	r = &chunks{data: body, b: b}
-	if _, release, err = b.ReadAll(r, 1<<20, 0, errBig); err != errBig || r.left != 0 {
+	if _, release, err = b.ReadAll(r, 0, 1<<20, 0, errBig); err != errBig || r.left != 0 {
 		t.Fatalf("over the limit: %v, %d bytes left unread", err, r.left)
 	}
 	release()
 	// Exactly at the limit: accepted.
-	if got, release, err = b.ReadAll(bytes.NewReader(body[:1<<20]), 1<<20, 0, errBig); err != nil || len(got) != 1<<20 {
+	if got, release, err = b.ReadAll(bytes.NewReader(body[:1<<20]), 0, 1<<20, 0, errBig); err != nil || len(got) != 1<<20 {
 		t.Fatalf("at the limit: %d bytes, %v", len(got), err)
+	}
+	release()
+
+	// Room before the data: left free, held, and not counted in limit.
+	for _, hint := range []int64{0, int64(len(body))} {
+		r = &chunks{data: body, b: b}
+		got, release, err = b.ReadAll(r, 4096, int64(len(body)), hint, errBig)
+		if err != nil || len(got) != 4096+len(body) || !bytes.Equal(got[4096:], body) {
+			t.Fatalf("room, hint %d: %d bytes, %v", hint, len(got), err)
+		}
+		if !bytes.Equal(got[:4096], make([]byte, 4096)) {
+			t.Errorf("room, hint %d: the room is not left free", hint)
+		}
+		if held := b.Used(); held < int64(len(got)) {
+			t.Errorf("room, hint %d: held %d for a buffer of %d", hint, held, len(got))
+		}
+		release()
+	}
+	r = &chunks{data: body, b: b}
+	if _, release, err = b.ReadAll(r, 4096, int64(len(body))-1, 0, errBig); err != errBig || r.left != 0 {
+		t.Fatalf("room, one byte over the limit: %v, %d bytes left unread", err, r.left)
 	}
 	release()
 
 	// Over the budget: ErrNoRoom, after reading to the end, nothing held.
 	small := New(2 << 20)
 	r = &chunks{data: body, b: small}
-	if _, release, err = small.ReadAll(r, 10<<20, 0, errBig); err != ErrNoRoom || r.left != 0 {
+	if _, release, err = small.ReadAll(r, 0, 10<<20, 0, errBig); err != ErrNoRoom || r.left != 0 {
 		t.Fatalf("over the budget: %v, %d bytes left unread", err, r.left)
 	}
 	if r.max > small.Max() {
@@ -170,7 +191,7 @@ func TestReadAll(t *testing.T) {
 
 	// A read error is returned as it is.
 	boom := errors.New("connection reset")
-	if _, release, err = b.ReadAll(io.MultiReader(strings.NewReader("abc"), errReader{boom}), 100, 0, errBig); err != boom {
+	if _, release, err = b.ReadAll(io.MultiReader(strings.NewReader("abc"), errReader{boom}), 0, 100, 0, errBig); err != boom {
 		t.Fatalf("read error: %v", err)
 	}
 	release()

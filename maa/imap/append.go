@@ -36,7 +36,7 @@ func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.A
 	}
 	// The body is held against the budget shared by every listener, and
 	// allocated at the literal's size only once its first MiB has come.
-	body, release, err := ss.s.Budget.ReadAll(r, r.Size(), r.Size(), errLiteralOverrun)
+	body, release, err := ss.s.Budget.ReadAll(r, 0, r.Size(), r.Size(), errLiteralOverrun)
 	defer release()
 	if errors.Is(err, membudget.ErrNoRoom) {
 		ss.log().Warn("APPEND refused for now: too many messages being received at once", "size", r.Size())

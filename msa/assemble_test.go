@@ -1,0 +1,70 @@
+package msa
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/posthorn/posthorn/internal/membudget"
+)
+
+// HeadRoom is headRoom, for the external tests.
+const HeadRoom = headRoom
+
+// TestAssemble: the fields put on top of a submitted body go into the room
+// left before it, so the message is not copied; when they do not fit, the
+// copy is made with budget for it, or refused without.
+func TestAssemble(t *testing.T) {
+	body := []byte(strings.Repeat("From: <a@b.test>\r\n\r\n", 1) + strings.Repeat("x", 100<<10) + "\r\n")
+	b := membudget.New(1 << 20)
+	read := func() ([]byte, func()) {
+		buf, release, err := b.ReadAll(bytes.NewReader(body), headRoom, 1<<20, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return buf, release
+	}
+	head := []byte("DKIM-Signature: v=1\r\nReceived: by us\r\n")
+	want := string(head) + string(body)
+
+	buf, release := read()
+	used := b.Used()
+	msg, give, err := assemble(b, buf, head, nil)
+	if err != nil || string(msg) != want {
+		t.Fatalf("in place: %v, %q...", err, msg[:min(len(msg), 60)])
+	}
+	if &msg[len(head)] != &buf[headRoom] {
+		t.Error("the body was copied although the head fits in its room")
+	}
+	if b.Used() != used {
+		t.Errorf("budget used %d, want %d: nothing more held", b.Used(), used)
+	}
+	give()
+	release()
+
+	// A head larger than the room: a copy, held while it is used.
+	big := bytes.Repeat([]byte("X-Long: yes\r\n"), headRoom/10)
+	buf, release = read()
+	used = b.Used()
+	msg, give, err = assemble(b, buf, big, []byte("\r\n"))
+	if err != nil || string(msg) != string(big)+string(body)+"\r\n" {
+		t.Fatalf("copy: %v", err)
+	}
+	if b.Used() < used+int64(len(msg)) {
+		t.Errorf("budget used %d for a copy of %d bytes besides %d", b.Used(), len(msg), used)
+	}
+	give()
+	if b.Used() != used {
+		t.Errorf("budget used %d after give, want %d", b.Used(), used)
+	}
+
+	// No budget left for the copy: ErrNoRoom, nothing held.
+	small := membudget.New(int64(len(body)) / 2)
+	if _, _, err := assemble(small, buf, big, nil); err != membudget.ErrNoRoom {
+		t.Errorf("copy over the budget: %v, want ErrNoRoom", err)
+	}
+	if small.Used() != 0 {
+		t.Errorf("refused copy holds %d", small.Used())
+	}
+	release()
+}

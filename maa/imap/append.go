@@ -15,6 +15,18 @@ import (
 // errLiteralOverrun: a literal reader gave more than its size (never).
 var errLiteralOverrun = errors.New("literal longer than announced")
 
+// errAppendEnd answers an APPEND with more after its message literal
+// than the end of the command (MULTIAPPEND, RFC 3502, is not offered).
+var errAppendEnd = &imapv2.Error{Type: imapv2.StatusResponseTypeBad, Code: imapv2.ResponseCodeClientBug,
+	Text: "Unexpected data after the message literal: nothing stored"}
+
+// appendEnded tells whether the APPEND whose message literal was just
+// read ends as it should (see guardConn.checkAppendEnd).
+func (ss *session) appendEnded() bool {
+	gc, ok := ss.conn.NetConn().(*guardConn)
+	return !ok || gc.checkAppendEnd()
+}
+
 // appendWait bounds how long APPEND to the selected mailbox waits for the
 // store's event, so that its EXISTS comes before the tagged OK.
 const appendWait = 200 * time.Millisecond
@@ -23,21 +35,29 @@ const appendWait = 200 * time.Millisecond
 // (RFC 4315). imapserver has checked the size against AppendLimit before
 // accepting the literal; store.Append returns once the message is durable.
 func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.AppendOptions) (*imapv2.AppendData, error) {
+	fail := func(err error) (*imapv2.AppendData, error) {
+		io.Copy(io.Discard, r)
+		if !ss.appendEnded() {
+			return nil, errAppendEnd
+		}
+		return nil, err
+	}
 	if options != nil {
 		if err := checkFlags(options.Flags); err != nil {
-			io.Copy(io.Discard, r)
-			return nil, err
+			return fail(err)
 		}
 	}
 	name, err := checkName(name)
 	if err != nil {
-		io.Copy(io.Discard, r)
-		return nil, err
+		return fail(err)
 	}
 	// The body is held against the budget shared by every listener, and
 	// allocated at the literal's size only once its first MiB has come.
 	body, release, err := ss.s.Budget.ReadAll(r, 0, r.Size(), r.Size(), errLiteralOverrun)
 	defer release()
+	if !ss.appendEnded() {
+		return nil, errAppendEnd
+	}
 	if errors.Is(err, membudget.ErrNoRoom) {
 		ss.log().Warn("APPEND refused for now: too many messages being received at once", "size", r.Size())
 		return nil, noErr(imapv2.ResponseCodeUnavailable, "Too many messages being received at once, try again later")

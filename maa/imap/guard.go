@@ -233,6 +233,68 @@ func (c *guardConn) read(p []byte) (int, error) {
 	}
 }
 
+// checkAppendEnd reads what follows an APPEND's message literal, which
+// the session has just read to its end, up to the end of the line, and
+// tells whether APPEND allows it there: nothing, or ")" after a
+// "UTF8 (~{n}" literal (RFC 6855). imapserver stores the message before
+// it looks, and then answers anything else with nothing at all (or with
+// BAD, the message stored all the same): the session asks first. When it
+// is not allowed, the line is replaced with the end imapserver expects,
+// so that it ends the command with the session's BAD.
+func (c *guardConn) checkAppendEnd() bool {
+	g := c.g
+	if !g.appendLit || g.skip > 0 || g.failed != nil {
+		return true
+	}
+	g.appendLit = false
+	buf := make([]byte, 4096)
+	// line reads the rest of the line into held and returns its length.
+	line := func() (int, bool) {
+		for bytes.IndexByte(g.held, '\n') < 0 {
+			if len(g.held) > maxCommandBytes {
+				return 0, false // the guard refuses it when it scans it
+			}
+			n, err := c.Conn.Read(buf)
+			g.held = append(g.held, buf[:n]...)
+			if err != nil && n == 0 {
+				return 0, false // the parser gets the error
+			}
+		}
+		return bytes.IndexByte(g.held, '\n') + 1, true
+	}
+	n, ok := line()
+	if !ok {
+		return true
+	}
+	want := "\r\n"
+	if g.paren {
+		want = ")\r\n"
+	}
+	if string(g.held[:n]) == want {
+		return true
+	}
+	// The command goes on to where it ends: through the literals that
+	// end its lines, when the client sends them without waiting (as a
+	// MULTIAPPEND would), the data of which is dropped here.
+	for {
+		size, nonSync, isLit := literalHeader(bytes.TrimRight(g.held[:n], "\r\n"))
+		g.held = g.held[n:]
+		if !isLit || !nonSync || size > g.appendLimit {
+			break
+		}
+		drop := min(size, int64(len(g.held)))
+		g.held = g.held[drop:]
+		if _, err := io.CopyN(io.Discard, c.Conn, size-drop); err != nil {
+			break
+		}
+		if n, ok = line(); !ok {
+			break
+		}
+	}
+	g.held = append([]byte(want), g.held...)
+	return false
+}
+
 // refuse answers the command the guard will not pass on and ends the
 // connection: nothing imapserver writes after it goes out, and its next
 // Read fails.
@@ -401,8 +463,8 @@ func markLoggedIn(nc net.Conn) {
 // limit; APPEND after login takes any size within it, LITERAL+, RFC 7888
 // section 3), and a synchronising one over 4096 bytes outside APPEND.
 //
-// Apart from literals and lines it skips, the guard never changes the
-// bytes. It stops at STARTTLS, after which the bytes it sees are TLS
+// Apart from literals and lines it skips, and the end of an APPEND it
+// refuses (checkAppendEnd), the guard never changes the bytes. It stops at STARTTLS, after which the bytes it sees are TLS
 // records. Its state is the reading goroutine's, but for emptyHeaderList.
 type literalGuard struct {
 	appendLimit int64
@@ -424,6 +486,11 @@ type literalGuard struct {
 	cmd      []byte // the start of the command's first line, up to cmdPrefixMax
 	fetch    bool   // the command is a FETCH
 	win      []byte // the end of the FETCH command, for an empty header list
+
+	// appendLit: the literal being passed on is an APPEND's, and paren:
+	// its header followed "UTF8 (~", so ")" must follow it. The guard
+	// stops at its end (see checkAppendEnd).
+	appendLit, paren bool
 
 	pend pending // the line end last passed on, until the parser asks for more
 	say  []byte  // the guard's own replies, written before anything goes on
@@ -515,6 +582,10 @@ func (g *literalGuard) filter(in []byte, full bool) (out, rest int, ref *refusal
 			w, i = w+k, i+k
 			g.skip -= int64(k)
 			lineOut = w
+			if g.skip == 0 && g.appendLit {
+				// What follows is for checkAppendEnd to see first.
+				return w, i, nil
+			}
 			continue
 		}
 		if g.drop > 0 {
@@ -672,6 +743,10 @@ func (g *literalGuard) endOfLine() (n int64, nonSync, isLit bool, ref *refusal) 
 		return n, nonSync, isLit, nil
 	}
 	isAppend := g.command() == "APPEND"
+	g.appendLit = isAppend
+	if i := bytes.LastIndexByte(line, '{'); isAppend && i >= 0 {
+		g.paren = bytes.HasSuffix(line[:i], []byte("(~"))
+	}
 	switch {
 	case nonSync && isAppend && g.authed != nil && g.authed.Load():
 		// LITERAL+ (advertised once logged in): the message may be as

@@ -472,3 +472,95 @@ func TestNewKeywordFlagsUpdate(t *testing.T) {
 		t.Fatalf("after an appended keyword: %q", lines)
 	}
 }
+
+// TestAppendEnd: what follows an APPEND's message literal must end the
+// command: nothing, or ")" after a UTF8 (~{n} literal. Anything else is
+// BAD with nothing stored, where imapserver stored the message and then
+// answered nothing (the client waited forever) or BAD. A MULTIAPPEND
+// (not offered) sent without waiting has its further literals dropped,
+// not run as commands. Sync and non-sync literals, the mailbox name as a
+// literal, and pipelined commands behind a good APPEND all work.
+func TestAppendEnd(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	count := func() int {
+		ms, err := e.st.Messages(testAlice, "Drafts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ms)
+	}
+	msg := "Subject: x\r\n\r\nhello\r\n"
+	inject := "x1 CREATE Injected\r\n"
+	bad := []struct{ name, send string }{
+		{"junk", "a APPEND Drafts {%d+}\r\n%sEXTRA"},
+		{"paren-without-utf8", "a APPEND Drafts {%d+}\r\n%s)"},
+		{"utf8-without-paren", "a APPEND Drafts UTF8 (~{%d+}\r\n%s"},
+		{"utf8-junk", "a APPEND Drafts UTF8 (~{%d+}\r\n%s) X"},
+		{"space", "a APPEND Drafts {%d+}\r\n%s "},
+		{"multiappend", "a APPEND Drafts {%d+}\r\n%s (\\Seen) {" + fmt.Sprint(len(inject)) + "+}\r\n" + inject},
+		{"multiappend-chain", "a APPEND Drafts {%d+}\r\n%s {" + fmt.Sprint(len(inject)) + "+}\r\n" + inject + " {" + fmt.Sprint(len(inject)) + "+}\r\n" + inject},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			before := count()
+			c := e.rawLogin(t, testAlice)
+			c.send(tc.send, len(msg), msg)
+			for _, l := range c.expect("a BAD") {
+				if strings.HasPrefix(l, "x") {
+					t.Fatalf("literal data run as a command: %q", l)
+				}
+			}
+			c.usable()
+			if n := count(); n != before {
+				t.Errorf("%d messages stored by a refused APPEND", n-before)
+			}
+			e.mustNotExist(t, testAlice, "Injected")
+		})
+	}
+	good := []struct{ name, send string }{
+		{"plain", "a APPEND Drafts {%d+}\r\n%s"},
+		{"utf8", "a APPEND Drafts UTF8 (~{%d+}\r\n%s)"},
+		{"flags-date", "a APPEND Drafts (\\Seen) \"01-Jan-2024 10:00:00 +0100\" {%d+}\r\n%s"},
+		{"mailbox-literal", "a APPEND {6+}\r\nDrafts {%d+}\r\n%s"},
+		{"pipelined", "a APPEND Drafts {%d+}\r\n%s\r\nb NOOP"},
+		{"empty", "a APPEND Drafts {0+}\r\n%.0d%.0s"},
+	}
+	for _, tc := range good {
+		t.Run(tc.name, func(t *testing.T) {
+			before := count()
+			c := e.rawLogin(t, testAlice)
+			c.send(tc.send, len(msg), msg)
+			if tc.name == "empty" {
+				c.expect("a ") // an empty message is the store's to refuse or keep
+				c.usable()
+				return
+			}
+			c.expect("a OK [APPENDUID")
+			if tc.name == "pipelined" {
+				c.expect("b OK")
+			}
+			c.usable()
+			if n := count(); n != before+1 {
+				t.Errorf("%d messages stored, want 1", n-before)
+			}
+		})
+	}
+	// A synchronising literal: the end is read after the data, which
+	// comes after the "+".
+	t.Run("sync", func(t *testing.T) {
+		before := count()
+		c := e.rawLogin(t, testAlice)
+		c.send("a APPEND Drafts {%d}", len(msg))
+		c.expect("+")
+		c.send("%sEXTRA", msg)
+		c.expect("a BAD")
+		c.send("b APPEND Drafts {%d}", len(msg))
+		c.expect("+")
+		c.send("%s", msg)
+		c.expect("b OK [APPENDUID")
+		c.usable()
+		if n := count(); n != before+1 {
+			t.Errorf("%d messages stored, want 1", n-before)
+		}
+	})
+}

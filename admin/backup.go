@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // backup writes a consistent copy of the live store (one bbolt read
@@ -18,6 +19,9 @@ func backup(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	dst := req.Args[0]
 	if !filepath.IsAbs(dst) {
 		return usage("backup needs an absolute path (the CLI makes it so)")
+	}
+	if env.Config != nil && ownFile(dst, env.Config.DataPath("posthorn.db")) {
+		return fmt.Errorf("%s is one of the store's own files: write the backup elsewhere", dst)
 	}
 	if _, err := os.Stat(dst); err == nil && !req.Force {
 		return fmt.Errorf("%s exists; use --force to overwrite it", dst)
@@ -46,4 +50,26 @@ func backup(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "backup written to %s (%s)\n", dst, byteSize(n))
 	return nil
+}
+
+// ownFile tells whether path is the data file db, or a file of the store
+// beside it (its log, a compaction's output), by name or by inode: a
+// backup renamed over the live file would leave the server writing to a
+// file no longer there, and everything acknowledged since lost at the
+// next start.
+func ownFile(path, db string) bool {
+	if a, err := os.Stat(path); err == nil {
+		if b, err := os.Stat(db); err == nil && os.SameFile(a, b) {
+			return true
+		}
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		dir = filepath.Dir(path)
+	}
+	dbDir, err := filepath.EvalSymlinks(filepath.Dir(db))
+	if err != nil {
+		dbDir = filepath.Dir(db)
+	}
+	return dir == dbDir && strings.HasPrefix(filepath.Base(path), filepath.Base(db))
 }

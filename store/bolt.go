@@ -173,6 +173,9 @@ func Open(path string, opts Options) (st Store, err error) {
 			return nil, err
 		}
 	}
+	if err := checkTruncated(path); err != nil {
+		return nil, err
+	}
 	logged := !opts.NoSync && !opts.NoWAL
 	db, err := openBolt(path, opts, logged)
 	if err != nil {
@@ -416,6 +419,9 @@ func Compact(src, dst string) error {
 		if err := st.Close(); err != nil {
 			return err
 		}
+	}
+	if err := checkTruncated(src); err != nil {
+		return err
 	}
 	in, err := bolt.Open(src, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: true})
 	if errors.Is(err, berrors.ErrTimeout) {

@@ -64,7 +64,11 @@ func openStore(cfg *config.Config) (store.Store, error) {
 		MaxMIMEDepth:    cfg.Limits.MaxMIMEDepth,
 	})
 	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("%s is in use by another process, but no server answers on its control socket %s", cfg.DataPath("posthorn.db"), cfg.DataPath(control.SocketName))
+		sock := cfg.DataPath(control.SocketName)
+		if _, cerr := control.Call(sock, admin.Request{Command: "domain list"}); cerr == nil {
+			return nil, fmt.Errorf("a server is already running on %s (its control socket %s answers): stop it first", dir, sock)
+		}
+		return nil, fmt.Errorf("%s is in use by another process, but no server answers on its control socket %s", cfg.DataPath("posthorn.db"), sock)
 	}
 	return st, err
 }

@@ -148,3 +148,80 @@ func TestRestoreCreatesDataDir(t *testing.T) {
 		t.Errorf("domain list of the restored store: %q", out)
 	}
 }
+
+// TestRestoreRefusesNonBackup: restore from a missing, empty, truncated
+// or foreign file is one line and a non-zero exit, and neither the store
+// nor the named file changes (the check used to open the file as a
+// store, creating a missing one and making an empty one a new, empty
+// store, which then replaced everything).
+func TestRestoreRefusesNonBackup(t *testing.T) {
+	cfg := initDir(t)
+	mustRun(t, "", "--config", cfg, "domain", "add", "kept.example")
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.db")
+	mustRun(t, "", "--config", cfg, "backup", good)
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty.db")
+	cut := filepath.Join(dir, "cut.db")
+	text := filepath.Join(dir, "text.db")
+	os.WriteFile(empty, nil, 0o600)
+	os.WriteFile(cut, data[:len(data)/2], 0o600)
+	os.WriteFile(text, []byte("hello\n"), 0o600)
+	missing := filepath.Join(dir, "missing.db")
+	for _, src := range []string{missing, empty, cut, text} {
+		mustFail(t, "is not a usable backup", "--config", cfg, "restore", src, "--force")
+		if out := mustRun(t, "", "--config", cfg, "domain", "list"); !strings.Contains(out, "kept.example") {
+			t.Fatalf("after a refused restore from %s, domain list = %q", filepath.Base(src), out)
+		}
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Error("restore created the missing backup file")
+	}
+	if fi, _ := os.Stat(empty); fi.Size() != 0 {
+		t.Errorf("restore wrote %d bytes into the empty file", fi.Size())
+	}
+	if matches, _ := filepath.Glob(filepath.Join(dir, "*-wal")); len(matches) > 0 {
+		t.Errorf("restore left logs beside the backups: %v", matches)
+	}
+	mustRun(t, "", "--config", cfg, "restore", good, "--force")
+}
+
+// TestBackupRefusesStoreFile: a backup onto the data file (or its log)
+// is refused, with the server running and stopped: renamed over the live
+// file, it left the server writing to a file no longer there, and every
+// message acknowledged since was lost at the next start.
+func TestBackupRefusesStoreFile(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	db := env.Config.DataPath("posthorn.db")
+	for _, dst := range []string{db, db + "-wal"} {
+		mustFail(t, "one of the store's own files", "--config", env.Config.Path, "backup", dst, "--force")
+	}
+	// Through a symbolic link to data_dir, and by a hard link's name.
+	link := filepath.Join(t.TempDir(), "data")
+	if err := os.Symlink(filepath.Dir(db), link); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, "one of the store's own files", "--config", env.Config.Path, "backup", filepath.Join(link, "posthorn.db"), "--force")
+	hard := filepath.Join(filepath.Dir(db), "hard.db")
+	if err := os.Link(db, hard); err == nil {
+		mustFail(t, "one of the store's own files", "--config", env.Config.Path, "backup", hard, "--force")
+		os.Remove(hard)
+	}
+	if err := sendPlain(env.Addr("smtp"), harness.User, "after"); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := env.Server.Store.Messages(harness.User, "INBOX"); err != nil || len(ms) != 1 {
+		t.Fatalf("INBOX: %d messages, %v", len(ms), err)
+	}
+	// Stopped: the same check, through the store opened directly.
+	cfg := initDir(t)
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "", "--config", cfg, "domain", "list") // makes the store
+	mustFail(t, "one of the store's own files", "--config", cfg, "backup", c.DataPath("posthorn.db"), "--force")
+}

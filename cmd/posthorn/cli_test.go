@@ -150,6 +150,11 @@ func TestCLIRunningServer(t *testing.T) {
 
 	// A second serve on the same data_dir is refused with one line.
 	mustFail(t, "posthorn.db", "--config", cfg, "serve")
+	// A command that opens the store itself (the demo does) says that a
+	// server runs, not that none answers.
+	if _, err := openStore(env.Config); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Errorf("openStore while serve runs: %v", err)
+	}
 }
 
 func TestCLIDKIMDNSImportExport(t *testing.T) {

@@ -97,12 +97,14 @@ func restoreCommand() *cli.Command {
 			return err
 		}
 		src := c.Args().First()
-		// The backup must open as a store before it replaces anything.
-		st, err := store.Open(src, store.Options{})
-		if err != nil {
+		// The backup must be a whole store before it replaces anything;
+		// it is only read (a missing or empty file is not a backup).
+		if err := store.Verify(src); err != nil {
 			return fmt.Errorf("%s is not a usable backup: %w", src, err)
 		}
-		st.Close()
+		if same, _ := sameFile(src, db); same {
+			return fmt.Errorf("%s is the store itself", src)
+		}
 		if _, err := os.Stat(db); err == nil && !c.Bool("force") {
 			return fmt.Errorf("%s exists; use --force to replace it", db)
 		}
@@ -178,4 +180,17 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// sameFile tells whether the paths a and b name one file.
+func sameFile(a, b string) (bool, error) {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(fa, fb), nil
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -203,6 +204,11 @@ func userAdd(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	if req.Hash == "" {
 		return usage("a password is required")
 	}
+	if targets, err := env.Store.Alias(a); err == nil {
+		return fmt.Errorf("%s is an alias (-> %s): delete it first (posthorn alias del %s)", a, strings.Join(targets, ", "), a)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	if err := env.Store.AddAccount(a, req.Hash); err != nil {
 		switch {
 		case errors.Is(err, store.ErrNoSuchDomain):
@@ -301,19 +307,9 @@ func aliasAdd(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	if err := nargs(req, 2, -1, "ADDRESS TARGET..."); err != nil {
 		return err
 	}
-	src := strings.ToLower(req.Args[0])
-	if strings.HasPrefix(src, "@") {
-		d, err := Domain(src[1:])
-		if err != nil {
-			return err
-		}
-		src = "@" + d
-	} else {
-		a, err := Address(src)
-		if err != nil {
-			return err
-		}
-		src = a
+	src, err := aliasSource(req.Args[0])
+	if err != nil {
+		return err
 	}
 	dom := src[strings.IndexByte(src, '@')+1:]
 	if ok, err := env.Store.HasDomain(dom); err != nil {
@@ -332,18 +328,90 @@ func aliasAdd(ctx context.Context, env *Env, req Request, out io.Writer) error {
 		}
 		targets = append(targets, a)
 	}
+	if err := checkAlias(env.Store, src, targets); err != nil {
+		return err
+	}
+	old, err := env.Store.Alias(src)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	if err := env.Store.AddAlias(src, targets); err != nil {
 		return err
 	}
+	if len(old) > 0 {
+		fmt.Fprintf(out, "alias %s -> %s (replaces -> %s)\n", src, strings.Join(targets, ", "), strings.Join(old, ", "))
+		return nil
+	}
 	fmt.Fprintf(out, "alias %s -> %s\n", src, strings.Join(targets, ", "))
 	return nil
+}
+
+// withAlias is a store as it would be with one more alias.
+type withAlias struct {
+	store.Store
+	src     string
+	targets []string
+}
+
+func (w withAlias) Alias(addr string) ([]string, error) {
+	if addr == w.src {
+		return w.targets, nil
+	}
+	return w.Store.Alias(addr)
+}
+
+// checkAlias refuses an alias the delivery agent would never use (its
+// address is an account's) or could not follow: a target in a domain of
+// ours that leads nowhere, or a loop. Mail to it would otherwise be
+// refused at RCPT time, long after the mistake.
+func checkAlias(st store.Store, src string, targets []string) error {
+	if !strings.HasPrefix(src, "@") {
+		if _, err := st.Account(src); err == nil {
+			return fmt.Errorf("%s is an account: an alias of the same address would never be used", src)
+		} else if !errors.Is(err, store.ErrNoSuchAccount) && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	agent := &mda.Agent{Store: withAlias{st, src, targets}}
+	for _, t := range targets {
+		_, err := agent.Resolve(t)
+		switch {
+		case err == nil, errors.Is(err, mda.ErrNotOurDomain):
+		case errors.Is(err, mda.ErrUnknownUser):
+			return fmt.Errorf("target %s: no such account or alias here", t)
+		case errors.Is(err, mda.ErrAliasLoop):
+			return fmt.Errorf("alias %s -> %s would make a loop (%v)", src, t, err)
+		case errors.Is(err, mda.ErrBadAddress):
+			return fmt.Errorf("target %s: not an address mail is delivered to", t)
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// aliasSource is the address of an alias, or "@domain" for a catch-all,
+// in the form the store keeps.
+func aliasSource(arg string) (string, error) {
+	src := strings.ToLower(arg)
+	if strings.HasPrefix(src, "@") {
+		d, err := Domain(src[1:])
+		if err != nil {
+			return "", err
+		}
+		return "@" + d, nil
+	}
+	return Address(src)
 }
 
 func aliasDel(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	if err := nargs(req, 1, 1, "ADDRESS"); err != nil {
 		return err
 	}
-	src := strings.ToLower(req.Args[0])
+	src, err := aliasSource(req.Args[0])
+	if err != nil {
+		return err
+	}
 	if err := env.Store.DeleteAlias(src); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("no alias %s", src)

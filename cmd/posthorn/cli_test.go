@@ -92,6 +92,24 @@ func TestCLIStopped(t *testing.T) {
 		t.Errorf("domains changed by failed commands: %q", out)
 	}
 	mustFail(t, "is used by bob@example.org", "--config", cfg, "domain", "del", "example.org")
+
+	// Aliases the delivery agent could not follow are refused when made,
+	// not when mail comes: loops, targets of ours that lead nowhere, an
+	// alias shadowed by an account, an account shadowed by an alias.
+	mustFail(t, "no such account or alias here", "--config", cfg, "alias", "add", "b@other.org", "nobody@other.org")
+	mustRun(t, "", "--config", cfg, "alias", "add", "b@other.org", "bob@example.org")
+	mustRun(t, "", "--config", cfg, "alias", "add", "a@other.org", "b@other.org", "bob@example.org")
+	mustFail(t, "would make a loop", "--config", cfg, "alias", "add", "b@other.org", "a@other.org")
+	mustFail(t, "would make a loop", "--config", cfg, "alias", "add", "@other.org", "x@other.org")
+	mustFail(t, "is an account", "--config", cfg, "alias", "add", "bob@example.org", "someone@elsewhere.net")
+	mustFail(t, "is an alias", "--config", cfg, "user", "add", "b@other.org", "--password-stdin")
+	if out := mustRun(t, "", "--config", cfg, "alias", "add", "a@other.org", "bob@example.org"); !strings.Contains(out, "replaces -> b@other.org, bob@example.org") {
+		t.Errorf("alias add over an alias does not say what it replaces: %q", out)
+	}
+	mustRun(t, "", "--config", cfg, "alias", "del", "A@Other.ORG")
+	if out := mustRun(t, "", "--config", cfg, "alias", "list"); out != "b@other.org -> bob@example.org\n" {
+		t.Errorf("aliases after refused commands: %q", out)
+	}
 }
 
 func TestCLIBadDataDir(t *testing.T) {

@@ -14,11 +14,13 @@ import (
 )
 
 // ExportMaildir writes every mailbox of account to dir as Maildir++: INBOX
-// at the top, "Sub/Folder" in ".Sub.Folder" (modified UTF-7, with '.'
-// inside a name encoded too). Each message is written byte for byte as
-// stored, into tmp/ and then renamed into cur/ with its flags in the file
-// name and its internal date as modification time; keywords go to each
-// folder's dovecot-keywords (at most 26 per folder, as Dovecot allows).
+// at the top, "Sub/Folder" in ".Sub.Folder" and INBOX's child "INBOX/Sub"
+// in ".INBOX.Sub", as Dovecot does (modified UTF-7, with '.' inside a name
+// encoded too); ImportMaildir reads the names back unchanged. Each message
+// is written byte for byte as stored, into tmp/ and then renamed into cur/
+// with its flags in the file name and its internal date as modification
+// time; keywords go to each folder's dovecot-keywords (at most 26 per
+// folder, as Dovecot allows).
 // dir must not exist or be empty. It returns the number of messages
 // written.
 func ExportMaildir(ctx context.Context, st store.Store, dir, account string, progress Progress) (int, error) {
@@ -104,7 +106,9 @@ func exportMailbox(ctx context.Context, st store.Store, account string, mb store
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		name := fmt.Sprintf("%d.M%dU%d.posthorn:2,%s", m.InternalDate.Unix(), mb.ID, m.UID, flagLetters(m.Flags, kw))
+		// The UID is zero-padded to its 10 digits at most, so that names
+		// with the same internal date sort in UID order even as strings.
+		name := fmt.Sprintf("%d.M%dU%010d.posthorn:2,%s", m.InternalDate.Unix(), mb.ID, m.UID, flagLetters(m.Flags, kw))
 		if err := writeMessage(st, m, path, name); err != nil {
 			return fmt.Errorf("message UID %d: %w", m.UID, err)
 		}

@@ -2,12 +2,13 @@ package mailio
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,9 +33,12 @@ type maildirFolder struct {
 
 // ImportMaildir appends every message of a Maildir++ directory to account:
 // the top level's cur/ and new/ go to INBOX, ".Sub.Folder" to
-// "Sub/Folder"; missing mailboxes are created. Flags come from the file
-// names, the internal date from the files' modification times. Malformed
-// messages are skipped and listed in Result.Errors.
+// "Sub/Folder", ".INBOX.Sub" to "INBOX/Sub" (see folderName); missing
+// mailboxes are created. A folder's messages get UIDs in the order of
+// their file names' delivery times, then of the rest of the names compared
+// naturally (see maildirCompare). Flags come from the file names, the
+// internal date from the files' modification times. Malformed messages are
+// skipped and listed in Result.Errors.
 func ImportMaildir(ctx context.Context, st store.Store, dir, account string, progress Progress) (Result, error) {
 	if _, err := st.Account(account); err != nil {
 		return Result{}, fmt.Errorf("account %s: %w", account, err)
@@ -100,10 +104,16 @@ func isMaildir(dir string) bool {
 }
 
 // folderName turns a Maildir++ folder name ("Sub.Folder", modified UTF-7)
-// into a store mailbox name ("Sub/Folder"). Courier's "INBOX." prefix is
-// dropped.
+// into a store mailbox name ("Sub/Folder"), as Dovecot's Maildir++ layout
+// with an empty namespace prefix names it: ".Sub" is the top-level "Sub"
+// and ".INBOX.Sub" is "INBOX/Sub", a child of INBOX (ExportMaildir writes
+// it so, and must read back the same). Courier needs nothing special: it
+// shows ".Sub" as "INBOX.Sub" because its namespace prefix is "INBOX.",
+// but that prefix is not in the directory name, and ".Sub" is the folder
+// its user sees as a top-level one, so it becomes "Sub". A ".INBOX.Sub" is
+// never Courier's top-level "Sub", so no "INBOX." is stripped. The first
+// level's INBOX is case-insensitive, as in the store.
 func folderName(s string) (string, error) {
-	s = strings.TrimPrefix(s, "INBOX.")
 	parts := strings.Split(s, ".")
 	for i, p := range parts {
 		d, err := decodeUTF7(p)
@@ -115,47 +125,97 @@ func folderName(s string) (string, error) {
 		}
 		parts[i] = d
 	}
-	name := strings.Join(parts, "/")
-	if strings.EqualFold(name, "INBOX") {
-		name = "INBOX"
+	if strings.EqualFold(parts[0], "INBOX") {
+		parts[0] = "INBOX"
 	}
-	return name, nil
+	return strings.Join(parts, "/"), nil
 }
 
-// importFolder queues the messages of one folder, new/ then cur/, each
-// sorted by file name (which starts with the delivery time).
+// maildirFile is one message file of a folder: sub is "new" or "cur".
+type maildirFile struct {
+	sub, name string
+}
+
+// importFolder queues the messages of one folder, those of new/ and cur/
+// together, in the order of maildirCompare: the order of delivery. (A file
+// keeps its unique name when it moves from new/ to cur/, so new/ is not
+// necessarily later.)
 func (a *appender) importFolder(f maildirFolder) error {
 	keywords, err := readKeywords(f.path)
 	if err != nil {
 		return err
 	}
+	var files []maildirFile
 	for _, sub := range []string{"new", "cur"} {
-		d := filepath.Join(f.path, sub)
-		entries, err := os.ReadDir(d)
+		entries, err := os.ReadDir(filepath.Join(f.path, sub))
 		if err != nil {
 			return err
 		}
-		sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 		for _, e := range entries {
-			if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-				continue
+			if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				files = append(files, maildirFile{sub, e.Name()})
 			}
-			where := filepath.Join(f.mailbox, sub, e.Name())
-			j, err := maildirJob(filepath.Join(d, e.Name()), keywords)
-			if err != nil {
-				if !a.skip(where, err) {
-					return nil
-				}
-				continue
-			}
-			j.where, j.mailbox = where, f.mailbox
-			if !a.add(j) {
+		}
+	}
+	slices.SortStableFunc(files, func(x, y maildirFile) int { return maildirCompare(x.name, y.name) })
+	for _, file := range files {
+		where := filepath.Join(f.mailbox, file.sub, file.name)
+		j, err := maildirJob(filepath.Join(f.path, file.sub, file.name), keywords)
+		if err != nil {
+			if !a.skip(where, err) {
 				return nil
 			}
+			continue
+		}
+		j.where, j.mailbox = where, f.mailbox
+		if !a.add(j) {
+			return nil
 		}
 	}
 	return nil
 }
+
+// maildirCompare compares Maildir file names naturally: runs of digits as
+// the numbers they are, other bytes as bytes. A unique name starts with
+// its delivery time in seconds ("1577872800.M55U10.posthorn",
+// "1577872800.M314116P1234.host"), so that comes first, then whatever the
+// writer put after it, counters and microseconds that are usually not
+// zero-padded: U2 before U10, M99999 before M100000. Names that are equal
+// so ("U10", "U010") are then compared as strings, so that the order is
+// total.
+func maildirCompare(a, b string) int {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if isDigit(a[i]) && isDigit(b[j]) {
+			si, sj := i, j
+			for i < len(a) && isDigit(a[i]) {
+				i++
+			}
+			for j < len(b) && isDigit(b[j]) {
+				j++
+			}
+			// Compare the numbers without converting them: any length.
+			na, nb := strings.TrimLeft(a[si:i], "0"), strings.TrimLeft(b[sj:j], "0")
+			if c := cmp.Compare(len(na), len(nb)); c != 0 {
+				return c
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			continue
+		}
+		if c := cmp.Compare(a[i], b[j]); c != 0 {
+			return c
+		}
+		i, j = i+1, j+1
+	}
+	if c := cmp.Compare(len(a)-i, len(b)-j); c != 0 {
+		return c
+	}
+	return strings.Compare(a, b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // maildirJob reads one message file.
 func maildirJob(path string, keywords map[byte]string) (job, error) {

@@ -23,7 +23,11 @@
 //     in CRLF are kept, so a CRLF Maildir round trip is byte-exact.
 //   - Maildir++: the top level's cur/ and new/ are INBOX; ".Sub.Folder" is
 //     the mailbox "Sub/Folder", its name decoded from modified UTF-7 (RFC
-//     3501 section 5.1.3) as Dovecot and Courier write it. The ":2,"
+//     3501 section 5.1.3) as Dovecot and Courier write it, and
+//     ".INBOX.Sub" is INBOX's child "INBOX/Sub", as in Dovecot's layout.
+//     Files are imported in delivery order: by the time their names start
+//     with, then by the rest of the name with numbers compared as numbers
+//     (unpadded counters: U2 before U10). The ":2,"
 //     suffix's letters map to flags (D Draft, F Flagged, R Answered,
 //     S Seen, T Deleted; P, passed, has no IMAP flag); lower-case letters
 //     are keywords listed in the folder's dovecot-keywords file.

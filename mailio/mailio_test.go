@@ -372,6 +372,151 @@ func TestMaildirRoundTrip(t *testing.T) {
 	compareAccounts(t, st, harness.User, bob)
 }
 
+// TestMaildirRoundTripHierarchyAndOrder: a child of INBOX and a top-level
+// mailbox of the same name both come back under their own names, and
+// messages that share one internal date come back in UID order (file names
+// with UIDs 2 and 10 must not sort as strings).
+func TestMaildirRoundTripHierarchyAndOrder(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	ctx := context.Background()
+	const bob = "bob@example.test"
+	env.AddUser(bob, "another password")
+	for _, mb := range []string{"INBOX/Sub", "Sub"} {
+		if _, err := st.CreateMailbox(harness.User, mb, store.SpecialNone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	date := time.Date(2020, 1, 1, 10, 0, 0, 0, time.UTC)
+	add := func(mb string, i int, flags []string) {
+		t.Helper()
+		body := toCRLF(genMessage(i))
+		if _, err := st.Append(ctx, harness.User, mb, store.NewMessage{Body: []byte(body), Flags: flags, InternalDate: date}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 12 {
+		var flags []string
+		if i%3 == 0 {
+			flags = []string{`\Seen`}
+		}
+		add("INBOX", i, flags)
+	}
+	add("INBOX/Sub", 100, []string{`\Flagged`})
+	add("INBOX/Sub", 101, nil)
+	add("Sub", 200, []string{`\Answered`})
+
+	dir := filepath.Join(t.TempDir(), "export")
+	if n, err := mailio.ExportMaildir(ctx, st, dir, harness.User, nil); err != nil || n != 15 {
+		t.Fatalf("export: %d, %v", n, err)
+	}
+	// Dovecot's Maildir++ layout: "INBOX/Sub" is .INBOX.Sub, "Sub" is .Sub.
+	for _, p := range []string{".INBOX.Sub/cur", ".Sub/cur"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			t.Errorf("export layout: %v", err)
+		}
+	}
+	// The file names sort in UID order even as plain strings, for tools
+	// (and older Posthorn imports) that sort them so.
+	files, err := os.ReadDir(filepath.Join(dir, "cur"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []int
+	for _, f := range files { // ReadDir sorts by name
+		data, err := os.ReadFile(filepath.Join(dir, "cur", f.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, messageNumber(t, data))
+	}
+	if want := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}; !slices.Equal(order, want) {
+		t.Errorf("exported INBOX files in name order hold messages %v, want %v", order, want)
+	}
+	res, err := mailio.ImportMaildir(ctx, st, dir, bob, nil)
+	if err != nil || res.Imported != 15 || res.Skipped != 0 {
+		t.Fatalf("import: %+v, %v", res, err)
+	}
+	for mb, want := range map[string][]int{"INBOX": {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, "INBOX/Sub": {100, 101}, "Sub": {200}} {
+		list, err := st.Messages(bob, mb)
+		if err != nil {
+			t.Errorf("%s: %v", mb, err)
+			continue
+		}
+		var got []int
+		for _, m := range list {
+			got = append(got, messageNumber(t, readAll(t, st, m)))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s holds messages %v in UID order, want %v", mb, got, want)
+		}
+	}
+	compareAccounts(t, st, harness.User, bob)
+}
+
+// TestImportMaildirOrder: files are imported in the order of their delivery
+// time, then naturally (numbers compared as numbers), across new/ and cur/:
+// unpadded UIDs of older Posthorn exports, Dovecot's unpadded microseconds.
+func TestImportMaildirOrder(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	dir := t.TempDir()
+	when := time.Date(2020, 1, 1, 10, 0, 0, 0, time.UTC)
+	for _, d := range []string{"cur", "new", ".Dovecot/cur", ".Dovecot/new"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o700)
+	}
+	// An export of an older Posthorn: UIDs not zero-padded, written out of
+	// order to show that directory order does not matter either.
+	for _, uid := range []int{10, 2, 12, 1, 11, 3, 9, 4, 8, 5, 7, 6} {
+		flags := ""
+		if uid%2 == 0 {
+			flags = "S"
+		}
+		writeFile(t, filepath.Join(dir, "cur", fmt.Sprintf("1577872800.M55U%d.posthorn:2,%s", uid, flags)),
+			genMessage(uid), when)
+	}
+	// Dovecot names: seconds, then unpadded microseconds; the newest ones
+	// still in new/, an older one in new/ too.
+	sub := filepath.Join(dir, ".Dovecot")
+	writeFile(t, filepath.Join(sub, "new", "1577872801.M100000P7.host"), genMessage(23), when)
+	writeFile(t, filepath.Join(sub, "cur", "1577872801.M99999P7.host:2,S"), genMessage(22), when)
+	writeFile(t, filepath.Join(sub, "cur", "1577872800.M500000P7.host:2,"), genMessage(21), when)
+	writeFile(t, filepath.Join(sub, "new", "999999999.M1P7.host"), genMessage(20), when)
+	writeFile(t, filepath.Join(sub, "cur", "1577872802.M1P7.host:2,S"), genMessage(24), when)
+	res, err := mailio.ImportMaildir(context.Background(), st, dir, harness.User, nil)
+	if err != nil || res.Imported != 17 {
+		t.Fatalf("import: %+v, %v", res, err)
+	}
+	for mb, want := range map[string][]int{"INBOX": {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, "Dovecot": {20, 21, 22, 23, 24}} {
+		list, _ := st.Messages(harness.User, mb)
+		var got []int
+		for _, m := range list {
+			i := messageNumber(t, readAll(t, st, m))
+			got = append(got, i)
+			if seen := slices.Contains(m.Flags, `\Seen`); mb == "INBOX" && seen != (i%2 == 0) {
+				t.Errorf("message %d flags %v", i, m.Flags)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s holds messages %v in UID order, want %v", mb, got, want)
+		}
+	}
+}
+
+// messageNumber is i of a message made by genMessage(i).
+func messageNumber(t *testing.T, data []byte) int {
+	t.Helper()
+	var i int
+	k := bytes.Index(data, []byte("Message-ID: <m"))
+	if k < 0 {
+		t.Fatalf("no Message-ID in %q", data)
+	}
+	if _, err := fmt.Sscanf(string(data[k+14:]), "%d", &i); err != nil {
+		t.Fatalf("Message-ID in %q: %v", data, err)
+	}
+	return i
+}
+
 // compareAccounts checks that two accounts hold the same mailboxes with the
 // same messages: bytes, flags and internal dates.
 func compareAccounts(t *testing.T, st store.Store, a, b string) {

@@ -1,6 +1,7 @@
 package mailio
 
 import (
+	"cmp"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,60 @@ func TestUTF7(t *testing.T) {
 	}
 	if f, err := folderName("Sub.Entw&APw-rfe"); err != nil || f != "Sub/Entwürfe" {
 		t.Errorf("folderName = %q, %v", f, err)
+	}
+}
+
+// TestFolderName: Maildir++ folder names map as Dovecot's (empty namespace
+// prefix) do, and every mailbox name survives maildirName then folderName.
+func TestFolderName(t *testing.T) {
+	for dir, want := range map[string]string{
+		"Sub":              "Sub",
+		"INBOX.Sub":        "INBOX/Sub",
+		"inbox.Sub.Deep":   "INBOX/Sub/Deep",
+		"INBOX":            "INBOX",
+		"Sub.INBOX":        "Sub/INBOX",
+		"INBOX.INBOX":      "INBOX/INBOX",
+		"Lists.go&AC4-dev": "Lists/go.dev",
+	} {
+		if got, err := folderName(dir); err != nil || got != want {
+			t.Errorf("folderName(%q) = %q, %v; want %q", dir, got, err, want)
+		}
+	}
+	for _, name := range []string{"Sub", "INBOX/Sub", "INBOX/Sub/Deep", "Sub/INBOX", "a.b/c&d", "Entwürfe/日本"} {
+		if got, err := folderName(maildirName(name)); err != nil || got != name {
+			t.Errorf("%q: exported as %q, imported as %q, %v", name, maildirName(name), got, err)
+		}
+	}
+	for _, bad := range []string{"Sub..x", "Sub.", "&Jjo"} {
+		if got, err := folderName(bad); err == nil {
+			t.Errorf("folderName(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+// TestMaildirOrder: file names sort by the number they start with (the
+// delivery time), then naturally.
+func TestMaildirOrder(t *testing.T) {
+	want := []string{
+		"999999999.M1P1.host",
+		"1577872800.M55U2.posthorn:2,S",
+		"1577872800.M55U0000000003.posthorn:2,",
+		"1577872800.M55U010.posthorn:2,", // equal to U10 as numbers: as strings then
+		"1577872800.M55U10.posthorn:2,",
+		"1577872800.M99999P7.host:2,S",
+		"1577872800.M100000P7.host",
+		"1577872800.M100000P7.host2",
+		"1577872800.M100000P7.hosta",
+		"1577872801.M1P1.host",
+		"1577872801.M1P1.host:2,S",
+		"x",
+	}
+	for i := range want {
+		for j := range want {
+			if got := maildirCompare(want[i], want[j]); got != cmp.Compare(i, j) {
+				t.Errorf("maildirCompare(%q, %q) = %d", want[i], want[j], got)
+			}
+		}
 	}
 }
 

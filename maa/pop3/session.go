@@ -80,7 +80,13 @@ type session struct {
 	account string // set once the maildrop is locked
 	drop    *maildrop
 	buf     []byte // RETR/TOP read buffer
+	bad     int    // unknown or misplaced commands in a row
 }
+
+// maxBadCommands is how many unknown or misplaced commands in a row end a
+// session, as in Dovecot: what sends them is not a POP3 client (an HTTP
+// request sent to the port, say), or has lost its way.
+const maxBadCommands = 10
 
 // deadlineWriter re-arms the write deadline before every write, so a client
 // that stops reading is cut after the idle timeout while a slow but live
@@ -170,6 +176,18 @@ func (ss *session) run() {
 	}
 }
 
+// badCommand answers an unknown or misplaced command, and ends the
+// session at the maxBadCommands'th in a row.
+func (ss *session) badCommand(why string) error {
+	if ss.bad++; ss.bad >= maxBadCommands {
+		ss.log.Info("too many bad commands", "remote", ss.raw.RemoteAddr().String())
+		ss.errf("Too many bad commands")
+		return errAbort
+	}
+	ss.errf("%s", why)
+	return nil
+}
+
 // release closes the maildrop and unlocks it.
 func (ss *session) release() {
 	if ss.drop != nil {
@@ -235,12 +253,11 @@ func (ss *session) dispatch(line string) error {
 	switch {
 	case !ok:
 		ss.log.Debug("unknown command", "cmd", trimForLog(name))
-		ss.errf("Unknown command")
-		return nil
+		return ss.badCommand("Unknown command")
 	case cmd.states&ss.state == 0:
-		ss.errf("%s is not valid in the %s state", name, ss.state)
-		return nil
+		return ss.badCommand(name + " is not valid in the " + ss.state.String() + " state")
 	}
+	ss.bad = 0
 	switch name {
 	case "PASS", "AUTH": // credentials are never logged
 		mech, _, _ := strings.Cut(args, " ")

@@ -171,6 +171,12 @@ func (c *guardConn) read(p []byte) (int, error) {
 		if g.pend.set {
 			g.resolve(c.out.take())
 		}
+		if c.out.badRun() >= maxBadCommands && !g.contLine && g.skip == 0 && g.drop == 0 {
+			c.s.Logger.Info("imap: too many invalid commands, connection closed", "remote", c.RemoteAddr().String())
+			c.write([]byte("* BYE Too many invalid IMAP commands\r\n"))
+			c.closing.Store(true)
+			return 0, errGuard
+		}
 		if g.skip > 0 && len(g.held) == 0 {
 			// Literal data for the parser: straight through.
 			n, err := c.Conn.Read(p[:min(int64(len(p)), g.skip)])
@@ -215,6 +221,7 @@ func (c *guardConn) read(p []byte) (int, error) {
 			// The guard's own BAD for a line it kept from the parser,
 			// which has answered everything before it.
 			c.write(g.say)
+			c.out.noteBad(bytes.Count(g.say, []byte("\n")))
 			g.say = g.say[:0]
 		}
 		if ref != nil {
@@ -867,8 +874,45 @@ type outWatch struct {
 	mid    bool  // within a line
 	skip   int64 // literal data still to come
 	tail   []byte
+	head   []byte // the start of the line, up to outHeadMax bytes
 	cont   bool
 	tagged bool
+	bad    int // tagged BAD responses in a row (see maxBadCommands)
+}
+
+// outHeadMax is how much of a response line is kept to tell a BAD.
+const outHeadMax = 64
+
+// maxBadCommands is how many commands answered BAD in a row end a
+// connection, as in Dovecot: what sends them is not an IMAP client (an
+// HTTP request sent to the port, say), or has lost its way.
+const maxBadCommands = 20
+
+// noteBad counts n BAD responses the guard wrote itself.
+func (o *outWatch) noteBad(n int) {
+	o.mu.Lock()
+	o.bad += n
+	o.mu.Unlock()
+}
+
+// badRun is the number of BAD responses in a row so far.
+func (o *outWatch) badRun() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.bad
+}
+
+// endLine counts the response line in head: a tagged BAD adds one, any
+// other tagged response (the command was understood) starts again.
+func (o *outWatch) endLine() {
+	if len(o.head) == 0 || o.head[0] == '*' || o.head[0] == '+' {
+		return
+	}
+	if _, rest, ok := bytes.Cut(o.head, []byte(" ")); ok && bytes.HasPrefix(rest, []byte("BAD")) {
+		o.bad++
+	} else {
+		o.bad = 0
+	}
 }
 
 // outTailMax keeps enough of a line's end for "{4294967295}\r\n".
@@ -899,6 +943,9 @@ func (o *outWatch) see(p []byte) {
 		if i >= 0 {
 			seg = p[:i+1]
 		}
+		if k := outHeadMax - len(o.head); k > 0 {
+			o.head = append(o.head, seg[:min(k, len(seg))]...)
+		}
 		if len(seg) >= outTailMax {
 			o.tail = append(o.tail[:0], seg[len(seg)-outTailMax:]...)
 		} else {
@@ -915,6 +962,10 @@ func (o *outWatch) see(p []byte) {
 		// after it.
 		n, _, ok := literalHeader(bytes.TrimRight(o.tail, "\r\n"))
 		o.mid, o.skip, o.tail = ok, n, o.tail[:0]
+		if !ok {
+			o.endLine()
+			o.head = o.head[:0]
+		}
 	}
 }
 

@@ -564,3 +564,46 @@ func TestAppendEnd(t *testing.T) {
 		}
 	})
 }
+
+// TestTooManyBadCommands: twenty commands answered BAD in a row end the
+// connection with a BYE, as in Dovecot; a command that is understood,
+// even refused with NO, starts the count again.
+func TestTooManyBadCommands(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	c := e.rawLogin(t, testAlice)
+	for i := range maxBadCommands - 1 {
+		c.send("b%d XFOO", i)
+		c.expect(fmt.Sprintf("b%d BAD", i))
+	}
+	c.send("n SELECT Nonexistent")
+	c.expect("n NO")
+	for i := range maxBadCommands - 1 {
+		c.send("c%d FETCH", i)
+		c.expect(fmt.Sprintf("c%d BAD", i))
+	}
+	c.usable()
+
+	// Pipelined in one write, garbage lines the guard answers itself
+	// ("* BAD") mixed with commands the parser refuses. (Before login
+	// imapserver ends the connection at the first unknown command.)
+	h := e.rawLogin(t, testAlice)
+	conn := h.conn
+	var req strings.Builder
+	for i := range maxBadCommands + 5 {
+		if i%2 == 0 {
+			req.WriteString("(junk)\r\n")
+		} else {
+			fmt.Fprintf(&req, "x%d XFOO\r\n", i)
+		}
+	}
+	if _, err := io.WriteString(conn, req.String()); err != nil {
+		t.Fatal(err)
+	}
+	rest := h.closed()
+	if !strings.Contains(rest, "* BYE Too many invalid IMAP commands") {
+		t.Fatalf("no BYE after %d bad lines: %q", maxBadCommands+5, rest)
+	}
+	if n := strings.Count(rest, "BAD"); n > maxBadCommands {
+		t.Errorf("%d BADs before the BYE, want at most %d", n, maxBadCommands)
+	}
+}

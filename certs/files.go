@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -22,7 +23,7 @@ type fileCert struct {
 
 	mu        sync.Mutex
 	cert      *tls.Certificate
-	stamp     string // modification times and sizes of both files when loaded
+	stamp     string // digest of both files when loaded (fileStamp)
 	lastCheck time.Time
 }
 
@@ -73,14 +74,19 @@ func (f *fileCert) reload() {
 		"subject", cert.Leaf.Subject.CommonName, "expires", cert.Leaf.NotAfter)
 }
 
+// fileStamp is a digest of both files' contents: a renewal is seen
+// whatever happens to their sizes and modification times (which may not
+// change between two writes in the same clock tick, or may be kept by a
+// copy).
 func (f *fileCert) fileStamp() (string, error) {
-	var s string
+	h := sha256.New()
 	for _, p := range []string{f.certPath, f.keyPath} {
-		fi, err := os.Stat(p)
+		b, err := os.ReadFile(p)
 		if err != nil {
 			return "", err
 		}
-		s += fmt.Sprintf("%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+		fmt.Fprintf(h, "%d;", len(b))
+		h.Write(b)
 	}
-	return s, nil
+	return string(h.Sum(nil)), nil
 }

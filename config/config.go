@@ -8,17 +8,23 @@
 package config
 
 import (
+	"crypto/tls"
 	"crypto/x509"
+	"encoding"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
 )
 
 // Config is the whole configuration. The TOML keys are a public interface
@@ -221,24 +227,28 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates configuration text; path names it in errors
 // and is the base for relative paths.
 func Parse(path string, data []byte) (*Config, error) {
+	lines, err := checkKeys(path, data, reflect.TypeFor[Config]())
+	if err != nil {
+		return nil, err
+	}
 	c := Default()
 	dec := toml.NewDecoder(strings.NewReader(string(data))).DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return nil, decodeError(path, data, err)
+		return nil, decodeError(path, lines, err)
 	}
 	c.Path = path
 	if err := c.validate(); err != nil {
 		var ce *Error
 		if errors.As(err, &ce) {
 			ce.Path = path
-			ce.Line = keyLine(data, ce.Key)
+			ce.Line = lines[ce.Key]
 		}
 		return nil, err
 	}
 	return &c, nil
 }
 
-func decodeError(path string, data []byte, err error) error {
+func decodeError(path string, lines map[string]int, err error) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) && len(strict.Errors) > 0 {
 		e := strict.Errors[0]
@@ -250,7 +260,7 @@ func decodeError(path string, data []byte, err error) error {
 		row, _ := de.Position()
 		return &Error{Path: path, Key: strings.Join(de.Key(), "."), Line: row, Msg: de.Error()}
 	}
-	// Type mismatches come without a position; find the key in the text.
+	// Type mismatches may come without a position; find the key's line.
 	msg := err.Error()
 	key := ""
 	if i := strings.Index(msg, "field "); i >= 0 {
@@ -262,31 +272,196 @@ func decodeError(path string, data []byte, err error) error {
 			}
 		}
 	}
-	return &Error{Path: path, Key: key, Line: keyLine(data, key), Msg: msg}
+	return &Error{Path: path, Key: key, Line: lines[key], Msg: msg}
 }
 
-// keyLine finds the line on which a dotted key ("listen.smtp") is set.
-func keyLine(data []byte, key string) int {
-	if key == "" {
-		return 0
-	}
-	section, leaf := "", key
-	if i := strings.LastIndex(key, "."); i >= 0 {
-		section, leaf = key[:i], key[i+1:]
-	}
-	cur := ""
-	for n, line := range strings.Split(string(data), "\n") {
-		t := strings.TrimSpace(line)
-		if strings.HasPrefix(t, "[") && strings.HasSuffix(t, "]") {
-			cur = strings.Trim(t, "[] ")
-			continue
-		}
-		k, _, ok := strings.Cut(t, "=")
-		if ok && strings.TrimSpace(k) == leaf && strings.EqualFold(cur, section) {
-			return n + 1
+// checkKeys walks the keys of the document in order and returns an error
+// for the first one that is not exactly a key of root (the toml tag names
+// of the struct, recursing into its tables, maps and arrays of tables),
+// and the line on which each dotted key ("listen.smtp") is first set.
+// go-toml matches struct fields ignoring case, even with
+// DisallowUnknownFields, but TOML keys are case-sensitive: "DATA_DIR" is
+// not "data_dir", and must not quietly override it. A document that does
+// not parse is left to the decoder, which reports the syntax error with
+// its position.
+func checkKeys(path string, data []byte, root reflect.Type) (map[string]int, error) {
+	w := &keyWalker{path: path, lines: map[string]int{}}
+	for i, b := range data {
+		if b == '\n' {
+			w.newlines = append(w.newlines, i)
 		}
 	}
-	return 0
+	w.p.Reset(data)
+	table, prefix := root, "" // the table of the last [header]
+	for w.p.NextExpression() {
+		n := w.p.Expression()
+		switch n.Kind {
+		case unstable.Table, unstable.ArrayTable:
+			t, name, err := w.key(root, "", n.Key())
+			if err != nil {
+				return w.lines, err
+			}
+			table, prefix = t, name
+		case unstable.KeyValue:
+			t, name, err := w.key(table, prefix, n.Key())
+			if err != nil {
+				return w.lines, err
+			}
+			if err := w.value(t, name, n.Value()); err != nil {
+				return w.lines, err
+			}
+		}
+	}
+	return w.lines, nil
+}
+
+// keyWalker checks the keys of one document against a struct type.
+type keyWalker struct {
+	path     string
+	p        unstable.Parser
+	newlines []int // offsets of the line ends, for the line of an offset
+	lines    map[string]int
+}
+
+// key follows the (dotted) key it from t, named prefix, and returns the
+// type and the dotted name of what it names.
+func (w *keyWalker) key(t reflect.Type, prefix string, it unstable.Iterator) (reflect.Type, string, error) {
+	for it.Next() {
+		k := it.Node()
+		name := string(k.Data)
+		full := name
+		if prefix != "" {
+			full = prefix + "." + name
+		}
+		line := sort.SearchInts(w.newlines, int(k.Raw.Offset)) + 1
+		ft, ok := tomlField(t, name)
+		if !ok {
+			msg := "unknown key"
+			if known := foldedField(t, name); known != "" {
+				msg = fmt.Sprintf("unknown key (keys are case-sensitive: did you mean %q?)", known)
+			}
+			return nil, "", &Error{Path: w.path, Key: full, Line: line, Msg: msg}
+		}
+		if _, seen := w.lines[full]; !seen {
+			w.lines[full] = line
+		}
+		t, prefix = ft, full
+	}
+	return t, prefix, nil
+}
+
+// value checks the keys inside an inline table, or inside the inline
+// tables of an array, set as the value of t.
+func (w *keyWalker) value(t reflect.Type, prefix string, v *unstable.Node) error {
+	switch v.Kind {
+	case unstable.InlineTable:
+		it := v.Children()
+		for it.Next() {
+			kv := it.Node()
+			if kv.Kind != unstable.KeyValue {
+				continue
+			}
+			ft, name, err := w.key(t, prefix, kv.Key())
+			if err != nil {
+				return err
+			}
+			if err := w.value(ft, name, kv.Value()); err != nil {
+				return err
+			}
+		}
+	case unstable.Array:
+		it := v.Children()
+		for it.Next() {
+			if err := w.value(t, prefix, it.Node()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+// tableType returns the type whose keys a TOML table of type t holds: t
+// itself for a struct or a map, the element type for an array of tables
+// (whose last element a dotted key or a [header] continues), or nil when t
+// is a value (Duration is a string in the file).
+func tableType(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+		return tableType(t.Elem())
+	}
+	if reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return nil
+	}
+	if t.Kind() == reflect.Struct || (t.Kind() == reflect.Map && t.Key().Kind() == reflect.String) {
+		return t
+	}
+	return nil
+}
+
+// tomlKey returns the key of struct field f ("" for none) and whether f
+// is an embedded struct whose keys are those of the enclosing table.
+func tomlKey(f reflect.StructField) (key string, embedded bool) {
+	tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	switch {
+	case tag == "-":
+		return "", false
+	case tag == "" && f.Anonymous && tableType(f.Type) != nil && tableType(f.Type).Kind() == reflect.Struct:
+		return "", true
+	case !f.IsExported():
+		return "", false
+	case tag == "":
+		return f.Name, false
+	}
+	return tag, false
+}
+
+// tomlField returns the type of the key name, exactly as spelled, in a
+// table of type t.
+func tomlField(t reflect.Type, name string) (reflect.Type, bool) {
+	t = tableType(t)
+	if t == nil {
+		return nil, false
+	}
+	if t.Kind() == reflect.Map {
+		return t.Elem(), true
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key, embedded := tomlKey(f)
+		if embedded {
+			if ft, ok := tomlField(f.Type, name); ok {
+				return ft, true
+			}
+		} else if key != "" && key == name {
+			return f.Type, true
+		}
+	}
+	return nil, false
+}
+
+// foldedField returns the key of a struct table t that differs from name
+// only in case, or "".
+func foldedField(t reflect.Type, name string) string {
+	t = tableType(t)
+	if t == nil || t.Kind() != reflect.Struct {
+		return ""
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key, embedded := tomlKey(f)
+		if embedded {
+			if k := foldedField(f.Type, name); k != "" {
+				return k
+			}
+		} else if key != "" && strings.EqualFold(key, name) {
+			return key
+		}
+	}
+	return ""
 }
 
 func bad(key, format string, args ...any) error {
@@ -308,27 +483,35 @@ func (c *Config) validate() error {
 	default:
 		return bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
-	addrs := map[string]string{
-		"listen.smtp": c.Listen.SMTP, "listen.submission": c.Listen.Submission,
-		"listen.submissions": c.Listen.Submissions, "listen.imap": c.Listen.IMAP,
-		"listen.imaps": c.Listen.IMAPS, "listen.pop3": c.Listen.POP3,
-		"listen.pop3s": c.Listen.POP3S, "listen.http": c.Listen.HTTP,
-		"listen.metrics": c.Listen.Metrics, "listen.https": c.Listen.HTTPS,
-		"outbound.smarthost":  c.Outbound.Smarthost,
-		"outbound.dns_server": c.Outbound.DNSServer,
+	listen := []keyAddr{
+		{"listen.smtp", c.Listen.SMTP}, {"listen.submission", c.Listen.Submission},
+		{"listen.submissions", c.Listen.Submissions}, {"listen.imap", c.Listen.IMAP},
+		{"listen.imaps", c.Listen.IMAPS}, {"listen.pop3", c.Listen.POP3},
+		{"listen.pop3s", c.Listen.POP3S}, {"listen.http", c.Listen.HTTP},
+		{"listen.https", c.Listen.HTTPS}, {"listen.metrics", c.Listen.Metrics},
 	}
-	for key, a := range addrs {
-		if a == "" {
+	remote := []keyAddr{
+		{"outbound.smarthost", c.Outbound.Smarthost},
+		{"outbound.dns_server", c.Outbound.DNSServer},
+	}
+	for _, a := range append(listen[:len(listen):len(listen)], remote...) {
+		if a.addr == "" {
 			continue
 		}
-		if _, port, err := net.SplitHostPort(a); err != nil {
-			return bad(key, "%q is not host:port", a)
+		if _, port, err := net.SplitHostPort(a.addr); err != nil {
+			return bad(a.key, "%q is not host:port", a.addr)
 		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-			return bad(key, "%q has no valid port", a)
+			return bad(a.key, "%q has no valid port", a.addr)
 		}
+	}
+	if err := listenConflict(listen); err != nil {
+		return err
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return bad("tls.cert_file", "cert_file and key_file must be set together")
+	}
+	if err := c.checkCertFiles(); err != nil {
+		return err
 	}
 	if c.TLS.ACME && c.TLS.ACMEEmail == "" {
 		return bad("tls.acme_email", "acme = true needs an e-mail address")
@@ -391,6 +574,94 @@ func (c *Config) validate() error {
 	if l.MaxDataInFlight != 0 && l.MaxDataInFlight < c.MaxMessageBytes+1<<20 {
 		return bad("limits.max_data_in_flight", "%d is too small: 0 (the default), or at least max_message_bytes + 1 MiB (%d)",
 			l.MaxDataInFlight, c.MaxMessageBytes+1<<20)
+	}
+	return nil
+}
+
+// keyAddr is an address and the key that sets it.
+type keyAddr struct{ key, addr string }
+
+// listenConflict returns an error naming both keys when two listeners
+// would bind the same address and port, which serve refuses. An empty
+// address is a listener that is off; port 0 lets the system pick a free
+// port and never conflicts. A host that is empty or "::" listens on every
+// address of its port, "0.0.0.0" on every IPv4 address; a host name
+// conflicts only with the same name.
+func listenConflict(listen []keyAddr) error {
+	type bound struct {
+		keyAddr
+		host string
+		port int
+	}
+	var seen []bound
+	for _, a := range listen {
+		if a.addr == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			continue
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p == 0 {
+			continue
+		}
+		for _, s := range seen {
+			if s.port == p && hostsOverlap(s.host, host) {
+				return bad(a.key, "%q overlaps %s = %q: two listeners cannot share an address and port", a.addr, s.key, s.addr)
+			}
+		}
+		seen = append(seen, bound{a, host, p})
+	}
+	return nil
+}
+
+// hostsOverlap says whether listening on hosts a and b with the same port
+// conflicts.
+func hostsOverlap(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	ia, errA := netip.ParseAddr(a)
+	ib, errB := netip.ParseAddr(b)
+	// "" and "::" listen on every address, IPv4 included (dual stack).
+	if a == "" || b == "" || (errA == nil && ia == netip.IPv6Unspecified()) || (errB == nil && ib == netip.IPv6Unspecified()) {
+		return true
+	}
+	if errA != nil || errB != nil {
+		return false // a host name: only the same name is known to conflict
+	}
+	ia, ib = ia.Unmap(), ib.Unmap()
+	switch {
+	case ia == ib:
+		return true
+	case ia == netip.IPv4Unspecified():
+		return ib.Is4()
+	case ib == netip.IPv4Unspecified():
+		return ia.Is4()
+	}
+	return false
+}
+
+// checkCertFiles reads tls.cert_file and tls.key_file, when they are set,
+// and checks that they make a certificate, as serve does when it starts.
+func (c *Config) checkCertFiles() error {
+	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+		return nil
+	}
+	certPEM, err := os.ReadFile(c.Abs(c.TLS.CertFile))
+	if err != nil {
+		return bad("tls.cert_file", "%v", err)
+	}
+	keyPEM, err := os.ReadFile(c.Abs(c.TLS.KeyFile))
+	if err != nil {
+		return bad("tls.key_file", "%v", err)
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		if strings.Contains(err.Error(), "certificate input") {
+			return bad("tls.cert_file", "%s: %v", c.Abs(c.TLS.CertFile), err)
+		}
+		return bad("tls.key_file", "%s with tls.cert_file %s: %v", c.Abs(c.TLS.KeyFile), c.Abs(c.TLS.CertFile), err)
 	}
 	return nil
 }

@@ -1,11 +1,21 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +107,48 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"hostname = \"unterminated\n", "1: "},                  // syntax
 		{"[listen]\nsmtp = 25\n", "2: listen.smtp"},             // wrong type
 		{"max_message_bytes = 1e400\n", "1: max_message_bytes"}, // out of range
+
+		// Keys are case-sensitive: go-toml's case-insensitive matching
+		// must not let a near-miss pass or override the real key.
+		{"Log_Level = \"info\"\n", "1: Log_Level: unknown key"},
+		{"data_dir = \"data\"\nDATA_DIR = \"elsewhere\"\n", `2: DATA_DIR: unknown key (keys are case-sensitive: did you mean "data_dir"?)`},
+		{"[LISTEN]\nsmtp = \":25\"\n", "1: LISTEN: unknown key"},
+		{"hostname = \"m.example.org\"\n[Listen]\nsmtp = \":25\"\n", "2: Listen: unknown key"},
+		{"[listen]\nSMTP = \":25\"\n", "2: listen.SMTP: unknown key"},
+		{"[tls]\nCert_File = \"c.pem\"\n", "2: tls.Cert_File: unknown key"},
+		{"[outbound.Workers]\n", "1: outbound.Workers: unknown key"},
+		{"Listen.smtp = \":25\"\n", "1: Listen: unknown key"},
+		{"listen.Smtp = \":25\"\n", "1: listen.Smtp: unknown key"},
+		{"\"Hostname\" = \"m.example.org\"\n", "1: Hostname: unknown key"},
+		{"listen = { smtp = \":2525\", IMAP = \"\" }\n", "1: listen.IMAP: unknown key"},
+		{"listen = {\n  smtp = \":2525\",\n  Imap = \"\",\n}\n", "3: listen.Imap: unknown key"},
+		{"Path = \"elsewhere.toml\"\n", "1: Path: unknown key"},
+		{"[outbound]\nretry_initial.Duration = 5\n", "2: outbound.retry_initial.Duration: unknown key"},
+		{"hostname.x = 1\n", "1: hostname.x: unknown key"},
+		{"[limits]\nmax_recipients = 5\n[Limits]\nmax_recipients = 6\n", "3: Limits: unknown key"},
+
+		// Validation errors are on the line of the key however it is
+		// written: dotted, in an inline table, quoted.
+		{"hostname = \"m.example.org\"\nlisten.imap = \"nowhere\"\n", "2: listen.imap: \"nowhere\" is not host:port"},
+		{"\nlisten = { pop3 = \":99999\" }\n", "2: listen.pop3: \":99999\" has no valid port"},
+		{"[listen]\n\"imap\" = \"nowhere\"\n", "2: listen.imap"},
+
+		// Two listeners on one address and port: serve cannot bind both.
+		{"[listen]\npop3 = \"127.0.0.1:51143\"\nimap = \"127.0.0.1:51143\"\n", `2: listen.pop3: "127.0.0.1:51143" overlaps listen.imap = "127.0.0.1:51143"`},
+		{"[listen]\nhttp = \":25\"\n", `2: listen.http: ":25" overlaps listen.smtp = ":25"`}, // smtp's default
+		{"[listen]\nsmtp = \":2525\"\nsubmission = \"127.0.0.1:2525\"\n", `3: listen.submission: "127.0.0.1:2525" overlaps listen.smtp = ":2525"`},
+		{"[listen]\nsmtp = \"127.0.0.1:2525\"\nmetrics = \":2525\"\n", "3: listen.metrics"},
+		{"[listen]\nsmtp = \"0.0.0.0:2525\"\nimap = \"192.0.2.1:2525\"\n", "3: listen.imap"},
+		{"[listen]\nsmtp = \"[::]:2525\"\nimap = \"127.0.0.1:2525\"\n", "3: listen.imap"},
+		{"[listen]\nsmtp = \"[::]:2525\"\nimap = \"0.0.0.0:2525\"\n", "3: listen.imap"},
+		{"[listen]\nsmtp = \"[::1]:2525\"\nimap = \"[0:0::1]:2525\"\n", "3: listen.imap"},
+		{"[listen]\nsmtp = \"127.0.0.1:2525\"\nimap = \"[::ffff:127.0.0.1]:2525\"\n", "3: listen.imap"},
+		{"[listen]\nsmtp = \"localhost:2525\"\nimap = \"LocalHost:2525\"\n", "3: listen.imap"},
+		{"[listen]\nsmtp = \":2525\"\nimap = \":02525\"\n", "3: listen.imap"},
+
+		// Certificate files that serve could not load.
+		{"[tls]\ncert_file = \"no-such-cert.pem\"\nkey_file = \"no-such-key.pem\"\n", "2: tls.cert_file: open no-such-cert.pem: no such file or directory"},
+		{"[tls]\ncert_file = \"testdata-missing/c.pem\"\nkey_file = \"config.go\"\n", "2: tls.cert_file: open"},
 	}
 	for _, c := range cases {
 		_, err := Parse("posthorn.toml", []byte(c.text))
@@ -107,6 +159,205 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		if !strings.HasPrefix(err.Error(), "posthorn.toml:") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q:\n got  %v\n want posthorn.toml:%s...", c.text, err, c.want)
 		}
+	}
+}
+
+// TestListenersThatDoNotConflict: addresses that can be bound together
+// are accepted.
+func TestListenersThatDoNotConflict(t *testing.T) {
+	for _, text := range []string{
+		// Every listener on a port the system picks (the test harness).
+		"[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"\n" +
+			"imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\npop3 = \"127.0.0.1:0\"\npop3s = \"127.0.0.1:0\"\n" +
+			"http = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n",
+		// Off listeners never conflict.
+		"[listen]\nsmtp = \"\"\nsubmission = \"\"\nimap = \"\"\n",
+		"[listen]\nsmtp = \"127.0.0.1:2525\"\nimap = \"127.0.0.2:2525\"\n",
+		"[listen]\nsmtp = \"0.0.0.0:2525\"\nimap = \"[::1]:2525\"\n",
+		"[listen]\nsmtp = \"mail.example.org:2525\"\nimap = \"127.0.0.1:2525\"\n",
+		"[listen]\nsmtp = \":2525\"\nimap = \":2526\"\n",
+		// The remote addresses are not listeners.
+		"[outbound]\nsmarthost = \"127.0.0.1:25\"\ndns_server = \"127.0.0.1:25\"\n[listen]\nsmtp = \"127.0.0.1:25\"\n",
+	} {
+		if _, err := Parse("posthorn.toml", []byte(text)); err != nil {
+			t.Errorf("%q: %v", text, err)
+		}
+	}
+}
+
+// TestKeyForms: the same keys written dotted, as inline tables and quoted
+// are accepted and set the same values.
+func TestKeyForms(t *testing.T) {
+	text := `"hostname" = "mail.example.org"
+listen.smtp = "127.0.0.1:2525"
+limits = { max_recipients = 7, command_timeout = "1m" }
+
+[outbound]
+'retry_initial' = "30s"
+`
+	c, err := Parse("posthorn.toml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hostname != "mail.example.org" || c.Listen.SMTP != "127.0.0.1:2525" || c.Limits.MaxRecipients != 7 ||
+		c.Limits.CommandTimeout.Duration != time.Minute || c.Outbound.RetryInitial.Duration != 30*time.Second {
+		t.Fatalf("parsed %+v", c)
+	}
+}
+
+// TestCheckKeysShapes: the key check follows the shapes a configuration
+// struct may take, maps and arrays of tables included, so that a field
+// of such a type added to Config is checked too.
+func TestCheckKeysShapes(t *testing.T) {
+	type inner struct {
+		Name string   `toml:"name"`
+		Wait Duration `toml:"wait"`
+	}
+	type Embedded struct {
+		Shared string `toml:"shared"`
+	}
+	type doc struct {
+		Embedded
+		Top     string           `toml:"top"`
+		ByName  map[string]inner `toml:"by_name"`
+		Plain   map[string]int   `toml:"plain"`
+		Many    []inner          `toml:"many"`
+		Ptr     *inner           `toml:"ptr"`
+		List    []string         `toml:"list"`
+		Untaged string
+		Skipped string `toml:"-"`
+	}
+	root := reflect.TypeFor[doc]()
+	good := `top = "x"
+shared = "y"
+Untaged = "z"
+list = ["a", "b"]
+plain = { Any = 1, KEY = 2 }
+by_name.First.name = "one"
+many = [{ name = "a", wait = "1s" }]
+
+[by_name.Second]
+name = "two"
+wait = "5m"
+
+[[many]]
+name = "b"
+
+[ptr]
+name = "p"
+`
+	lines, err := checkKeys("t.toml", []byte(good), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines["by_name.Second.wait"] != 11 || lines["many.name"] != 7 || lines["ptr.name"] != 17 {
+		t.Errorf("lines %v", lines)
+	}
+	for text, want := range map[string]string{
+		"Top = 1\n":               "t.toml:1: Top: unknown key",
+		"SHARED = 1\n":            "t.toml:1: SHARED: unknown key",
+		"untaged = 1\n":           "t.toml:1: untaged: unknown key",
+		"Skipped = 1\n":           "t.toml:1: Skipped: unknown key",
+		"[by_name.a]\nName = 1\n": "t.toml:2: by_name.a.Name: unknown key",
+		"[plain.a]\nx = 1\n":      "t.toml:2: plain.a.x: unknown key",
+		"[[many]]\nname = \"a\"\n[[many]]\nWait = 1\n":  "t.toml:4: many.Wait: unknown key",
+		"many = [{ name = \"a\" }, { nmae = \"b\" }]\n": "t.toml:1: many.nmae: unknown key",
+		"[many.Name]\n":              "t.toml:1: many.Name: unknown key",
+		"list = [{ a = 1 }]\n":       "t.toml:1: list.a: unknown key",
+		"[ptr]\nNAME = 1\n":          "t.toml:2: ptr.NAME: unknown key",
+		"[ptr.wait]\nDuration = 1\n": "t.toml:2: ptr.wait.Duration: unknown key",
+	} {
+		_, err := checkKeys("t.toml", []byte(text), root)
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: got %v, want %s", text, err, want)
+		}
+	}
+}
+
+// TestCertFiles: tls.cert_file and tls.key_file are loaded as serve loads
+// them; a file that is missing, unreadable or not a matching certificate
+// and key is an error naming the key and its line.
+func TestCertFiles(t *testing.T) {
+	dir := t.TempDir()
+	writePair(t, dir, "a")
+	writePair(t, dir, "b")
+	os.Mkdir(filepath.Join(dir, "adir"), 0o700)
+	os.WriteFile(filepath.Join(dir, "junk.pem"), []byte("not pem\n"), 0o600)
+	path := filepath.Join(dir, "posthorn.toml")
+	pair := func(cert, key string) []byte {
+		return []byte(fmt.Sprintf("hostname = \"mail.example.org\"\n[tls]\ncert_file = %q\nkey_file = %q\n", cert, key))
+	}
+	// Relative to the file, or absolute.
+	for _, p := range [][2]string{{"a-cert.pem", "a-key.pem"}, {filepath.Join(dir, "b-cert.pem"), filepath.Join(dir, "b-key.pem")}} {
+		c, err := Parse(path, pair(p[0], p[1]))
+		if err != nil {
+			t.Fatalf("%v: %v", p, err)
+		}
+		if c.TLS.CertFile != p[0] {
+			t.Errorf("cert_file %q", c.TLS.CertFile)
+		}
+	}
+	cases := []struct {
+		cert, key string
+		wantKey   string
+		wantLine  int
+		wantMsg   string
+	}{
+		{"missing.pem", "a-key.pem", "tls.cert_file", 3, "open " + filepath.Join(dir, "missing.pem") + ": no such file or directory"},
+		{"a-cert.pem", "missing.pem", "tls.key_file", 4, "open " + filepath.Join(dir, "missing.pem") + ": no such file or directory"},
+		{"adir", "a-key.pem", "tls.cert_file", 3, "is a directory"},
+		{"junk.pem", "a-key.pem", "tls.cert_file", 3, "PEM"},
+		{"a-cert.pem", "junk.pem", "tls.key_file", 4, "PEM"},
+		{"a-cert.pem", "b-key.pem", "tls.key_file", 4, "does not match"},
+	}
+	if os.Geteuid() != 0 { // root reads any file
+		os.WriteFile(filepath.Join(dir, "secret.pem"), []byte("x"), 0o000)
+		cases = append(cases, struct {
+			cert, key string
+			wantKey   string
+			wantLine  int
+			wantMsg   string
+		}{"a-cert.pem", "secret.pem", "tls.key_file", 4, "permission denied"})
+	}
+	for _, c := range cases {
+		_, err := Parse(path, pair(c.cert, c.key))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != c.wantKey || ce.Line != c.wantLine || !strings.Contains(ce.Msg, c.wantMsg) {
+			t.Errorf("cert %s, key %s: got %v, want line %d, %s: ...%s...", c.cert, c.key, err, c.wantLine, c.wantKey, c.wantMsg)
+		}
+	}
+}
+
+// writePair writes a self-signed certificate and its key to
+// dir/NAME-cert.pem and dir/NAME-key.pem.
+func writePair(t *testing.T, dir, name string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name + ".example.org"},
+		DNSNames:     []string{name + ".example.org"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	if err := os.WriteFile(filepath.Join(dir, name+"-cert.pem"), certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+"-key.pem"), keyPEM, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/posthorn/posthorn/auth"
 	"github.com/posthorn/posthorn/harness"
@@ -132,6 +134,41 @@ func TestCLIBadDataDir(t *testing.T) {
 	mustFail(t, "posthorn.toml:4: listen.smtpp: unknown key", "config", "check", "--config", bad)
 	os.WriteFile(bad, []byte("max_message_bytes = \"big\"\n"), 0o600)
 	mustFail(t, "posthorn.toml:1: max_message_bytes", "config", "check", "--config", bad)
+}
+
+// TestCLIConfigCheckAgreesWithServe: a configuration that serve refuses
+// is refused by config check too, in one line naming the file, the line
+// and the key; serve names them as well.
+func TestCLIConfigCheckAgreesWithServe(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "posthorn.toml")
+	// Every listener off, so that serve binds nothing should it start.
+	off := "hostname = \"mail.example.org\"\n[listen]\nsmtp = \"\"\nsubmission = \"\"\nsubmissions = \"\"\nimaps = \"\"\npop3s = \"\"\n"
+	cases := []struct{ text, want string }{
+		{"hostname = \"mail.example.org\"\nLog_Level = \"info\"\n", path + ":2: Log_Level: unknown key"},
+		{"hostname = \"mail.example.org\"\ndata_dir = \"data\"\nDATA_DIR = \"elsewhere\"\n", path + ":3: DATA_DIR: unknown key"},
+		{"hostname = \"mail.example.org\"\n[LISTEN]\nsmtp = \"\"\n", path + ":2: LISTEN: unknown key"},
+		{"hostname = \"mail.example.org\"\n[Listen]\nsmtp = \"\"\n", path + ":2: Listen: unknown key"},
+		{off + "pop3 = \"127.0.0.1:51143\"\nimap = \"127.0.0.1:51143\"\n",
+			path + `:8: listen.pop3: "127.0.0.1:51143" overlaps listen.imap = "127.0.0.1:51143"`},
+		{off + "imap = \"\"\npop3 = \"\"\n[tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n",
+			path + ":11: tls.cert_file: open " + filepath.Join(dir, "cert.pem") + ": no such file or directory"},
+	}
+	for _, c := range cases {
+		if err := os.WriteFile(path, []byte(c.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mustFail(t, c.want, "config", "check", "--config", path)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var out bytes.Buffer
+		app := newApp(strings.NewReader(""), &out, &out)
+		err := app.RunContext(ctx, permuteArgs(app, []string{"posthorn", "serve", "--config", path}))
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("serve with\n%s\ngot %v, want %s", c.text, err, c.want)
+		}
+	}
 }
 
 func TestCLIRunningServer(t *testing.T) {

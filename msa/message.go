@@ -57,6 +57,11 @@ func (s *Server) prepare(ss *session, body []byte) (head, tail []byte, err error
 	if err != nil {
 		return nil, nil, errBadHeader
 	}
+	if len(m.Header["From"]) > 1 {
+		// RFC 5322 section 3.6 allows one; clients differ in which of
+		// several they show, and only one would be checked below.
+		return nil, nil, errManyFrom
+	}
 	from, err := m.Header.AddressList("From")
 	if err != nil || len(from) == 0 {
 		return nil, nil, errNoFrom

@@ -39,6 +39,8 @@ var (
 		Message: "From: address not owned by the authenticated user"}
 	errNoFrom = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "Message has no valid From: header field"}
+	errManyFrom = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message has more than one From: header field"}
 	errBadHeader = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "Message header cannot be parsed"}
 	errBareEOL = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 5, 2},

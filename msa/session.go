@@ -46,6 +46,7 @@ type session struct {
 	local    []string
 	remote   []string
 	seen     map[string]bool
+	inTx     bool // MAIL was accepted; Reset ends the transaction
 }
 
 // AuthMechanisms implements smtp.AuthSession; go-smtp offers them only
@@ -94,6 +95,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.account == "" {
 		return errAuthRequired // RFC 4954 section 6
 	}
+	if ss.inTx {
+		return mta.ErrNestedMail
+	}
 	var size int64
 	if opts != nil {
 		size = opts.Size
@@ -114,7 +118,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 			return errSenderNotOwned
 		}
 	}
-	ss.from = from
+	ss.from, ss.inTx = from, true
 	if opts != nil {
 		ss.utf8 = opts.UTF8
 		ss.eightBit = opts.Body == smtp.Body8BitMIME
@@ -132,11 +136,17 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if at <= 0 || at == len(to)-1 {
 		return errBadAddress
 	}
-	key := strings.ToLower(to)
-	if ss.seen[key] {
-		return nil // a repeated RCPT gets one copy
-	}
 	_, err := ss.s.MDA.Resolve(to)
+	// A repeated RCPT gets one copy. Ours are compared without case;
+	// another host's local parts may differ by case alone (RFC 5321
+	// section 2.4), so only their domains are.
+	key := to[:at] + strings.ToLower(to[at:])
+	if err == nil {
+		key = strings.ToLower(to)
+	}
+	if ss.seen[key] {
+		return nil
+	}
 	switch {
 	case err == nil:
 		ss.local = append(ss.local, to)
@@ -168,6 +178,7 @@ func (ss *session) Data(r io.Reader) error {
 	// Message lines may be longer than command lines (see
 	// mta.LiftLineLimit).
 	restore := mta.LiftLineLimit(ss.conn, r)
+	mta.AllowExactSize(r)
 	buf, release, err := ss.s.budget.ReadAll(r, headRoom, ss.s.maxMessageBytes(), ss.size, smtp.ErrDataTooLarge)
 	restore()
 	defer release()
@@ -227,7 +238,7 @@ func (ss *session) route(ctx context.Context, msg []byte) error {
 // Reset implements smtp.Session.
 func (ss *session) Reset() {
 	ss.from, ss.size, ss.utf8, ss.eightBit = "", 0, false, false
-	ss.local, ss.remote, ss.seen = nil, nil, nil
+	ss.local, ss.remote, ss.seen, ss.inTx = nil, nil, nil, false
 }
 
 // Logout implements smtp.Session.

@@ -56,6 +56,30 @@ func rawData(r io.Reader) (*bufio.Reader, func(), bool) {
 	return br, func() { *state = goSMTPStateEOF }, true
 }
 
+// AllowExactSize makes go-smtp's DATA reader r take a message of exactly
+// the server's MaxMessageBytes, the SIZE it advertises (RFC 1870 section
+// 4): it fails the read that follows the last byte allowed, even when only
+// the end-of-data line follows. One byte more is allowed, which the
+// caller's own limit refuses. For BDAT, or if go-smtp's layout changed, it
+// does nothing. (Port 25 reads the raw stream: see readStrictData.)
+func AllowExactSize(r io.Reader) {
+	v := reflect.ValueOf(r)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return
+	}
+	st := v.Elem()
+	if st.Type().Name() != "dataReader" || st.Type().PkgPath() != "github.com/emersion/go-smtp" {
+		return
+	}
+	fl, fn := st.FieldByName("limited"), st.FieldByName("n")
+	if !fl.IsValid() || fl.Kind() != reflect.Bool || !fn.IsValid() || fn.Kind() != reflect.Int64 {
+		return
+	}
+	if *(*bool)(unsafe.Pointer(fl.UnsafeAddr())) {
+		*(*int64)(unsafe.Pointer(fn.UnsafeAddr()))++
+	}
+}
+
 // LiftLineLimit switches off go-smtp's line limit on c while the DATA
 // body is read from r (go-smtp's DATA reader), and returns what switches
 // it back on. The limit is for command lines: a message's lines are

@@ -98,6 +98,7 @@ func TestQuotaAndAliases(t *testing.T) {
 	d.Cmd("RSET", "250")
 	d.Cmd("MAIL FROM:<x@remote.example> SIZE=20000", "250")
 	d.Cmd("RCPT TO:<bob@example.test>", "452 4.2.2") // SIZE over quota
+	d.Cmd("RSET", "250")
 	d.Cmd("MAIL FROM:<x@remote.example>", "250")
 	d.Cmd("RCPT TO:<team@example.test>", "250")
 	d.Cmd("RCPT TO:<alice@example.test>", "250")
@@ -456,4 +457,35 @@ func TestDataBudget(t *testing.T) {
 	if used := s.budget.Used(); used != 0 {
 		t.Fatalf("%d bytes of budget still held", used)
 	}
+}
+
+// TestNestedMail: a MAIL inside a transaction is refused 503 5.5.1, as
+// Postfix does, and the transaction goes on with its sender and the
+// recipients already accepted. go-smtp lets it through: taken as a new
+// transaction, it dropped those recipients, and the DATA that followed
+// was acknowledged 250 and delivered to nobody. After RSET, and after a
+// transaction ends, MAIL starts a new one.
+func TestNestedMail(t *testing.T) {
+	_, st, addr := startTestServer(t, nil)
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<first@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("MAIL FROM:<second@remote.example>", "503 5.5.1")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: nested\r\n\r\nbody\r\n.\r\n")
+	d.Expect("250")
+	st.mu.Lock()
+	n, delivered := len(st.bodies), st.delivered
+	st.mu.Unlock()
+	if n != 1 || len(delivered[0]) != 1 || delivered[0][0].Account != "alice@example.test" {
+		t.Fatalf("after a refused nested MAIL: %d messages, to %v", n, delivered)
+	}
+	d.Cmd("MAIL FROM:<third@remote.example>", "250")
+	d.Cmd("RSET", "250")
+	d.Cmd("MAIL FROM:<fourth@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Send("BDAT 23 LAST\r\nSubject: bdat\r\n\r\nbody\r\n")
+	d.Expect("250")
+	d.Cmd("MAIL FROM:<fifth@remote.example>", "250")
 }

@@ -56,6 +56,12 @@ var (
 		Message: "Too many unknown recipients, closing connection"}
 	errDMARCReject = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 		Message: "Message rejected by the sender domain's DMARC policy"}
+	// ErrNestedMail answers a MAIL inside a transaction (RFC 5321
+	// section 4.1.4: MAIL starts one only after RSET or the end of the
+	// last), as Postfix does. go-smtp lets it through; taken as a new
+	// transaction it would drop the recipients already accepted.
+	ErrNestedMail = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1},
+		Message: "Nested MAIL command: send RSET first"}
 	errTimeout = &smtp.SMTPError{Code: codeClosing, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
 		Message: "Timeout receiving data, closing connection"}
 )

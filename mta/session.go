@@ -30,6 +30,7 @@ type session struct {
 	spf      *spfCheck
 	rcpts    []string
 	badRcpts int
+	inTx     bool // MAIL was accepted; Reset ends the transaction
 }
 
 func newSession(srv *Server, c *smtp.Conn) *session {
@@ -43,7 +44,7 @@ func newSession(srv *Server, c *smtp.Conn) *session {
 
 // Reset implements smtp.Session (RSET, a new EHLO, end of a transaction).
 func (s *session) Reset() {
-	s.from, s.mailOpts, s.rcpts, s.spf = "", nil, nil, nil
+	s.from, s.mailOpts, s.rcpts, s.spf, s.inTx = "", nil, nil, nil, false
 }
 
 // Logout implements smtp.Session.
@@ -53,6 +54,9 @@ func (s *session) Logout() error { return nil }
 // SPF is checked from here on, once per transaction (RFC 7208 section
 // 2.4), while the client goes on with RCPT and DATA.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.inTx {
+		return ErrNestedMail
+	}
 	if !ValidHELO(s.conn.Hostname()) {
 		return errBadHelo
 	}
@@ -68,7 +72,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return reply(s.log, err)
 	}
 	s.Reset()
-	s.from, s.mailOpts = from, opts
+	s.from, s.mailOpts, s.inTx = from, opts, true
 	s.spf = startSPF(s.srv, s.ip, s.conn.Hostname(), from)
 	return nil
 }

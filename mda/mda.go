@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -360,5 +361,5 @@ func (a *Agent) forward(ctx context.Context, env Envelope, remote []string, body
 // Prefix is the per-recipient header block put before a delivered
 // message: Return-Path (RFC 5321 section 4.4) and Delivered-To.
 func Prefix(from, account string) []byte {
-	return []byte("Return-Path: <" + from + ">\r\nDelivered-To: " + account + "\r\n")
+	return []byte("Return-Path: <" + smtpaddr.Quote(from) + ">\r\nDelivered-To: " + account + "\r\n")
 }

@@ -1,14 +1,18 @@
 package mta_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -246,5 +250,46 @@ func TestE2EAuthentication(t *testing.T) {
 	}
 	if n := env.Server.Metrics.Value(metrics.Rejected, "via", "smtp", "reason", "dmarc"); n != 1 {
 		t.Errorf("rejected metric %d", n)
+	}
+}
+
+// TestE2EQuotedSender: a sender whose local part is a Quoted-string keeps
+// its quotes in the Return-Path (go-smtp hands it over unquoted, and
+// "<john doe@remote.example>" is not an address).
+func TestE2EQuotedSender(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	conn, err := net.Dial("tcp", env.Addr("smtp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(conn)
+	expect := func(prefix string) {
+		t.Helper()
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil || !strings.HasPrefix(l, prefix[:3]) {
+				t.Fatalf("got %q (%v), want %s", l, err, prefix)
+			}
+			if l[3] == ' ' {
+				return
+			}
+		}
+	}
+	expect("220")
+	for _, c := range []struct{ cmd, want string }{
+		{"EHLO client.example", "250"},
+		{`MAIL FROM:<"john \"jd\" doe"@remote.example>`, "250"},
+		{"RCPT TO:<" + harness.User + ">", "250"},
+		{"DATA", "354"},
+		{"Subject: quoted\r\n\r\nhi\r\n.", "250"},
+	} {
+		fmt.Fprintf(conn, "%s\r\n", c.cmd)
+		expect(c.want)
+	}
+	msgs := inbox(t, env.Server.Store, "INBOX")
+	if len(msgs) != 1 || !strings.HasPrefix(string(msgs[0]), `Return-Path: <"john \"jd\" doe"@remote.example>`+"\r\n") {
+		t.Fatalf("delivered: %q", msgs)
 	}
 }

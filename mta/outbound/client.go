@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -108,7 +109,7 @@ func (q *Queue) deliverHost(ctx context.Context, e store.QueueEntry, h host, add
 		return failAll(rcpts, &routeError{Permanent: true, Status: "5.6.7",
 			Msg: h.Name + " does not support SMTPUTF8, which this message needs"}, h.Name), false
 	}
-	if err := c.Mail(e.From, &smtp.MailOptions{UTF8: e.SMTPUTF8, Size: int64(len(body))}); err != nil {
+	if err := c.Mail(smtpaddr.Quote(e.From), &smtp.MailOptions{UTF8: e.SMTPUTF8, Size: int64(len(body))}); err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
 			return failAll(rcpts, err, h.Name), true
@@ -149,7 +150,7 @@ func (q *Queue) connect(ctx context.Context, h host, addr string, log *slog.Logg
 func (q *Queue) transaction(c *smtp.Client, h host, rcpts []string, body []byte) (results []result, reusable bool) {
 	var accepted []string
 	for i, r := range rcpts {
-		err := c.Rcpt(r, nil)
+		err := c.Rcpt(smtpaddr.Quote(r), nil)
 		if err == nil {
 			accepted = append(accepted, r)
 			continue

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/store"
 )
@@ -89,7 +90,7 @@ func buildDSN(hostname string, e store.QueueEntry, header []byte, rs []result, a
 		subject = "Delayed Mail (still being retried)"
 	}
 	fmt.Fprintf(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname)
-	fmt.Fprintf(&b, "To: <%s>\r\n", e.From)
+	fmt.Fprintf(&b, "To: <%s>\r\n", smtpaddr.Quote(e.From))
 	fmt.Fprintf(&b, "Subject: %s\r\n", subject)
 	fmt.Fprintf(&b, "Date: %s\r\n", now.Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Message-ID: <%s.dsn@%s>\r\n", randomHex(12), hostname)
@@ -138,7 +139,7 @@ func writeStatus(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []resu
 	// Per-recipient fields (section 2.3).
 	for _, r := range rs {
 		b.WriteString("\r\n")
-		fmt.Fprintf(b, "Final-Recipient: rfc822; %s\r\n", r.Address)
+		fmt.Fprintf(b, "Final-Recipient: rfc822; %s\r\n", smtpaddr.Quote(r.Address))
 		fmt.Fprintf(b, "Action: %s\r\n", action)
 		fmt.Fprintf(b, "Status: %s\r\n", statusFor(r, action))
 		if r.RemoteMTA != "" {

@@ -98,6 +98,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.inTx {
 		return mta.ErrNestedMail
 	}
+	if err := mta.CheckCharset(from, opts != nil && opts.UTF8); err != nil {
+		return err
+	}
 	var size int64
 	if opts != nil {
 		size = opts.Size
@@ -135,6 +138,9 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	at := strings.LastIndexByte(to, '@')
 	if at <= 0 || at == len(to)-1 {
 		return errBadAddress
+	}
+	if err := mta.CheckCharset(to, ss.utf8); err != nil {
+		return err
 	}
 	_, err := ss.s.MDA.Resolve(to)
 	// A repeated RCPT gets one copy. Ours are compared without case;

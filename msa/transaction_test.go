@@ -112,3 +112,19 @@ func TestRemoteRecipientsCase(t *testing.T) {
 		t.Errorf("%d local copies, want 1", n)
 	}
 }
+
+// TestAddressCharset: on submission too a non-ASCII recipient needs
+// SMTPUTF8 on the MAIL (553 5.6.7).
+func TestAddressCharset(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(harness.User, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("jörg@remote.test", nil); code(err) != 553 {
+		t.Fatalf("non-ASCII RCPT without SMTPUTF8: %v, want 553", err)
+	}
+}

@@ -489,3 +489,24 @@ func TestNestedMail(t *testing.T) {
 	d.Expect("250")
 	d.Cmd("MAIL FROM:<fifth@remote.example>", "250")
 }
+
+// TestAddressCharset: a non-ASCII address needs SMTPUTF8 on its MAIL
+// (553 5.6.7, RFC 6531 section 3.4), and bytes that are not UTF-8 are
+// refused whatever was declared, in EHLO too. They were taken and written
+// raw into Return-Path and Received.
+func TestAddressCharset(t *testing.T) {
+	_, _, addr := startTestServer(t, nil)
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<jörg@remote.example>", "553 5.6.7")
+	d.Cmd("MAIL FROM:<j\xffrg@remote.example> SMTPUTF8", "501 5.5.2")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<jörg@example.test>", "553 5.6.7")
+	d.Cmd("RSET", "250")
+	d.Cmd("MAIL FROM:<jörg@remote.example> SMTPUTF8", "250")
+	d.Cmd("RCPT TO:<j\xffrg@example.test>", "501 5.5.2")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+
+	d = Dial(t, addr)
+	d.Cmd("EHLO client\xff.example", "501 5.5.2")
+}

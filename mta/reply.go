@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
@@ -62,6 +63,10 @@ var (
 	// transaction it would drop the recipients already accepted.
 	ErrNestedMail = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1},
 		Message: "Nested MAIL command: send RSET first"}
+	errBadUTF8 = &smtp.SMTPError{Code: codeSyntaxParam, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+		Message: "Address is not valid UTF-8"}
+	errNeedUTF8 = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+		Message: "Non-ASCII address without SMTPUTF8 (RFC 6531 section 3.4)"}
 	errTimeout = &smtp.SMTPError{Code: codeClosing, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
 		Message: "Timeout receiving data, closing connection"}
 )
@@ -122,4 +127,23 @@ func sprint(v ...any) string                 { return fmt.Sprint(v...) }
 // formatReply renders a reply line as go-smtp would.
 func formatReply(e *smtp.SMTPError) string {
 	return fmt.Sprintf("%d %d.%d.%d %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+}
+
+// CheckCharset refuses an address that is not valid UTF-8, or that is
+// not ASCII in a transaction begun without SMTPUTF8 (RFC 6531 section
+// 3.4): written into Return-Path and Received, it would be 8-bit header
+// text the message never declared.
+func CheckCharset(addr string, smtpUTF8 bool) error {
+	for i := 0; i < len(addr); i++ {
+		if addr[i] >= 0x80 {
+			if !utf8.ValidString(addr) {
+				return errBadUTF8
+			}
+			if !smtpUTF8 {
+				return errNeedUTF8
+			}
+			return nil
+		}
+	}
+	return nil
 }

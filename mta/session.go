@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
@@ -60,6 +61,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !ValidHELO(s.conn.Hostname()) {
 		return errBadHelo
 	}
+	if err := CheckCharset(from, opts != nil && opts.UTF8); err != nil {
+		return err
+	}
 	if from != "" && !strings.Contains(from, "@") {
 		return &smtp.SMTPError{Code: codeSyntaxParam, EnhancedCode: smtp.EnhancedCode{5, 1, 7},
 			Message: "Bad sender address"}
@@ -105,6 +109,9 @@ func (c *spfCheck) verdict() spfVerdict {
 // Rcpt implements smtp.Session: RCPT TO (RFC 5321 section 4.1.1.3). Only
 // addresses that resolve here are accepted: no open relay.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := CheckCharset(to, s.mailOpts != nil && s.mailOpts.UTF8); err != nil {
+		return err
+	}
 	route, err := s.srv.MDA.Resolve(to)
 	if err == nil {
 		err = s.checkRoute(route)
@@ -280,7 +287,7 @@ func ValidHELO(h string) bool {
 		return ip != nil && ip.To4() != nil
 	}
 	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
+	if h == "" || len(h) > 253 || !utf8.ValidString(h) {
 		return false
 	}
 	for _, label := range strings.Split(h, ".") {

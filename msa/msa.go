@@ -111,7 +111,24 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	s.srv, s.ln = srv, ln
 	s.mu.Unlock()
+	if !s.ImplicitTLS {
+		ln = wrapListener{ln, mta.SequenceConn}
+	}
 	return srv.Serve(ln)
+}
+
+// wrapListener wraps each connection it accepts.
+type wrapListener struct {
+	net.Listener
+	wrap func(net.Conn) net.Conn
+}
+
+func (l wrapListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.wrap(c), nil
 }
 
 // Shutdown stops accepting, waits until no message is being taken (or

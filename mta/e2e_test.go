@@ -293,3 +293,36 @@ func TestE2EQuotedSender(t *testing.T) {
 		t.Fatalf("delivered: %q", msgs)
 	}
 }
+
+// TestE2EFailedHandshakeEndsSession: after a STARTTLS whose handshake
+// fails, the session ends (as in Postfix) instead of going on in
+// plaintext.
+func TestE2EFailedHandshakeEndsSession(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	conn, err := net.Dial("tcp", env.Addr("smtp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(conn)
+	reply := func() string {
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil || len(l) < 4 || l[3] != '-' {
+				return l
+			}
+		}
+	}
+	reply()
+	for _, c := range []struct{ cmd, want string }{{"EHLO client.example", "250 "}, {"STARTTLS", "220 "}} {
+		fmt.Fprintf(conn, "%s\r\n", c.cmd)
+		if got := reply(); !strings.HasPrefix(got, c.want) {
+			t.Fatalf("%s: %q, want %s", c.cmd, got, c.want)
+		}
+	}
+	fmt.Fprintf(conn, "not a client hello\r\n\r\n")
+	if rest, _ := io.ReadAll(r); len(rest) > 0 {
+		t.Fatalf("after a failed handshake the session goes on: %q", rest)
+	}
+}

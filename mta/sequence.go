@@ -44,14 +44,31 @@ var sequenceReplies = [][]byte{
 
 var startTLSReply = []byte("220 2.0.0 Ready to start TLS")
 
+// handshakeFailed is go-smtp's reply, in plaintext, to a STARTTLS whose
+// handshake failed, after which it goes on reading commands in plaintext.
+// Postfix ends the session there: so does sequenceConn, in place of the
+// reply. (Once the handshake is done, every write is a TLS record, which
+// never starts so.)
+var handshakeFailed = []byte("550 5.0.0 Handshake error")
+
 func newSequenceConn(c net.Conn) *sequenceConn {
 	return &sequenceConn{Conn: c, lineStart: true}
 }
+
+// SequenceConn wraps the plaintext connection of an SMTP server as port 25
+// does: replies to commands out of sequence are 503, multi-line replies
+// leave in one write, and a failed STARTTLS handshake ends the session.
+// Not for a connection that starts with TLS.
+func SequenceConn(c net.Conn) net.Conn { return newSequenceConn(c) }
 
 func (c *sequenceConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.tls {
+		if bytes.HasPrefix(p, handshakeFailed) {
+			c.Conn.Close()
+			return len(p), nil
+		}
 		return c.Conn.Write(p)
 	}
 	c.rewrite(p)

@@ -84,6 +84,11 @@ type Agent struct {
 	Store  store.Store
 	Queue  Queue // nil: remote alias targets are refused
 	Logger *slog.Logger
+	// Hostname is the server's own name: postmaster and MAILER-DAEMON at
+	// it are taken (the From: of our DSNs is MAILER-DAEMON@Hostname, and
+	// RFC 5321 section 4.5.1 asks that postmaster be reachable), as
+	// Postfix does for myhostname. "": not.
+	Hostname string
 }
 
 // Resolve says where an address leads, or why it does not.
@@ -97,6 +102,9 @@ func (a *Agent) Resolve(address string) (Route, error) {
 		return Route{}, err
 	}
 	if !ok {
+		if a.Hostname != "" && domain == strings.ToLower(strings.TrimSuffix(a.Hostname, ".")) {
+			return a.hostPostmaster(local)
+		}
 		return Route{}, ErrNotOurDomain
 	}
 	var r Route
@@ -241,7 +249,8 @@ func (a *Agent) expandTargets(targets []string, depth int, seen map[string]bool,
 // we receive for to accept it, and the DMARC record `posthorn dns` prints
 // sends its reports there. It goes to the domain's oldest enabled account
 // (the first user added, usually the one who set the server up); an
-// alias postmaster@domain overrides this.
+// alias postmaster@domain overrides this. With domain "", the oldest
+// account of any domain.
 func (a *Agent) postmaster(domain string, r *Route) error {
 	accts, err := a.Store.Accounts()
 	if err != nil {
@@ -249,7 +258,7 @@ func (a *Agent) postmaster(domain string, r *Route) error {
 	}
 	var first *store.Account
 	for i, acct := range accts {
-		if acct.Disabled || !strings.HasSuffix(acct.Address, "@"+domain) {
+		if acct.Disabled || domain != "" && !strings.HasSuffix(acct.Address, "@"+domain) {
 			continue
 		}
 		if first == nil || acct.Created.Before(first.Created) ||
@@ -262,6 +271,38 @@ func (a *Agent) postmaster(domain string, r *Route) error {
 	}
 	addUnique(&r.Accounts, first.Address)
 	return nil
+}
+
+// hostPostmaster routes postmaster and MAILER-DAEMON at the server's own
+// name (which is not one of its mail domains) to the postmaster of the
+// domain the name is in, when that is ours (mail.example.org: that of
+// example.org), or else to the oldest account.
+func (a *Agent) hostPostmaster(local string) (Route, error) {
+	base, _, _ := strings.Cut(local, "+")
+	if base != "postmaster" && base != "mailer-daemon" {
+		return Route{}, ErrNotOurDomain
+	}
+	var r Route
+	host := strings.ToLower(strings.TrimSuffix(a.Hostname, "."))
+	for d := host; ; {
+		_, parent, ok := strings.Cut(d, ".")
+		if !ok || parent == "" {
+			break
+		}
+		if served, err := a.Store.HasDomain(parent); err != nil {
+			return Route{}, err
+		} else if served {
+			if err := a.expand("postmaster", parent, 0, map[string]bool{}, &r); err != nil {
+				return Route{}, err
+			}
+			return r, nil
+		}
+		d = parent
+	}
+	if err := a.postmaster("", &r); err != nil {
+		return Route{}, err
+	}
+	return r, nil
 }
 
 func addUnique(list *[]string, s string) {

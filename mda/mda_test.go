@@ -195,3 +195,30 @@ func TestPostmaster(t *testing.T) {
 		}
 	}
 }
+
+// TestHostPostmaster: postmaster and MAILER-DAEMON at the server's own
+// name are taken (our DSNs come from MAILER-DAEMON@hostname): to the
+// postmaster of the domain the name is in when that is ours, else to the
+// oldest account; nothing else at that name is.
+func TestHostPostmaster(t *testing.T) {
+	a, _ := newAgent(t)
+	for _, c := range []struct {
+		host, addr string
+		route      Route
+		err        error
+	}{
+		{"mail.example.test", "postmaster@mail.example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"mail.example.test", "Postmaster@MAIL.example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"mail.example.test", "MAILER-DAEMON@mail.example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"mx.other.test.", "postmaster@mx.other.test", Route{Accounts: []string{"carol@other.test"}}, nil}, // catch-all of other.test
+		{"mail.elsewhere.example", "postmaster@mail.elsewhere.example", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"mail.example.test", "alice@mail.example.test", Route{}, ErrNotOurDomain},
+		{"", "postmaster@mail.example.test", Route{}, ErrNotOurDomain},
+	} {
+		a.Hostname = c.host
+		r, err := a.Resolve(c.addr)
+		if !errors.Is(err, c.err) || err == nil && !reflect.DeepEqual(r, c.route) {
+			t.Errorf("hostname %q: Resolve(%q) = %+v, %v; want %+v, %v", c.host, c.addr, r, err, c.route, c.err)
+		}
+	}
+}

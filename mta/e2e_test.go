@@ -326,3 +326,16 @@ func TestE2EFailedHandshakeEndsSession(t *testing.T) {
 		t.Fatalf("after a failed handshake the session goes on: %q", rest)
 	}
 }
+
+// TestE2EHostPostmaster: mail to postmaster at the server's own name, as
+// `serve` wires the delivery agent, reaches the postmaster of its domain.
+func TestE2EHostPostmaster(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	to := "postmaster@" + env.Config.Hostname
+	if err := send(env.Addr("smtp"), "bob@remote.example", []string{to}, testMessage, nil); err != nil {
+		t.Fatalf("to %s: %v", to, err)
+	}
+	if n := len(inbox(t, env.Server.Store, "INBOX")); n != 1 {
+		t.Fatalf("%d messages for %s, want 1", n, harness.User)
+	}
+}

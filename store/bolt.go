@@ -8,7 +8,8 @@ package store
 //	aliases   address or "@domain" -> JSON targets
 //	dkim      domain NUL selector -> JSON DKIMKey
 //	mail      address -> { mboxes: name -> JSON Mailbox,
-//	                       msgs: mailbox ID -> { UID (4 bytes BE) -> Message } }
+//	                       msgs: mailbox ID -> { UID (4 bytes BE) -> Message },
+//	                       lapsed: name -> "1", subscribed names deleted (if any) }
 //	blobinfo  blob ID (8 bytes BE) -> binary BlobInfo; sequence = blob IDs
 //	blobrefs  blob ID -> reference count (4 bytes BE), if over 1 (none: 1)
 //	blobdata  blob ID, chunk number (8+4 bytes BE) -> up to ChunkSize bytes

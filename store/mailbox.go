@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -55,7 +56,16 @@ func (s *boltStore) CreateMailbox(account, name, specialUse string) (Mailbox, er
 	return mb, err
 }
 
-// DeleteMailbox removes a mailbox and its messages. Its children stay.
+// bucketLapsed is a per-account sub-bucket of bucketMail (created when
+// first needed): the subscribed names whose mailbox was deleted, name ->
+// "1". A DELETE keeps the subscription (RFC 9051 section 6.3.7: the
+// server SHOULD NOT remove a name from the subscription list because its
+// mailbox no longer exists); a mailbox created, or renamed, to such a name
+// is subscribed again and the name leaves this list.
+var bucketLapsed = []byte("lapsed")
+
+// DeleteMailbox removes a mailbox and its messages. Its children stay,
+// and so does its subscription (see bucketLapsed).
 func (s *boltStore) DeleteMailbox(account, name string) error {
 	addr, n := strings.ToLower(account), canonicalMailboxName(name)
 	if n == "INBOX" {
@@ -71,6 +81,15 @@ func (s *boltStore) DeleteMailbox(account, name string) error {
 		}
 		if err := t.mailBucket(addr).Bucket(bucketMailboxes).Delete([]byte(n)); err != nil {
 			return err
+		}
+		if mb.Subscribed {
+			b, err := t.mailBucket(addr).CreateBucketIfNotExists(bucketLapsed)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(n), []byte("1")); err != nil {
+				return err
+			}
 		}
 		t.publish(Event{Kind: EventMailboxDelete, Account: addr, Mailbox: n})
 		return nil
@@ -127,6 +146,11 @@ func (t *txn) renameTree(addr, on, nn string) error {
 		}
 		old := mb.Name
 		mb.Name = to
+		if lapsed, err := t.takeLapsed(addr, to); err != nil {
+			return err
+		} else if lapsed {
+			mb.Subscribed = true
+		}
 		if err := t.putMailbox(addr, mb); err != nil {
 			return err
 		}
@@ -174,17 +198,62 @@ func (t *txn) renameInbox(addr string, inbox Mailbox, nn string) error {
 	return nil
 }
 
-// SetSubscribed marks a mailbox subscribed or not (RFC 9051 6.3.7).
+// SetSubscribed marks a mailbox subscribed or not (RFC 9051 6.3.7). A
+// name whose mailbox was deleted while subscribed (LapsedSubscriptions)
+// stays subscribed (true: nothing to do) or is unsubscribed (false);
+// another name that is not a mailbox is ErrNoSuchMailbox.
 func (s *boltStore) SetSubscribed(account, name string, subscribed bool) error {
 	addr := strings.ToLower(account)
 	return s.update(func(t *txn) error {
 		mb, err := t.mailbox(addr, name)
+		if errors.Is(err, ErrNoSuchMailbox) {
+			n := canonicalMailboxName(name)
+			if b := t.mailBucket(addr).Bucket(bucketLapsed); b != nil && b.Get([]byte(n)) != nil {
+				if subscribed {
+					return nil
+				}
+				return b.Delete([]byte(n))
+			}
+		}
 		if err != nil {
 			return err
 		}
 		mb.Subscribed = subscribed
 		return t.putMailbox(addr, mb)
 	})
+}
+
+// LapsedSubscriptions lists, sorted, the subscribed names that have no
+// mailbox: mailboxes deleted while subscribed (see bucketLapsed). LIST
+// (SUBSCRIBED) shows them as \NonExistent and LSUB as \Noselect.
+func (s *boltStore) LapsedSubscriptions(account string) ([]string, error) {
+	addr := strings.ToLower(account)
+	var out []string
+	err := s.view(func(tx *bolt.Tx) error {
+		mail := (&txn{tx: tx}).mailBucket(addr)
+		if mail == nil {
+			return fmt.Errorf("account %s: %w", addr, ErrNoSuchAccount)
+		}
+		b := mail.Bucket(bucketLapsed)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			out = append(out, string(k))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// takeLapsed removes name from the lapsed subscriptions and reports
+// whether it was there: a mailbox that takes the name is subscribed.
+func (t *txn) takeLapsed(addr, name string) (bool, error) {
+	b := t.mailBucket(addr).Bucket(bucketLapsed)
+	if b == nil || b.Get([]byte(name)) == nil {
+		return false, nil
+	}
+	return true, b.Delete([]byte(name))
 }
 
 // mailBucket returns an account's mail bucket, nil if there is none.
@@ -287,6 +356,10 @@ func (t *txn) createMailbox(addr, name, specialUse string, parents bool) (Mailbo
 	if err != nil {
 		return Mailbox{}, err
 	}
+	subscribed, err := t.takeLapsed(addr, name)
+	if err != nil {
+		return Mailbox{}, err
+	}
 	mb := Mailbox{
 		Name:          name,
 		ID:            id,
@@ -294,6 +367,7 @@ func (t *txn) createMailbox(addr, name, specialUse string, parents bool) (Mailbo
 		UIDNext:       1,
 		HighestModSeq: 1,
 		SpecialUse:    specialUse,
+		Subscribed:    subscribed,
 	}
 	if _, err := mail.Bucket(bucketMessages).CreateBucket(u64Key(id)); err != nil {
 		return Mailbox{}, err

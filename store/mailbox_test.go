@@ -87,3 +87,81 @@ func TestRenameInbox(t *testing.T) {
 		t.Errorf("UID reused in INBOX after rename: %d", d.UID)
 	}
 }
+
+// TestDeleteKeepsSubscription: DELETE keeps the subscription (RFC 9051
+// section 6.3.7); the name can be unsubscribed, and a mailbox that takes
+// the name again (CREATE, RENAME) is subscribed.
+func TestDeleteKeepsSubscription(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	lapsed := func() string {
+		t.Helper()
+		names, err := s.LapsedSubscriptions(alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(names, ",")
+	}
+	if got := lapsed(); got != "" {
+		t.Fatalf("lapsed at start: %q", got)
+	}
+	for _, n := range []string{"Lists", "Other", "Plain"} {
+		if _, err := s.CreateMailbox(alice, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"Lists", "Other"} {
+		if err := s.SetSubscribed(alice, n, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"Lists", "Other", "Plain"} {
+		if err := s.DeleteMailbox(alice, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := lapsed(); got != "Lists,Other" {
+		t.Fatalf("lapsed after DELETE: %q", got)
+	}
+	if err := s.SetSubscribed(alice, "Lists", true); err != nil {
+		t.Fatalf("subscribe a lapsed name: %v", err)
+	}
+	if err := s.SetSubscribed(alice, "Plain", true); !errors.Is(err, ErrNoSuchMailbox) {
+		t.Fatalf("subscribe a name never subscribed: %v", err)
+	}
+	if mb, err := s.CreateMailbox(alice, "Lists", ""); err != nil || !mb.Subscribed {
+		t.Fatalf("created again: %+v %v", mb, err)
+	}
+	if mb, _ := s.Mailbox(alice, "Lists"); !mb.Subscribed {
+		t.Fatal("created again: not subscribed")
+	}
+	if got := lapsed(); got != "Other" {
+		t.Fatalf("lapsed after CREATE: %q", got)
+	}
+	if _, err := s.CreateMailbox(alice, "Tmp", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenameMailbox(alice, "Tmp", "Other"); err != nil {
+		t.Fatal(err)
+	}
+	if mb, _ := s.Mailbox(alice, "Other"); !mb.Subscribed || lapsed() != "" {
+		t.Fatalf("renamed onto a lapsed name: %+v, lapsed %q", mb, lapsed())
+	}
+	if err := s.DeleteMailbox(alice, "Other"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSubscribed(alice, "Other", false); err != nil {
+		t.Fatalf("unsubscribe a lapsed name: %v", err)
+	}
+	if got := lapsed(); got != "" {
+		t.Fatalf("lapsed after UNSUBSCRIBE: %q", got)
+	}
+	if err := s.SetSubscribed(alice, "Other", false); !errors.Is(err, ErrNoSuchMailbox) {
+		t.Fatalf("unsubscribe twice: %v", err)
+	}
+	if mb, err := s.CreateMailbox(alice, "Other", ""); err != nil || mb.Subscribed {
+		t.Fatalf("created after UNSUBSCRIBE: %+v %v", mb, err)
+	}
+	if _, err := s.LapsedSubscriptions("nobody@example.com"); !errors.Is(err, ErrNoSuchAccount) {
+		t.Fatalf("no account: %v", err)
+	}
+}

@@ -299,6 +299,9 @@ type Store interface {
 	// (RFC 9051 section 6.3.6).
 	RenameMailbox(account, oldName, newName string) error
 	SetSubscribed(account, name string, subscribed bool) error
+	// LapsedSubscriptions lists the subscribed names whose mailbox was
+	// deleted: DELETE keeps the subscription (RFC 9051 section 6.3.7).
+	LapsedSubscriptions(account string) ([]string, error)
 
 	// Messages.
 	Append(ctx context.Context, account, mailbox string, m NewMessage) (Delivered, error)

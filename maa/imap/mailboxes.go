@@ -73,7 +73,24 @@ func (ss *session) Delete(name string) error {
 			return noErr(imapv2.ResponseCodeHasChildren, "Mailbox has children, delete them first")
 		}
 	}
-	return ss.storeError("delete", ss.s.Store.DeleteMailbox(ss.account, name))
+	// Deleting the selected mailbox: this session is not ended, as the
+	// others that have it selected are (hub.deleted); it sees every
+	// message expunged, before the OK.
+	var own *view
+	if ss.sel != nil && ss.mailbox() == name {
+		own = ss.sel
+		own.setDeleting(true)
+	}
+	if err := ss.s.Store.DeleteMailbox(ss.account, name); err != nil {
+		if own != nil {
+			own.setDeleting(false)
+		}
+		return ss.storeError("delete", err)
+	}
+	if own != nil {
+		ss.s.hub.deleted(own.t)
+	}
+	return nil
 }
 
 // Rename implements RENAME (RFC 9051 section 6.3.6); renaming INBOX moves
@@ -181,15 +198,24 @@ func (ss *session) List(w *imapserver.ListWriter, ref string, patterns []string,
 	if err != nil {
 		return ss.storeError("list", err)
 	}
+	var lapsed []string
+	if options.SelectSubscribed {
+		// Names deleted while subscribed: only a subscription selects
+		// them (RFC 5258 section 3).
+		if lapsed, err = ss.s.Store.LapsedSubscriptions(ss.account); err != nil {
+			return ss.storeError("list", err)
+		}
+	}
+	lsub := ss.isLSUB()
 	lps := make([]listPattern, len(patterns))
 	for i, p := range patterns {
 		lps[i] = newListPattern(ref, p)
 	}
-	for _, e := range listEntries(boxes) {
+	for _, e := range listEntries(boxes, lapsed) {
 		if !matchAny(lps, e.name) {
 			continue
 		}
-		data, ok := listData(e, options)
+		data, ok := listData(e, options, lsub)
 		if !ok {
 			continue
 		}
@@ -205,6 +231,17 @@ func (ss *session) List(w *imapserver.ListWriter, ref string, patterns []string,
 	return nil
 }
 
+// isLSUB tells LSUB from LIST (SUBSCRIBED): imapserver runs both through
+// List with the same options, and only its ListWriter knows which it
+// writes; the guard saw the command (guard.go).
+func (ss *session) isLSUB() bool {
+	if ss.conn == nil {
+		return false
+	}
+	gc, ok := ss.conn.NetConn().(*guardConn)
+	return ok && gc.g.command() == "LSUB"
+}
+
 func matchAny(lps []listPattern, name string) bool {
 	for _, lp := range lps {
 		if lp.match(name) {
@@ -214,16 +251,19 @@ func matchAny(lps []listPattern, name string) bool {
 	return false
 }
 
-// listEntry is a mailbox, or a superior name that exists only because a
-// child does (box nil).
+// listEntry is a name LIST may show: a mailbox (box), a superior name
+// that exists only because a child does (box nil, children), or a name
+// that does not exist (box nil, no children): one subscribed after its
+// mailbox was deleted, or a superior of one.
 type listEntry struct {
 	name          string
 	box           *store.Mailbox
-	children      bool
+	children      bool // a mailbox exists below it
+	subscribed    bool
 	subscribedSub bool // some descendant is subscribed (CHILDINFO)
 }
 
-func listEntries(boxes []store.Mailbox) []listEntry {
+func listEntries(boxes []store.Mailbox, lapsed []string) []listEntry {
 	idx := map[string]int{}
 	var out []listEntry
 	add := func(name string, box *store.Mailbox) int {
@@ -238,7 +278,8 @@ func listEntries(boxes []store.Mailbox) []listEntry {
 		return len(out) - 1
 	}
 	for i := range boxes {
-		add(boxes[i].Name, &boxes[i])
+		j := add(boxes[i].Name, &boxes[i])
+		out[j].subscribed = boxes[i].Subscribed
 	}
 	for i := range boxes {
 		for _, p := range parentNames(boxes[i].Name) {
@@ -249,33 +290,51 @@ func listEntries(boxes []store.Mailbox) []listEntry {
 			}
 		}
 	}
+	for _, name := range lapsed {
+		out[add(name, nil)].subscribed = true
+		for _, p := range parentNames(name) {
+			out[add(p, nil)].subscribedSub = true
+		}
+	}
 	return out
 }
 
-// listData builds the LIST response of an entry, or false if the select
-// options exclude it.
-func listData(e listEntry, o *imapv2.ListOptions) (*imapv2.ListData, bool) {
-	subscribed := e.box != nil && e.box.Subscribed
+// listData builds the LIST (or LSUB) response of an entry, or false if
+// the select options exclude it. A name that does not exist is listed
+// only as selected by SUBSCRIBED (RFC 5258 section 3): \NonExistent in
+// LIST, \Noselect in LSUB (RFC 3501 section 6.3.9), as Dovecot does.
+func listData(e listEntry, o *imapv2.ListOptions, lsub bool) (*imapv2.ListData, bool) {
+	exists := e.box != nil || e.children
 	special := e.box != nil && e.box.SpecialUse != ""
+	if !exists && !o.SelectSubscribed {
+		return nil, false
+	}
 	if o.SelectSpecialUse && !special {
 		return nil, false
 	}
 	data := &imapv2.ListData{Delim: Delim, Mailbox: e.name}
-	if o.SelectSubscribed && !subscribed {
+	if o.SelectSubscribed && !e.subscribed {
 		if !(o.SelectRecursiveMatch && e.subscribedSub) {
 			return nil, false
 		}
 		data.ChildInfo = &imapv2.ListDataChildInfo{Subscribed: true}
 	}
-	if e.box == nil {
+	switch {
+	case !exists && lsub:
 		data.Attrs = append(data.Attrs, imapv2.MailboxAttrNoSelect)
+	case !exists:
+		data.Attrs = append(data.Attrs, imapv2.MailboxAttrNonExistent)
+	default:
+		if e.box == nil {
+			data.Attrs = append(data.Attrs, imapv2.MailboxAttrNoSelect)
+		}
+		if e.children {
+			data.Attrs = append(data.Attrs, imapv2.MailboxAttrHasChildren)
+		} else {
+			data.Attrs = append(data.Attrs, imapv2.MailboxAttrHasNoChildren)
+		}
 	}
-	if e.children {
-		data.Attrs = append(data.Attrs, imapv2.MailboxAttrHasChildren)
-	} else {
-		data.Attrs = append(data.Attrs, imapv2.MailboxAttrHasNoChildren)
-	}
-	if subscribed && (o.SelectSubscribed || o.ReturnSubscribed) {
+	if e.subscribed && (o.SelectSubscribed || o.ReturnSubscribed) {
 		data.Attrs = append(data.Attrs, imapv2.MailboxAttrSubscribed)
 	}
 	if special {

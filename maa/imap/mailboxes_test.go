@@ -198,3 +198,83 @@ func TestBadNames(t *testing.T) {
 		t.Fatalf("LIST UTF-8: %+v", l)
 	}
 }
+
+// TestListInboxCaseInsensitive: INBOX is case-insensitive (RFC 9051
+// section 5.1) in LIST patterns too, as in Dovecot: "inbox*" and "iN%"
+// match it; the rest of a name, and other names, match case-sensitively.
+func TestListInboxCaseInsensitive(t *testing.T) {
+	e := newTestEnv(t)
+	for _, n := range []string{"INBOX/sub", "inboxes", "Inboxes"} {
+		if _, err := e.st.CreateMailbox(testAlice, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := e.login(testAlice)
+	cases := []struct{ pattern, want string }{
+		{"inbox*", "INBOX,INBOX/sub,inboxes"},
+		{"INBOX*", "INBOX,INBOX/sub"},
+		{"iN%", "INBOX"},
+		{"Inbo%", "INBOX,Inboxes"},
+		{"*x", "INBOX"},
+		{"inbox/%", "INBOX/sub"},
+		{"%/sub", "INBOX/sub"},
+		{"inbox/SUB", ""},
+		{"sent*", ""},
+	}
+	for _, tc := range cases {
+		l, err := c.List("", tc.pattern, nil).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(keys(listNames(t, l)), ","); got != tc.want {
+			t.Errorf("LIST \"\" %q: %q, want %q", tc.pattern, got, tc.want)
+		}
+	}
+}
+
+// TestDeleteKeepsSubscription: DELETE does not remove the subscription
+// (RFC 9051 section 6.3.7): LSUB lists the name \Noselect (RFC 3501),
+// LIST (SUBSCRIBED) \NonExistent (RFC 5258), as Dovecot does; a plain
+// LIST does not list it; UNSUBSCRIBE removes it; a mailbox created again
+// is subscribed.
+func TestDeleteKeepsSubscription(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	c := e.rawLogin(t, testAlice)
+	for _, cmd := range []string{"CREATE cfsub", "SUBSCRIBE cfsub", "CREATE cfx/deep", "SUBSCRIBE cfx/deep",
+		"DELETE cfsub", "DELETE cfx/deep", "DELETE cfx"} {
+		c.send("a " + cmd)
+		c.expect("a OK")
+	}
+	list := func(cmd string) string {
+		t.Helper()
+		c.send("l %s", cmd)
+		lines := c.expect("l OK")
+		return strings.Join(lines[:len(lines)-1], "")
+	}
+	for cmd, want := range map[string]string{
+		`LSUB "" "cf*"`: "* LSUB (\\Noselect \\Subscribed) \"/\" \"cfsub\"\r\n" +
+			"* LSUB (\\Noselect \\Subscribed) \"/\" \"cfx/deep\"\r\n",
+		`LIST (SUBSCRIBED) "" "cf*"`: "* LIST (\\NonExistent \\Subscribed) \"/\" \"cfsub\"\r\n" +
+			"* LIST (\\NonExistent \\Subscribed) \"/\" \"cfx/deep\"\r\n",
+		`LIST (SUBSCRIBED RECURSIVEMATCH) "" "cf%"`: "* LIST (\\NonExistent \\Subscribed) \"/\" \"cfsub\"\r\n" +
+			"* LIST (\\NonExistent) \"/\" \"cfx\" (CHILDINFO (\"SUBSCRIBED\"))\r\n",
+		`LIST "" "cf*"`:                     "",
+		`LIST "" "cf*" RETURN (SUBSCRIBED)`: "",
+	} {
+		if got := list(cmd); got != want {
+			t.Errorf("%s:\n%q, want\n%q", cmd, got, want)
+		}
+	}
+	c.send("a CREATE cfsub")
+	c.expect("a OK")
+	if got, want := list(`LIST (SUBSCRIBED) "" "cfsub"`), "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"cfsub\"\r\n"; got != want {
+		t.Errorf("created again: %q, want %q", got, want)
+	}
+	c.send("a UNSUBSCRIBE cfx/deep")
+	c.expect("a OK")
+	if got, want := list(`LSUB "" "cf*"`), "* LSUB (\\HasNoChildren \\Subscribed) \"/\" \"cfsub\"\r\n"; got != want {
+		t.Errorf("after UNSUBSCRIBE: %q, want %q", got, want)
+	}
+	c.send("a UNSUBSCRIBE cfx/deep")
+	c.expect("a NO [NONEXISTENT]")
+}

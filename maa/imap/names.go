@@ -84,6 +84,12 @@ func newListPattern(ref, pattern string) listPattern {
 // '%' anything but the delimiter. It simulates the pattern as an NFA in
 // O(len(name) * len(pattern)) time and O(len(pattern)) space, unlike a
 // backtracking matcher, which is exponential in the number of wildcards.
+//
+// The INBOX part of a name (INBOX itself, or the first level of its
+// children) matches case-insensitively, as Dovecot does: INBOX is
+// case-insensitive (RFC 9051 section 5.1), so "inbox*" and "iN%" list
+// it. Every other part of a name, and every other name, matches
+// case-sensitively.
 func (lp listPattern) match(name string) bool {
 	return matchPattern(name, lp.p)
 }
@@ -91,6 +97,10 @@ func (lp listPattern) match(name string) bool {
 func matchPattern(name, p string) bool {
 	if len(p) > maxPatternBytes {
 		return false
+	}
+	fold := 0 // name[:fold] is INBOX's part: case-insensitive
+	if strings.HasPrefix(name, "INBOX") && (len(name) == 5 || name[5] == Delim) {
+		fold = 5
 	}
 	// cur[i]: the prefix consumed so far can be matched by p[:i].
 	cur := make([]bool, len(p)+1)
@@ -115,7 +125,7 @@ func matchPattern(name, p string) bool {
 					next[i] = true
 				}
 			default:
-				if p[i] == c {
+				if p[i] == c || k < fold && asciiLower(p[i]) == asciiLower(c) {
 					next[i+1] = true
 				}
 			}
@@ -130,6 +140,13 @@ func matchPattern(name, p string) bool {
 		cur, next = next, cur
 	}
 	return cur[len(p)]
+}
+
+func asciiLower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // closeWildcards adds the epsilon moves: a wildcard may match nothing.

@@ -23,7 +23,21 @@ const searchChunk = 32 * 1024
 // TO, CC, BCC and SENT* use the stored ENVELOPE (as 6.4.4 defines them);
 // HEADER reads only the header; BODY and TEXT stream the message in
 // chunks, one message at a time.
+//
+// SAVE (RFC 5182 sections 2.1 and 2.4, RFC 9051 section 6.4.4): the
+// result replaces $ when the search succeeds, and $ is empty when it
+// fails here; with MIN and/or MAX and neither ALL nor COUNT, only those
+// messages are saved. imapserver (beta.8) decides the rest, before or
+// after this runs: it answers a SEARCH it cannot parse (BAD, or NO
+// [BADCHARSET]) without calling this, so $ is kept then; and it turns
+// RETURN (SAVE) into RETURN (SAVE ALL) before calling this, and writes
+// the ESEARCH response after it, so RETURN (SAVE) gets one with ALL.
 func (ss *session) Search(kind imapserver.NumKind, criteria *imapv2.SearchCriteria, options *imapv2.SearchOptions) (*imapv2.SearchData, error) {
+	save := options != nil && options.ReturnSave
+	prevSaved := ss.searchRes // what $ in criteria means
+	if save {
+		ss.searchRes = nil // until it succeeds
+	}
 	var entries []entry
 	var count, maxUID uint32
 	v := ss.sel
@@ -39,7 +53,7 @@ func (ss *session) Search(kind imapserver.NumKind, criteria *imapv2.SearchCriter
 	})
 	v.t.mu.RUnlock()
 
-	sc := &searcher{ss: ss, count: count, maxUID: maxUID, saved: ss.searchRes}
+	sc := &searcher{ss: ss, count: count, maxUID: maxUID, saved: prevSaved}
 	data := &imapv2.SearchData{}
 	var seqs imapv2.SeqSet
 	var uids imapv2.UIDSet
@@ -78,10 +92,29 @@ func (ss *session) Search(kind imapserver.NumKind, criteria *imapv2.SearchCriter
 	} else {
 		data.All = seqs
 	}
-	if options != nil && options.ReturnSave {
-		ss.searchRes = saved
+	if save {
+		ss.searchRes = savedResult(saved, options)
 	}
 	return data, nil
+}
+
+// savedResult is what SAVE keeps of the matching UIDs (in sequence
+// order): all of them, or with MIN and/or MAX but neither ALL nor COUNT,
+// only the first and/or the last (RFC 5182 section 2.4). Sequence numbers
+// and UIDs grow together, so the MIN or MAX message is the same for
+// SEARCH and UID SEARCH.
+func savedResult(uids []uint32, o *imapv2.SearchOptions) []uint32 {
+	if len(uids) == 0 || o.ReturnAll || o.ReturnCount || !o.ReturnMin && !o.ReturnMax {
+		return uids
+	}
+	var out []uint32
+	if o.ReturnMin {
+		out = append(out, uids[0])
+	}
+	if o.ReturnMax && (!o.ReturnMin || len(uids) > 1) {
+		out = append(out, uids[len(uids)-1])
+	}
+	return out
 }
 
 type searcher struct {

@@ -2,6 +2,7 @@ package imap
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,4 +88,76 @@ func TestSearchRes(t *testing.T) {
 		t.Fatalf("FETCH $: %q %v", line, err)
 	}
 	expectTagged(t, r, "d OK")
+}
+
+// TestSearchResMinMax: SAVE with MIN and/or MAX, and neither ALL nor
+// COUNT, saves only the MIN and/or MAX message (RFC 5182 section 2.4);
+// with ALL or COUNT too, every match.
+func TestSearchResMinMax(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	for i := 1; i <= 6; i++ {
+		e.deliver(testAlice, "INBOX", testMessage(i, "m"))
+	}
+	c := e.rawLogin(t, testAlice)
+	c.send("s SELECT INBOX")
+	c.expect("s OK")
+	cases := []struct{ search, esearch, saved string }{
+		{"SEARCH RETURN (MIN SAVE) 2:4", `* ESEARCH (TAG "a") MIN 2`, "2"},
+		{"SEARCH RETURN (SAVE MAX) 2:4", `* ESEARCH (TAG "a") MAX 4`, "4"},
+		{"UID SEARCH RETURN (MIN MAX SAVE) 2:4", `* ESEARCH (TAG "a") UID MIN 2 MAX 4`, "2,4"},
+		{"SEARCH RETURN (MIN MAX SAVE) 3", `* ESEARCH (TAG "a") MIN 3 MAX 3`, "3"},
+		{"SEARCH RETURN (MIN COUNT SAVE) 2:4", `* ESEARCH (TAG "a") MIN 2 COUNT 3`, "2,3,4"},
+		{"SEARCH RETURN (MAX ALL SAVE) 2:4", `* ESEARCH (TAG "a") ALL 2:4 MAX 4`, "2,3,4"},
+		{"SEARCH RETURN (MIN SAVE) 10:20", `* ESEARCH (TAG "a")`, ""},
+	}
+	for _, tc := range cases {
+		c.send("a " + tc.search)
+		lines := c.expect("a OK")
+		if len(lines) != 2 || strings.TrimRight(lines[0], "\r\n") != tc.esearch {
+			t.Errorf("%s: %q", tc.search, lines)
+		}
+		c.send("b UID FETCH $ (UID)")
+		var got []string
+		for _, l := range c.expect("b OK") {
+			if _, rest, ok := strings.Cut(l, "FETCH (UID "); ok {
+				got = append(got, strings.TrimSuffix(rest, ")\r\n"))
+			}
+		}
+		if s := strings.Join(got, ","); s != tc.saved {
+			t.Errorf("%s: $ is %q, want %q", tc.search, s, tc.saved)
+		}
+	}
+}
+
+// TestSearchResFailed: a SEARCH with SAVE that fails leaves $ empty (RFC
+// 5182 section 2.1), here one that finds the selected mailbox deleted
+// (its delete event not arrived yet).
+func TestSearchResFailed(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) {
+		s.AllowPlaintextAuth = true
+		s.Store = dropMailboxDeleteEvents{s.Store}
+	})
+	if _, err := e.st.CreateMailbox(testAlice, "cf", ""); err != nil {
+		t.Fatal(err)
+	}
+	e.deliver(testAlice, "cf", testMessage(1, "one"))
+	e.deliver(testAlice, "cf", testMessage(2, "two"))
+	c := e.rawLogin(t, testAlice)
+	c.send("s SELECT cf")
+	c.expect("s OK")
+	c.send("a SEARCH RETURN (SAVE ALL) 1:2")
+	c.expect("a OK")
+	c.send("b FETCH $ (UID)")
+	if lines := c.expect("b OK"); len(lines) != 3 {
+		t.Fatalf("FETCH $: %q", lines)
+	}
+	if err := e.st.DeleteMailbox(testAlice, "cf"); err != nil {
+		t.Fatal(err)
+	}
+	c.send("a SEARCH RETURN (SAVE) BODY two")
+	c.expect("a NO ")
+	c.send("b FETCH $ (UID)")
+	if lines := c.expect("b OK"); len(lines) != 1 {
+		t.Fatalf("FETCH $ after a failed SAVE: %q", lines)
+	}
 }

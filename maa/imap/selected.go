@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"errors"
 	"slices"
 	"sort"
 
@@ -31,7 +32,7 @@ func (ss *session) Select(name string, options *imapv2.SelectOptions) (*imapv2.S
 		ss.sel.close()
 		ss.sel = nil
 	}
-	v, err := ss.s.hub.open(ss.account, name)
+	v, err := ss.s.hub.open(ss, name)
 	if err != nil {
 		return nil, ss.storeError("select", err)
 	}
@@ -86,9 +87,33 @@ func (ss *session) checkWritable() error {
 	gone := ss.sel.t.gone
 	ss.sel.t.mu.RUnlock()
 	if gone {
-		return noErr(imapv2.ResponseCodeNonExistent, "Mailbox was deleted")
+		return errMailboxGone
 	}
 	return nil
+}
+
+// errMailboxGone answers what a session asks of its selected mailbox
+// once that was deleted: until the session is ended (hub.deleted), or,
+// for the session that deleted it, for as long as it stays selected.
+var errMailboxGone = noErr(imapv2.ResponseCodeNonExistent, "Mailbox was deleted")
+
+// selectedGone reports whether the selected mailbox was deleted: the
+// tracker knows, or the store has no such mailbox, or has another one of
+// that name (another UIDVALIDITY), when the delete event has not reached
+// the tracker yet.
+func (ss *session) selectedGone() bool {
+	if ss.sel == nil {
+		return false
+	}
+	t := ss.sel.t
+	t.mu.RLock()
+	gone, k, uidValidity := t.gone, t.key, t.uidValidity
+	t.mu.RUnlock()
+	if gone {
+		return true
+	}
+	mb, err := ss.s.Store.Mailbox(k.account, k.mailbox)
+	return errors.Is(err, store.ErrNoSuchMailbox) || err == nil && mb.UIDValidity != uidValidity
 }
 
 // Expunge implements EXPUNGE, UID EXPUNGE (RFC 9051 section 6.4.3 and

@@ -58,7 +58,10 @@
 //     that have it selected with an untagged FLAGS before the FETCH that
 //     shows it (RFC 9051 section 7.3.5); PERMANENTFLAGS has \* and does
 //     not change. Deleting an account ends its sessions with BYE (the
-//     store's EventAccountDelete).
+//     store's EventAccountDelete); deleting a mailbox ends the other
+//     sessions that have it selected with BYE, as Dovecot does (the
+//     session that deletes it gets its messages expunged), and keeps
+//     its subscription (RFC 9051 section 6.3.7).
 //   - Known limits: no CONDSTORE/QRESYNC; the store addresses mailboxes by
 //     name, so a session whose mailbox is deleted and created again by
 //     another session is cut off only once the delete event has reached

@@ -158,11 +158,15 @@ func (ss *session) authError(err error) error {
 var errAccountGone = noErr(imapv2.ResponseCodeNonExistent, "Account no longer exists")
 
 // internalError logs err with an id and returns NO [SERVERBUG] with that
-// id only; unless the account was deleted meanwhile, which explains the
-// failure (a message gone, say) and is no server error.
+// id only; unless the account, or the selected mailbox, was deleted
+// meanwhile, which explains the failure (a message gone, say) and is no
+// server error.
 func (ss *session) internalError(op string, err error) error {
 	if ss.accountGone(err) {
 		return errAccountGone
+	}
+	if ss.selectedGone() {
+		return errMailboxGone
 	}
 	id := newID()
 	ss.log().Error("imap internal error", "op", op, "err", err, "errid", id)

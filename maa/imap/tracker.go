@@ -147,9 +147,7 @@ func (h *hub) dispatch(ev store.Event) {
 		return
 	case store.EventMailboxDelete:
 		if t := h.lookup(ev.Account, ev.Mailbox); t != nil {
-			t.mu.Lock()
-			t.gone = true
-			t.mu.Unlock()
+			h.deleted(t)
 		}
 		return
 	}
@@ -192,6 +190,63 @@ func (h *hub) rename(account, oldName, newName string) {
 			h.boxes[nk] = t
 		}
 	}
+}
+
+// byeMailboxDeleted is the BYE of a session whose selected mailbox was
+// deleted by another session (Dovecot's words).
+const byeMailboxDeleted = "Selected mailbox was deleted, have to disconnect"
+
+// deleted handles the deletion of t's mailbox, as Dovecot does: the
+// sessions that have it selected are ended with BYE, but for the one
+// that deleted it (view.deleting), which sees its messages expunged and
+// stays selected on an empty mailbox (imapserver keeps it in the selected
+// state: it cannot be unselected from here). The tracker leaves the hub,
+// so that a mailbox created again under the name gets a tracker of its
+// own and none of its events reach the old one. Idempotent: the deleting
+// session calls it too, without waiting for the store's event.
+func (h *hub) deleted(t *tracker) {
+	h.mu.Lock()
+	t.mu.Lock()
+	k := t.key
+	t.mu.Unlock()
+	if h.boxes[k] == t {
+		delete(h.boxes, k)
+	}
+	h.mu.Unlock()
+	owners := t.markDeleted()
+	if len(owners) == 0 {
+		return
+	}
+	if _, err := h.store.Account(k.account); errors.Is(err, store.ErrNoSuchAccount) {
+		return // the whole account is gone: kick ends its sessions
+	}
+	for _, ss := range owners {
+		go ss.bye(byeMailboxDeleted)
+	}
+}
+
+// markDeleted marks the mailbox deleted and expunges its messages, and
+// returns the sessions to end: those that have it selected, but for the
+// one deleting it, each once.
+func (t *tracker) markDeleted() []*session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.gone = true
+	if len(t.msgs) > 0 {
+		uids := make([]uint32, len(t.msgs))
+		for i := range t.msgs {
+			uids[i] = t.msgs[i].UID
+		}
+		t.expungeLocked(uids)
+	}
+	var out []*session
+	for v := range t.views {
+		if v.owner != nil && !v.deleting && !v.ended {
+			v.ended = true
+			out = append(out, v.owner)
+		}
+	}
+	return out
 }
 
 // login registers a logged-in session, so that it ends when its account
@@ -250,6 +305,9 @@ func (h *hub) kickDeleted() {
 	}
 }
 
+// resyncAll reloads every tracker after lost events; a mailbox that was
+// deleted meanwhile (gone, or created again: another UIDVALIDITY) is
+// handled as its delete event would have been.
 func (h *hub) resyncAll() {
 	h.mu.Lock()
 	all := make([]*tracker, 0, len(h.boxes))
@@ -258,17 +316,28 @@ func (h *hub) resyncAll() {
 	}
 	h.mu.Unlock()
 	for _, t := range all {
+		t.mu.RLock()
+		k, uidValidity := t.key, t.uidValidity
+		t.mu.RUnlock()
+		mb, err := h.store.Mailbox(k.account, k.mailbox)
+		switch {
+		case errors.Is(err, store.ErrNoSuchAccount):
+			continue // kickDeleted ends its sessions
+		case errors.Is(err, store.ErrNoSuchMailbox), err == nil && mb.UIDValidity != uidValidity:
+			h.deleted(t)
+			continue
+		}
 		t.resync()
 	}
 }
 
-// open returns the tracker of a mailbox with a new view registered on it,
-// loading the mailbox on first use. The view is registered before the
-// snapshot is read, so no change can fall between the two.
-func (h *hub) open(account, mailbox string) (*view, error) {
+// open returns the tracker of a mailbox with a new view for ss registered
+// on it, loading the mailbox on first use. The view is registered before
+// the snapshot is read, so no change can fall between the two.
+func (h *hub) open(ss *session, mailbox string) (*view, error) {
 	h.mu.Lock()
 	h.startLocked()
-	k := boxKey{account, mailbox}
+	k := boxKey{ss.account, mailbox}
 	t := h.boxes[k]
 	if t != nil && t.isGone() {
 		// Deleted (and maybe created again): sessions still on the old
@@ -298,7 +367,7 @@ func (h *hub) open(account, mailbox string) (*view, error) {
 		h.release(t)
 		return nil, t.loadErr
 	}
-	v := &view{t: t, maxUID: t.lastUID(), flagsGen: t.flagsGen}
+	v := &view{t: t, owner: ss, maxUID: t.lastUID(), flagsGen: t.flagsGen}
 	t.views[v] = struct{}{}
 	return v, nil
 }
@@ -682,7 +751,10 @@ func (t *tracker) notifyAll() {
 // are guarded by t.mu.
 type view struct {
 	t        *tracker
+	owner    *session // the session that has the mailbox selected
 	readOnly bool
+	deleting bool                // owner is deleting the mailbox: not ended for it
+	ended    bool                // owner is being ended (the mailbox was deleted)
 	maxUID   uint32              // highest UID reported with EXISTS
 	ghosts   []uint32            // sorted
 	flags    map[uint32]struct{} // UIDs with unreported flag changes
@@ -696,6 +768,12 @@ func (v *view) close() {
 	delete(v.t.views, v)
 	v.t.mu.Unlock()
 	v.t.hub.release(v.t)
+}
+
+func (v *view) setDeleting(on bool) {
+	v.t.mu.Lock()
+	v.deleting = on
+	v.t.mu.Unlock()
 }
 
 func (v *view) markFlags(uid uint32) {

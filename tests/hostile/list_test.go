@@ -30,7 +30,7 @@ func TestLISTWildcards(t *testing.T) {
 	patterns := []string{
 		strings.Repeat("*a", 12) + "*c",
 		strings.Repeat("%a", 12) + "%c",
-		strings.Repeat("*%", 20) + "x",
+		strings.Repeat("*%", 20) + "j",
 		strings.Repeat("a*", 30) + "z",
 		strings.Repeat("*", 200) + "q",
 		strings.Repeat("*a*/", 10) + "*b",

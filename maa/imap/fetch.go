@@ -29,7 +29,10 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 }
 
 func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, options *imapv2.FetchOptions) error {
-	entries := ss.resolve(numSet)
+	entries, err := ss.resolve(numSet)
+	if err != nil {
+		return err
+	}
 	seen, err := ss.markSeen(entries, options)
 	if err != nil {
 		return err

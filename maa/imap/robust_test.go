@@ -607,3 +607,40 @@ func TestTooManyBadCommands(t *testing.T) {
 		t.Errorf("%d BADs before the BYE, want at most %d", n, maxBadCommands)
 	}
 }
+
+// TestSequenceOutOfRange: a message sequence number the mailbox does not
+// have is BAD in FETCH, STORE, COPY and MOVE (RFC 9051 section 9,
+// seq-number; Dovecot: "Invalid messageset"), and so is "*" in an empty
+// mailbox; a UID that no message has is not an error; nothing is changed.
+func TestSequenceOutOfRange(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	for i := range 3 {
+		e.deliver(testAlice, "INBOX", testMessage(i+1, "m"))
+	}
+	c := e.rawLogin(t, testAlice)
+	c.send("s SELECT INBOX")
+	c.expect("s OK")
+	for _, cmd := range []string{"FETCH 4 FLAGS", "FETCH 2:999 FLAGS", "FETCH 1,7 FLAGS", "FETCH 9:* FLAGS",
+		"STORE 999 +FLAGS (\\Deleted)", "COPY 5 Trash", "MOVE 2:4 Trash"} {
+		c.send("b " + cmd)
+		for _, l := range c.expect("b BAD") {
+			if strings.Contains(l, "FETCH") {
+				t.Errorf("%s: %q before the BAD", cmd, l)
+			}
+		}
+	}
+	c.send("u UID FETCH 999 FLAGS")
+	c.expect("u OK")
+	c.send("f FETCH 1:* (FLAGS)")
+	if n := len(c.expect("f OK")); n != 4 {
+		t.Fatalf("FETCH 1:* after the refusals: %d lines, want 3 and OK", n)
+	}
+	if ms, _ := e.st.Messages(testAlice, "Trash"); len(ms) != 0 {
+		t.Errorf("%d messages copied or moved by refused commands", len(ms))
+	}
+	c.send("x SELECT Drafts")
+	c.expect("x OK")
+	c.send("y FETCH * FLAGS")
+	c.expect("y BAD")
+	c.usable()
+}

@@ -160,14 +160,14 @@ func (ss *session) withMessages(fn func(msgs []store.Message)) {
 
 // resolve turns a sequence or UID set into the client view's entries, in
 // sequence order, with copies of the messages (ghosts have m == nil).
-func (ss *session) resolve(numSet imapv2.NumSet) []entry {
+func (ss *session) resolve(numSet imapv2.NumSet) ([]entry, error) {
 	if imapv2.IsSearchRes(numSet) {
 		var set imapv2.UIDSet
 		for _, u := range ss.searchRes {
 			set.AddNum(imapv2.UID(u))
 		}
 		if len(set) == 0 {
-			return nil
+			return nil, nil
 		}
 		numSet = set
 	}
@@ -176,12 +176,24 @@ func (ss *session) resolve(numSet imapv2.NumSet) []entry {
 	defer v.t.mu.RUnlock()
 	switch set := numSet.(type) {
 	case imapv2.SeqSet:
-		return v.resolveSeqs(set)
+		// A message sequence number the mailbox does not have, or "*"
+		// in an empty one, is BAD (RFC 9051 section 9, seq-number), as
+		// Dovecot answers; a UID that no message has is not an error.
+		n := v.count()
+		for _, r := range set {
+			if n == 0 || r.Start > n || r.Stop > n {
+				return nil, errBadSeqSet
+			}
+		}
+		return v.resolveSeqs(set), nil
 	case imapv2.UIDSet:
-		return v.resolveUIDs(set)
+		return v.resolveUIDs(set), nil
 	}
-	return nil
+	return nil, nil
 }
+
+// errBadSeqSet answers a sequence set beyond the mailbox (see resolve).
+var errBadSeqSet = badErr("Invalid messageset: no message has that sequence number")
 
 // entryCopier detaches entries from the tracker's slice: their messages
 // are copied into chunks of up to copyChunk, not one allocation each (for a

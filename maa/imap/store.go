@@ -16,7 +16,11 @@ func (ss *session) Store(w *imapserver.FetchWriter, numSet imapv2.NumSet, flags 
 	if err := ss.checkWritable(); err != nil {
 		return err
 	}
-	uids := uidsOf(ss.resolve(numSet))
+	entries, err := ss.resolve(numSet)
+	if err != nil {
+		return err
+	}
+	uids := uidsOf(entries)
 	if len(uids) == 0 {
 		return nil
 	}
@@ -68,7 +72,11 @@ func (ss *session) Copy(numSet imapv2.NumSet, dest string) (*imapv2.CopyData, er
 	if err != nil {
 		return nil, err
 	}
-	uids := uidsOf(ss.resolve(numSet))
+	entries, err := ss.resolve(numSet)
+	if err != nil {
+		return nil, err
+	}
+	uids := uidsOf(entries)
 	if len(uids) == 0 {
 		if _, err := ss.s.Store.Mailbox(ss.account, dest); err != nil {
 			return nil, ss.tryCreate("copy", err)
@@ -95,7 +103,11 @@ func (ss *session) Move(w *imapserver.MoveWriter, numSet imapv2.NumSet, dest str
 	if dest == ss.mailbox() {
 		return noErr(imapv2.ResponseCodeCannot, "Source and destination are the same mailbox")
 	}
-	uids := uidsOf(ss.resolve(numSet))
+	entries, err := ss.resolve(numSet)
+	if err != nil {
+		return err
+	}
+	uids := uidsOf(entries)
 	if len(uids) == 0 {
 		if _, err := ss.s.Store.Mailbox(ss.account, dest); err != nil {
 			return ss.tryCreate("move", err)

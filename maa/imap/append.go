@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -19,6 +20,18 @@ var errLiteralOverrun = errors.New("literal longer than announced")
 // than the end of the command (MULTIAPPEND, RFC 3502, is not offered).
 var errAppendEnd = &imapv2.Error{Type: imapv2.StatusResponseTypeBad, Code: imapv2.ResponseCodeClientBug,
 	Text: "Unexpected data after the message literal: nothing stored"}
+
+// errAppendNUL answers an APPEND whose message holds NUL in a literal
+// (RFC 9051 section 9: a literal is CHAR8, NUL excepted; a literal8 of
+// BINARY, RFC 3516, may hold it).
+var errAppendNUL = &imapv2.Error{Type: imapv2.StatusResponseTypeBad, Code: imapv2.ResponseCodeClientBug,
+	Text: "NUL in a literal: send the message as a literal8 (~{n}) to store binary data"}
+
+// appendLiteral8 tells whether the APPEND's message came as a literal8.
+func (ss *session) appendLiteral8() bool {
+	gc, ok := ss.conn.NetConn().(*guardConn)
+	return ok && gc.g.lit8
+}
 
 // appendEnded tells whether the APPEND whose message literal was just
 // read ends as it should (see guardConn.checkAppendEnd).
@@ -67,6 +80,9 @@ func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.A
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !ss.appendLiteral8() && bytes.IndexByte(body, 0) >= 0 {
+		return nil, errAppendNUL
 	}
 	body = normalizeCRLF(body)
 	msg := store.NewMessage{Body: body}

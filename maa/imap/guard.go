@@ -496,8 +496,9 @@ type literalGuard struct {
 
 	// appendLit: the literal being passed on is an APPEND's, and paren:
 	// its header followed "UTF8 (~", so ")" must follow it. The guard
-	// stops at its end (see checkAppendEnd).
-	appendLit, paren bool
+	// stops at its end (see checkAppendEnd). lit8: it is a literal8
+	// ("~{n}", RFC 3516), which may hold NUL.
+	appendLit, paren, lit8 bool
 
 	pend pending // the line end last passed on, until the parser asks for more
 	say  []byte  // the guard's own replies, written before anything goes on
@@ -753,6 +754,7 @@ func (g *literalGuard) endOfLine() (n int64, nonSync, isLit bool, ref *refusal) 
 	g.appendLit = isAppend
 	if i := bytes.LastIndexByte(line, '{'); isAppend && i >= 0 {
 		g.paren = bytes.HasSuffix(line[:i], []byte("(~"))
+		g.lit8 = bytes.HasSuffix(line[:i], []byte("~"))
 	}
 	switch {
 	case nonSync && isAppend && g.authed != nil && g.authed.Load():

@@ -644,3 +644,20 @@ func TestSequenceOutOfRange(t *testing.T) {
 	c.expect("y BAD")
 	c.usable()
 }
+
+// TestAppendNUL: NUL in an APPEND's literal is BAD and nothing is stored
+// (a literal is CHAR8, which excludes NUL); a literal8 (BINARY) may hold
+// it.
+func TestAppendNUL(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	c := e.rawLogin(t, testAlice)
+	msg := "Subject: nul\r\n\r\na\x00b\r\n"
+	c.send("a APPEND Drafts {%d+}\r\n%s", len(msg), msg)
+	c.expect("a BAD")
+	if ms, _ := e.st.Messages(testAlice, "Drafts"); len(ms) != 0 {
+		t.Fatalf("%d messages stored", len(ms))
+	}
+	c.send("b APPEND Drafts ~{%d+}\r\n%s", len(msg), msg)
+	c.expect("b OK")
+	c.usable()
+}

@@ -3,8 +3,14 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	netmail "net/mail"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
@@ -61,7 +67,7 @@ func parseBlobInfo(body []byte, opts Options) BlobInfo {
 		Size:          int64(len(body)),
 		HeaderLen:     int64(hlen),
 		Envelope:      envelope(h),
-		BodyStructure: p.structure(h, body[hlen:], 0),
+		BodyStructure: p.structure(h, body[hlen:], 0, false),
 	}
 }
 
@@ -89,8 +95,10 @@ func (p *mimeParser) header(b []byte) (textproto.Header, int) {
 			}
 		default:
 			keep = false
+			// White space before the colon is obsolete syntax (RFC 5322
+			// section 4.5), kept as the IMAP section locator keeps it.
 			colon := bytes.IndexByte(body, ':')
-			if colon > 0 && validFieldName(body[:colon]) && n < p.maxFields && p.budget > 0 {
+			if colon > 0 && validFieldName(bytes.TrimRight(body[:colon], " \t")) && n < p.maxFields && p.budget > 0 {
 				kept = appendLine(kept, body)
 				n++
 				p.budget--
@@ -128,6 +136,9 @@ func parseHeaderBytes(kept []byte) textproto.Header {
 
 // validFieldName: printable US-ASCII except ':' (RFC 5322 section 2.2).
 func validFieldName(k []byte) bool {
+	if len(k) == 0 {
+		return false
+	}
 	for _, c := range k {
 		if c < 33 || c > 126 {
 			return false
@@ -142,21 +153,17 @@ func validFieldName(k []byte) bool {
 func envelope(h textproto.Header) *imap.Envelope {
 	mh := mail.Header{Header: gomessage.Header{Header: h}}
 	date, _ := mh.Date()
-	subject, err := mh.Subject()
-	if err != nil {
-		subject = h.Get("Subject")
-	}
 	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
 	messageID, _ := mh.MessageID()
 	env := &imap.Envelope{
 		Date:      date,
-		Subject:   subject,
-		From:      addressList(mh, "From"),
-		Sender:    addressList(mh, "Sender"),
-		ReplyTo:   addressList(mh, "Reply-To"),
-		To:        addressList(mh, "To"),
-		Cc:        addressList(mh, "Cc"),
-		Bcc:       addressList(mh, "Bcc"),
+		Subject:   decodeText(h.Get("Subject")),
+		From:      addressList(h.Get("From")),
+		Sender:    addressList(h.Get("Sender")),
+		ReplyTo:   addressList(h.Get("Reply-To")),
+		To:        addressList(h.Get("To")),
+		Cc:        addressList(h.Get("Cc")),
+		Bcc:       addressList(h.Get("Bcc")),
 		InReplyTo: inReplyTo,
 		MessageID: messageID,
 	}
@@ -169,45 +176,435 @@ func envelope(h textproto.Header) *imap.Envelope {
 	return env
 }
 
-func addressList(mh mail.Header, k string) []imap.Address {
-	addrs, _ := mh.AddressList(k)
+// maxAddresses bounds the addresses (and group markers) kept from one
+// header field.
+const maxAddresses = 10000
+
+// missingDomain stands for the host of an address without one (a bare
+// "root" from cron): an ENVELOPE address with a NIL host is a group
+// marker (RFC 9051 section 7.5.2), so the host cannot be left out. Dovecot
+// writes the same placeholder.
+const missingDomain = "MISSING_DOMAIN"
+
+// addressList parses an address-list field leniently (RFC 5322 section
+// 3.4), address by address, as Dovecot does: an address that does not
+// parse is kept as well as it can be, and never costs the others. A group
+// is kept as a start marker (the group name in Mailbox) and an end marker
+// (all empty), as RFC 9051 section 7.5.2 represents it.
+func addressList(v string) []imap.Address {
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
 	var l []imap.Address
-	for _, a := range addrs {
-		mailbox, host, ok := strings.Cut(a.Address, "@")
-		if !ok {
-			continue
+	inGroup := false
+	lastSemi := strings.LastIndexByte(v, ';')
+	lastText := len(strings.TrimRight(v, " \t\r\n")) - 1
+	add := func(item string) {
+		if a, ok := parseMailbox(item); ok && len(l) < maxAddresses {
+			l = append(l, a)
 		}
-		l = append(l, imap.Address{Name: a.Name, Mailbox: mailbox, Host: host})
+	}
+	start := 0
+	for i := 0; i < len(v) && len(l) < maxAddresses; i++ {
+		switch c := v[i]; c {
+		case '"':
+			i = skipQuoted(v, i)
+		case '(':
+			i = skipComment(v, i)
+		case '<':
+			if j := strings.IndexByte(v[i:], '>'); j >= 0 {
+				i += j
+			} else {
+				i = len(v)
+			}
+		case ',':
+			add(v[start:i])
+			start = i + 1
+		case ';':
+			add(v[start:i])
+			start = i + 1
+			if inGroup {
+				l = append(l, imap.Address{})
+				inGroup = false
+			}
+		case ':':
+			// A group starts with a phrase and ends with ";" (RFC 5322
+			// section 3.4). A colon in an unquoted display name
+			// ("http://x <a@b>"), after an address, or with no ";"
+			// after it (unless it ends the field) is an ordinary
+			// character.
+			if inGroup || i > lastSemi && i < lastText {
+				break
+			}
+			name, _ := phraseText(v[start:i])
+			if name == "" || strings.ContainsAny(v[start:i], "@<>") {
+				break
+			}
+			l = append(l, imap.Address{Mailbox: fix8bit(name)})
+			inGroup = true
+			start = i + 1
+		}
+	}
+	if start < len(v) {
+		add(v[start:])
+	}
+	if inGroup {
+		l = append(l, imap.Address{}) // the missing ";"
 	}
 	return l
 }
 
-// structure describes one entity (RFC 9051 section 7.5.2, BODYSTRUCTURE;
-// RFC 2045, RFC 2046).
-func (p *mimeParser) structure(h textproto.Header, body []byte, depth int) imap.BodyStructure {
-	p.parts++
-	header := gomessage.Header{Header: h}
-	mediaType, params, err := header.ContentType()
-	if h.Get("Content-Type") == "" {
-		// RFC 2045 section 5.2: the default.
-		mediaType, params = "text/plain", map[string]string{"charset": "us-ascii"}
-	} else if err != nil {
-		mediaType, params = "text/plain", nil
+// skipQuoted returns the index of the quote that closes the quoted
+// string opening at v[i], or len(v) if it is not closed.
+func skipQuoted(v string, i int) int {
+	for i++; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
 	}
-	mediaType = strings.ToLower(mediaType)
-	if len(params) == 0 {
-		params = nil
-	}
-	typ, sub, _ := strings.Cut(mediaType, "/")
-	if typ == "multipart" {
-		if depth < p.maxDepth && params["boundary"] != "" && len(body) <= p.scanLeft {
-			p.scanLeft -= len(body)
-			if parts := splitMultipart(body, params["boundary"], maxMIMEParts-p.parts); len(parts) > 0 {
-				return p.multipart(header, sub, params, parts, depth)
+	return len(v)
+}
+
+// skipComment returns the index of the parenthesis that closes the
+// (possibly nested) comment opening at v[i], or len(v).
+func skipComment(v string, i int) int {
+	depth := 0
+	for ; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++
+		case '(':
+			depth++
+		case ')':
+			if depth--; depth == 0 {
+				return i
 			}
 		}
-		// Too deep, too costly or without parts: an opaque part.
-		return p.single(header, "application", "octet-stream", nil, body, depth)
+	}
+	return len(v)
+}
+
+// addrParser is the strict parser tried first on each address.
+var addrParser = netmail.AddressParser{WordDecoder: wordDecoder}
+
+// parseMailbox parses one address of a list. The strict parser handles
+// what RFC 5322 allows; otherwise the address is taken apart leniently:
+// the display name before an angle-addr (or else the last comment),
+// decoded as far as possible, and the address split at its last "@".
+// An empty address ("<>") is no address.
+func parseMailbox(s string) (imap.Address, bool) {
+	if strings.TrimSpace(s) == "" {
+		return imap.Address{}, false
+	}
+	// net/mail drops the words that follow one it cannot decode: such
+	// names take the lenient path, which keeps them.
+	if a, err := addrParser.Parse(s); err == nil && wordsDecode(s) {
+		if i := strings.LastIndexByte(a.Address, '@'); i > 0 && i < len(a.Address)-1 {
+			return imap.Address{Name: fix8bit(a.Name), Mailbox: unquoteLocal(a.Address[:i]), Host: a.Address[i+1:]}, true
+		}
+	}
+	var name, addr string
+	if i := angleStart(s); i >= 0 {
+		name, _ = phraseText(s[:i])
+		name = strings.TrimSpace(decodeText(name))
+		addr = s[i+1:]
+		if j := strings.IndexByte(addr, '>'); j >= 0 {
+			addr = addr[:j]
+		}
+	} else {
+		var comment string
+		addr, comment = addrSpec(s)
+		name = decodeText(comment)
+	}
+	addr = strings.TrimSpace(addr)
+	if strings.HasPrefix(addr, "@") {
+		// An obsolete source route (RFC 5322 section 4.4).
+		if j := strings.IndexByte(addr, ':'); j >= 0 {
+			addr = strings.TrimSpace(addr[j+1:])
+		}
+	}
+	if addr == "" {
+		return imap.Address{}, false
+	}
+	mailbox, host := addr, ""
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		mailbox, host = addr[:i], addr[i+1:]
+	}
+	mailbox, host = fix8bit(unquoteLocal(mailbox)), fix8bit(host)
+	if mailbox == "" {
+		mailbox = "MISSING_MAILBOX"
+	}
+	if host == "" {
+		host = missingDomain
+	}
+	return imap.Address{Name: name, Mailbox: mailbox, Host: host}, true
+}
+
+// angleStart returns the index of the "<" that opens the angle-addr of s,
+// outside quoted strings and comments, or -1.
+func angleStart(s string) int {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			i = skipQuoted(s, i)
+		case '(':
+			i = skipComment(s, i)
+		case '<':
+			return i
+		}
+	}
+	return strings.LastIndexByte(s, '<') // inside a broken quote
+}
+
+// phraseText returns the words of s with quoted strings unquoted, comments
+// left out and runs of white space made one space, and the text of the
+// last comment.
+func phraseText(s string) (text, comment string) {
+	var b strings.Builder
+	space := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '(':
+			end := skipComment(s, i)
+			comment = strings.TrimSpace(enclosed(s, i, end))
+			space = true
+			i = end
+		case '"':
+			end := skipQuoted(s, i)
+			if space && b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			space = false
+			b.WriteString(enclosed(s, i, end))
+			i = end
+		case ' ', '\t', '\r', '\n':
+			space = true
+		default:
+			if space && b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			space = false
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), comment
+}
+
+// addrSpec returns the address in s with comments and white space left
+// out (quoted strings kept as they are), and the text of the last comment.
+func addrSpec(s string) (addr, comment string) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"':
+			end := skipQuoted(s, i)
+			b.WriteString(s[i:min(end+1, len(s))])
+			i = end
+		case '(':
+			end := skipComment(s, i)
+			comment = strings.TrimSpace(enclosed(s, i, end))
+			i = end
+		case ' ', '\t', '\r', '\n':
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), comment
+}
+
+// enclosed returns the unescaped inside of the quoted string or comment
+// running from s[start] to s[end] (len(s) when it is not closed).
+func enclosed(s string, start, end int) string {
+	return unescape(s[start+1 : min(end, len(s))])
+}
+
+// unescape removes the backslashes of quoted pairs (RFC 5322 section
+// 3.2.1).
+func unescape(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// unquoteLocal unquotes a quoted local part ("a b"@example.org), as the
+// ENVELOPE mailbox carries it.
+func unquoteLocal(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return unescape(s[1 : len(s)-1])
+	}
+	return s
+}
+
+// wordDecoder decodes RFC 2047 encoded words in the charsets Go knows
+// (UTF-8, ISO-8859-1, US-ASCII), Windows-1252, and those of
+// gomessage.CharsetReader when a program sets it.
+var wordDecoder = &mime.WordDecoder{CharsetReader: func(charset string, r io.Reader) (io.Reader, error) {
+	switch strings.ToLower(charset) {
+	case "windows-1252", "cp1252", "x-cp1252":
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return nil, err
+		}
+		return strings.NewReader(latin1ToUTF8(b)), nil
+	}
+	if gomessage.CharsetReader != nil {
+		return gomessage.CharsetReader(charset, r)
+	}
+	return nil, fmt.Errorf("unknown charset %q", charset)
+}}
+
+// decodeText decodes the encoded words of an unstructured header value
+// (RFC 2047) as Go's mime.WordDecoder.DecodeHeader does, but word by
+// word: a word in an unknown charset is left as it is, and does not cost
+// the others. Raw 8-bit text is made valid UTF-8 (fix8bit).
+func decodeText(s string) string {
+	if !strings.Contains(s, "=?") {
+		return fix8bit(s)
+	}
+	var b strings.Builder
+	betweenWords := false
+	for {
+		start := strings.Index(s, "=?")
+		if start < 0 {
+			break
+		}
+		end := encodedWordEnd(s, start)
+		var dec string
+		err := errNotWord
+		if end >= 0 {
+			dec, err = wordDecoder.Decode(s[start:end])
+		}
+		if err != nil {
+			// Not a word, or one we cannot decode: keep it as text.
+			b.WriteString(fix8bit(s[:start+2]))
+			s = s[start+2:]
+			betweenWords = false
+			continue
+		}
+		// White space between two encoded words is dropped (RFC 2047
+		// section 6.2).
+		if !betweenWords || strings.TrimLeft(s[:start], " \t\r\n") != "" {
+			b.WriteString(fix8bit(s[:start]))
+		}
+		b.WriteString(strings.ToValidUTF8(dec, "\uFFFD"))
+		s = s[end:]
+		betweenWords = true
+	}
+	b.WriteString(fix8bit(s))
+	return b.String()
+}
+
+var errNotWord = errors.New("not an encoded word")
+
+// wordsDecode reports whether every encoded word in s can be decoded.
+func wordsDecode(s string) bool {
+	for {
+		start := strings.Index(s, "=?")
+		if start < 0 {
+			return true
+		}
+		end := encodedWordEnd(s, start)
+		if end < 0 {
+			s = s[start+2:]
+			continue
+		}
+		if _, err := wordDecoder.Decode(s[start:end]); err != nil {
+			return false
+		}
+		s = s[end:]
+	}
+}
+
+// encodedWordEnd returns the end of the encoded word "=?charset?e?text?="
+// at s[start:], or -1. Neither the charset nor the text holds a "?"
+// (RFC 2047 section 2), so each byte is looked at a bounded number of
+// times however many "=?" the value holds.
+func encodedWordEnd(s string, start int) int {
+	cur := start + 2
+	i := strings.IndexByte(s[cur:], '?')
+	if i < 0 {
+		return -1
+	}
+	cur += i + 1
+	if len(s) < cur+2 || s[cur+1] != '?' {
+		return -1
+	}
+	cur += 2
+	j := strings.IndexByte(s[cur:], '?')
+	if j < 0 || cur+j+1 >= len(s) || s[cur+j+1] != '=' {
+		return -1
+	}
+	return cur + j + 2
+}
+
+// fix8bit returns s unchanged if it is valid UTF-8, and otherwise reads
+// its bytes as Windows-1252 (a superset of the printable ISO-8859-1), the
+// usual charset of raw 8-bit header text: ENVELOPE strings reach clients
+// as UTF-8 (go-imap labels them so), and must be.
+func fix8bit(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return latin1ToUTF8([]byte(s))
+}
+
+// cp1252 maps the bytes 0x80 to 0x9f of Windows-1252; the five it leaves
+// undefined map to the C1 controls, as the WHATWG encoding standard does.
+var cp1252 = [32]rune{
+	0x20ac, 0x81, 0x201a, 0x192, 0x201e, 0x2026, 0x2020, 0x2021,
+	0x2c6, 0x2030, 0x160, 0x2039, 0x152, 0x8d, 0x17d, 0x8f,
+	0x90, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014,
+	0x2dc, 0x2122, 0x161, 0x203a, 0x153, 0x9d, 0x17e, 0x178,
+}
+
+func latin1ToUTF8(b []byte) string {
+	var sb strings.Builder
+	sb.Grow(len(b) + len(b)/2)
+	for _, c := range b {
+		switch {
+		case c < 0x80:
+			sb.WriteByte(c)
+		case c < 0xa0:
+			sb.WriteRune(cp1252[c-0x80])
+		default:
+			sb.WriteRune(rune(c))
+		}
+	}
+	return sb.String()
+}
+
+// structure describes one entity (RFC 9051 section 7.5.2, BODYSTRUCTURE;
+// RFC 2045, RFC 2046); inDigest is set for the parts of a multipart/digest.
+func (p *mimeParser) structure(h textproto.Header, body []byte, depth int, inDigest bool) imap.BodyStructure {
+	p.parts++
+	header := gomessage.Header{Header: h}
+	mediaType, params := ContentType(unfoldedValue(h, "Content-Type"), inDigest)
+	typ, sub, _ := strings.Cut(mediaType, "/")
+	if typ == "multipart" {
+		if depth >= p.maxDepth || len(body) > p.scanLeft || p.parts >= maxMIMEParts {
+			// Too deep or too costly: an opaque part.
+			return p.single(header, "application", "octet-stream", nil, body, depth)
+		}
+		p.scanLeft -= len(body)
+		if parts := splitMultipart(body, params["boundary"], maxMIMEParts-p.parts); len(parts) > 0 {
+			return p.multipart(header, sub, params, parts, depth)
+		}
+		// Not one delimiter line: the field cannot describe this body,
+		// which is taken as having none (see ContentType). The IMAP
+		// section locator does the same.
+		mediaType, params = ContentType("", inDigest)
+		typ, sub, _ = strings.Cut(mediaType, "/")
 	}
 	return p.single(header, typ, sub, params, body, depth)
 }
@@ -219,7 +616,7 @@ func (p *mimeParser) multipart(header gomessage.Header, sub string, params map[s
 			break
 		}
 		ph, phlen := p.header(part)
-		bs.Children = append(bs.Children, p.structure(ph, part[phlen:], depth+1))
+		bs.Children = append(bs.Children, p.structure(ph, part[phlen:], depth+1, sub == "digest"))
 	}
 	bs.Extended = &imap.BodyStructureMultiPartExt{
 		Params:      params,
@@ -228,6 +625,165 @@ func (p *mimeParser) multipart(header gomessage.Header, sub string, params map[s
 		Location:    header.Get("Content-Location"),
 	}
 	return bs
+}
+
+// unfoldedValue returns the value of the first field k, unfolded as RFC
+// 5322 section 2.2.3 says (line breaks removed, the white space after them
+// kept) and as the IMAP section locator unfolds it: a boundary folded
+// inside its quotes must be the same for both. (textproto's Get makes
+// each fold a single space.)
+func unfoldedValue(h textproto.Header, k string) string {
+	raw, _ := h.Raw(k)
+	_, v, ok := bytes.Cut(raw, []byte(":"))
+	if !ok {
+		return ""
+	}
+	v = bytes.TrimRight(v, "\r\n")
+	if bytes.IndexByte(v, '\n') < 0 {
+		return strings.TrimSpace(string(v)) // not folded
+	}
+	return strings.TrimSpace(unfolder.Replace(string(v)))
+}
+
+var unfolder = strings.NewReplacer("\r\n", "", "\n", "")
+
+// ContentType returns the media type ("type/subtype", lower case) and the
+// parameters of an entity whose Content-Type field has the value v (""
+// when there is none), as BODYSTRUCTURE describes the entity and the IMAP
+// server locates its parts, so that both agree:
+//
+//   - The field is parsed leniently (comments, unquoted values with
+//     tspecials such as "=", empty values; see parseParamField), as
+//     Dovecot does.
+//   - A field that is missing or invalid gives the default (RFC 2045
+//     section 5.2): text/plain; charset=us-ascii, but message/rfc822 for
+//     a part of a multipart/digest (RFC 2046 section 5.1.5).
+//   - A multipart without a boundary parameter (which RFC 2046 section
+//     5.1.1 requires) is invalid: it is not split into parts, and BODY[1]
+//     is its whole body, as for any non-multipart entity.
+//
+// Callers take a multipart whose body has no delimiter line as having the
+// default type too (ContentType("", inDigest)).
+func ContentType(v string, inDigest bool) (string, map[string]string) {
+	mediaType, params, ok := parseParamField(v)
+	typ, sub, _ := strings.Cut(mediaType, "/")
+	if !ok || !isToken(typ) || !isToken(sub) || typ == "multipart" && params["boundary"] == "" {
+		if inDigest {
+			return "message/rfc822", nil
+		}
+		return "text/plain", map[string]string{"charset": "us-ascii"}
+	}
+	return mediaType, params
+}
+
+// parseParamField parses a Content-Type or Content-Disposition value: a
+// lower-case value and its parameters, with RFC 2231 continuations and
+// charsets and RFC 2047 encoded words decoded (except in the boundary,
+// which must match the body byte for byte). Go's mime.ParseMediaType is
+// strict; when it refuses the field, comments are dropped, each
+// parameter is taken up to the next ";" outside quotes (so that an
+// unquoted "boundary=----=_Part" or an empty "charset=" are kept), the
+// first of duplicate parameters wins, and the result is parsed again.
+func parseParamField(v string) (string, map[string]string, bool) {
+	if strings.TrimSpace(v) == "" {
+		return "", nil, false
+	}
+	value, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		value, params = lenientParams(v)
+		if value == "" {
+			return "", nil, false
+		}
+	}
+	for k, pv := range params {
+		if k != "boundary" {
+			params[k] = decodeText(pv)
+		}
+	}
+	if len(params) == 0 {
+		params = nil
+	}
+	return strings.ToLower(value), params, true
+}
+
+func lenientParams(v string) (string, map[string]string) {
+	v = stripComments(v)
+	var fields []string
+	start := 0
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '"':
+			i = skipQuoted(v, i)
+		case ';':
+			fields = append(fields, v[start:i])
+			start = i + 1
+		}
+	}
+	fields = append(fields, v[start:])
+	value := strings.ToLower(strings.Join(strings.Fields(fields[0]), ""))
+	if value == "" {
+		return "", nil
+	}
+	params := map[string]string{}
+	var canon strings.Builder
+	canon.WriteString(value)
+	for _, f := range fields[1:] {
+		k, pv, _ := strings.Cut(f, "=")
+		k = strings.ToLower(strings.TrimSpace(k))
+		if !isToken(k) {
+			continue
+		}
+		if _, dup := params[k]; dup {
+			continue
+		}
+		pv = strings.TrimSpace(pv)
+		if strings.HasPrefix(pv, `"`) {
+			pv = enclosed(pv, 0, skipQuoted(pv, 0))
+		}
+		params[k] = pv
+		canon.WriteString("; " + k + `="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\r", "", "\n", "").Replace(pv) + `"`)
+	}
+	// Once cleaned up, Go's parser decodes RFC 2231 parameters.
+	if value2, params2, err := mime.ParseMediaType(canon.String()); err == nil {
+		return value2, params2
+	}
+	return value, params
+}
+
+// stripComments removes the comments (RFC 822 section 3.4.3) outside
+// quoted strings.
+func stripComments(v string) string {
+	if !strings.Contains(v, "(") {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '"':
+			end := min(skipQuoted(v, i)+1, len(v))
+			b.WriteString(v[i:end])
+			i = end - 1
+		case '(':
+			i = skipComment(v, i)
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(v[i])
+		}
+	}
+	return b.String()
+}
+
+// isToken: a non-empty RFC 2045 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?=`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *mimeParser) single(header gomessage.Header, typ, sub string, params map[string]string, body []byte, depth int) imap.BodyStructure {
@@ -250,7 +806,7 @@ func (p *mimeParser) single(header gomessage.Header, typ, sub string, params map
 		ch, chlen := p.header(body)
 		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
 			Envelope:      envelope(ch),
-			BodyStructure: p.structure(ch, body[chlen:], depth+1),
+			BodyStructure: p.structure(ch, body[chlen:], depth+1, false),
 			NumLines:      lines,
 		}
 	}
@@ -284,12 +840,9 @@ func clampU32(n int) uint32 {
 }
 
 func disposition(header gomessage.Header) *imap.BodyStructureDisposition {
-	disp, params, _ := header.ContentDisposition()
-	if disp == "" {
+	disp, params, ok := parseParamField(header.Get("Content-Disposition"))
+	if !ok {
 		return nil
-	}
-	if len(params) == 0 {
-		params = nil
 	}
 	return &imap.BodyStructureDisposition{Value: disp, Params: params}
 }

@@ -6,11 +6,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"mime"
 	"mime/quotedprintable"
 	"strings"
 
 	imapv2 "github.com/emersion/go-imap/v2"
+
+	"github.com/posthorn/posthorn/store"
 )
 
 // Body sections (RFC 9051 section 6.4.5) are located by offsets in the
@@ -25,13 +26,18 @@ const maxHeaderBytes = 1 << 20
 // (as Dovecot does) rather than failing the command.
 var errNoPart = errors.New("no such body part")
 
+// errNoParts: a multipart body without a single delimiter line, which the
+// store describes as a part of the default type (store.ContentType).
+var errNoParts = errors.New("multipart without body parts")
+
 // span is one entity of a message: its header runs [start, hdrEnd), its
 // body [hdrEnd, end).
 type span struct {
 	start, hdrEnd, end int64
-	mediaType          string // lower case, "text/plain" by default
+	mediaType          string // lower case, as store.ContentType gives it (message/global as message/rfc822)
 	boundary           string
 	encoding           string // Content-Transfer-Encoding, lower case
+	inDigest           bool   // a part of a multipart/digest
 }
 
 // msgReader reads one message's bytes (Prefix and blob) at offsets.
@@ -43,22 +49,22 @@ type msgReader struct {
 	hdrLen int64
 }
 
-// entity parses the header of the entity at [start, end).
+// entity parses the header of the entity at [start, end). Its type is
+// the one BODYSTRUCTURE gives (store.ContentType): the same lenient
+// parsing and defaults, so that part numbers agree.
 func (mr *msgReader) entity(start, end int64, parentType string) (span, error) {
 	hdr, hdrEnd, err := mr.headerInto(nil, start, end)
 	if err != nil {
 		return span{}, err
 	}
-	s := span{start: start, hdrEnd: hdrEnd, end: end, mediaType: "text/plain"}
-	if parentType == "multipart/digest" {
-		s.mediaType = "message/rfc822"
+	inDigest := parentType == "multipart/digest"
+	mt, params := store.ContentType(headerValue(hdr, "Content-Type"), inDigest)
+	if mt == "message/global" {
+		// An internationalized message (RFC 6532 section 3.7): the store
+		// describes it as it does message/rfc822, and so is it opened.
+		mt = "message/rfc822"
 	}
-	if ct := headerValue(hdr, "Content-Type"); ct != "" {
-		if mt, params, err := mime.ParseMediaType(ct); err == nil {
-			s.mediaType = strings.ToLower(mt)
-			s.boundary = params["boundary"]
-		}
-	}
+	s := span{start: start, hdrEnd: hdrEnd, end: end, mediaType: mt, boundary: params["boundary"], inDigest: inDigest}
 	s.encoding = strings.ToLower(strings.TrimSpace(headerValue(hdr, "Content-Transfer-Encoding")))
 	return s, nil
 }
@@ -96,22 +102,20 @@ func (mr *msgReader) headerInto(buf []byte, start, end int64) ([]byte, int64, er
 	}
 }
 
-// headerLen finds the end of a header (after the blank line) or -1.
+// headerLen finds the end of a header (after the blank line) or -1. As in
+// the store's parser, a blank line is one of only line-break characters
+// (LF, CRLF, or a stray CR before the LF): the two must agree on where
+// each body starts.
 func headerLen(b []byte) int {
-	if len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
-		return 2
-	}
-	if len(b) >= 1 && b[0] == '\n' {
-		return 1
-	}
-	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
-		if j := bytes.Index(b, []byte("\n\n")); j >= 0 && j < i {
-			return j + 2
+	for pos := 0; pos < len(b); {
+		i := bytes.IndexByte(b[pos:], '\n')
+		if i < 0 {
+			return -1
 		}
-		return i + 4
-	}
-	if j := bytes.Index(b, []byte("\n\n")); j >= 0 {
-		return j + 2
+		if len(bytes.TrimLeft(b[pos:pos+i], "\r")) == 0 {
+			return pos + i + 1
+		}
+		pos += i + 1
 	}
 	return -1
 }
@@ -119,6 +123,7 @@ func headerLen(b []byte) int {
 // findPart walks a part path (RFC 9051 section 6.4.5): part numbers index
 // the children of a multipart; a message/rfc822 part is opened to reach
 // its own parts; part 1 of a non-multipart entity is the entity itself.
+// A multipart without delimiter lines is not one, as in BODYSTRUCTURE.
 func (mr *msgReader) findPart(path []int) (span, error) {
 	cur, err := mr.entity(0, mr.size, "")
 	if err != nil {
@@ -131,10 +136,16 @@ func (mr *msgReader) findPart(path []int) (span, error) {
 			}
 		}
 		if strings.HasPrefix(cur.mediaType, "multipart/") {
-			if cur, err = mr.child(cur, n); err != nil {
+			next, err := mr.child(cur, n)
+			if err == nil {
+				cur = next
+				continue
+			}
+			if !errors.Is(err, errNoParts) {
 				return span{}, err
 			}
-			continue
+			cur.mediaType, _ = store.ContentType("", cur.inDigest)
+			cur.boundary = ""
 		}
 		if n != 1 {
 			return span{}, errNoPart
@@ -145,10 +156,14 @@ func (mr *msgReader) findPart(path []int) (span, error) {
 
 // child finds the n-th body part of a multipart entity by scanning for its
 // boundary lines (RFC 2046 section 5.1.1: the CRLF before a delimiter
-// belongs to the delimiter).
+// belongs to the delimiter). It returns errNoParts when the body has no
+// part at all, errNoPart when it has fewer than n.
 func (mr *msgReader) child(mp span, n int) (span, error) {
-	if mp.boundary == "" || n < 1 {
+	if n < 1 {
 		return span{}, errNoPart
+	}
+	if mp.boundary == "" {
+		return span{}, errNoParts
 	}
 	delim := []byte("--" + mp.boundary)
 	br := bufio.NewReaderSize(io.NewSectionReader(mr.ra, mp.hdrEnd, mp.end-mp.hdrEnd), 8192)
@@ -167,7 +182,7 @@ func (mr *msgReader) child(mp span, n int) (span, error) {
 					return mr.entity(partStart, max(partStart, off-prevEOL), mp.mediaType)
 				}
 				if closing {
-					return span{}, errNoPart
+					return span{}, noPart(count)
 				}
 				count++
 				partStart = off + int64(len(line))
@@ -185,11 +200,19 @@ func (mr *msgReader) child(mp span, n int) (span, error) {
 				return mr.entity(partStart, mp.end, mp.mediaType)
 			}
 			if err == io.EOF {
-				return span{}, errNoPart
+				return span{}, noPart(count)
 			}
 			return span{}, err
 		}
 	}
+}
+
+// noPart is the error for a part number past the last of count parts.
+func noPart(count int) error {
+	if count == 0 {
+		return errNoParts
+	}
+	return errNoPart
 }
 
 func eolLen(line []byte) int64 {
@@ -207,8 +230,10 @@ func headerValue(hdr []byte, name string) string {
 	var val string
 	found := false
 	eachField(hdr, func(field []byte) bool {
+		// The store's parser allows white space before the colon, not
+		// other bytes (RFC 5322 sections 2.2 and 4.5).
 		k, v, ok := bytes.Cut(field, []byte(":"))
-		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
+		if ok && strings.EqualFold(string(bytes.TrimRight(k, " \t")), name) {
 			val, found = unfold(v), true
 			return false
 		}
@@ -230,8 +255,8 @@ func unfold(v []byte) string {
 func eachField(hdr []byte, fn func(field []byte) bool) {
 	i := 0
 	for i < len(hdr) {
-		if hdr[i] == '\r' || hdr[i] == '\n' {
-			return // blank line
+		if blankLine(hdr[i:]) {
+			return
 		}
 		j := i
 		for {
@@ -250,6 +275,16 @@ func eachField(hdr []byte, fn func(field []byte) bool) {
 		}
 		i = j
 	}
+}
+
+// blankLine reports whether b starts with a blank line: only CRs up to
+// the LF (or the end), as headerLen and the store's parser see it.
+func blankLine(b []byte) bool {
+	i := 0
+	for i < len(b) && b[i] == '\r' {
+		i++
+	}
+	return i == len(b) || b[i] == '\n'
 }
 
 // filterHeader keeps (or, with not, drops) the named fields and ends with

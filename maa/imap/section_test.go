@@ -2,14 +2,19 @@ package imap
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/posthorn/posthorn/store"
 )
 
 func loadCRLF(t testing.TB, path string) []byte {
@@ -172,4 +177,226 @@ func TestStreamContains(t *testing.T) {
 	if ok, _ := streamContains(strings.NewReader(body), "absent"); ok {
 		t.Error("found absent")
 	}
+}
+
+// Messages of the IMAP probe (findings F1, F2, F5, F6, F7) that the store
+// and the section locator once read differently.
+var probeMessages = []string{
+	// F1: addresses the strict parser refuses.
+	"From: \"J\xf6rg M\xfcller\" <joerg@example.org>\r\nTo: root, \"x\" <y@example.org>\r\n" +
+		"Cc: a@example.org, broken@@x, b@example.org\r\nSubject: F1 addr\r\n" +
+		"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nx\r\n",
+	// F2: a multipart without boundary.
+	"From: x@example.org\r\nSubject: F2 nobound\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n" +
+		"--foo\r\nContent-Type: text/plain\r\n\r\nbody of no boundary\r\n--foo--\r\n",
+	// F5: groups.
+	"From: x@example.org\r\nTo: Friends: alice@example.org, bob@example.org;, undisclosed-recipients:;\r\n" +
+		"Subject: F3 groups\r\n\r\nx\r\n",
+	// F6: a digest part without Content-Type.
+	"From: d@example.org\r\nSubject: F4 digest\r\nMIME-Version: 1.0\r\nContent-Type: multipart/digest; boundary=\"D\"\r\n\r\n" +
+		"--D\r\n\r\nFrom: one@example.org\r\nSubject: first digest item\r\n\r\nbody one\r\n" +
+		"--D\r\nContent-Type: text/plain\r\n\r\nnot a message\r\n--D--\r\n",
+	// F7: a comment after the boundary.
+	"From: x@example.org\r\nSubject: F5 comment\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"a\" (a comment)\r\n\r\n" +
+		"--a\r\nContent-Type: text/plain\r\n\r\npart one\r\n--a--\r\n",
+	// F7: an unquoted boundary with "=", an empty charset.
+	"From: x@example.org\r\nSubject: F7 nextpart\r\nContent-Type: multipart/alternative; boundary=----=_NextPart_000_0001\r\n\r\n" +
+		"------=_NextPart_000_0001\r\nContent-Type: text/plain; charset=\r\n\r\nplain\r\n" +
+		"------=_NextPart_000_0001\r\nContent-Type: text/html; charset=utf-8 (comment)\r\n\r\n<p>html</p>\r\n" +
+		"------=_NextPart_000_0001--\r\n",
+	// F2: a boundary that no line of the body uses.
+	"From: x@example.org\r\nSubject: F2 nodelim\r\nContent-Type: multipart/mixed; boundary=bar\r\n\r\n" +
+		"--foo\r\nContent-Type: text/plain\r\n\r\nbody without delimiter\r\n--foo--\r\n",
+}
+
+// TestSectionProbeMessages: the sections of the probe's messages are the
+// parts RFC 2045/2046 make of them.
+func TestSectionProbeMessages(t *testing.T) {
+	for _, c := range []struct {
+		msg  int
+		part []int
+		spec imapv2.PartSpecifier
+		want string
+	}{
+		{1, []int{1}, imapv2.PartSpecifierNone, "--foo\r\nContent-Type: text/plain\r\n\r\nbody of no boundary\r\n--foo--\r\n"},
+		{1, []int{2}, imapv2.PartSpecifierNone, ""},
+		{1, []int{1, 1}, imapv2.PartSpecifierNone, "--foo\r\nContent-Type: text/plain\r\n\r\nbody of no boundary\r\n--foo--\r\n"},
+		{3, []int{1}, imapv2.PartSpecifierHeader, "From: one@example.org\r\nSubject: first digest item\r\n\r\n"},
+		{3, []int{1}, imapv2.PartSpecifierText, "body one"},
+		{3, []int{1, 1}, imapv2.PartSpecifierNone, "body one"},
+		{3, []int{2}, imapv2.PartSpecifierNone, "not a message"},
+		{3, []int{2}, imapv2.PartSpecifierMIME, "Content-Type: text/plain\r\n\r\n"},
+		{4, []int{1}, imapv2.PartSpecifierNone, "part one"},
+		{4, []int{2}, imapv2.PartSpecifierNone, ""},
+		{5, []int{1}, imapv2.PartSpecifierNone, "plain"},
+		{5, []int{2}, imapv2.PartSpecifierNone, "<p>html</p>"},
+		{6, []int{1}, imapv2.PartSpecifierNone, "--foo\r\nContent-Type: text/plain\r\n\r\nbody without delimiter\r\n--foo--\r\n"},
+		{6, []int{2}, imapv2.PartSpecifierNone, ""},
+	} {
+		s := &imapv2.FetchItemBodySection{Part: c.part, Specifier: c.spec}
+		if got := sectionBytes(t, []byte(probeMessages[c.msg]), s); string(got) != c.want {
+			t.Errorf("message %d BODY[%v.%s] = %q, want %q", c.msg, c.part, c.spec, got, c.want)
+		}
+	}
+}
+
+// TestSectionsAgreeWithBodyStructure: over IMAP, every part that
+// BODYSTRUCTURE describes is as long as BODY[part] (F2, F6, F7), and the
+// addresses of F1 and F5 are in ENVELOPE and found by SEARCH.
+func TestSectionsAgreeWithBodyStructure(t *testing.T) {
+	e := newTestEnv(t)
+	msgs := append(probeMessages, string(loadCRLF(t, "testdata/nested.eml")))
+	for _, m := range msgs {
+		e.deliver(testAlice, "INBOX", m)
+	}
+	c := e.login(testAlice)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Fetch(imapv2.SeqSet{{Start: 1, Stop: 0}}, &imapv2.FetchOptions{
+		Envelope: true, BodyStructure: &imapv2.FetchItemBodyStructure{Extended: true}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(msgs) {
+		t.Fatalf("%d messages", len(got))
+	}
+	for i, m := range got {
+		var sections []*imapv2.FetchItemBodySection
+		sizes := map[string]uint32{}
+		// walk lists the parts; a non-multipart body of a message is its
+		// part 1 (RFC 9051 section 6.4.5).
+		var walk func(bs imapv2.BodyStructure, path []int, messageBody bool)
+		walk = func(bs imapv2.BodyStructure, path []int, messageBody bool) {
+			switch bs := bs.(type) {
+			case *imapv2.BodyStructureMultiPart:
+				for j, child := range bs.Children {
+					walk(child, append(slices.Clone(path), j+1), false)
+				}
+			case *imapv2.BodyStructureSinglePart:
+				if messageBody {
+					path = append(slices.Clone(path), 1)
+				}
+				sections = append(sections, &imapv2.FetchItemBodySection{Peek: true, Part: path})
+				sizes[fmt.Sprint(path)] = bs.Size
+				if bs.MessageRFC822 != nil {
+					walk(bs.MessageRFC822.BodyStructure, path, true)
+				}
+			}
+		}
+		walk(m.BodyStructure, nil, true)
+		parts, err := c.Fetch(imapv2.SeqSetNum(m.SeqNum), &imapv2.FetchOptions{BodySection: sections}).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sections {
+			if n := len(parts[0].FindBodySection(s)); uint32(n) != sizes[fmt.Sprint(s.Part)] {
+				t.Errorf("message %d: BODY[%v] has %d bytes, BODYSTRUCTURE says %d", i+1, s.Part, n, sizes[fmt.Sprint(s.Part)])
+			}
+		}
+	}
+
+	env := got[0].Envelope
+	if len(env.From) != 1 || env.From[0].Name != "Jörg Müller" || env.From[0].Addr() != "joerg@example.org" ||
+		len(env.To) != 2 || env.To[0].Mailbox != "root" || env.To[0].Host == "" || env.To[1].Addr() != "y@example.org" ||
+		len(env.Cc) != 3 || env.Cc[2].Addr() != "b@example.org" {
+		t.Errorf("F1 ENVELOPE: %+v", env)
+	}
+	if to := got[2].Envelope.To; len(to) != 6 || !to[0].IsGroupStart() || to[0].Mailbox != "Friends" || !to[3].IsGroupEnd() ||
+		to[4].Mailbox != "undisclosed-recipients" || !to[4].IsGroupStart() || !to[5].IsGroupEnd() {
+		t.Errorf("F5 ENVELOPE To: %+v", to)
+	}
+	for _, q := range []imapv2.SearchCriteriaHeaderField{
+		{Key: "From", Value: "joerg"}, {Key: "From", Value: "Müller"}, {Key: "To", Value: "y@example.org"},
+		{Key: "To", Value: "root"}, {Key: "Cc", Value: "b@example.org"},
+	} {
+		res, err := c.Search(&imapv2.SearchCriteria{Header: []imapv2.SearchCriteriaHeaderField{q}}, nil).Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nums := res.AllSeqNums(); len(nums) != 1 || nums[0] != 1 {
+			t.Errorf("SEARCH %s %q: %v", q.Key, q.Value, nums)
+		}
+	}
+	res, err := c.Search(&imapv2.SearchCriteria{Header: []imapv2.SearchCriteriaHeaderField{{Key: "To", Value: "Friends"}}}, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nums := res.AllSeqNums(); len(nums) != 1 || nums[0] != 3 {
+		t.Errorf("SEARCH TO Friends: %v", nums)
+	}
+}
+
+// FuzzSectionsAgree: for any message, each part that the store's
+// BODYSTRUCTURE describes is as long as the section this package locates
+// for it.
+func FuzzSectionsAgree(f *testing.F) {
+	for _, m := range probeMessages {
+		f.Add([]byte(m))
+	}
+	f.Add(loadCRLF(f, "testdata/nested.eml"))
+	for _, m := range []string{
+		"0\n\r\n0",
+		"Content-Type : multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
+		"X: a\r\n\rjunk\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
+		"Content-Type\v: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
+		" folded\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
+		"Content-Type: multipart/mixed;\r\n boundary=\"b\r\n c\"\r\n\r\n--b c\r\n\r\none\r\n--b c--\r\n",
+		"Content-Type: multipart/mixed;\r\n boundary=\"b\r\n\t  c\"\r\n\r\n--b\t  c\r\n\r\none\r\n--b\t  c--\r\n",
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: x\n\r\r\nbody\r\n--b--\r\n",
+		"Content-Type: multipart/digest; boundary=b\r\n\r\n--b\r\n\r\n\r\n--b\r\nContent-Type: multipart/mixed\r\n\r\nx\r\n--b--\r\n",
+		"Content-Type: message/global\r\n\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n--c\r\n\r\ninner\r\n--c\r\n\r\ntwo\r\n--c--\r\n",
+	} {
+		f.Add([]byte(m))
+	}
+	st, err := store.Open(filepath.Join(f.TempDir(), "posthorn.db"), store.Options{NoSync: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { st.Close() })
+	if err := st.AddDomain("example.test"); err != nil {
+		f.Fatal(err)
+	}
+	if err := st.AddAccount(testAlice, "x"); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		d, err := st.Append(context.Background(), testAlice, "INBOX", store.NewMessage{Body: msg})
+		if err != nil {
+			t.Skip(err)
+		}
+		msgs, err := st.Messages(testAlice, "INBOX")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := msgs[len(msgs)-1]
+		if m.UID != d.UID {
+			t.Fatalf("UID %d, appended %d", m.UID, d.UID)
+		}
+		info, err := st.BlobInfo(m.BlobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var walk func(bs imapv2.BodyStructure, path []int, messageBody bool)
+		walk = func(bs imapv2.BodyStructure, path []int, messageBody bool) {
+			switch bs := bs.(type) {
+			case *imapv2.BodyStructureMultiPart:
+				for j, child := range bs.Children {
+					walk(child, append(slices.Clone(path), j+1), false)
+				}
+			case *imapv2.BodyStructureSinglePart:
+				if messageBody {
+					path = append(slices.Clone(path), 1)
+				}
+				got := sectionBytes(t, msg, &imapv2.FetchItemBodySection{Part: path})
+				if uint32(len(got)) != bs.Size {
+					t.Fatalf("BODY[%v] has %d bytes, BODYSTRUCTURE %s says %d", path, len(got), bs.MediaType(), bs.Size)
+				}
+				if bs.MessageRFC822 != nil {
+					walk(bs.MessageRFC822.BodyStructure, path, true)
+				}
+			}
+		}
+		walk(info.BodyStructure, nil, true)
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	imapv2 "github.com/emersion/go-imap/v2"
@@ -36,6 +37,13 @@ type session struct {
 	// searchRes is the last SEARCH RETURN (SAVE) result as UIDs ($, RFC
 	// 5182); it is reset on SELECT.
 	searchRes []uint32
+
+	// imapserver runs Idle in a goroutine of its own, and when the
+	// connection ends during IDLE it calls Close without waiting for it:
+	// idleMu orders the two (see Idle and Close).
+	idleMu   sync.Mutex
+	idleDone chan struct{} // closed when the running Idle returns
+	closed   bool
 }
 
 var (
@@ -63,6 +71,13 @@ func (ss *session) log() *slog.Logger {
 }
 
 func (ss *session) Close() error {
+	ss.idleMu.Lock()
+	ss.closed = true
+	done := ss.idleDone
+	ss.idleMu.Unlock()
+	if done != nil {
+		<-done // its stop channel is closed: it returns
+	}
 	if ss.sel != nil {
 		ss.sel.close()
 		ss.sel = nil
@@ -264,14 +279,24 @@ func (ss *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 // Idle waits for changes (RFC 2177); in the authenticated state there is
 // nothing to report, so it only waits.
 func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	ss.idleMu.Lock()
+	if ss.closed {
+		ss.idleMu.Unlock()
+		return nil
+	}
+	done := make(chan struct{})
+	ss.idleDone = done
+	sel := ss.sel
+	ss.idleMu.Unlock()
+	defer close(done)
 	if restore := shrinkWriter(ss.conn); restore != nil {
 		defer restore()
 	}
-	if ss.sel == nil {
+	if sel == nil {
 		<-stop
 		return nil
 	}
-	return ss.sel.idle(w, stop)
+	return sel.idle(w, stop)
 }
 
 func newID() string {

@@ -1,13 +1,8 @@
 package msa_test
 
 import (
-	"bufio"
-	"fmt"
-	"io"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
@@ -139,37 +134,12 @@ func TestAddressCharset(t *testing.T) {
 // STARTTLS handshake ends the session instead of going on in plaintext.
 func TestPlaintextPartOfSubmission(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
-	conn, err := net.Dial("tcp", env.Addr("submission"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(conn)
-	reply := func() string {
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return ""
-			}
-			if len(l) < 4 || l[3] != '-' {
-				return l
-			}
-		}
-	}
-	reply() // greeting
-	for _, c := range []struct{ cmd, want string }{
-		{"MAIL FROM:<a@b.test>", "503 "},
-		{"EHLO client.example", "250 "},
-		{"STARTTLS", "220 "},
-	} {
-		fmt.Fprintf(conn, "%s\r\n", c.cmd)
-		if got := reply(); !strings.HasPrefix(got, c.want) {
-			t.Fatalf("%s: %q, want %s", c.cmd, got, c.want)
-		}
-	}
-	fmt.Fprintf(conn, "not a client hello\r\n\r\n")
-	if rest, _ := io.ReadAll(r); len(rest) > 0 {
+	c := harness.DialSMTP(t, env.Addr("submission"))
+	c.Cmd("MAIL FROM:<a@b.test>", "503 ")
+	c.Cmd("EHLO client.example", "250")
+	c.Cmd("STARTTLS", "220")
+	c.Send("not a client hello\r\n\r\n")
+	if rest := c.Rest(); rest != "" {
 		t.Fatalf("after a failed handshake the session goes on: %q", rest)
 	}
 }

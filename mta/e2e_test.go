@@ -1,18 +1,14 @@
 package mta_test
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
-	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -258,36 +254,12 @@ func TestE2EAuthentication(t *testing.T) {
 // "<john doe@remote.example>" is not an address).
 func TestE2EQuotedSender(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
-	conn, err := net.Dial("tcp", env.Addr("smtp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(conn)
-	expect := func(prefix string) {
-		t.Helper()
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil || !strings.HasPrefix(l, prefix[:3]) {
-				t.Fatalf("got %q (%v), want %s", l, err, prefix)
-			}
-			if l[3] == ' ' {
-				return
-			}
-		}
-	}
-	expect("220")
-	for _, c := range []struct{ cmd, want string }{
-		{"EHLO client.example", "250"},
-		{`MAIL FROM:<"john \"jd\" doe"@remote.example>`, "250"},
-		{"RCPT TO:<" + harness.User + ">", "250"},
-		{"DATA", "354"},
-		{"Subject: quoted\r\n\r\nhi\r\n.", "250"},
-	} {
-		fmt.Fprintf(conn, "%s\r\n", c.cmd)
-		expect(c.want)
-	}
+	c := harness.DialSMTP(t, env.Addr("smtp"))
+	c.Cmd("EHLO client.example", "250")
+	c.Cmd(`MAIL FROM:<"john \"jd\" doe"@remote.example>`, "250")
+	c.Cmd("RCPT TO:<"+harness.User+">", "250")
+	c.Cmd("DATA", "354")
+	c.Cmd("Subject: quoted\r\n\r\nhi\r\n.", "250")
 	msgs := inbox(t, env.Server.Store, "INBOX")
 	if len(msgs) != 1 || !strings.HasPrefix(string(msgs[0]), `Return-Path: <"john \"jd\" doe"@remote.example>`+"\r\n") {
 		t.Fatalf("delivered: %q", msgs)
@@ -299,30 +271,11 @@ func TestE2EQuotedSender(t *testing.T) {
 // plaintext.
 func TestE2EFailedHandshakeEndsSession(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
-	conn, err := net.Dial("tcp", env.Addr("smtp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(conn)
-	reply := func() string {
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil || len(l) < 4 || l[3] != '-' {
-				return l
-			}
-		}
-	}
-	reply()
-	for _, c := range []struct{ cmd, want string }{{"EHLO client.example", "250 "}, {"STARTTLS", "220 "}} {
-		fmt.Fprintf(conn, "%s\r\n", c.cmd)
-		if got := reply(); !strings.HasPrefix(got, c.want) {
-			t.Fatalf("%s: %q, want %s", c.cmd, got, c.want)
-		}
-	}
-	fmt.Fprintf(conn, "not a client hello\r\n\r\n")
-	if rest, _ := io.ReadAll(r); len(rest) > 0 {
+	c := harness.DialSMTP(t, env.Addr("smtp"))
+	c.Cmd("EHLO client.example", "250")
+	c.Cmd("STARTTLS", "220")
+	c.Send("not a client hello\r\n\r\n")
+	if rest := c.Rest(); rest != "" {
 		t.Fatalf("after a failed handshake the session goes on: %q", rest)
 	}
 }

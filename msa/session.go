@@ -47,6 +47,7 @@ type session struct {
 	remote   []string
 	seen     map[string]bool
 	inTx     bool // MAIL was accepted; Reset ends the transaction
+	bdat     mta.BDATGuard
 }
 
 // AuthMechanisms implements smtp.AuthSession; go-smtp offers them only
@@ -175,6 +176,7 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // Data implements smtp.Session: checks and completes the message, signs
 // it, and delivers or queues it durably before go-smtp replies 250.
 func (ss *session) Data(r io.Reader) error {
+	defer ss.bdat.Start(ss.conn, r)()
 	if ss.account == "" {
 		return errAuthRequired
 	}
@@ -188,6 +190,7 @@ func (ss *session) Data(r io.Reader) error {
 	buf, release, err := ss.s.budget.ReadAll(r, headRoom, ss.s.maxMessageBytes(), ss.size, smtp.ErrDataTooLarge)
 	restore()
 	defer release()
+	ss.bdat.Cut(err)
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
@@ -243,6 +246,7 @@ func (ss *session) route(ctx context.Context, msg []byte) error {
 
 // Reset implements smtp.Session.
 func (ss *session) Reset() {
+	ss.bdat.Wait()
 	ss.from, ss.size, ss.utf8, ss.eightBit = "", 0, false, false
 	ss.local, ss.remote, ss.seen, ss.inTx = nil, nil, nil, false
 }

@@ -510,3 +510,36 @@ func TestAddressCharset(t *testing.T) {
 	d = Dial(t, addr)
 	d.Cmd("EHLO client\xff.example", "501 5.5.2")
 }
+
+// TestBDATResetRace: a BDAT transfer ended by RSET, then a new one on the
+// same connection, pipelined. go-smtp runs Data in a goroutine that, once
+// the first transfer is cut, sends its result on whichever channel is the
+// connection's by then: the second transfer could take the first's error
+// (451) while its own body was still being delivered, to the recipients
+// RSET had cleared. Each second transfer must get 250 and be stored once,
+// for its recipient.
+func TestBDATResetRace(t *testing.T) {
+	_, st, addr := startTestServer(t, nil)
+	for i := range 40 {
+		d := Dial(t, addr)
+		d.Cmd("EHLO client.example", "250")
+		body := fmt.Sprintf("Subject: second %d\r\n\r\nbody\r\n", i)
+		d.Send("MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\nBDAT 23\r\nSubject: first\r\n\r\nabc\r\n" +
+			"RSET\r\nMAIL FROM:<b@remote.example>\r\nRCPT TO:<alice@example.test>\r\n" +
+			fmt.Sprintf("BDAT %d LAST\r\n%s", len(body), body))
+		for _, want := range []string{"250", "250", "250", "250", "250", "250", "250"} {
+			d.Expect(want)
+		}
+		d.Cmd("QUIT", "221")
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.bodies) != 40 {
+		t.Fatalf("%d messages stored, want 40", len(st.bodies))
+	}
+	for i, to := range st.delivered {
+		if len(to) != 1 || to[0].Account != "alice@example.test" {
+			t.Fatalf("message %d delivered to %v", i, to)
+		}
+	}
+}

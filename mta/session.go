@@ -32,6 +32,7 @@ type session struct {
 	rcpts    []string
 	badRcpts int
 	inTx     bool // MAIL was accepted; Reset ends the transaction
+	bdat     BDATGuard
 }
 
 func newSession(srv *Server, c *smtp.Conn) *session {
@@ -45,6 +46,7 @@ func newSession(srv *Server, c *smtp.Conn) *session {
 
 // Reset implements smtp.Session (RSET, a new EHLO, end of a transaction).
 func (s *session) Reset() {
+	s.bdat.Wait()
 	s.from, s.mailOpts, s.rcpts, s.spf, s.inTx = "", nil, nil, nil, false
 }
 
@@ -158,11 +160,13 @@ func (s *session) hangup(e *smtp.SMTPError) {
 // and checks the body, authenticates it, delivers it and returns nil only
 // once the delivery is durable.
 func (s *session) Data(r io.Reader) error {
+	defer s.bdat.Start(s.conn, r)()
 	s.srv.busy.Add(1)
 	defer s.srv.busy.Add(-1)
 	start := time.Now()
 	buf, off, release, err := s.readBody(r)
 	defer release() // after delivery: nothing keeps the body once it is stored
+	s.bdat.Cut(err)
 	if err != nil {
 		return s.refuse(err, 0, "data")
 	}

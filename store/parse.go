@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
+	_ "github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 )
@@ -448,7 +449,9 @@ func unquoteLocal(s string) string {
 
 // wordDecoder decodes RFC 2047 encoded words in the charsets Go knows
 // (UTF-8, ISO-8859-1, US-ASCII), Windows-1252, and those of
-// gomessage.CharsetReader when a program sets it.
+// gomessage.CharsetReader: every IANA charset, as go-message/charset
+// (imported for it) sets it, so that SEARCH SUBJECT and FROM find a
+// KOI8-R or ISO-2022-JP subject or name as Dovecot does.
 var wordDecoder = &mime.WordDecoder{CharsetReader: func(charset string, r io.Reader) (io.Reader, error) {
 	switch strings.ToLower(charset) {
 	case "windows-1252", "cp1252", "x-cp1252":

@@ -93,6 +93,10 @@ func TestEnvelopeSubject(t *testing.T) {
 		{"=?utf-8?q?Caf=C3=A9?= =?utf-8?q?_ok?=", "Café ok"},
 		{"=?unknown-8bit?q?Caf=E9?= and =?iso-8859-1?q?Caf=E9?=", "=?unknown-8bit?q?Caf=E9?= and Café"},
 		{"=?utf-8?q?bad=E9?=", "bad\uFFFD"},
+		// The charsets of go-message/charset: every IANA one.
+		{"=?koi8-r?b?8NLJ18XU?=", "Привет"},
+		{"=?iso-2022-jp?b?GyRCRnxLXDhsGyhC?=", "日本語"},
+		{"=?ISO-8859-15?q?Gr=FC=DFe?=", "Grüße"},
 		{"not =?a word", "not =?a word"},
 	} {
 		msg := "Subject: " + c.raw + "\r\n\r\n"

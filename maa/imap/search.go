@@ -10,6 +10,7 @@ import (
 
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+	gomessage "github.com/emersion/go-message"
 
 	"github.com/posthorn/posthorn/store"
 )
@@ -407,21 +408,28 @@ func (sc *searcher) matchText(c *imapv2.SearchCriteria, e *entry, info store.Blo
 }
 
 // contains looks for s in the raw bytes from start on, then in the decoded
-// content of base64 and quoted-printable text parts (RFC 9051 6.4.4 asks
-// for a match in the text, not in its transfer encoding).
+// content of the text parts whose raw bytes are not their text: in base64
+// or quoted-printable, or in a charset other than UTF-8 (RFC 9051 6.4.4
+// asks for a match in the text, whatever its encoding; the SEARCH string
+// is UTF-8).
 func (sc *searcher) contains(mr *msgReader, start int64, s string, info store.BlobInfo) (bool, error) {
 	ok, err := streamContains(io.NewSectionReader(mr.ra, start, mr.size-start), s)
 	if ok || err != nil {
 		return ok, err
 	}
-	for _, path := range encodedTextParts(info.BodyStructure, nil, nil) {
-		sp, err := mr.findPart(path)
+	for _, tp := range encodedTextParts(info.BodyStructure, nil, nil) {
+		sp, err := mr.findPart(tp.path)
 		if err != nil {
 			continue
 		}
 		dec, err := decoder(sp.encoding, io.NewSectionReader(mr.ra, sp.hdrEnd, sp.end-sp.hdrEnd))
 		if err != nil {
 			continue
+		}
+		if tp.charset != "" && gomessage.CharsetReader != nil {
+			if dec, err = gomessage.CharsetReader(tp.charset, dec); err != nil {
+				continue
+			}
 		}
 		if ok, _ := streamContains(dec, s); ok {
 			return true, nil
@@ -430,9 +438,16 @@ func (sc *searcher) contains(mr *msgReader, start int64, s string, info store.Bl
 	return false, nil
 }
 
-// encodedTextParts lists the part paths of text parts in base64 or
-// quoted-printable.
-func encodedTextParts(bs imapv2.BodyStructure, path []int, out [][]int) [][]int {
+// textPart is a text part whose raw bytes are not its text: path locates
+// it, charset is its charset when that is not UTF-8 or ASCII.
+type textPart struct {
+	path    []int
+	charset string
+}
+
+// encodedTextParts lists the text parts in base64 or quoted-printable, or
+// in a charset other than UTF-8 and ASCII.
+func encodedTextParts(bs imapv2.BodyStructure, path []int, out []textPart) []textPart {
 	switch p := bs.(type) {
 	case *imapv2.BodyStructureMultiPart:
 		for i, c := range p.Children {
@@ -440,11 +455,15 @@ func encodedTextParts(bs imapv2.BodyStructure, path []int, out [][]int) [][]int 
 		}
 	case *imapv2.BodyStructureSinglePart:
 		enc := strings.ToLower(p.Encoding)
-		if strings.EqualFold(p.Type, "text") && (enc == "base64" || enc == "quoted-printable") {
+		cs := strings.ToLower(p.Params["charset"])
+		if cs == "utf-8" || cs == "us-ascii" || cs == "utf8" || cs == "ascii" {
+			cs = ""
+		}
+		if strings.EqualFold(p.Type, "text") && (enc == "base64" || enc == "quoted-printable" || cs != "") {
 			if len(path) == 0 {
 				path = []int{1}
 			}
-			out = append(out, path)
+			out = append(out, textPart{path, cs})
 		}
 		if p.MessageRFC822 != nil && len(path) > 0 {
 			out = encodedTextParts(p.MessageRFC822.BodyStructure, path, out)

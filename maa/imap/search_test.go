@@ -161,3 +161,34 @@ func TestSearchResFailed(t *testing.T) {
 		t.Fatalf("FETCH $ after a failed SAVE: %q", lines)
 	}
 }
+
+// TestSearchBodyCharsets: BODY and TEXT find the text of a part whatever
+// its transfer encoding and charset (RFC 9051 6.4.4): a KOI8-R part in
+// 8bit, an ISO-2022-JP part in base64, a UTF-8 part in base64. The
+// SEARCH string is UTF-8.
+func TestSearchBodyCharsets(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	mime := func(subject, params, enc, body string) string {
+		return "From: a@example.org\r\nSubject: " + subject + "\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: text/plain; " + params + "\r\nContent-Transfer-Encoding: " + enc + "\r\n\r\n" + body + "\r\n"
+	}
+	e.deliver(testAlice, "INBOX", mime("koi8", "charset=koi8-r", "8bit", "\xf0\xd2\xc9\xd7\xc5\xd4 \xcd\xc9\xd2"))
+	e.deliver(testAlice, "INBOX", mime("jis", "charset=iso-2022-jp", "base64", "GyRCRnxLXDhsJE4lRiUtJTklSBsoQg=="))
+	e.deliver(testAlice, "INBOX", mime("utf8", "charset=utf-8", "base64", "Z3LDvMOfZSBhdXMga8O2bG4="))
+	c := e.rawLogin(t, testAlice)
+	c.send("s SELECT INBOX")
+	c.expect("s OK")
+	for _, tc := range []struct{ key, text, want string }{
+		{"BODY", "мир", "* SEARCH 1"},
+		{"TEXT", "Привет", "* SEARCH 1"},
+		{"BODY", "テキスト", "* SEARCH 2"},
+		{"BODY", "köln", "* SEARCH 3"},
+		{"BODY", "nowhere", "* SEARCH"},
+	} {
+		c.send("t SEARCH CHARSET UTF-8 %s {%d+}\r\n%s", tc.key, len(tc.text), tc.text)
+		lines := c.expect("t OK")
+		if got := strings.TrimRight(lines[0], "\r\n"); got != tc.want {
+			t.Errorf("SEARCH %s %q: %q, want %q", tc.key, tc.text, got, tc.want)
+		}
+	}
+}

@@ -52,8 +52,8 @@
 //   - SEARCH: flags, sizes, dates and sets from the tracker; SUBJECT, FROM,
 //     TO, CC, BCC and SENT* from the stored ENVELOPE; HEADER reads only the
 //     header; BODY and TEXT stream the raw message in 32 KiB chunks and then
-//     the decoded base64/quoted-printable text parts (charsets other than
-//     UTF-8 and ASCII are compared as raw bytes).
+//     the text parts decoded from base64/quoted-printable and from their
+//     charset to UTF-8 (every IANA charset, go-message/charset).
 //   - A keyword new to a selected mailbox is announced to the sessions
 //     that have it selected with an untagged FLAGS before the FETCH that
 //     shows it (RFC 9051 section 7.3.5); PERMANENTFLAGS has \* and does

@@ -211,6 +211,9 @@ func reportImport(out io.Writer, res mailio.Result, err error) error {
 	for _, e := range res.Errors {
 		fmt.Fprintf(out, "skipped: %s\n", e)
 	}
+	if err != nil && res.Imported == 0 && res.Skipped == 0 {
+		return err // nothing was read: the error is all there is to say
+	}
 	fmt.Fprintf(out, "imported %d message(s), skipped %d\n", res.Imported, res.Skipped)
 	return err
 }

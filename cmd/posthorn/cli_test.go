@@ -242,6 +242,12 @@ func TestCLIDKIMDNSImportExport(t *testing.T) {
 		t.Errorf("import: %s", out)
 	}
 	mustFail(t, "no user", "--config", cfg, "import", "mbox", mbox, "--user", "nobody@example.org")
+	// A file that is not an mbox: the error alone, no "imported 0" first.
+	notMbox := filepath.Join(dir, "not.mbox")
+	os.WriteFile(notMbox, []byte("just some text\n"), 0o600)
+	if out, err := run(t, "", "--config", cfg, "import", "mbox", notMbox, "--user", "bob@example.org"); err == nil || strings.Contains(out, "imported 0") {
+		t.Errorf("import of a file that is not an mbox: %v, %q", err, out)
+	}
 	exp := filepath.Join(dir, "export")
 	if out := mustRun(t, "", "--config", cfg, "export", "maildir", exp, "--user", "bob@example.org"); !strings.Contains(out, "exported 2 message(s)") {
 		t.Errorf("export: %s", out)

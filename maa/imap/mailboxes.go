@@ -107,7 +107,9 @@ func (ss *session) Rename(oldName, newName string, _ *imapv2.RenameOptions) erro
 	if newName == "INBOX" {
 		return noErr(imapv2.ResponseCodeAlreadyExists, "INBOX always exists")
 	}
-	if newName == oldName || strings.HasPrefix(newName, oldName+string(Delim)) {
+	// INBOX is the exception (RFC 9051 section 6.3.6): renaming it moves
+	// its messages to the new mailbox, which may be its own child.
+	if newName == oldName || oldName != "INBOX" && strings.HasPrefix(newName, oldName+string(Delim)) {
 		return noErr(imapv2.ResponseCodeCannot, "Cannot rename a mailbox into itself")
 	}
 	return ss.storeError("rename", ss.s.Store.RenameMailbox(ss.account, oldName, newName))

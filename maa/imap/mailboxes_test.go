@@ -278,3 +278,23 @@ func TestDeleteKeepsSubscription(t *testing.T) {
 	c.send("a UNSUBSCRIBE cfx/deep")
 	c.expect("a NO [NONEXISTENT]")
 }
+
+// TestRenameInboxToChild: RENAME INBOX INBOX/old moves INBOX's messages to
+// the new child and leaves INBOX empty (RFC 9051 section 6.3.6), as
+// Dovecot does; another mailbox cannot be renamed below itself.
+func TestRenameInboxToChild(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	e.deliver(testAlice, "INBOX", testMessage(1, "one"))
+	e.deliver(testAlice, "INBOX", testMessage(2, "two"))
+	c := e.rawLogin(t, testAlice)
+	c.send("r RENAME INBOX INBOX/old")
+	c.expect("r OK")
+	if ms, err := e.st.Messages(testAlice, "INBOX/old"); err != nil || len(ms) != 2 {
+		t.Fatalf("INBOX/old: %d messages, %v", len(ms), err)
+	}
+	if ms, _ := e.st.Messages(testAlice, "INBOX"); len(ms) != 0 {
+		t.Fatalf("INBOX keeps %d messages", len(ms))
+	}
+	c.send("s RENAME Sent Sent/old")
+	c.expect("s NO [CANNOT]")
+}

@@ -29,7 +29,7 @@ func TestAssemble(t *testing.T) {
 
 	buf, release := read()
 	used := b.Used()
-	msg, give, err := assemble(b, buf, head, nil)
+	msg, give, err := assemble(b, buf, head, [][]byte{buf[headRoom:]})
 	if err != nil || string(msg) != want {
 		t.Fatalf("in place: %v, %q...", err, msg[:min(len(msg), 60)])
 	}
@@ -46,7 +46,7 @@ func TestAssemble(t *testing.T) {
 	big := bytes.Repeat([]byte("X-Long: yes\r\n"), headRoom/10)
 	buf, release = read()
 	used = b.Used()
-	msg, give, err = assemble(b, buf, big, []byte("\r\n"))
+	msg, give, err = assemble(b, buf, big, [][]byte{buf[headRoom:], []byte("\r\n")})
 	if err != nil || string(msg) != string(big)+string(body)+"\r\n" {
 		t.Fatalf("copy: %v", err)
 	}
@@ -60,11 +60,34 @@ func TestAssemble(t *testing.T) {
 
 	// No budget left for the copy: ErrNoRoom, nothing held.
 	small := membudget.New(int64(len(body)) / 2)
-	if _, _, err := assemble(small, buf, big, nil); err != membudget.ErrNoRoom {
+	if _, _, err := assemble(small, buf, big, [][]byte{buf[headRoom:]}); err != membudget.ErrNoRoom {
 		t.Errorf("copy over the budget: %v, want ErrNoRoom", err)
 	}
 	if small.Used() != 0 {
 		t.Errorf("refused copy holds %d", small.Used())
 	}
 	release()
+}
+
+// TestHeaderSplit: where the empty line that ends a header is missing,
+// before the first line that is not a field or its continuation.
+func TestHeaderSplit(t *testing.T) {
+	for _, c := range []struct {
+		msg  string
+		want int
+	}{
+		{"From: a\r\nSubject: b\r\n\r\nbody\r\n", -1},
+		{"From: a\r\nSubject: b\r\n", -1}, // all header
+		{"From: a\r\nSubject: b\r\n folded\r\n\r\nbody\r\n", -1},
+		{"From: a\r\nSubject: b\r\nbody without a blank line\r\n", 21},
+		{"From: a\r\nbody: has a colon after a space\r\n", -1}, // a field, as far as anyone can tell
+		{"From: a\r\nno colon here\r\nmore\r\n", 9},
+		{"From: a\r\nSubject : b\r\n", 9}, // space before the colon: not a field
+		{" folded first\r\nFrom: a\r\n", 0},
+		{"From: a\r\n:empty name\r\n", 9},
+	} {
+		if got := headerSplit([]byte(c.msg)); got != c.want {
+			t.Errorf("headerSplit(%q) = %d, want %d", c.msg, got, c.want)
+		}
+	}
 }

@@ -38,22 +38,34 @@ func (s *Server) owns(account, address string) (bool, error) {
 }
 
 // prepare checks a submitted message and returns what it is sent on as
-// the three parts to put together: head, the fields to put before body
+// the parts to put together: head, the fields to put before the body
 // (DKIM signatures when its From domain is ours, a Received field, Date
-// and Message-ID when missing: RFC 6409 section 8.3), body, and tail,
-// the line that ends a header without a body. The parts are returned
-// rather than copied together so that the caller makes the one copy, with
-// budget for it.
-func (s *Server) prepare(ss *session, body []byte) (head, tail []byte, err error) {
+// and Message-ID when missing: RFC 6409 section 8.3), then the message
+// itself, in parts: the body as it came, or with the empty line that ends
+// its header put in where it was missing. The parts are returned rather
+// than copied together so that the caller makes the one copy, with budget
+// for it, or none (a single part is the body itself).
+func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte, err error) {
 	if !cleanLineEndings(body) {
 		return nil, nil, errBareEOL
 	}
-	if !bytes.Contains(body, []byte("\r\n\r\n")) && bytes.HasSuffix(body, []byte("\r\n")) {
+	parts = [][]byte{body}
+	switch split := headerSplit(body); {
+	case split >= 0:
+		// A line that is neither a header field nor the continuation of
+		// one: the header ended before it without its empty line (as
+		// devices and scripts send), which Postfix puts in.
+		parts = [][]byte{body[:split], crlf, body[split:]}
+	case !bytes.Contains(body, []byte("\r\n\r\n")) && bytes.HasSuffix(body, crlf):
 		// A header without a body (RFC 5322 section 3.5 makes the body
 		// optional): add the empty line that ends the header.
-		tail = []byte("\r\n")
+		parts = append(parts, crlf)
 	}
-	m, err := mail.ReadMessage(io.MultiReader(bytes.NewReader(body), bytes.NewReader(tail)))
+	readers := make([]io.Reader, len(parts))
+	for i, p := range parts {
+		readers[i] = bytes.NewReader(p)
+	}
+	m, err := mail.ReadMessage(io.MultiReader(readers...))
 	if err != nil {
 		return nil, nil, errBadHeader
 	}
@@ -85,11 +97,46 @@ func (s *Server) prepare(ss *session, body []byte) (head, tail []byte, err error
 	if m.Header.Get("Message-Id") == "" {
 		fmt.Fprintf(&pre, "Message-ID: <%s.%s@%s>\r\n", ss.id, newID(), s.Hostname)
 	}
-	sig, err := s.sign(ss, domainOf(from[0].Address), pre.Bytes(), body, tail)
+	sig, err := s.sign(ss, domainOf(from[0].Address), append([][]byte{pre.Bytes()}, parts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
-	return append(sig, pre.Bytes()...), tail, nil
+	return append(sig, pre.Bytes()...), parts, nil
+}
+
+var crlf = []byte("\r\n")
+
+// headerSplit returns where the header of msg ends without the empty line
+// that should end it: the start of its first line that is neither a
+// header field ("Name:" with a name of printable ASCII) nor, after one,
+// the continuation of a field. It returns -1 when the header ends with its
+// empty line, or runs to the end of msg.
+func headerSplit(msg []byte) int {
+	for i := 0; i < len(msg); {
+		line, next := msg[i:], len(msg)
+		if j := bytes.IndexByte(line, '\n'); j >= 0 {
+			line, next = line[:j], i+j+1
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		switch {
+		case len(line) == 0:
+			return -1
+		case line[0] == ' ' || line[0] == '\t':
+			if i == 0 {
+				return 0
+			}
+		default:
+			k := 0
+			for k < len(line) && line[k] > ' ' && line[k] < 0x7f && line[k] != ':' {
+				k++
+			}
+			if k == 0 || k == len(line) || line[k] != ':' {
+				return i
+			}
+		}
+		i = next
+	}
+	return -1
 }
 
 // sign returns the DKIM-Signature fields for msg, given in parts, when

@@ -199,12 +199,12 @@ func (ss *session) Data(r io.Reader) error {
 		return reply(ss.log, err)
 	}
 	body := buf[headRoom:]
-	head, tail, err := ss.s.prepare(ss, body)
+	head, parts, err := ss.s.prepare(ss, body)
 	if err != nil {
 		ss.s.Metrics.Inc(metrics.Rejected, "via", "submission", "reason", "content")
 		return reply(ss.log, err)
 	}
-	msg, give, err := assemble(ss.s.budget, buf, head, tail)
+	msg, give, err := assemble(ss.s.budget, buf, head, parts)
 	defer give()
 	if err != nil {
 		return reply(ss.log, err)
@@ -254,22 +254,28 @@ func (ss *session) Reset() {
 // Logout implements smtp.Session.
 func (ss *session) Logout() error { return nil }
 
-// assemble puts head, the body (buf[headRoom:]) and tail together: in
-// buf when head fits in its room and tail after the body, as they nearly
-// always do, or else in a copy, for which it holds budget (ErrNoRoom if
-// there is none). give gives that back; it is never nil.
-func assemble(budget *membudget.Budget, buf, head, tail []byte) (msg []byte, give func(), err error) {
-	if len(head) <= headRoom && len(tail) <= cap(buf)-len(buf) {
+// assemble puts head and parts (see prepare: the first starts the body,
+// buf[headRoom:]) together: in buf when parts is the body alone and head
+// fits in its room, as they nearly always do, or else in a copy, for
+// which it holds budget (ErrNoRoom if there is none). give gives that
+// back; it is never nil.
+func assemble(budget *membudget.Budget, buf, head []byte, parts [][]byte) (msg []byte, give func(), err error) {
+	if len(head) <= headRoom && len(parts) == 1 {
 		msg = buf[headRoom-len(head):]
 		copy(msg, head)
-		return append(msg, tail...), func() {}, nil
+		return msg, func() {}, nil
 	}
-	body := buf[headRoom:]
-	size := len(head) + len(body) + len(tail)
+	size := len(head)
+	for _, p := range parts {
+		size += len(p)
+	}
 	var held int64
 	if !budget.Hold(&held, int64(size)) {
 		return nil, func() {}, membudget.ErrNoRoom
 	}
-	msg = make([]byte, 0, size)
-	return append(append(append(msg, head...), body...), tail...), func() { budget.Give(held) }, nil
+	msg = append(make([]byte, 0, size), head...)
+	for _, p := range parts {
+		msg = append(msg, p...)
+	}
+	return msg, func() { budget.Give(held) }, nil
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // backup writes a consistent copy of the live store (one bbolt read
@@ -71,5 +70,14 @@ func ownFile(path, db string) bool {
 	if err != nil {
 		dbDir = filepath.Dir(db)
 	}
-	return dir == dbDir && strings.HasPrefix(filepath.Base(path), filepath.Base(db))
+	if dir != dbDir {
+		return false
+	}
+	// The data file, its log, and the temporary files of store compact
+	// and restore; posthorn.db.bak beside them is the user's to use.
+	switch base := filepath.Base(db); filepath.Base(path) {
+	case base, base + "-wal", base + ".compact", base + ".restore":
+		return true
+	}
+	return false
 }

@@ -196,9 +196,11 @@ func TestRestoreRefusesNonBackup(t *testing.T) {
 func TestBackupRefusesStoreFile(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
 	db := env.Config.DataPath("posthorn.db")
-	for _, dst := range []string{db, db + "-wal"} {
+	for _, dst := range []string{db, db + "-wal", db + ".compact"} {
 		mustFail(t, "one of the store's own files", "--config", env.Config.Path, "backup", dst, "--force")
 	}
+	// A name of the user's own beside them is fine.
+	mustRun(t, "", "--config", env.Config.Path, "backup", db+".bak")
 	// Through a symbolic link to data_dir, and by a hard link's name.
 	link := filepath.Join(t.TempDir(), "data")
 	if err := os.Symlink(filepath.Dir(db), link); err != nil {

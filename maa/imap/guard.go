@@ -383,6 +383,19 @@ func (c *guardConn) emit(p []byte) (int, error) {
 		}
 		return len(p), err
 	}
+	var tag string
+	if c.g != nil { // nil: a bare guardConn of a test
+		tag, _ = c.g.saveOnly.Load().(string)
+	}
+	if tag != "" {
+		if q, ok := dropESearch(p, tag); ok {
+			c.out.see(q)
+			if _, err := c.write(q); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
 	c.out.see(p)
 	return c.write(p)
 }
@@ -502,6 +515,12 @@ type literalGuard struct {
 
 	pend pending // the line end last passed on, until the parser asks for more
 	say  []byte  // the guard's own replies, written before anything goes on
+
+	// saveOnly is the tag (string) of the current command when it is a
+	// SEARCH RETURN (SAVE), whose ESEARCH response must not be sent
+	// (RFC 5182 section 2.1): imapserver turns the options into (SAVE
+	// ALL) and sends it. Read by emit.
+	saveOnly atomic.Value
 
 	// emptyHeaderList: the current command is a FETCH of HEADER.FIELDS
 	// () or HEADER.FIELDS.NOT (), which imapserver takes for HEADER: the
@@ -746,6 +765,9 @@ func (g *literalGuard) endOfLine() (n int64, nonSync, isLit bool, ref *refusal) 
 			return 0, false, false, nil
 		}
 	}
+	if first && !g.discard {
+		g.saveOnly.Store(saveOnlyTag(g.cmd))
+	}
 	n, nonSync, isLit = literalHeader(line)
 	if !isLit || g.discard {
 		return n, nonSync, isLit, nil
@@ -770,6 +792,38 @@ func (g *literalGuard) endOfLine() (n int64, nonSync, isLit bool, ref *refusal) 
 		ref = &refusal{g.tag() + " " + errLiteralTooBig, "Literal too large"}
 	}
 	return n, nonSync, true, ref
+}
+
+// saveOnlyTag returns the tag of cmd, the start of a command line, when
+// it is a SEARCH (or UID SEARCH) RETURN (SAVE), and "" otherwise.
+func saveOnlyTag(cmd []byte) string {
+	f := bytes.Fields(cmd)
+	i := 1
+	if len(f) > i && bytes.EqualFold(f[i], []byte("UID")) {
+		i++
+	}
+	if len(f) > i+2 && bytes.EqualFold(f[i], []byte("SEARCH")) &&
+		bytes.EqualFold(f[i+1], []byte("RETURN")) && bytes.EqualFold(f[i+2], []byte("(SAVE)")) {
+		return string(f[0])
+	}
+	return ""
+}
+
+// dropESearch removes from p the line of the ESEARCH response to the
+// command tagged tag, if p holds it whole.
+func dropESearch(p []byte, tag string) ([]byte, bool) {
+	prefix := []byte("* ESEARCH (TAG \"" + tag + "\")")
+	for i := 0; i < len(p); {
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
+			break
+		}
+		if bytes.HasPrefix(p[i:], prefix) {
+			return append(append([]byte(nil), p[:i]...), p[i+j+1:]...), true
+		}
+		i += j + 1
+	}
+	return p, false
 }
 
 // commandStart judges the start of a command line as imapserver reads it:

@@ -32,7 +32,8 @@ const searchChunk = 32 * 1024
 // after this runs: it answers a SEARCH it cannot parse (BAD, or NO
 // [BADCHARSET]) without calling this, so $ is kept then; and it turns
 // RETURN (SAVE) into RETURN (SAVE ALL) before calling this, and writes
-// the ESEARCH response after it, so RETURN (SAVE) gets one with ALL.
+// the ESEARCH response after it, which the guard drops (RFC 5182 section
+// 2.1: SAVE alone sends none; see saveOnlyTag in guard.go).
 func (ss *session) Search(kind imapserver.NumKind, criteria *imapv2.SearchCriteria, options *imapv2.SearchOptions) (*imapv2.SearchData, error) {
 	save := options != nil && options.ReturnSave
 	prevSaved := ss.searchRes // what $ in criteria means

@@ -192,3 +192,30 @@ func TestSearchBodyCharsets(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchResSaveAlone: RETURN (SAVE) alone sends no ESEARCH response
+// (RFC 5182 section 2.1), though it saves every match; with another
+// option, the ESEARCH comes as before.
+func TestSearchResSaveAlone(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	for i := 1; i <= 3; i++ {
+		e.deliver(testAlice, "INBOX", testMessage(i, "m"))
+	}
+	c := e.rawLogin(t, testAlice)
+	c.send("s SELECT INBOX")
+	c.expect("s OK")
+	for _, cmd := range []string{"SEARCH RETURN (SAVE) 2:3", "uid search return (save) 2:3"} {
+		c.send("a " + cmd)
+		if lines := c.expect("a OK"); len(lines) != 1 {
+			t.Errorf("%s: %q, want the tagged OK alone", cmd, lines)
+		}
+		c.send("b FETCH $ (UID)")
+		if lines := c.expect("b OK"); len(lines) != 3 {
+			t.Errorf("%s: FETCH $: %q, want messages 2 and 3", cmd, lines)
+		}
+	}
+	c.send("a SEARCH RETURN (SAVE COUNT) 2:3")
+	if lines := c.expect("a OK"); len(lines) != 2 || !strings.HasPrefix(lines[0], `* ESEARCH (TAG "a") COUNT 2`) {
+		t.Errorf("SAVE COUNT: %q", lines)
+	}
+}

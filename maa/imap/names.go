@@ -85,11 +85,11 @@ func newListPattern(ref, pattern string) listPattern {
 // O(len(name) * len(pattern)) time and O(len(pattern)) space, unlike a
 // backtracking matcher, which is exponential in the number of wildcards.
 //
-// INBOX is case-insensitive (RFC 9051 section 5.1): a pattern that
-// starts with "inbox" in any case matches INBOX and its children as if it
-// were written "INBOX", as with Dovecot ("inbox*", "Inbox/%"). Otherwise,
-// and for every other name, matching is case-sensitive ("iN%" and "*x" do
-// not list INBOX).
+// The INBOX part of a name (INBOX itself, or the first level of its
+// children) matches case-insensitively, as Dovecot does: INBOX is
+// case-insensitive (RFC 9051 section 5.1), so "inbox*" and "iN%" list
+// it. Every other part of a name, and every other name, matches
+// case-sensitively.
 func (lp listPattern) match(name string) bool {
 	return matchPattern(name, lp.p)
 }
@@ -98,7 +98,10 @@ func matchPattern(name, p string) bool {
 	if len(p) > maxPatternBytes {
 		return false
 	}
-	p = inboxPattern(name, p)
+	fold := 0 // name[:fold] is INBOX's part: case-insensitive
+	if strings.HasPrefix(name, "INBOX") && (len(name) == 5 || name[5] == Delim) {
+		fold = 5
+	}
 	// cur[i]: the prefix consumed so far can be matched by p[:i].
 	cur := make([]bool, len(p)+1)
 	next := make([]bool, len(p)+1)
@@ -122,7 +125,7 @@ func matchPattern(name, p string) bool {
 					next[i] = true
 				}
 			default:
-				if p[i] == c {
+				if p[i] == c || k < fold && asciiLower(p[i]) == asciiLower(c) {
 					next[i+1] = true
 				}
 			}
@@ -139,15 +142,11 @@ func matchPattern(name, p string) bool {
 	return cur[len(p)]
 }
 
-// inboxPattern is p as it applies to name: with its first five bytes
-// "INBOX" when they spell it in any case and name is INBOX or one of its
-// children (see match).
-func inboxPattern(name, p string) string {
-	if len(p) >= 5 && p[:5] != "INBOX" && strings.EqualFold(p[:5], "INBOX") &&
-		strings.HasPrefix(name, "INBOX") && (len(name) == 5 || name[5] == Delim) {
-		return "INBOX" + p[5:]
+func asciiLower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
 	}
-	return p
+	return c
 }
 
 // closeWildcards adds the epsilon moves: a wildcard may match nothing.

@@ -7,31 +7,46 @@ import (
 )
 
 // backtrackMatch is the obvious recursive matcher, used as an oracle on
-// short inputs only (it is exponential in the number of wildcards).
+// short inputs only (it is exponential in the number of wildcards). As
+// matchPattern, it compares the INBOX part of a name (INBOX, or the first
+// level of its children) without case, as Dovecot does.
 func backtrackMatch(name, p string) bool {
+	fold := 0
+	if strings.HasPrefix(name, "INBOX") && (len(name) == 5 || name[5] == Delim) {
+		fold = 5
+	}
+	return backtrack(name, 0, p, fold)
+}
+
+// backtrack matches name[k:] against p; name[:fold] compares without case.
+func backtrack(name string, k int, p string, fold int) bool {
 	if p == "" {
-		return name == ""
+		return k == len(name)
 	}
 	switch p[0] {
 	case '*':
-		for i := 0; i <= len(name); i++ {
-			if backtrackMatch(name[i:], p[1:]) {
+		for i := k; i <= len(name); i++ {
+			if backtrack(name, i, p[1:], fold) {
 				return true
 			}
 		}
 		return false
 	case '%':
-		for i := 0; i <= len(name); i++ {
-			if i > 0 && name[i-1] == Delim {
+		for i := k; i <= len(name); i++ {
+			if i > k && name[i-1] == Delim {
 				break
 			}
-			if backtrackMatch(name[i:], p[1:]) {
+			if backtrack(name, i, p[1:], fold) {
 				return true
 			}
 		}
 		return false
 	}
-	return name != "" && name[0] == p[0] && backtrackMatch(name[1:], p[1:])
+	if k == len(name) {
+		return false
+	}
+	same := name[k] == p[0] || k < fold && asciiLower(name[k]) == asciiLower(p[0])
+	return same && backtrack(name, k+1, p[1:], fold)
 }
 
 func TestListPattern(t *testing.T) {
@@ -110,6 +125,8 @@ func FuzzListMatch(f *testing.F) {
 	f.Add("INBOX", "*")
 	f.Add("aaaaaaaaaaaaaaaaaaaa", "*a*a*a*a*a*b")
 	f.Add("x/y", "%")
+	f.Add("INBOX", "%x") // INBOX's part compares without case
+	f.Add("INBOX/Sub", "inbox/%")
 	f.Fuzz(func(t *testing.T, name, pattern string) {
 		got := matchPattern(name, pattern)
 		wild := strings.Count(pattern, "*") + strings.Count(pattern, "%")
@@ -138,4 +155,32 @@ func FuzzMailboxName(f *testing.F) {
 			t.Fatalf("INBOX not canonical: %q", c)
 		}
 	})
+}
+
+// TestMatchPatternExhaustive compares matchPattern with backtrackMatch on
+// every pattern of up to four bytes over an alphabet that exercises
+// INBOX's case, wildcards and the delimiter, against names in and out of
+// INBOX.
+func TestMatchPatternExhaustive(t *testing.T) {
+	names := []string{"INBOX", "INBOX/a", "INBOX/X", "INBOXa", "Inbox", "inbox/a", "a/INBOX", "ax", "x", ""}
+	alphabet := "iInNxXa%*/"
+	var patterns []string
+	var gen func(p string)
+	gen = func(p string) {
+		patterns = append(patterns, p)
+		if len(p) == 4 {
+			return
+		}
+		for i := range len(alphabet) {
+			gen(p + alphabet[i:i+1])
+		}
+	}
+	gen("")
+	for _, n := range names {
+		for _, p := range patterns {
+			if got, want := matchPattern(n, p), backtrackMatch(n, p); got != want {
+				t.Fatalf("matchPattern(%q, %q) = %v, backtracking says %v", n, p, got, want)
+			}
+		}
+	}
 }

@@ -68,26 +68,3 @@ func TestAssemble(t *testing.T) {
 	}
 	release()
 }
-
-// TestHeaderSplit: where the empty line that ends a header is missing,
-// before the first line that is not a field or its continuation.
-func TestHeaderSplit(t *testing.T) {
-	for _, c := range []struct {
-		msg  string
-		want int
-	}{
-		{"From: a\r\nSubject: b\r\n\r\nbody\r\n", -1},
-		{"From: a\r\nSubject: b\r\n", -1}, // all header
-		{"From: a\r\nSubject: b\r\n folded\r\n\r\nbody\r\n", -1},
-		{"From: a\r\nSubject: b\r\nbody without a blank line\r\n", 21},
-		{"From: a\r\nbody: has a colon after a space\r\n", -1}, // a field, as far as anyone can tell
-		{"From: a\r\nno colon here\r\nmore\r\n", 9},
-		{"From: a\r\nSubject : b\r\n", 9}, // space before the colon: not a field
-		{" folded first\r\nFrom: a\r\n", 0},
-		{"From: a\r\n:empty name\r\n", 9},
-	} {
-		if got := headerSplit([]byte(c.msg)); got != c.want {
-			t.Errorf("headerSplit(%q) = %d, want %d", c.msg, got, c.want)
-		}
-	}
-}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/mda"
+	"github.com/posthorn/posthorn/mta"
 )
 
 // owns reports whether account may use address as a sender: the address
@@ -49,17 +50,9 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 	if !cleanLineEndings(body) {
 		return nil, nil, errBareEOL
 	}
-	parts = [][]byte{body}
-	switch split := headerSplit(body); {
-	case split >= 0:
-		// A line that is neither a header field nor the continuation of
-		// one: the header ended before it without its empty line (as
-		// devices and scripts send), which Postfix puts in.
-		parts = [][]byte{body[:split], crlf, body[split:]}
-	case !bytes.Contains(body, []byte("\r\n\r\n")) && bytes.HasSuffix(body, crlf):
-		// A header without a body (RFC 5322 section 3.5 makes the body
-		// optional): add the empty line that ends the header.
-		parts = append(parts, crlf)
+	// A header that ends without its empty line gets it (mta.EndHeader).
+	if parts = mta.EndHeader(body); parts == nil {
+		parts = [][]byte{body}
 	}
 	readers := make([]io.Reader, len(parts))
 	for i, p := range parts {
@@ -102,41 +95,6 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 		return nil, nil, err
 	}
 	return append(sig, pre.Bytes()...), parts, nil
-}
-
-var crlf = []byte("\r\n")
-
-// headerSplit returns where the header of msg ends without the empty line
-// that should end it: the start of its first line that is neither a
-// header field ("Name:" with a name of printable ASCII) nor, after one,
-// the continuation of a field. It returns -1 when the header ends with its
-// empty line, or runs to the end of msg.
-func headerSplit(msg []byte) int {
-	for i := 0; i < len(msg); {
-		line, next := msg[i:], len(msg)
-		if j := bytes.IndexByte(line, '\n'); j >= 0 {
-			line, next = line[:j], i+j+1
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		switch {
-		case len(line) == 0:
-			return -1
-		case line[0] == ' ' || line[0] == '\t':
-			if i == 0 {
-				return 0
-			}
-		default:
-			k := 0
-			for k < len(line) && line[k] > ' ' && line[k] < 0x7f && line[k] != ':' {
-				k++
-			}
-			if k == 0 || k == len(line) || line[k] != ':' {
-				return i
-			}
-		}
-		i = next
-	}
-	return -1
 }
 
 // sign returns the DKIM-Signature fields for msg, given in parts, when

@@ -292,3 +292,30 @@ func TestE2EHostPostmaster(t *testing.T) {
 		t.Fatalf("%d messages for %s, want 1", n, harness.User)
 	}
 }
+
+// TestE2EHeaderWithoutEmptyLine: a message whose header runs into its body
+// without the empty line between is stored with it put in (as Postfix
+// does), and so is an empty message's header: without it, IMAP showed an
+// empty body and mbsync skipped the message ("incomplete header").
+func TestE2EHeaderWithoutEmptyLine(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c := harness.DialSMTP(t, env.Addr("smtp"))
+	c.Cmd("EHLO client.example", "250")
+	c.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	c.Cmd("RCPT TO:<"+harness.User+">", "250")
+	c.Cmd("DATA", "354")
+	c.Cmd("From: <bob@remote.example>\r\nSubject: no blank\r\nthe body's first line\r\n.", "250")
+	c.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	c.Cmd("RCPT TO:<"+harness.User+">", "250")
+	c.Cmd("BDAT 0 LAST", "250")
+	msgs := inbox(t, env.Server.Store, "INBOX")
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages, want 2", len(msgs))
+	}
+	if !strings.HasSuffix(string(msgs[0]), "Subject: no blank\r\n\r\nthe body's first line\r\n") {
+		t.Errorf("stored without the empty line:\n%s", msgs[0])
+	}
+	if !strings.HasSuffix(string(msgs[1]), "\r\n\r\n") || strings.Count(string(msgs[1]), "\r\n\r\n") != 1 {
+		t.Errorf("empty message's header not ended:\n%q", msgs[1])
+	}
+}

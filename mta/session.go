@@ -181,6 +181,24 @@ func (s *session) Data(r io.Reader) error {
 		s.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "dmarc")
 		return errDMARCReject
 	}
+	if parts := EndHeader(body); parts != nil {
+		// Rare: the header lacks its closing empty line. One copy, with
+		// room for our fields, held against the budget.
+		size := traceRoom
+		for _, p := range parts {
+			size += len(p)
+		}
+		var held int64
+		if !s.srv.budget.Hold(&held, int64(size)) {
+			return s.refuse(errNoRoom, len(body), "data")
+		}
+		defer s.srv.budget.Give(held)
+		nb := make([]byte, traceRoom, size)
+		for _, p := range parts {
+			nb = append(nb, p...)
+		}
+		buf, off = nb, traceRoom
+	}
 	id := newID()
 	full := s.traceHeaders(id, v, buf, off)
 	env := mda.Envelope{From: s.from, Recipients: s.rcpts, Junk: v.dmarc.result == "fail" && v.dmarc.policy == "quarantine"}

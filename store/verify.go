@@ -49,6 +49,29 @@ func readFileMeta(f *os.File, off int64) fileMeta {
 	}
 }
 
+// UsedBytes is how much of the data file at path its pages take (bbolt's
+// high-water mark, from its newest meta page): the file itself may be
+// longer, preallocated or grown ahead.
+func UsedBytes(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	m := readFileMeta(f, 0)
+	second := int64(os.Getpagesize())
+	if m.valid {
+		second = m.pageSize
+	}
+	if m1 := readFileMeta(f, second); m1.valid && (!m.valid || m1.txid > m.txid) {
+		m = m1
+	}
+	if !m.valid {
+		return 0, fmt.Errorf("store: %s has no valid meta page", path)
+	}
+	return m.pages * m.pageSize, nil
+}
+
 // checkTruncated fails for a data file shorter than its own meta page
 // says it is. bbolt maps the file and reads its pages from the map: one
 // past the end of the file is a SIGBUS, which no recover catches, where a

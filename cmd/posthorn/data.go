@@ -135,7 +135,7 @@ func storeCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				before, err := os.Stat(db)
+				before, err := store.UsedBytes(db)
 				if err != nil {
 					return err
 				}
@@ -148,8 +148,13 @@ func storeCommand() *cli.Command {
 				if err := os.Rename(tmp, db); err != nil {
 					return err
 				}
-				after, _ := os.Stat(db)
-				fmt.Fprintf(c.App.Writer, "compacted %s: %d -> %d bytes\n", db, before.Size(), after.Size())
+				// The bytes the pages take: the files' sizes include
+				// what bbolt and the store grow them by ahead of use.
+				after, err := store.UsedBytes(db)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "compacted %s: %d -> %d bytes in use\n", db, before, after)
 				return nil
 			}),
 		},

@@ -49,6 +49,20 @@ func readFileMeta(f *os.File, off int64) fileMeta {
 	}
 }
 
+// newestMeta reads both of bbolt's meta pages of f and returns the valid
+// one of the latest transaction (valid is false if neither is).
+func newestMeta(f *os.File) fileMeta {
+	m := readFileMeta(f, 0)
+	second := int64(os.Getpagesize())
+	if m.valid {
+		second = m.pageSize
+	}
+	if m1 := readFileMeta(f, second); m1.valid && (!m.valid || m1.txid > m.txid) {
+		m = m1
+	}
+	return m
+}
+
 // UsedBytes is how much of the data file at path its pages take (bbolt's
 // high-water mark, from its newest meta page): the file itself may be
 // longer, preallocated or grown ahead.
@@ -58,15 +72,8 @@ func UsedBytes(path string) (int64, error) {
 		return 0, err
 	}
 	defer f.Close()
-	m := readFileMeta(f, 0)
-	second := int64(os.Getpagesize())
-	if m.valid {
-		second = m.pageSize
-	}
-	if m1 := readFileMeta(f, second); m1.valid && (!m.valid || m1.txid > m.txid) {
-		m = m1
-	}
-	if !m.valid {
+	m := newestMeta(f)
+	if !m.valid || m.pageSize <= 0 {
 		return 0, fmt.Errorf("store: %s has no valid meta page", path)
 	}
 	return m.pages * m.pageSize, nil
@@ -87,14 +94,7 @@ func checkTruncated(path string) error {
 	if err != nil || fi.Size() == 0 {
 		return nil
 	}
-	m := readFileMeta(f, 0)
-	second := int64(os.Getpagesize())
-	if m.valid {
-		second = m.pageSize
-	}
-	if m1 := readFileMeta(f, second); m1.valid && (!m.valid || m1.txid > m.txid) {
-		m = m1
-	}
+	m := newestMeta(f)
 	if !m.valid || m.pageSize <= 0 {
 		return nil
 	}

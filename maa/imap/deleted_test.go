@@ -9,24 +9,6 @@ import (
 	"github.com/posthorn/posthorn/store"
 )
 
-// dropMailboxDeleteEvents hides the store's mailbox deletion events, as
-// when a command runs before the event reaches the server.
-type dropMailboxDeleteEvents struct{ store.Store }
-
-func (d dropMailboxDeleteEvents) Subscribe(account string) (<-chan store.Event, func()) {
-	in, cancel := d.Store.Subscribe(account)
-	out := make(chan store.Event, 1024)
-	go func() {
-		defer close(out)
-		for ev := range in {
-			if ev.Kind != store.EventMailboxDelete {
-				out <- ev
-			}
-		}
-	}()
-	return out, cancel
-}
-
 // TestSelectedMailboxDeleted: a mailbox deleted by another session (or
 // by the store itself: the CLI) ends the sessions that have it selected
 // with a BYE, as Dovecot does, idling or not; the deleting session and
@@ -149,7 +131,7 @@ func TestSelectedMailboxDeletedRace(t *testing.T) {
 	var logs syncBuffer
 	e := newTestEnv(t, func(s *Server) {
 		s.AllowPlaintextAuth = true
-		s.Store = dropMailboxDeleteEvents{s.Store}
+		s.Store = dropEvents{s.Store, store.EventMailboxDelete}
 		s.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	})
 	if _, err := e.st.CreateMailbox(testAlice, "cfdel", ""); err != nil {

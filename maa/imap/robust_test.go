@@ -281,18 +281,21 @@ func TestInvalidSystemFlags(t *testing.T) {
 	}
 }
 
-// dropAccountEvents hides the store's account deletion events, as when
-// a command of a deleted account's session runs before the event reaches
-// the server.
-type dropAccountEvents struct{ store.Store }
+// dropEvents hides the store's events of one kind, as when a command
+// runs before such an event reaches the server (a deleted account's
+// session, a deleted mailbox's).
+type dropEvents struct {
+	store.Store
+	kind store.EventKind
+}
 
-func (d dropAccountEvents) Subscribe(account string) (<-chan store.Event, func()) {
+func (d dropEvents) Subscribe(account string) (<-chan store.Event, func()) {
 	in, cancel := d.Store.Subscribe(account)
 	out := make(chan store.Event, 1024)
 	go func() {
 		defer close(out)
 		for ev := range in {
-			if ev.Kind != store.EventAccountDelete {
+			if ev.Kind != d.kind {
 				out <- ev
 			}
 		}
@@ -346,7 +349,7 @@ func TestAccountDeletedRace(t *testing.T) {
 	var logs syncBuffer
 	e := newTestEnv(t, func(s *Server) {
 		s.AllowPlaintextAuth = true
-		s.Store = dropAccountEvents{s.Store}
+		s.Store = dropEvents{s.Store, store.EventAccountDelete}
 		s.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	})
 	e.deliver(testBob, "INBOX", testMessage(1, "one"))

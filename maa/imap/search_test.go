@@ -7,6 +7,8 @@ import (
 	"time"
 
 	imapv2 "github.com/emersion/go-imap/v2"
+
+	"github.com/posthorn/posthorn/store"
 )
 
 func TestSearch(t *testing.T) {
@@ -135,7 +137,7 @@ func TestSearchResMinMax(t *testing.T) {
 func TestSearchResFailed(t *testing.T) {
 	e := newTestEnv(t, func(s *Server) {
 		s.AllowPlaintextAuth = true
-		s.Store = dropMailboxDeleteEvents{s.Store}
+		s.Store = dropEvents{s.Store, store.EventMailboxDelete}
 	})
 	if _, err := e.st.CreateMailbox(testAlice, "cf", ""); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,7 @@ import (
 	"strings"
 
 	"github.com/posthorn/posthorn/internal/smtpaddr"
+	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -89,6 +90,8 @@ type Agent struct {
 	// RFC 5321 section 4.5.1 asks that postmaster be reachable), as
 	// Postfix does for myhostname. "": not.
 	Hostname string
+	// Metrics counts local deliveries (nil: not counted).
+	Metrics *metrics.Registry
 }
 
 // Resolve says where an address leads, or why it does not.
@@ -372,6 +375,7 @@ func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result,
 			return Result{}, err
 		}
 		res.Delivered = d
+		a.Metrics.Add(metrics.Delivered, int64(len(d)), "to", "local")
 	}
 	if len(route.Remote) > 0 {
 		if err := a.forward(ctx, env, route.Remote, body); err != nil {

@@ -108,6 +108,9 @@ func TestE2EGoSMTPClient(t *testing.T) {
 	if n := env.Server.Metrics.Value(metrics.Accepted, "via", "smtp"); n != 2 {
 		t.Errorf("accepted metric %d, want 2", n)
 	}
+	if n := env.Server.Metrics.Value(metrics.Delivered, "to", "local"); n != 2 {
+		t.Errorf("delivered metric %d, want 2", n)
+	}
 }
 
 func TestE2ESwaks(t *testing.T) {

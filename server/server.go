@@ -120,7 +120,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		Metrics:  metrics.New(),
 		addrs:    map[string]net.Addr{},
 	}
-	s.MDA = &mda.Agent{Store: st, Logger: logger, Hostname: cfg.Hostname}
+	s.MDA = &mda.Agent{Store: st, Logger: logger, Hostname: cfg.Hostname, Metrics: s.Metrics}
 	return s, nil
 }
 

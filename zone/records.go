@@ -69,7 +69,7 @@ func ListenerPort(cfg *config.Config, name string) int {
 		"smtp": cfg.Listen.SMTP, "submission": cfg.Listen.Submission,
 		"submissions": cfg.Listen.Submissions, "imap": cfg.Listen.IMAP,
 		"imaps": cfg.Listen.IMAPS, "pop3": cfg.Listen.POP3, "pop3s": cfg.Listen.POP3S,
-		"http": cfg.Listen.HTTP, "metrics": cfg.Listen.Metrics,
+		"http": cfg.Listen.HTTP, "https": cfg.Listen.HTTPS, "metrics": cfg.Listen.Metrics,
 	}[name]
 	if addr == "" {
 		return 0
@@ -152,13 +152,19 @@ func Records(cfg *config.Config, domain string, keys []store.DKIMKey) []Record {
 	rs = append(rs,
 		Record{"_dmarc." + d, "TXT", "v=DMARC1; p=quarantine; rua=mailto:postmaster@" + bare,
 			"DMARC: quarantine mail failing SPF and DKIM; aggregate reports to postmaster"},
-		Record{"_mta-sts." + d, "TXT", "v=STSv1; id=" + MTASTSID(cfg),
-			"MTA-STS: senders fetch the policy; the id changes when the policy does"},
-		Record{"mta-sts." + d, "CNAME", host,
-			"MTA-STS: host serving https://mta-sts." + bare + "/.well-known/mta-sts.txt"},
-		Record{"_smtp._tls." + d, "TXT", "v=TLSRPTv1; rua=mailto:postmaster@" + bare,
-			"TLS-RPT: senders report TLS failures to postmaster"},
 	)
+	// The MTA-STS policy is served by the https listener only (RFC 8461
+	// section 3.3): without it, a published policy id would make senders
+	// fetch a policy that is not there.
+	if ListenerPort(cfg, "https") != 0 {
+		rs = append(rs,
+			Record{"_mta-sts." + d, "TXT", "v=STSv1; id=" + MTASTSID(cfg),
+				"MTA-STS: senders fetch the policy; the id changes when the policy does"},
+			Record{"mta-sts." + d, "CNAME", host,
+				"MTA-STS: host serving https://mta-sts." + bare + "/.well-known/mta-sts.txt"})
+	}
+	rs = append(rs, Record{"_smtp._tls." + d, "TXT", "v=TLSRPTv1; rua=mailto:postmaster@" + bare,
+		"TLS-RPT: senders report TLS failures to postmaster"})
 	for _, s := range srvServices {
 		value := "0 0 0 ."
 		comment := "SRV: " + s.what + " is not offered"
@@ -168,8 +174,10 @@ func Records(cfg *config.Config, domain string, keys []store.DKIMKey) []Record {
 		}
 		rs = append(rs, Record{"_" + s.service + "._tcp." + d, "SRV", value, comment})
 	}
-	rs = append(rs, Record{"autoconfig." + d, "CNAME", host,
-		"autoconfig: Thunderbird fetches its settings from http://autoconfig." + bare})
+	if ListenerPort(cfg, "http") != 0 || ListenerPort(cfg, "https") != 0 {
+		rs = append(rs, Record{"autoconfig." + d, "CNAME", host,
+			"autoconfig: Thunderbird fetches its settings from http://autoconfig." + bare})
+	}
 	return rs
 }
 

@@ -31,7 +31,40 @@ func testConfig() *config.Config {
 	cfg := config.Default()
 	cfg.Hostname = "mail.example.test"
 	cfg.Listen.POP3 = "" // one service off: published as "0 0 0 ."
+	cfg.Listen.HTTP, cfg.Listen.HTTPS = ":80", ":443"
 	return &cfg
+}
+
+// TestNoPolicyWithoutHTTPS: without the https listener nothing serves
+// the MTA-STS policy, and without either web listener nothing serves
+// autoconfig: their records would point senders and Thunderbird at
+// nothing.
+func TestNoPolicyWithoutHTTPS(t *testing.T) {
+	has := func(cfg *config.Config, name string) bool {
+		for _, r := range zone.Records(cfg, "example.test", nil) {
+			if r.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	cfg := testConfig()
+	for _, name := range []string{"_mta-sts.example.test.", "mta-sts.example.test.", "autoconfig.example.test."} {
+		if !has(cfg, name) {
+			t.Errorf("%s missing with http and https on", name)
+		}
+	}
+	cfg.Listen.HTTPS = ""
+	if has(cfg, "_mta-sts.example.test.") || has(cfg, "mta-sts.example.test.") {
+		t.Error("MTA-STS records without the https listener")
+	}
+	if !has(cfg, "autoconfig.example.test.") || !has(cfg, "_smtp._tls.example.test.") {
+		t.Error("autoconfig or TLS-RPT missing with http on")
+	}
+	cfg.Listen.HTTP = ""
+	if has(cfg, "autoconfig.example.test.") {
+		t.Error("autoconfig record without a web listener")
+	}
 }
 
 func testKeys(t *testing.T) []store.DKIMKey {

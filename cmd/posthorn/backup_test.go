@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -256,5 +257,44 @@ func TestCLIStoreCompact(t *testing.T) {
 	}
 	if out := mustRun(t, "", "--config", cfg, "user", "list"); !strings.Contains(out, "keep@example.org") || strings.Contains(out, "gone@") {
 		t.Errorf("user list after compact: %q", out)
+	}
+}
+
+// TestRestoreAndCompactKeepOwner: run by root on a store that belongs to
+// the server's own user (as deploy/posthorn.service runs it), restore and
+// store compact leave the new file that user's: a root-owned store, mode
+// 0600, would keep the service from starting.
+func TestRestoreAndCompactKeepOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root can give files away")
+	}
+	const uid, gid = 65534, 65534
+	cfg := initDir(t)
+	mustRun(t, "", "--config", cfg, "domain", "add", "owned.example")
+	data := filepath.Join(filepath.Dir(cfg), "data")
+	db := filepath.Join(data, "posthorn.db")
+	for _, p := range []string{data, db} {
+		if err := os.Chown(p, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backup := filepath.Join(t.TempDir(), "b.db")
+	mustRun(t, "", "--config", cfg, "backup", backup)
+	owned := func(step string) {
+		t.Helper()
+		fi, err := os.Stat(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+			t.Errorf("after %s the store belongs to %d:%d, want %d:%d", step, st.Uid, st.Gid, uid, gid)
+		}
+	}
+	mustRun(t, "", "--config", cfg, "restore", "--force", backup)
+	owned("restore")
+	mustRun(t, "", "--config", cfg, "store", "compact")
+	owned("store compact")
+	if out := mustRun(t, "", "--config", cfg, "domain", "list"); !strings.Contains(out, "owned.example") {
+		t.Errorf("domain list: %q", out)
 	}
 }

@@ -49,7 +49,7 @@ func initDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	out := mustRun(t, "", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", dir)
-	if !strings.Contains(out, "posthorn user add") {
+	if !strings.Contains(out, " user add postmaster@example.org --config ") {
 		t.Errorf("init does not print the next steps:\n%s", out)
 	}
 	return filepath.Join(dir, "posthorn.toml")
@@ -87,6 +87,14 @@ func TestCLIStopped(t *testing.T) {
 	}
 	mustFail(t, "no user", "--config", cfg, "user", "del", "nobody@example.org")
 	mustFail(t, "set up already", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", filepath.Dir(cfg))
+	// A bad name is refused before anything is written, so that the
+	// corrected command finds nothing "set up already".
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	mustFail(t, "domain", "init", "--domain", "bad domain", "--hostname", "mail.example.org", "--dir", fresh)
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		t.Errorf("init with a bad domain left %s behind: %v", fresh, err)
+	}
+	mustRun(t, "", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", fresh)
 	if out := mustRun(t, "", "--config", cfg, "user", "list"); strings.Contains(out, "carol") || strings.Contains(out, "nowhere") || strings.Count(out, "@") != 1 {
 		t.Errorf("store changed by failed commands: %q", out)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -117,7 +118,7 @@ func restoreCommand() *cli.Command {
 		if err := store.DiscardLog(db); err != nil {
 			return err
 		}
-		if err := copyFile(src, db); err != nil {
+		if err := copyFile(src, db, owner(db)); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.App.Writer, "restored %s from %s\n", db, src)
@@ -141,7 +142,11 @@ func storeCommand() *cli.Command {
 				}
 				tmp := db + ".compact"
 				os.Remove(tmp)
-				if err := store.Compact(db, tmp); err != nil {
+				err = store.Compact(db, tmp)
+				if err == nil {
+					err = owner(db)(tmp)
+				}
+				if err != nil {
 					os.Remove(tmp)
 					return err
 				}
@@ -161,8 +166,37 @@ func storeCommand() *cli.Command {
 	}
 }
 
-// copyFile copies src over dst through a temporary file, fsynced.
-func copyFile(src, dst string) error {
+// owner returns what gives a new file the owner of the store file db,
+// or, if there is none yet, of its directory: the server runs as its
+// own user (deploy/posthorn.service), and a store that root restored or
+// compacted must stay its. Only root can give a file away; anyone else
+// makes files that are already theirs.
+func owner(db string) func(path string) error {
+	return func(path string) error {
+		if os.Geteuid() != 0 {
+			return nil
+		}
+		fi, err := os.Stat(db)
+		if err != nil {
+			fi, err = os.Stat(filepath.Dir(db))
+		}
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		if err := os.Lchown(path, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("give %s to the owner of %s: %w", path, db, err)
+		}
+		return nil
+	}
+}
+
+// copyFile copies src over dst through a temporary file, fsynced, which
+// chown gives its owner before it replaces dst.
+func copyFile(src, dst string, chown func(string) error) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -179,6 +213,9 @@ func copyFile(src, dst string) error {
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = chown(tmp)
 	}
 	if err != nil {
 		os.Remove(tmp)

@@ -30,18 +30,23 @@ func initCommand() *cli.Command {
 			forceFlag,
 		},
 		Action: func(c *cli.Context) error {
-			cfg := config.Default()
-			cfg.Hostname = c.String("hostname")
-			cfg.Listen.Metrics = "127.0.0.1:9425"
-			cfg, err := setup(c.String("dir"), cfg, c.Bool("force"))
-			if err != nil {
-				return err
-			}
-			out := c.App.Writer
+			// Both names are checked before anything is written.
 			domain, err := admin.Domain(c.String("domain"))
 			if err != nil {
 				return err
 			}
+			cfg := config.Default()
+			cfg.Hostname = c.String("hostname")
+			cfg.Listen.Metrics = "127.0.0.1:9425"
+			// Thunderbird's autoconfig and the MTA-STS policy, which
+			// the DNS records printed below point senders and clients
+			// at, as in deploy/posthorn.toml.example.
+			cfg.Listen.HTTP, cfg.Listen.HTTPS = ":80", ":443"
+			cfg, err = setup(c.String("dir"), cfg, c.Bool("force"))
+			if err != nil {
+				return err
+			}
+			out := c.App.Writer
 			if err := offlineAdmin(c, cfg, admin.Request{Command: "domain add", Args: []string{domain}}); err != nil {
 				return err
 			}
@@ -51,10 +56,10 @@ func initCommand() *cli.Command {
 			}
 			fmt.Fprintf(out, `
 Next steps:
-  posthorn user add postmaster@%[1]s --config %[2]s
-  posthorn serve --config %[2]s
-  posthorn doctor %[1]s --config %[2]s      # once the records are published
-`, domain, cfg.Path)
+  %[3]s user add postmaster@%[1]s --config %[2]s
+  %[3]s serve --config %[2]s
+  %[3]s doctor %[1]s --config %[2]s      # once the records are published
+`, domain, cfg.Path, selfCommand())
 			return nil
 		},
 	}

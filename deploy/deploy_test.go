@@ -1,10 +1,12 @@
 package deploy
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -128,11 +130,41 @@ func TestContainerfile(t *testing.T) {
 	text := string(data)
 	for _, want := range []string{
 		"FROM docker.io/library/golang:", "AS build", "go build", "./cmd/posthorn",
-		"USER ", "VOLUME [\"/etc/posthorn\", \"/var/lib/posthorn\"]", "EXPOSE 25 465 587 143 993 110 995 80",
+		"USER ", "VOLUME [\"/etc/posthorn\", \"/var/lib/posthorn\"]", "\nEXPOSE ",
 		`ENTRYPOINT ["/usr/local/bin/posthorn"]`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("Containerfile lacks %q", want)
+		}
+	}
+	// Every listener of the example configuration that is not kept on
+	// loopback is exposed.
+	cfg, err := config.Load("posthorn.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, line, _ := strings.Cut(text, "\nEXPOSE ")
+	line, _, _ = strings.Cut(line, "\n")
+	exposed := strings.Fields(line)
+	l := cfg.Listen
+	for _, addr := range []string{l.SMTP, l.Submission, l.Submissions, l.IMAP, l.IMAPS, l.POP3, l.POP3S, l.HTTP, l.HTTPS, l.Metrics} {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "127.0.0.1" {
+			continue
+		}
+		if !slices.Contains(exposed, port) {
+			t.Errorf("listener %s is not in EXPOSE %v", addr, exposed)
+		}
+	}
+	// The build context leaves out the repository's history, binaries and
+	// the demo's keys and store.
+	ignore, err := os.ReadFile("../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{".git", "demo", "bin"} {
+		if !slices.Contains(strings.Fields(string(ignore)), want) {
+			t.Errorf(".dockerignore lacks %s", want)
 		}
 	}
 	if strings.Contains(text, "USER root") || strings.Contains(text, "USER 0") {

@@ -252,14 +252,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	services := s.services
 	s.mu.Unlock()
-	var errs []error
+	// Every listener stops accepting at once, and each service's
+	// in-flight work drains meanwhile, all within the one deadline: one
+	// slow transaction does not keep the others' listeners open, nor
+	// spend their share of the time.
+	var (
+		errMu sync.Mutex
+		errs  []error
+		wg    sync.WaitGroup
+	)
 	for _, sv := range services {
-		if sv.shutdown != nil {
-			if err := sv.shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
-				errs = append(errs, fmt.Errorf("%s: %w", sv.name, err))
-			}
+		if sv.shutdown == nil {
+			continue
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sv.shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+				errMu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", sv.name, err))
+				errMu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	s.closeListeners()
 	if s.cancel != nil {
 		s.cancel()

@@ -29,8 +29,8 @@ func serveCommand() *cli.Command {
 	}
 }
 
-// serve runs the server until SIGTERM or SIGINT, then lets in-flight work
-// finish (up to 30 s) and exits. ready, if not nil, is called once every
+// serve runs the server until SIGTERM, SIGINT or SIGHUP, then lets
+// in-flight work finish (up to 30 s) and exits. ready, if not nil, is called once every
 // listener is bound.
 func serve(ctx context.Context, cfg *config.Config, logw interface{ Write([]byte) (int, error) }, ready func(*server.Server)) error {
 	logger := newLogger(logw, cfg.LogLevel)
@@ -41,7 +41,8 @@ func serve(ctx context.Context, cfg *config.Config, logw interface{ Write([]byte
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP too: the terminal of a server run by hand was closed.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	if err := srv.Start(ctx); err != nil {
 		srv.Shutdown(context.Background())
@@ -52,7 +53,11 @@ func serve(ctx context.Context, cfg *config.Config, logw interface{ Write([]byte
 		ready(srv)
 	}
 	<-ctx.Done()
-	logger.Info("shutting down")
+	// A second signal takes its default action and ends the process at
+	// once: everything acknowledged is durable already, and the next
+	// start recovers from the store's log.
+	stop()
+	logger.Info("shutting down; a second signal stops at once")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)

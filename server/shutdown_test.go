@@ -1,0 +1,71 @@
+package server_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/posthorn/posthorn/harness"
+)
+
+// TestShutdownStopsEveryListenerAtOnce: while one SMTP transaction
+// drains, no listener takes new connections (they used to stop one after
+// another, the later ones still accepting logins and APPENDs while the
+// first drained), the transaction still completes, and the shutdown then
+// ends without error.
+func TestShutdownStopsEveryListenerAtOnce(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	srv := env.Server
+	addrs := map[string]string{}
+	for _, name := range []string{"imap", "imaps", "pop3", "pop3s", "submission", "submissions", "http"} {
+		addrs[name] = env.Addr(name)
+	}
+	c := harness.DialSMTP(t, env.Addr("smtp"))
+	c.Send("EHLO client.example\r\n")
+	c.Expect("250")
+	c.Send("MAIL FROM:<bob@remote.example>\r\n")
+	c.Expect("250")
+	c.Send("RCPT TO:<" + harness.User + ">\r\n")
+	c.Expect("250")
+	c.Send("DATA\r\n")
+	c.Expect("354")
+	c.Send("From: bob@remote.example\r\nSubject: drained\r\n\r\nfirst half\r\n")
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	env.Server = nil // shut down here, not again at cleanup
+	deadline := time.Now().Add(5 * time.Second)
+	for name, addr := range addrs {
+		for {
+			conn, err := net.DialTimeout("tcp", addr, time.Second)
+			if err != nil {
+				break
+			}
+			conn.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still accepts connections while SMTP drains", name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("shutdown ended (%v) before the transaction did", err)
+	default:
+	}
+	c.Send("second half\r\n.\r\n")
+	c.Expect("250")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown did not end after the transaction")
+	}
+}

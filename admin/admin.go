@@ -33,6 +33,19 @@ type Request struct {
 	Mailbox string `json:",omitempty"` // import --mailbox
 	User    string `json:",omitempty"` // import/export --user
 	Force   bool   `json:",omitempty"`
+
+	// Upload and Download are the command's data: what the CLI read for
+	// an import, and what it is to write for a backup or an export. The
+	// CLI opens the files itself, with its user's rights, and the server,
+	// sandboxed under a user of its own, never sees their paths: the
+	// control socket carries the data (see package control). Without a
+	// server they are the CLI's own pipes and files.
+	Upload   io.Reader `json:"-"`
+	Download io.Writer `json:"-"`
+	// HasUpload and HasDownload tell the server that the data follow the
+	// request, or are to follow its answer.
+	HasUpload   bool `json:",omitempty"`
+	HasDownload bool `json:",omitempty"`
 }
 
 // Queue is the running outbound queue, when there is one.
@@ -281,17 +294,17 @@ func userList(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	for _, a := range accts {
 		quota, state := "-", "active"
 		if a.QuotaBytes > 0 {
-			quota = byteSize(a.QuotaBytes)
+			quota = ByteSize(a.QuotaBytes)
 		}
 		if a.Disabled {
 			state = "disabled"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Address, byteSize(a.UsedBytes), quota, state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Address, ByteSize(a.UsedBytes), quota, state)
 	}
 	return tw.Flush()
 }
 
-func byteSize(n int64) string {
+func ByteSize(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))

@@ -9,54 +9,28 @@ import (
 )
 
 // backup writes a consistent copy of the live store (one bbolt read
-// transaction) to the file named by the CLI, through a temporary file that
-// is fsynced and renamed, so a crash never leaves half a backup.
+// transaction) to the CLI's download stream; the CLI writes it to the
+// file named (see cmd/posthorn), where the server may have no right to
+// write.
 func backup(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	if err := nargs(req, 1, 1, "FILE"); err != nil {
 		return err
 	}
-	dst := req.Args[0]
-	if !filepath.IsAbs(dst) {
-		return usage("backup needs an absolute path (the CLI makes it so)")
+	if req.Download == nil {
+		return usage("backup: nowhere to write (the CLI gives the file)")
 	}
-	if env.Config != nil && ownFile(dst, env.Config.DataPath("posthorn.db")) {
-		return fmt.Errorf("%s is one of the store's own files: write the backup elsewhere", dst)
+	if _, err := env.Store.Backup(req.Download); err != nil {
+		return fmt.Errorf("backup to %s: %w", req.Args[0], err)
 	}
-	if _, err := os.Stat(dst); err == nil && !req.Force {
-		return fmt.Errorf("%s exists; use --force to overwrite it", dst)
-	}
-	f, err := os.CreateTemp(filepath.Dir(dst), ".posthorn-backup-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	n, err := env.Store.Backup(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o600)
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		return fmt.Errorf("backup to %s: %w", dst, err)
-	}
-	fmt.Fprintf(out, "backup written to %s (%s)\n", dst, byteSize(n))
 	return nil
 }
 
-// ownFile tells whether path is the data file db, or a file of the store
+// OwnFile tells whether path is the data file db, or a file of the store
 // beside it (its log, a compaction's output), by name or by inode: a
 // backup renamed over the live file would leave the server writing to a
 // file no longer there, and everything acknowledged since lost at the
 // next start.
-func ownFile(path, db string) bool {
+func OwnFile(path, db string) bool {
 	if a, err := os.Stat(path); err == nil {
 		if b, err := os.Stat(db); err == nil && os.SameFile(a, b) {
 			return true

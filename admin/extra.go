@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -26,8 +25,8 @@ func extraCommands() map[string]handler {
 		"dkim rotate":    dkimRotate,
 		"dns":            dnsRecords,
 		"doctor":         doctor,
-		"import mbox":    importMbox,
-		"import maildir": importMaildir,
+		"import mbox":    importStream,
+		"import maildir": importStream,
 		"export maildir": exportMaildir,
 	}
 }
@@ -218,46 +217,30 @@ func reportImport(out io.Writer, res mailio.Result, err error) error {
 	return err
 }
 
-func importMbox(ctx context.Context, env *Env, req Request, out io.Writer) error {
-	if err := nargs(req, 1, 1, "FILE --user ADDRESS [--mailbox NAME]"); err != nil {
+// importStream appends what the CLI read from an mbox file or a Maildir
+// (an import stream: see mailio.Import) to the account.
+func importStream(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "PATH --user ADDRESS"); err != nil {
 		return err
 	}
 	a, err := account(env, req)
 	if err != nil {
 		return err
 	}
-	mailbox := req.Mailbox
-	if mailbox == "" {
-		mailbox = "INBOX"
+	if req.Upload == nil {
+		return usage("import: nothing to read (the CLI reads the file)")
 	}
-	f, err := os.Open(req.Args[0])
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	p, done := progress(env, "importing")
-	res, err := mailio.ImportMbox(ctx, env.Store, f, a, mailbox, p)
+	res, err := mailio.Import(ctx, env.Store, req.Upload, a, p)
 	done()
-	if errors.Is(err, store.ErrNoSuchMailbox) {
-		err = fmt.Errorf("no mailbox %q for %s", mailbox, a)
+	if errors.Is(err, store.ErrNoSuchMailbox) && req.Mailbox != "" {
+		err = fmt.Errorf("no mailbox %q for %s", req.Mailbox, a)
 	}
 	return reportImport(out, res, err)
 }
 
-func importMaildir(ctx context.Context, env *Env, req Request, out io.Writer) error {
-	if err := nargs(req, 1, 1, "DIR --user ADDRESS"); err != nil {
-		return err
-	}
-	a, err := account(env, req)
-	if err != nil {
-		return err
-	}
-	p, done := progress(env, "importing")
-	res, err := mailio.ImportMaildir(ctx, env.Store, req.Args[0], a, p)
-	done()
-	return reportImport(out, res, err)
-}
-
+// exportMaildir writes the account's Maildir++ tree, as a tar archive
+// (see mailio.ArchiveMaildir), to the CLI, which writes the files.
 func exportMaildir(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	if err := nargs(req, 1, 1, "DIR --user ADDRESS"); err != nil {
 		return err
@@ -266,8 +249,11 @@ func exportMaildir(ctx context.Context, env *Env, req Request, out io.Writer) er
 	if err != nil {
 		return err
 	}
+	if req.Download == nil {
+		return usage("export: nowhere to write (the CLI writes the files)")
+	}
 	p, done := progress(env, "exporting")
-	n, err := mailio.ExportMaildir(ctx, env.Store, req.Args[0], a, p)
+	n, err := mailio.ArchiveMaildir(ctx, env.Store, req.Download, a, p)
 	done()
 	if err != nil {
 		return err

@@ -1,17 +1,26 @@
 package mailio
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/posthorn/posthorn/store"
 )
+
+// An export, like an import (see stream.go), is two halves: the server
+// reads the store and writes the Maildir++ tree as a tar archive
+// (ArchiveMaildir), and the CLI, with its own user's rights, writes the
+// files (ExtractMaildir). The control socket carries the archive between
+// them; ExportMaildir joins the two with a pipe.
 
 // ExportMaildir writes every mailbox of account to dir as Maildir++: INBOX
 // at the top, "Sub/Folder" in ".Sub.Folder" and INBOX's child "INBOX/Sub"
@@ -30,20 +39,46 @@ func ExportMaildir(ctx context.Context, st store.Store, dir, account string, pro
 	if err := emptyDir(dir); err != nil {
 		return 0, err
 	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := ExtractMaildir(pr, dir)
+		pr.CloseWithError(err) // an extraction that failed stops the archiving
+		done <- err
+	}()
+	n, err := ArchiveMaildir(ctx, st, pw, account, progress)
+	pw.CloseWithError(err)
+	xerr := <-done
+	if err == nil {
+		// The extraction's own error (a failed extraction closes the
+		// pipe with it, so that the archiving gets the same).
+		err = xerr
+	}
+	return n, err
+}
+
+// ArchiveMaildir writes every mailbox of account to w as a tar archive of
+// the Maildir++ tree that ExportMaildir describes, and returns the number
+// of messages in it.
+func ArchiveMaildir(ctx context.Context, st store.Store, w io.Writer, account string, progress Progress) (int, error) {
+	if _, err := st.Account(account); err != nil {
+		return 0, fmt.Errorf("account %s: %w", account, err)
+	}
 	mboxes, err := st.Mailboxes(account)
 	if err != nil {
 		return 0, err
 	}
+	tw := tar.NewWriter(w)
 	n := 0
 	for _, mb := range mboxes {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		path := dir
+		dir := "."
 		if mb.Name != "INBOX" {
-			path = filepath.Join(dir, "."+maildirName(mb.Name))
+			dir = "." + maildirName(mb.Name)
 		}
-		err := exportMailbox(ctx, st, account, mb, path, func() {
+		err := exportMailbox(ctx, st, account, mb, tw, dir, func() {
 			n++
 			if progress != nil {
 				progress(n)
@@ -53,7 +88,7 @@ func ExportMaildir(ctx context.Context, st store.Store, dir, account string, pro
 			return n, fmt.Errorf("mailbox %s: %w", mb.Name, err)
 		}
 	}
-	return n, nil
+	return n, tw.Close()
 }
 
 // emptyDir makes dir, or checks that an existing one is empty.
@@ -81,16 +116,19 @@ func maildirName(name string) string {
 	return strings.Join(parts, ".")
 }
 
-// exportMailbox writes one mailbox; done is called per message.
-func exportMailbox(ctx context.Context, st store.Store, account string, mb store.Mailbox, path string, done func()) error {
+// exportMailbox archives one mailbox as the folder dir; done is called
+// per message.
+func exportMailbox(ctx context.Context, st store.Store, account string, mb store.Mailbox, tw *tar.Writer, dir string, done func()) error {
+	now := time.Now()
 	for _, sub := range []string{"cur", "new", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(path, sub), 0o700); err != nil {
+		h := &tar.Header{Typeflag: tar.TypeDir, Name: path.Join(dir, sub) + "/", Mode: 0o700, ModTime: now}
+		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
 	}
 	if mb.Name != "INBOX" {
 		// Maildir++ marks subfolders with an empty maildirfolder file.
-		if err := os.WriteFile(filepath.Join(path, "maildirfolder"), nil, 0o600); err != nil {
+		if err := archiveFile(tw, path.Join(dir, "maildirfolder"), nil, now); err != nil {
 			return err
 		}
 	}
@@ -99,8 +137,10 @@ func exportMailbox(ctx context.Context, st store.Store, account string, mb store
 		return err
 	}
 	kw := keywordLetters(msgs)
-	if err := writeKeywords(path, kw); err != nil {
-		return err
+	if kwf := keywordsFile(kw); kwf != nil {
+		if err := archiveFile(tw, path.Join(dir, "dovecot-keywords"), kwf, now); err != nil {
+			return err
+		}
 	}
 	for _, m := range msgs {
 		if err := ctx.Err(); err != nil {
@@ -109,7 +149,7 @@ func exportMailbox(ctx context.Context, st store.Store, account string, mb store
 		// The UID is zero-padded to its 10 digits at most, so that names
 		// with the same internal date sort in UID order even as strings.
 		name := fmt.Sprintf("%d.M%dU%010d.posthorn:2,%s", m.InternalDate.Unix(), mb.ID, m.UID, flagLetters(m.Flags, kw))
-		if err := writeMessage(st, m, path, name); err != nil {
+		if err := archiveMessage(st, m, tw, path.Join(dir, "cur", name)); err != nil {
 			return fmt.Errorf("message UID %d: %w", m.UID, err)
 		}
 		done()
@@ -117,34 +157,106 @@ func exportMailbox(ctx context.Context, st store.Store, account string, mb store
 	return nil
 }
 
-// writeMessage copies one message into tmp/ and renames it into cur/, as
-// the Maildir delivery protocol does.
-func writeMessage(st store.Store, m store.Message, path, name string) error {
+// archiveFile writes a small file.
+func archiveFile(tw *tar.Writer, name string, data []byte, mtime time.Time) error {
+	h := &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o600, ModTime: mtime}
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	_, err := tw.Write(data)
+	return err
+}
+
+// archiveMessage copies one message from the store into the archive,
+// with its internal date as modification time.
+func archiveMessage(st store.Store, m store.Message, tw *tar.Writer, name string) error {
 	b, err := st.OpenMessage(m)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	tmp := filepath.Join(path, "tmp", name)
-	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	mtime := m.InternalDate
+	if mtime.IsZero() {
+		mtime = time.Now()
+	}
+	h := &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: m.Size, Mode: 0o600, ModTime: mtime, Format: tar.FormatPAX}
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if _, err := io.Copy(tw, b); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ExtractMaildir writes an archive of ArchiveMaildir into dir, which
+// must not exist or be empty. A message goes into tmp/ first and is then
+// renamed into cur/, as the Maildir delivery protocol does, so that a
+// reader of the folder never sees half a message. Only directories and
+// regular files inside dir are written: anything else in the archive is
+// an error.
+func ExtractMaildir(r io.Reader, dir string) error {
+	if err := emptyDir(dir); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(fh, b); err != nil {
-		fh.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := fh.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if !m.InternalDate.IsZero() {
-		if err := os.Chtimes(tmp, m.InternalDate, m.InternalDate); err != nil {
+	defer root.Close()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("export archive: %w", err)
+		}
+		name := path.Clean(h.Name)
+		if !filepath.IsLocal(name) {
+			return fmt.Errorf("export archive: %q is outside the directory", h.Name)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = root.MkdirAll(name, 0o700)
+		case tar.TypeReg:
+			err = extractFile(root, tr, name, h.ModTime)
+		default:
+			err = fmt.Errorf("export archive: %q is neither a directory nor a file", h.Name)
+		}
+		if err != nil {
 			return err
 		}
 	}
-	return os.Rename(tmp, filepath.Join(path, "cur", name))
+}
+
+// extractFile writes one file of the archive; a message of cur/ through
+// tmp/.
+func extractFile(root *os.Root, r io.Reader, name string, mtime time.Time) error {
+	write := name
+	folder, sub := path.Split(path.Dir(name))
+	if sub == "cur" {
+		write = path.Join(folder, "tmp", path.Base(name))
+	}
+	fh, err := root.OpenFile(write, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(fh, r)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && !mtime.IsZero() {
+		err = root.Chtimes(write, mtime, mtime)
+	}
+	if err == nil && write != name {
+		err = root.Rename(write, name)
+	}
+	if err != nil {
+		root.Remove(write)
+	}
+	return err
 }
 
 // keywordLetters gives each keyword of a mailbox a letter a..z, in sorted
@@ -172,7 +284,8 @@ func keywordLetters(msgs []store.Message) map[string]byte {
 	return m
 }
 
-func writeKeywords(path string, kw map[string]byte) error {
+// keywordsFile is a folder's dovecot-keywords, nil without keywords.
+func keywordsFile(kw map[string]byte) []byte {
 	if len(kw) == 0 {
 		return nil
 	}
@@ -181,7 +294,7 @@ func writeKeywords(path string, kw map[string]byte) error {
 		lines = append(lines, fmt.Sprintf("%d %s", c-'a', k))
 	}
 	sort.Slice(lines, func(i, j int) bool { return kwIndex(lines[i]) < kwIndex(lines[j]) })
-	return os.WriteFile(filepath.Join(path, "dovecot-keywords"), []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	return []byte(strings.Join(lines, "\n") + "\n")
 }
 
 func kwIndex(line string) int {

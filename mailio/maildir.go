@@ -38,32 +38,30 @@ type maildirFolder struct {
 // their file names' delivery times, then of the rest of the names compared
 // naturally (see maildirCompare). Flags come from the file names, the
 // internal date from the files' modification times. Malformed messages are
-// skipped and listed in Result.Errors.
+// skipped and listed in Result.Errors. It is EncodeMaildir and Import
+// joined by a pipe.
 func ImportMaildir(ctx context.Context, st store.Store, dir, account string, progress Progress) (Result, error) {
-	if _, err := st.Account(account); err != nil {
-		return Result{}, fmt.Errorf("account %s: %w", account, err)
-	}
+	return pipeImport(ctx, st, account, progress, func(w io.Writer) error { return EncodeMaildir(w, dir) })
+}
+
+// readMaildir reads a Maildir++ directory into s: every folder's mailbox
+// first, then the messages, folder by folder.
+func readMaildir(s sink, dir string) error {
 	folders, err := maildirFolders(dir)
 	if err != nil {
-		return Result{}, err
+		return err
 	}
 	for _, f := range folders {
-		if err := ensureMailbox(st, account, f.mailbox); err != nil {
-			return Result{}, fmt.Errorf("mailbox %s: %w", f.mailbox, err)
+		if err := s.create(f.mailbox); err != nil {
+			return err
 		}
 	}
-	a := newAppender(ctx, st, account, progress)
-	var werr error
 	for _, f := range folders {
-		if werr = a.importFolder(f); werr != nil || ctx.Err() != nil {
-			break
+		if more, err := readFolder(s, f); err != nil || !more {
+			return err
 		}
 	}
-	res, err := a.finish()
-	if err == nil {
-		err = werr
-	}
-	return res, err
+	return nil
 }
 
 // maildirFolders finds the folders of a Maildir++ directory.
@@ -136,20 +134,21 @@ type maildirFile struct {
 	sub, name string
 }
 
-// importFolder queues the messages of one folder, those of new/ and cur/
+// readFolder reads the messages of one folder into s, those of new/ and cur/
 // together, in the order of maildirCompare: the order of delivery. (A file
 // keeps its unique name when it moves from new/ to cur/, so new/ is not
 // necessarily later.)
-func (a *appender) importFolder(f maildirFolder) error {
+// It returns false once the import has stopped.
+func readFolder(s sink, f maildirFolder) (bool, error) {
 	keywords, err := readKeywords(f.path)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var files []maildirFile
 	for _, sub := range []string{"new", "cur"} {
 		entries, err := os.ReadDir(filepath.Join(f.path, sub))
 		if err != nil {
-			return err
+			return false, err
 		}
 		for _, e := range entries {
 			if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
@@ -162,17 +161,17 @@ func (a *appender) importFolder(f maildirFolder) error {
 		where := filepath.Join(f.mailbox, file.sub, file.name)
 		j, err := maildirJob(filepath.Join(f.path, file.sub, file.name), keywords)
 		if err != nil {
-			if !a.skip(where, err) {
-				return nil
+			if !s.skip(where, err) {
+				return false, nil
 			}
 			continue
 		}
 		j.where, j.mailbox = where, f.mailbox
-		if !a.add(j) {
-			return nil
+		if !s.add(j) {
+			return false, nil
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // maildirCompare compares Maildir file names naturally: runs of digits as

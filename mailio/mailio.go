@@ -250,6 +250,15 @@ func (a *appender) finish() (Result, error) {
 	return a.res, a.fatal
 }
 
+// create makes the mailbox that the next messages go to, if it does not
+// exist yet.
+func (a *appender) create(mailbox string) error {
+	if err := ensureMailbox(a.st, a.account, mailbox); err != nil {
+		return fmt.Errorf("mailbox %s: %w", mailbox, err)
+	}
+	return nil
+}
+
 // ensureMailbox creates a mailbox that does not exist yet.
 func ensureMailbox(st store.Store, account, name string) error {
 	_, err := st.Mailbox(account, name)

@@ -19,25 +19,9 @@ import (
 // listed in Result.Errors; an error is returned only when the import as a
 // whole could not go on (not an mbox, account unknown, over quota, read
 // error, ctx cancelled), and then Result still counts what was imported.
+// It is EncodeMbox and Import joined by a pipe.
 func ImportMbox(ctx context.Context, st store.Store, r io.Reader, account, mailbox string, progress Progress) (Result, error) {
-	if mailbox == "" {
-		mailbox = "INBOX"
-	}
-	if _, err := st.Account(account); err != nil {
-		return Result{}, fmt.Errorf("account %s: %w", account, err)
-	}
-	if err := ensureMailbox(st, account, mailbox); err != nil {
-		return Result{}, fmt.Errorf("mailbox %s: %w", mailbox, err)
-	}
-	a := newAppender(ctx, st, account, progress)
-	rerr := readMbox(r, func(m mboxMessage) bool {
-		return a.handle(m, mailbox)
-	})
-	res, err := a.finish()
-	if err == nil {
-		err = rerr
-	}
-	return res, err
+	return pipeImport(ctx, st, account, progress, func(w io.Writer) error { return EncodeMbox(w, r, mailbox) })
 }
 
 // mboxMessage is one message cut out of an mbox file.
@@ -53,20 +37,21 @@ func (m mboxMessage) where() string {
 	return fmt.Sprintf("message %d (line %d)", m.n, m.line)
 }
 
-// handle parses one message and queues it; false once the import stopped.
-func (a *appender) handle(m mboxMessage, mailbox string) bool {
+// handleMbox parses one message and hands it on; false once the import
+// stopped.
+func handleMbox(s sink, m mboxMessage, mailbox string) bool {
 	if m.oversize {
-		return a.skip(m.where(), fmt.Errorf("larger than %d bytes", maxMessageBytes))
+		return s.skip(m.where(), fmt.Errorf("larger than %d bytes", maxMessageBytes))
 	}
 	h, err := parseHeader(m.body)
 	if err != nil {
-		return a.skip(m.where(), err)
+		return s.skip(m.where(), err)
 	}
 	date := fromLineDate(m.from)
 	if date.IsZero() {
 		date = headerDate(h)
 	}
-	return a.add(job{where: m.where(), mailbox: mailbox, msg: store.NewMessage{
+	return s.add(job{where: m.where(), mailbox: mailbox, msg: store.NewMessage{
 		Body: m.body, Flags: statusFlags(h), InternalDate: date,
 	}})
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -189,17 +188,3 @@ func queueCommand() *cli.Command {
 }
 
 var forceFlag = &cli.BoolFlag{Name: "force", Usage: "overwrite what exists"}
-
-func backupCommand() *cli.Command {
-	return sub("backup", "write a consistent copy of the store, also while serving", "FILE",
-		func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return errors.New("usage: posthorn backup FILE")
-			}
-			abs, err := filepath.Abs(c.Args().First())
-			if err != nil {
-				return err
-			}
-			return runAdmin(c, admin.Request{Command: "backup", Args: []string{abs}, Force: c.Bool("force")})
-		}, forceFlag)
-}

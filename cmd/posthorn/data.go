@@ -39,42 +39,6 @@ var (
 	mailboxFlag = &cli.StringFlag{Name: "mailbox", Usage: "target `MAILBOX` (mbox only; default INBOX)"}
 )
 
-// pathAction turns the PATH argument absolute (the server may run elsewhere).
-func pathAction(command string) cli.ActionFunc {
-	return func(c *cli.Context) error {
-		if c.NArg() != 1 {
-			return fmt.Errorf("usage: posthorn %s PATH --user ADDRESS", command)
-		}
-		abs, err := filepath.Abs(c.Args().First())
-		if err != nil {
-			return err
-		}
-		return runAdmin(c, admin.Request{Command: command, Args: []string{abs},
-			User: c.String("user"), Mailbox: c.String("mailbox")})
-	}
-}
-
-func importCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "import",
-		Usage: "import messages into an account",
-		Subcommands: []*cli.Command{
-			sub("mbox", "import an mbox file", "FILE", pathAction("import mbox"), userFlag, mailboxFlag),
-			sub("maildir", "import a Maildir (folders and flags kept)", "DIR", pathAction("import maildir"), userFlag),
-		},
-	}
-}
-
-func exportCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "export",
-		Usage: "export an account's mail",
-		Subcommands: []*cli.Command{
-			sub("maildir", "write every mailbox to a Maildir++ tree", "DIR", pathAction("export maildir"), userFlag),
-		},
-	}
-}
-
 // requireStopped fails when a server runs on cfg's data_dir.
 func requireStopped(c *cli.Context) (string, error) {
 	cfg, err := loadConfig(c)

@@ -51,11 +51,18 @@ func (p *serveProc) logText() string {
 
 // startServe starts serve on cfgPath and waits for its listeners.
 func startServe(t *testing.T, cfgPath, dataDir string) *serveProc {
+	return startServeAs(t, os.Args[0], cfgPath, dataDir, nil)
+}
+
+// startServeAs starts serve from the test binary bin, with the
+// credentials cred if not nil.
+func startServeAs(t *testing.T, bin, cfgPath, dataDir string, cred *syscall.Credential) *serveProc {
 	t.Helper()
 	addrsFile := filepath.Join(dataDir, server.AddrsFile)
 	os.Remove(addrsFile)
 	p := &serveProc{exited: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0])
+	p.cmd = exec.Command(bin)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	p.cmd.Env = append(os.Environ(), "POSTHORN_TEST_ARGS=serve\n--config\n"+cfgPath)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
@@ -97,7 +104,10 @@ func (p *serveProc) wait(t *testing.T, within time.Duration, after string) *os.P
 // serveConfig writes a configuration with every listener on a kernel-chosen
 // loopback port, and a domain and user in its store.
 func serveConfig(t *testing.T) (cfgPath, dataDir string) {
-	dir := t.TempDir()
+	return serveConfigIn(t, t.TempDir())
+}
+
+func serveConfigIn(t *testing.T, dir string) (cfgPath, dataDir string) {
 	cfg := config.Default()
 	cfg.Path = filepath.Join(dir, "posthorn.toml")
 	cfg.Hostname = "mail.example.test"

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/posthorn/posthorn/admin"
+	"github.com/posthorn/posthorn/mailio"
+	"github.com/posthorn/posthorn/store"
+)
+
+// The commands that read or write files the user names (backup, import,
+// export) open them here, in the CLI, with the rights of the user who runs
+// it: the server runs as a user of its own, sandboxed (deploy's systemd
+// unit: a private /tmp, a read-only system but for data_dir, no /home),
+// and a path that makes sense to the user may name nothing it can reach,
+// or something else. The data go over the control socket (see package
+// control), or, without a server, through the CLI's own pipes.
+
+func backupCommand() *cli.Command {
+	return sub("backup", "write a consistent copy of the store, also while serving", "FILE", backupAction, forceFlag)
+}
+
+// backupAction writes the backup through a temporary file beside it,
+// checked, fsynced and renamed, so that a crash or a failure never leaves
+// half a backup under the name.
+func backupAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return errors.New("usage: posthorn backup FILE")
+	}
+	dst, err := filepath.Abs(c.Args().First())
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	if admin.OwnFile(dst, cfg.DataPath("posthorn.db")) {
+		return fmt.Errorf("%s is one of the store's own files: write the backup elsewhere", dst)
+	}
+	if _, err := os.Stat(dst); err == nil && !c.Bool("force") {
+		return fmt.Errorf("%s exists; use --force to overwrite it", dst)
+	}
+	f, err := os.CreateTemp(filepath.Dir(dst), ".posthorn-backup-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	err = runAdmin(c, admin.Request{Command: "backup", Args: []string{dst}, Download: f})
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		// What came is a whole store, as restore will want it.
+		err = store.Verify(tmp)
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o600)
+	}
+	var fi os.FileInfo
+	if err == nil {
+		fi, err = os.Stat(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		return fmt.Errorf("backup to %s: %w", dst, err)
+	}
+	fmt.Fprintf(c.App.Writer, "backup written to %s (%s)\n", dst, admin.ByteSize(fi.Size()))
+	return nil
+}
+
+func importCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "import",
+		Usage: "import messages into an account",
+		Subcommands: []*cli.Command{
+			sub("mbox", "import an mbox file", "FILE", importAction("import mbox", func(w io.Writer, path, mailbox string) error {
+				f, err := os.Open(path)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				return mailio.EncodeMbox(w, f, mailbox)
+			}), userFlag, mailboxFlag),
+			sub("maildir", "import a Maildir (folders and flags kept)", "DIR", importAction("import maildir", func(w io.Writer, path, _ string) error {
+				return mailio.EncodeMaildir(w, path)
+			}), userFlag),
+		},
+	}
+}
+
+// errImportEnded stops the reading of a source whose import has ended.
+var errImportEnded = errors.New("the import ended")
+
+// importAction reads the source with encode, here, and has the server
+// (or the store, without one) append what it read.
+func importAction(command string, encode func(w io.Writer, path, mailbox string) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return fmt.Errorf("usage: posthorn %s PATH --user ADDRESS", command)
+		}
+		path, err := filepath.Abs(c.Args().First())
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(path); err != nil {
+			return err
+		}
+		pr, pw := io.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			// A reading error is also in the stream, for the importer to
+			// report with what it did.
+			encode(pw, path, c.String("mailbox"))
+			pw.Close()
+		}()
+		err = runAdmin(c, admin.Request{Command: command, Args: []string{path},
+			User: c.String("user"), Mailbox: c.String("mailbox"), Upload: pr})
+		pr.CloseWithError(errImportEnded)
+		<-done
+		return err
+	}
+}
+
+func exportCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "export",
+		Usage: "export an account's mail",
+		Subcommands: []*cli.Command{
+			sub("maildir", "write every mailbox to a Maildir++ tree", "DIR", exportAction, userFlag),
+		},
+	}
+}
+
+// errExportFailed ends the extraction of an export that failed.
+var errExportFailed = errors.New("the export failed")
+
+// exportAction has the server (or the store, without one) archive the
+// account's Maildir++ tree and writes its files here.
+func exportAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return errors.New("usage: posthorn export maildir DIR --user ADDRESS")
+	}
+	dir, err := filepath.Abs(c.Args().First())
+	if err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	extracted := make(chan error, 1)
+	go func() {
+		err := mailio.ExtractMaildir(pr, dir)
+		pr.CloseWithError(err) // a failed extraction stops the export
+		extracted <- err
+	}()
+	err = runAdmin(c, admin.Request{Command: "export maildir", Args: []string{dir}, User: c.String("user"), Download: pw})
+	if err != nil {
+		pw.CloseWithError(errExportFailed)
+	} else {
+		pw.Close()
+	}
+	// The extraction's error is the cause when it failed first.
+	if xerr := <-extracted; xerr != nil && !errors.Is(xerr, errExportFailed) {
+		return xerr
+	}
+	return err
+}

@@ -68,6 +68,15 @@ func New(st store.Store, logger *slog.Logger) *Authenticator {
 // Authenticate checks username (an address) and password for a client at
 // remote and returns the canonical account address.
 func (a *Authenticator) Authenticate(ctx context.Context, remote net.Addr, username, password string) (string, error) {
+	return a.authenticate(ctx, remote, username, password, "")
+}
+
+// authenticate is Authenticate for protocol (in the log lines, if not "").
+func (a *Authenticator) authenticate(ctx context.Context, remote net.Addr, username, password, protocol string) (string, error) {
+	log := a.logger()
+	if protocol != "" {
+		log = log.With("proto", protocol)
+	}
 	user := strings.ToLower(strings.TrimSpace(username))
 	if len(user) > maxUsername {
 		user = user[:maxUsername]
@@ -75,7 +84,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, remote net.Addr, usern
 	if a.Limiter != nil {
 		if err := a.Limiter.Wait(ctx, remote, user); err != nil {
 			if errors.Is(err, ErrThrottled) {
-				a.logger().Info("login refused: throttled", "remote", addrString(remote), "user", user)
+				log.Info("login refused: throttled", "remote", addrString(remote), "user", user)
 			}
 			return "", err
 		}
@@ -85,36 +94,36 @@ func (a *Authenticator) Authenticate(ctx context.Context, remote net.Addr, usern
 	case errors.Is(err, store.ErrNoSuchAccount) || errors.Is(err, store.ErrNotFound) ||
 		errors.Is(err, store.ErrNoSuchDomain) || errors.Is(err, store.ErrInvalidName):
 		CheckPassword(a.dummyHash(), password) // the same cost as a real check
-		return "", a.fail(remote, user, "no such account")
+		return "", a.fail(log, remote, user, "no such account")
 	case err != nil:
 		return "", fmt.Errorf("auth: looking up account: %w", err)
 	}
 	ok, err := CheckPassword(acct.PasswordHash, password)
 	if err != nil {
-		a.logger().Error("stored password hash is unusable", "user", user, "err", err)
+		log.Error("stored password hash is unusable", "user", user, "err", err)
 		return "", fmt.Errorf("auth: account %s: %w", user, err)
 	}
 	a.learnParams(acct.PasswordHash)
 	if !ok {
-		return "", a.fail(remote, user, "wrong password")
+		return "", a.fail(log, remote, user, "wrong password")
 	}
 	if acct.Disabled {
-		return "", a.fail(remote, user, "account disabled")
+		return "", a.fail(log, remote, user, "account disabled")
 	}
 	if a.Limiter != nil {
 		a.Limiter.Success(remote, user)
 	}
-	a.logger().Debug("login", "remote", addrString(remote), "user", acct.Address)
+	log.Debug("login", "remote", addrString(remote), "user", acct.Address)
 	return strings.ToLower(acct.Address), nil
 }
 
 // fail records a failure and returns ErrInvalidCredentials. The reason is
 // logged, never sent to the client.
-func (a *Authenticator) fail(remote net.Addr, user, reason string) error {
+func (a *Authenticator) fail(log *slog.Logger, remote net.Addr, user, reason string) error {
 	if a.Limiter != nil {
 		a.Limiter.Failure(remote, user)
 	}
-	a.logger().Info("login failed", "remote", addrString(remote), "user", user, "reason", reason)
+	log.Info("login failed", "remote", addrString(remote), "user", user, "reason", reason)
 	return ErrInvalidCredentials
 }
 

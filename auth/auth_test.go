@@ -1,10 +1,13 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,4 +181,33 @@ func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// TestFailedLoginLogLine: one log line says who failed to log in, from
+// where, over which protocol and why, for every way of logging in, and
+// holds no password.
+func TestFailedLoginLogLine(t *testing.T) {
+	var logs bytes.Buffer
+	f := newFake(t, TestParams, map[string]string{"alice@example.test": "s3cret"})
+	a := New(f, slog.New(slog.NewTextHandler(&logs, nil)))
+	a.Limiter, _ = newTestLimiter()
+	p := a.For("pop3")
+	ctx := context.Background()
+	p.Authenticate(ctx, client, "alice@example.test", "guess-one")
+	p.PlainServer(client, nil).Next([]byte("\x00alice@example.test\x00guess-two"))
+	l := p.LoginServerContext(ctx, client, nil)
+	l.Next([]byte("nobody@example.test"))
+	l.Next([]byte("guess-three"))
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d log lines, want 3:\n%s", len(lines), logs.String())
+	}
+	for i, want := range []string{"user=alice@example.test reason=\"wrong password\"", "user=alice@example.test reason=\"wrong password\"", "user=nobody@example.test reason=\"no such account\""} {
+		if !strings.Contains(lines[i], `msg="login failed" proto=pop3 remote=192.0.2.55`) || !strings.Contains(lines[i], want) {
+			t.Errorf("line %d: %s\nwant proto, remote and %s", i, lines[i], want)
+		}
+	}
+	if strings.Contains(logs.String(), "guess") {
+		t.Error("a password reached the log")
+	}
 }

@@ -29,9 +29,46 @@ func (a *Authenticator) LoginServerContext(ctx context.Context, remote net.Addr,
 	return &loginServer{ctx: ctx, a: a, remote: remote, done: done}
 }
 
+// Protocol is the Authenticator as one protocol's server uses it: its
+// log lines name the protocol, so that one line says who failed to log
+// in, from where, over what and why (for fail2ban and the like).
+type Protocol struct {
+	a    *Authenticator
+	name string
+}
+
+// For returns the Authenticator as the server of protocol uses it.
+func (a *Authenticator) For(protocol string) Protocol { return Protocol{a, protocol} }
+
+// Authenticate is Authenticator.Authenticate.
+func (p Protocol) Authenticate(ctx context.Context, remote net.Addr, username, password string) (string, error) {
+	return p.a.authenticate(ctx, remote, username, password, p.name)
+}
+
+// PlainServer is Authenticator.PlainServer.
+func (p Protocol) PlainServer(remote net.Addr, done func(account string)) sasl.Server {
+	return p.PlainServerContext(context.Background(), remote, done)
+}
+
+// LoginServer is Authenticator.LoginServer.
+func (p Protocol) LoginServer(remote net.Addr, done func(account string)) sasl.Server {
+	return p.LoginServerContext(context.Background(), remote, done)
+}
+
+// PlainServerContext is Authenticator.PlainServerContext.
+func (p Protocol) PlainServerContext(ctx context.Context, remote net.Addr, done func(account string)) sasl.Server {
+	return &plainServer{ctx: ctx, a: p.a, protocol: p.name, remote: remote, done: done}
+}
+
+// LoginServerContext is Authenticator.LoginServerContext.
+func (p Protocol) LoginServerContext(ctx context.Context, remote net.Addr, done func(account string)) sasl.Server {
+	return &loginServer{ctx: ctx, a: p.a, protocol: p.name, remote: remote, done: done}
+}
+
 type plainServer struct {
 	ctx      context.Context
 	a        *Authenticator
+	protocol string
 	remote   net.Addr
 	done     func(string)
 	finished bool
@@ -68,7 +105,7 @@ func (s *plainServer) Next(response []byte) ([]byte, bool, error) {
 	if authzid != "" && !strings.EqualFold(strings.TrimSpace(authzid), strings.TrimSpace(authcid)) {
 		return nil, true, ErrInvalidCredentials
 	}
-	account, err := s.a.Authenticate(s.ctx, s.remote, authcid, passwd)
+	account, err := s.a.authenticate(s.ctx, s.remote, authcid, passwd, s.protocol)
 	if err != nil {
 		return nil, true, err
 	}
@@ -84,6 +121,7 @@ func (s *plainServer) Next(response []byte) ([]byte, bool, error) {
 type loginServer struct {
 	ctx      context.Context
 	a        *Authenticator
+	protocol string
 	remote   net.Addr
 	done     func(string)
 	step     int // 0: nothing yet, 1: asked for username, 2: asked for password, 3: finished
@@ -112,7 +150,7 @@ func (s *loginServer) Next(response []byte) ([]byte, bool, error) {
 		if len(response) == 0 || len(response) > maxSASLField {
 			return nil, true, ErrMalformed
 		}
-		account, err := s.a.Authenticate(s.ctx, s.remote, s.username, string(response))
+		account, err := s.a.authenticate(s.ctx, s.remote, s.username, string(response), s.protocol)
 		if err != nil {
 			return nil, true, err
 		}

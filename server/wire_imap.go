@@ -13,7 +13,7 @@ import (
 func (s *Server) wireIMAP() ([]service, []worker, error) {
 	srv := &imap.Server{
 		Store:              s.Store,
-		Auth:               s.Auth,
+		Auth:               s.Auth.For("imap"),
 		Logger:             s.Logger.With("component", "imap"),
 		Metrics:            s.Metrics,
 		TLS:                s.TLS,

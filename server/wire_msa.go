@@ -46,7 +46,7 @@ func (s *Server) wireMSA() ([]service, []worker, error) {
 			TLS:                s.TLS,
 			ImplicitTLS:        implicit,
 			AllowPlaintextAuth: c.AllowPlaintextAuth,
-			Auth:               s.Auth,
+			Auth:               s.Auth.For("submission"),
 			Store:              s.Store,
 			MDA:                s.MDA,
 			Queue:              q,

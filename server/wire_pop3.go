@@ -13,7 +13,7 @@ func (s *Server) wirePOP3() ([]service, []worker, error) {
 	srv := &pop3.Server{
 		Hostname:           s.Config.Hostname,
 		Store:              s.Store,
-		Auth:               s.Auth,
+		Auth:               s.Auth.For("pop3"),
 		TLSConfig:          s.TLS,
 		AllowPlaintextAuth: s.Config.AllowPlaintextAuth,
 		MaxLineBytes:       s.Config.Limits.MaxLineBytes,

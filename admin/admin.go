@@ -444,11 +444,21 @@ func aliasList(ctx context.Context, env *Env, req Request, out io.Writer) error 
 		return err
 	}
 	keys := make([]string, 0, len(all))
-	for k := range all {
-		if len(req.Args) == 1 && k != strings.ToLower(req.Args[0]) {
-			continue
+	if len(req.Args) == 1 {
+		// One alias, which must exist: a typo is not an empty list.
+		src, err := aliasSource(req.Args[0])
+		if err != nil {
+			return err
 		}
-		keys = append(keys, k)
+		if _, ok := all[src]; !ok {
+			return fmt.Errorf("no alias %s", src)
+		}
+		keys = append(keys, src)
+	}
+	for k := range all {
+		if len(req.Args) == 0 {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {

@@ -72,7 +72,18 @@ func TestCLIStopped(t *testing.T) {
 	if out := mustRun(t, "", "--config", cfg, "alias", "list"); !strings.Contains(out, "info@example.org -> bob@example.org, someone@elsewhere.net") {
 		t.Errorf("alias list = %q", out)
 	}
+	if out := mustRun(t, "", "--config", cfg, "alias", "list", "Info@Example.org"); out != "info@example.org -> bob@example.org, someone@elsewhere.net\n" {
+		t.Errorf("alias list info@example.org = %q", out)
+	}
+	mustFail(t, "no alias nfo@example.org", "--config", cfg, "alias", "list", "nfo@example.org")
+	mustFail(t, "not a valid address", "--config", cfg, "alias", "list", "extra")
 	mustRun(t, "", "--config", cfg, "alias", "del", "info@example.org")
+	// Mistyped commands are named in one line, flags or not.
+	mustFail(t, `no command "usr"`, "usr", "list")
+	mustFail(t, `no command "user lst"`, "user", "lst", "--config", cfg)
+	mustFail(t, `no command "domain rm"`, "--config", cfg, "domain", "rm", "x.org")
+	mustFail(t, "usage: posthorn export maildir DIR --user ADDRESS", "--config", cfg, "export", "maildir")
+	mustFail(t, "usage: posthorn import mbox PATH --user ADDRESS", "--config", cfg, "import", "mbox", cfg)
 	if out := mustRun(t, "", "--config", cfg, "queue", "list"); !strings.Contains(out, "empty") {
 		t.Errorf("queue list = %q", out)
 	}

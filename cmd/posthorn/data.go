@@ -35,7 +35,9 @@ func doctorCommand() *cli.Command {
 }
 
 var (
-	userFlag    = &cli.StringFlag{Name: "user", Required: true, Usage: "the account `ADDRESS`"}
+	// userFlag is required, but checked by the commands themselves:
+	// urfave/cli answers a missing required flag with the whole help.
+	userFlag    = &cli.StringFlag{Name: "user", Usage: "the account `ADDRESS` (required)"}
 	mailboxFlag = &cli.StringFlag{Name: "mailbox", Usage: "target `MAILBOX` (mbox only; default INBOX)"}
 )
 

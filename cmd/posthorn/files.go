@@ -108,7 +108,7 @@ var errImportEnded = errors.New("the import ended")
 // (or the store, without one) append what it read.
 func importAction(command string, encode func(w io.Writer, path, mailbox string) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		if c.NArg() != 1 {
+		if c.NArg() != 1 || c.String("user") == "" {
 			return fmt.Errorf("usage: posthorn %s PATH --user ADDRESS", command)
 		}
 		path, err := filepath.Abs(c.Args().First())
@@ -151,7 +151,7 @@ var errExportFailed = errors.New("the export failed")
 // exportAction has the server (or the store, without one) archive the
 // account's Maildir++ tree and writes its files here.
 func exportAction(c *cli.Context) error {
-	if c.NArg() != 1 {
+	if c.NArg() != 1 || c.String("user") == "" {
 		return errors.New("usage: posthorn export maildir DIR --user ADDRESS")
 	}
 	dir, err := filepath.Abs(c.Args().First())

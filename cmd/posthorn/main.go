@@ -32,7 +32,7 @@ var configFlag = &cli.StringFlag{
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:      "posthorn",
 		Usage:     "a self-hosted mail server in one binary",
 		Reader:    stdin,
@@ -60,6 +60,28 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			restoreCommand(),
 			storeCommand(),
 		},
+		Action: unknownCommand(""),
+	}
+	for _, c := range app.Commands {
+		if len(c.Subcommands) > 0 && c.Action == nil {
+			// `posthorn user lst --config F` is an unknown subcommand, not
+			// an unknown flag of `user`.
+			c.Flags = append(c.Flags, configFlag)
+			c.Action = unknownCommand(c.Name + " ")
+		}
+	}
+	return app
+}
+
+// unknownCommand answers a command line whose command (after prefix, the
+// command it is a subcommand of) does not exist with one line naming it,
+// and one without a command with the help.
+func unknownCommand(prefix string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() == 0 {
+			return cli.ShowSubcommandHelp(c)
+		}
+		return fmt.Errorf("no command %q (see posthorn %s--help)", prefix+c.Args().First(), prefix)
 	}
 }
 

@@ -169,7 +169,7 @@ func doctor(ctx context.Context, env *Env, req Request, out io.Writer) error {
 			if c.Fix != "" {
 				fmt.Fprintf(out, "         fix: %s\n", c.Fix)
 			}
-			if c.Status == zone.StatusMissing || c.Status == zone.StatusWrong {
+			if c.Status == zone.StatusMissing || c.Status == zone.StatusWrong || c.Status == zone.StatusUnknown {
 				bad++
 			}
 		}

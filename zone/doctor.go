@@ -24,6 +24,7 @@ const (
 	StatusMissing = "missing" // nothing is published (or nothing is configured)
 	StatusWrong   = "wrong"   // something is published but not what works
 	StatusWarn    = "warn"    // works today, needs attention soon
+	StatusUnknown = "unknown" // could not be checked (DNS did not answer)
 )
 
 // Check is the result of one thing Doctor looked at.
@@ -83,10 +84,18 @@ func Doctor(ctx context.Context, cfg *config.Config, resolver *net.Resolver, dom
 	}
 	wg.Wait()
 	now := time.Now()
-	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	defer cancel()
-	checks = append(checks, checkPolicy(lctx, cfg, resolver, domain), checkCert(cfg, certExpiry, now), checkQueue(queue, now))
-	return checks
+	if unknown := countStatus(checks, StatusUnknown); unknown == len(checks) && unknown > 0 {
+		// No lookup answered: one line says so, not one per record (nor
+		// one for the MTA-STS policy, which needs a lookup too).
+		checks = []Check{{Name: "DNS", Status: StatusUnknown,
+			Detail: "no lookup answered, nothing could be checked (" + checks[0].Detail + ")",
+			Fix:    "check the resolver this server uses ([outbound] dns_server, else /etc/resolv.conf) and the network"}}
+	} else {
+		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		defer cancel()
+		checks = append(checks, checkPolicy(lctx, cfg, resolver, domain))
+	}
+	return append(checks, checkCert(cfg, certExpiry, now), checkQueue(queue, now))
 }
 
 // checkPolicy fetches the domain's MTA-STS policy as a sender does (over
@@ -137,15 +146,30 @@ func checkRecord(ctx context.Context, res *net.Resolver, r Record) Check {
 	if err != nil {
 		c.Status = StatusMissing
 		c.Detail = lookupProblem(err)
-		if r.Type == "SRV" && r.Value == "0 0 0 ." && notFound(err) {
+		switch {
+		case r.Type == "SRV" && r.Value == "0 0 0 ." && notFound(err):
 			// A service that is off may also be left unpublished.
 			c.Status, c.Detail = StatusOK, "not published; the service is off"
+		case !notFound(err):
+			// A lookup that failed says nothing of what is published.
+			c.Status = StatusUnknown
+			return c
 		}
 	}
 	if c.Status != StatusOK && c.Fix == "" {
 		c.Fix = "publish: " + Line(r)
 	}
 	return c
+}
+
+func countStatus(checks []Check, status string) int {
+	n := 0
+	for _, c := range checks {
+		if c.Status == status {
+			n++
+		}
+	}
+	return n
 }
 
 func notFound(err error) bool {

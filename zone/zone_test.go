@@ -346,3 +346,24 @@ func TestDoctorPolicyElsewhere(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 }
+
+// TestDoctorNoDNS: when no lookup answers, doctor says so once, rather
+// than calling every record missing and telling to publish it.
+func TestDoctorNoDNS(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := pc.LocalAddr().String()
+	pc.Close() // nothing answers there: port unreachable
+	cfg := testConfig()
+	checks := zone.Doctor(context.Background(), cfg, resolver.New(dead), "example.test",
+		testKeys(t), zone.QueueSummary{}, time.Now().Add(90*24*time.Hour))
+	if len(checks) != 3 || checks[0].Name != "DNS" || checks[0].Status != zone.StatusUnknown ||
+		!strings.Contains(checks[0].Fix, "dns_server") {
+		for _, c := range checks {
+			t.Logf("%s %s: %s; fix: %s", c.Status, c.Name, c.Detail, c.Fix)
+		}
+		t.Fatalf("%d checks, want DNS unknown, the certificate and the queue", len(checks))
+	}
+}

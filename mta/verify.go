@@ -5,22 +5,48 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"blitiri.com.ar/go/spf"
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-msgauth/dmarc"
+	"golang.org/x/net/idna"
 	"golang.org/x/net/publicsuffix"
 )
 
+// Implementation notes on the inbound checks.
+//
+// Much of what a sender writes ends up in our Authentication-Results
+// field, which readers trust because it carries our authserv-id:
+// addresses, domains, selectors. So a value goes in only when it cannot
+// end a quoted string or a result (authDomain, authMailbox, authReason),
+// the field is folded only between results (foldAuthRes), and fields with
+// our authserv-id that came with the message are removed however they
+// are written (dropOurAuthResults).
+//
+// DMARC is decided on the author domains a reader would see: the header
+// as it is stored (up to where EndHeader ends it), the From field taken
+// leniently as the IMAP ENVELOPE takes it, every author checked. A From
+// field whose authors cannot be told fails rather than passing as "no
+// policy" (checkDMARC).
+
 // maxDKIMSignatures bounds the DKIM signatures verified per message, each
-// of which costs a DNS lookup and a hash of the body.
-const maxDKIMSignatures = 5
+// of which costs a DNS lookup and a hash of the body. KumoMTA verifies
+// 10 for the same reason. The ones over it are recorded as dkim=policy.
+const maxDKIMSignatures = 10
+
+// maxAuthorDomains bounds the distinct From domains whose DMARC policy is
+// looked up (two lookups each at most).
+const maxAuthorDomains = 5
 
 // spfVerdict is the SPF result of one transaction (RFC 7208 section 2.6).
 type spfVerdict struct {
@@ -30,16 +56,18 @@ type spfVerdict struct {
 }
 
 type dkimVerdict struct {
-	result   string // pass, fail, neutral, temperror, permerror
-	domain   string // d=
-	selector string
-	reason   string
+	result     string // pass, fail, policy, neutral, temperror, permerror
+	domain     string // d=
+	selector   string // s=
+	identifier string // i=, when the signature has one
+	reason     string
 }
 
 type dmarcVerdict struct {
 	result string // pass, fail, none, temperror, permerror
 	policy string // none, quarantine, reject: what applies to this message
-	from   string // RFC5322.From domain
+	from   string // RFC5322.From domain, as an A-label
+	reason string
 }
 
 // verdicts is everything learnt about a message's origin.
@@ -84,39 +112,146 @@ func lookupTXT(ctx context.Context, res spf.DNSResolver) func(string) ([]string,
 	return func(name string) ([]string, error) { return res.LookupTXT(ctx, name) }
 }
 
+// errBodyLength is the text of go-msgauth's (v0.7.0) refusal of a
+// signature with l=. It is a failError, a type it does not export, and
+// its own comment says it should be a policy error: the text is the only
+// way to tell it from a signature that did not verify.
+const errBodyLength = "dkim: message contains an insecure body length tag"
+
 func checkDKIM(ctx context.Context, res spf.DNSResolver, body []byte) []dkimVerdict {
+	sigs := dkimSignatures(body[:headerLen(body)])
+	if len(sigs) == 0 {
+		return nil
+	}
 	vs, err := dkim.VerifyWithOptions(bytes.NewReader(body), &dkim.VerifyOptions{
 		LookupTXT:        lookupTXT(ctx, res),
 		MaxVerifications: maxDKIMSignatures,
 	})
-	if err != nil && len(vs) == 0 {
+	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
+		// Any other error leaves the Verification it came from with a
+		// nil Err (parallelVerify), which must not read as a pass.
 		return []dkimVerdict{{result: "permerror", reason: "malformed message"}}
 	}
-	out := make([]dkimVerdict, 0, len(vs))
-	for _, ver := range vs {
+	// The verifier returns one Verification per DKIM-Signature field, in
+	// order; sigs has the tags it does not return. Paired only when the
+	// domains agree, in case the two ever read the header differently.
+	paired := len(sigs) >= len(vs)
+	for i := 0; paired && i < len(vs); i++ {
+		paired = vs[i].Domain == "" || vs[i].Domain == sigs[i].domain
+	}
+	out := make([]dkimVerdict, 0, len(vs)+1)
+	for i, ver := range vs {
 		d := dkimVerdict{result: "pass", domain: strings.ToLower(ver.Domain)}
+		if paired {
+			d.domain, d.selector, d.identifier = strings.ToLower(sigs[i].domain), sigs[i].selector, sigs[i].identifier
+		}
 		switch {
 		case ver.Err == nil:
+		case paired && sigs[i].bodyLength && ver.Err.Error() == errBodyLength:
+			// RFC 6376 section 6.1 lets a verifier ignore l= signatures;
+			// RFC 8601 section 2.7.1 names that "policy". It is not a
+			// pass, so DMARC does not count it, but neither does it say
+			// the signature is broken.
+			d.result, d.reason = "policy", "body length tag not accepted"
 		case dkim.IsTempFail(ver.Err):
-			d.result, d.reason = "temperror", ver.Err.Error()
+			d.result, d.reason = "temperror", reasonOf(ver.Err)
 		case dkim.IsPermFail(ver.Err):
-			d.result, d.reason = "permerror", ver.Err.Error()
+			d.result, d.reason = "permerror", reasonOf(ver.Err)
 		default:
-			d.result, d.reason = "fail", ver.Err.Error()
+			d.result, d.reason = "fail", reasonOf(ver.Err)
 		}
 		out = append(out, d)
+	}
+	if n := len(sigs) - len(vs); n > 0 {
+		out = append(out, dkimVerdict{result: "policy",
+			reason: fmt.Sprintf("%d more signatures not verified, limit %d", n, maxDKIMSignatures)})
 	}
 	return out
 }
 
-// checkDMARC applies RFC 7489 section 6.6: find the policy of the
-// RFC5322.From domain (or its organizational domain), and pass if SPF or
-// DKIM passed for an aligned domain.
-func checkDMARC(ctx context.Context, res spf.DNSResolver, body []byte, v verdicts) dmarcVerdict {
-	from, err := headerFromDomain(body)
-	if err != nil {
-		return dmarcVerdict{result: "none"}
+// dkimSignature is what the verifier's result lacks of one
+// DKIM-Signature field (RFC 6376 section 3.5).
+type dkimSignature struct {
+	domain, selector, identifier string
+	bodyLength                   bool // has l=
+}
+
+// dkimSignatures returns the DKIM-Signature fields of hdr as go-msgauth
+// finds them: each field with its continuation lines, the name before the
+// first colon with white space trimmed, tags split at ";" and "=".
+func dkimSignatures(hdr []byte) []dkimSignature {
+	var out []dkimSignature
+	for _, f := range headerFields(hdr) {
+		name, value, _ := bytes.Cut(f, []byte(":"))
+		if !strings.EqualFold(string(bytes.TrimSpace(name)), "DKIM-Signature") {
+			continue
+		}
+		tags := map[string]string{}
+		for _, t := range strings.Split(string(value), ";") {
+			k, v, _ := strings.Cut(t, "=")
+			tags[strings.TrimSpace(k)] = strings.Join(strings.FieldsFunc(v, unicode.IsSpace), "")
+		}
+		_, l := tags["l"]
+		out = append(out, dkimSignature{domain: tags["d"], selector: tags["s"], identifier: tags["i"], bodyLength: l})
 	}
+	return out
+}
+
+// reasonOf is the reason written for a DKIM error: go-msgauth's own text
+// up to its first ": ", after which come details (DNS names, our
+// resolver's address) that are not ours to publish.
+func reasonOf(err error) string {
+	r := strings.TrimPrefix(err.Error(), "dkim: ")
+	r, _, _ = strings.Cut(r, ": ")
+	return r
+}
+
+// checkDMARC applies RFC 7489 section 6.6 to every author domain and
+// returns the strictest outcome: find the policy of the RFC5322.From
+// domain (or its organizational domain), and pass if SPF or DKIM passed
+// for an aligned domain.
+//
+// A message whose authors cannot be told (several From fields, an author
+// without a usable domain) fails under p=reject: section 6.6.1 says such
+// messages are typically rejected, and taken as "no policy" they would
+// let anyone spoof a p=reject domain. A message with no From field at
+// all names no author a reader could be misled by, and is delivered with
+// dmarc=none: refusing it would refuse the empty message and the bare
+// header that EndHeader exists to deliver.
+func checkDMARC(ctx context.Context, res spf.DNSResolver, body []byte, v verdicts) dmarcVerdict {
+	domains, err := authorDomains(body)
+	switch {
+	case errors.Is(err, errNoFrom):
+		return dmarcVerdict{result: "none", policy: "none", reason: err.Error()}
+	case err != nil:
+		return dmarcVerdict{result: "fail", policy: "reject", reason: err.Error()}
+	}
+	var worst dmarcVerdict
+	for i, from := range domains {
+		if d := dmarcFor(ctx, res, from, v); i == 0 || d.severity() > worst.severity() {
+			worst = d
+		}
+	}
+	return worst
+}
+
+// severity orders outcomes from pass to a failure under p=reject.
+func (d dmarcVerdict) severity() int {
+	switch d.result {
+	case "pass":
+		return 0
+	case "none":
+		return 1
+	case "permerror":
+		return 2
+	case "temperror":
+		return 3
+	}
+	return 4 + map[string]int{"quarantine": 1, "reject": 2}[d.policy]
+}
+
+// dmarcFor evaluates DMARC for one author domain.
+func dmarcFor(ctx context.Context, res spf.DNSResolver, from string, v verdicts) dmarcVerdict {
 	d := dmarcVerdict{from: from, policy: "none"}
 	org := orgDomain(from)
 	opts := &dmarc.LookupOptions{LookupTXT: lookupTXT(ctx, res)}
@@ -158,8 +293,13 @@ func checkDMARC(ctx context.Context, res spf.DNSResolver, body []byte, v verdict
 	return d
 }
 
+// aligned reports whether SPF or a DKIM signature passed for a domain
+// aligned with from. For a null reverse path the SPF result is that of
+// postmaster@HELO (RFC 7208 section 2.4), which is then the MAIL FROM
+// identity DMARC takes (RFC 7489 section 3.1.2; DMARCbis says so in as
+// many words): bounces from a domain's own MTA align.
 func aligned(v verdicts, from string, rec *dmarc.Record) bool {
-	if v.spf.result == "pass" && !v.spf.helo && alignedDomain(v.spf.domain, from, rec.SPFAlignment) {
+	if v.spf.result == "pass" && alignedDomain(v.spf.domain, from, rec.SPFAlignment) {
 		return true
 	}
 	for _, d := range v.dkim {
@@ -171,13 +311,18 @@ func aligned(v verdicts, from string, rec *dmarc.Record) bool {
 }
 
 // alignedDomain: strict is equality, relaxed (the default) is the same
-// organizational domain (RFC 7489 section 3.1).
+// organizational domain (RFC 7489 section 3.1), both compared as A-labels
+// so that an IDN written either way aligns.
 func alignedDomain(d, from string, mode dmarc.AlignmentMode) bool {
-	d, from = strings.ToLower(d), strings.ToLower(from)
+	d, ok1 := asciiDomain(d)
+	from, ok2 := asciiDomain(from)
+	if !ok1 || !ok2 {
+		return false
+	}
 	if mode == dmarc.AlignmentStrict {
 		return d == from
 	}
-	return d != "" && orgDomain(d) == orgDomain(from)
+	return orgDomain(d) == orgDomain(from)
 }
 
 func orgDomain(d string) string {
@@ -188,26 +333,196 @@ func orgDomain(d string) string {
 	return org
 }
 
-// headerFromDomain returns the domain of the single RFC5322.From author
-// (RFC 7489 section 6.6.1); none or several is an error.
-func headerFromDomain(body []byte) (string, error) {
-	msg, err := mail.ReadMessage(bytes.NewReader(body))
-	if err != nil {
-		return "", err
+// asciiDomain returns d as DNS looks it up: without a trailing dot, lower
+// case, IDN labels as A-labels (RFC 5891 section 5). A U-label From
+// domain would otherwise never find its _dmarc record. ok is false when d
+// is not a domain name (empty, an address literal, stray characters).
+func asciiDomain(d string) (string, bool) {
+	d = strings.TrimSuffix(d, ".")
+	for i := 0; i < len(d); i++ {
+		if d[i] >= utf8.RuneSelf {
+			a, err := idna.Lookup.ToASCII(d)
+			if err != nil {
+				return "", false
+			}
+			d = a
+			break
+		}
 	}
-	froms := msg.Header["From"]
-	if len(froms) != 1 {
-		return "", errors.New("not exactly one From field")
+	d = strings.ToLower(d)
+	if d == "" || len(d) > 253 {
+		return "", false
 	}
-	addrs, err := mail.ParseAddressList(froms[0])
-	if err != nil || len(addrs) != 1 {
-		return "", errors.New("not exactly one From address")
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			return "", false
+		}
 	}
-	d := domainOf(addrs[0].Address)
-	if d == "" {
-		return "", errors.New("From has no domain")
+	return d, true
+}
+
+// Why a message has no author domain DMARC can evaluate.
+var (
+	errNoFrom        = errors.New("no From field")
+	errManyFrom      = errors.New("more than one From field")
+	errNoFromDomain  = errors.New("From field has no usable domain")
+	errManyFromHosts = errors.New("too many From domains")
+)
+
+// authorDomains returns the distinct domains (A-labels) of the
+// RFC5322.From authors of the header as it is stored: up to its first
+// line that is not a field, before which EndHeader ends it. Each author
+// must have a usable domain.
+func authorDomains(body []byte) ([]string, error) {
+	hdr := body[:headerLen(body)]
+	if split := headerSplit(body); split >= 0 && split < len(hdr) {
+		hdr = body[:split]
 	}
-	return d, nil
+	var from []byte
+	n := 0
+	for _, f := range headerFields(hdr) {
+		if name, value, ok := bytes.Cut(f, []byte(":")); ok && strings.EqualFold(string(name), "From") {
+			from, n = value, n+1
+		}
+	}
+	switch {
+	case n == 0:
+		return nil, errNoFrom
+	case n > 1:
+		return nil, errManyFrom
+	}
+	addrs := fromAddresses(string(bytes.ReplaceAll(bytes.ReplaceAll(from, []byte("\r"), nil), []byte("\n"), nil)))
+	if len(addrs) == 0 {
+		return nil, errNoFromDomain
+	}
+	var domains []string
+	for _, a := range addrs {
+		d, ok := asciiDomain(domainOf(a))
+		if !ok {
+			return nil, errNoFromDomain
+		}
+		if !slices.Contains(domains, d) {
+			domains = append(domains, d)
+		}
+		if len(domains) > maxAuthorDomains {
+			return nil, errManyFromHosts
+		}
+	}
+	return domains, nil
+}
+
+// fromAddresses returns the addresses of a From field value: as net/mail
+// parses them, or, when it cannot, as a mail reader still shows them
+// (the store's ENVELOPE parser is as lenient; it is not exported): the
+// list split at commas outside quoted strings, comments and angle
+// brackets, each address the inside of its angle brackets (to the end
+// when the ">" is missing), or else the item without comments and
+// white space.
+func fromAddresses(v string) []string {
+	var out []string
+	if list, err := mail.ParseAddressList(v); err == nil {
+		for _, a := range list {
+			out = append(out, a.Address)
+		}
+		return out
+	}
+	start := 0
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '"':
+			i = skipQuoted(v, i)
+		case '(':
+			i = skipComment(v, i)
+		case '<':
+			if j := strings.IndexByte(v[i:], '>'); j >= 0 {
+				i += j
+			} else {
+				i = len(v)
+			}
+		case ',', ';':
+			if a := looseAddress(v[start:i]); a != "" {
+				out = append(out, a)
+			}
+			start = i + 1
+		}
+	}
+	if a := looseAddress(v[start:]); a != "" {
+		out = append(out, a)
+	}
+	return out
+}
+
+// looseAddress returns the address in one item of an address list.
+func looseAddress(item string) string {
+	for i := 0; i < len(item); i++ {
+		switch item[i] {
+		case '"':
+			i = skipQuoted(item, i)
+		case '(':
+			i = skipComment(item, i)
+		case '<':
+			a := item[i+1:]
+			if j := strings.IndexByte(a, '>'); j >= 0 {
+				a = a[:j]
+			}
+			return withoutCFWS(a)
+		}
+	}
+	return withoutCFWS(item)
+}
+
+// withoutCFWS returns s without comments and white space, quoted strings
+// kept as they are.
+func withoutCFWS(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"':
+			end := min(skipQuoted(s, i)+1, len(s))
+			b.WriteString(s[i:end])
+			i = end - 1
+		case '(':
+			i = skipComment(s, i)
+		case ' ', '\t', '\r', '\n':
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// skipQuoted returns the index of the quote that closes the quoted string
+// opening at s[i] (quoted pairs skipped), or len(s) if it is not closed.
+func skipQuoted(s string, i int) int {
+	for i++; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return len(s)
+}
+
+// skipComment returns the index of the parenthesis that closes the
+// comment opening at s[i] (comments nest, RFC 5322 section 3.2.2), or
+// len(s) if it is not closed.
+func skipComment(s string, i int) int {
+	depth := 0
+	for ; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '(':
+			depth++
+		case ')':
+			if depth--; depth == 0 {
+				return i
+			}
+		}
+	}
+	return len(s)
 }
 
 func domainOf(addr string) string {
@@ -216,6 +531,42 @@ func domainOf(addr string) string {
 		return ""
 	}
 	return strings.ToLower(addr[i+1:])
+}
+
+// headerLen returns the length of the header of msg up to the end of its
+// last field's line, not counting the empty line after it: 0 when msg
+// starts with the empty line, len(msg) when there is none.
+func headerLen(msg []byte) int {
+	if bytes.HasPrefix(msg, crlf) {
+		return 0
+	}
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		return i + 2
+	}
+	return len(msg)
+}
+
+// headerFields splits a header into its fields, each with its
+// continuation lines and line ends.
+func headerFields(hdr []byte) [][]byte {
+	var out [][]byte
+	for len(hdr) > 0 {
+		n := lineEnd(hdr, 0)
+		for n < len(hdr) && (hdr[n] == ' ' || hdr[n] == '\t') {
+			n = lineEnd(hdr, n)
+		}
+		out = append(out, hdr[:n])
+		hdr = hdr[n:]
+	}
+	return out
+}
+
+// lineEnd returns the index after the line of b that starts at i.
+func lineEnd(b []byte, i int) int {
+	if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
+		return i + j + 1
+	}
+	return len(b)
 }
 
 // traceRoom is the room kept before a DATA body for traceHeaders.
@@ -265,63 +616,208 @@ func (s *session) traceFields(id string, v verdicts) []byte {
 	return b.Bytes()
 }
 
-// foldAuthRes puts each result of authres.Format on its own line.
+// foldAuthRes puts each result of authres.Format on its own line: it
+// folds at the "; " between results (RFC 8601 section 2.2 resinfo), never
+// at one inside a quoted string or a comment, where it would turn a
+// value into results of its own under our authserv-id.
 func foldAuthRes(s string) string {
-	parts := strings.Split(s, "; ")
-	for i := range parts {
-		parts[i] = strings.TrimSpace(parts[i])
+	var b strings.Builder
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			i = skipQuoted(s, i)
+		case '(':
+			i = skipComment(s, i)
+		case ';':
+			if i+1 < len(s) && s[i+1] == ' ' {
+				b.WriteString(strings.TrimRight(s[start:i], " "))
+				b.WriteString(";\r\n\t")
+				start = i + 2
+			}
+		}
 	}
-	return strings.Join(parts, ";\r\n\t")
+	b.WriteString(strings.TrimRight(s[start:], " "))
+	return b.String()
 }
 
 func (v verdicts) results(helo, from string) []authres.Result {
 	spfRes := &authres.SPFResult{Value: authres.ResultValue(v.spf.result)}
 	if v.spf.helo {
-		spfRes.Helo = helo
+		spfRes.Helo = authDomain(helo)
 	} else {
-		spfRes.From = from
+		spfRes.From = authMailbox(from)
 	}
 	out := []authres.Result{spfRes}
 	if len(v.dkim) == 0 {
 		out = append(out, &authres.DKIMResult{Value: authres.ResultNone})
 	}
 	for _, d := range v.dkim {
-		out = append(out, &authres.DKIMResult{Value: authres.ResultValue(d.result), Domain: d.domain})
+		out = append(out, &authres.GenericResult{Method: "dkim", Value: authres.ResultValue(d.result),
+			Params: map[string]string{
+				"reason":   authReason(d.reason),
+				"header.d": authDomain(d.domain),
+				"header.s": authDomain(d.selector),
+				"header.i": authMailbox(d.identifier),
+			}})
 	}
-	return append(out, &authres.DMARCResult{Value: authres.ResultValue(v.dmarc.result), From: v.dmarc.from})
+	return append(out, &authres.DMARCResult{Value: authres.ResultValue(v.dmarc.result),
+		Reason: authReason(v.dmarc.reason), From: v.dmarc.from})
 }
 
-// dropOurAuthResults removes header fields "Authentication-Results: host;"
-// (with host our authserv-id) from the message header.
-func dropOurAuthResults(body []byte, host string) []byte {
-	end := bytes.Index(body, []byte("\r\n\r\n"))
-	if end < 0 {
-		end = len(body)
+// Values written into our Authentication-Results come from the sender.
+// authres.Format quotes a value with tspecials but does not escape a
+// backslash, so a value must hold no '"' or '\', nor anything else that
+// could end it: the writers below let through only what a domain, a
+// dot-atom or a plain sentence is made of, and drop the rest.
+
+// authDomain returns d when it is a domain name (UTF-8 labels allowed,
+// RFC 6532) or an address literal, and "" otherwise.
+func authDomain(d string) string {
+	if lit, ok := strings.CutPrefix(d, "["); ok && strings.HasSuffix(lit, "]") {
+		if strings.Trim(lit[:len(lit)-1], "0123456789abcdefABCDEFIPv.:") == "" {
+			return d
+		}
+		return ""
 	}
+	if d == "" || !utf8.ValidString(d) {
+		return ""
+	}
+	for _, r := range d {
+		if r < utf8.RuneSelf && !isLDH(byte(r)) && r != '.' && r != '_' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return ""
+		}
+	}
+	return d
+}
+
+func isLDH(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
+}
+
+// authMailbox returns the address a for smtp.mailfrom or header.i. RFC
+// 8601 section 2.2 lets a pvalue be [ [ local-part ] "@" ] domain-name:
+// the local part is written only when it is a dot-atom, which needs no
+// quoting (a quoted one, "x; dkim=pass ..."@example.org, is what a
+// sender would inject results with), and left out otherwise.
+func authMailbox(a string) string {
+	i := strings.LastIndexByte(a, '@')
+	if i < 0 {
+		return authDomain(a)
+	}
+	local, domain := a[:i], authDomain(a[i+1:])
+	switch {
+	case domain == "":
+		return ""
+	case local == "":
+		return "@" + domain
+	case !isDotAtom(local):
+		return domain
+	}
+	return local + "@" + domain
+}
+
+// isDotAtom reports whether s is a dot-atom (RFC 5322 section 3.2.3,
+// with the UTF-8 of RFC 6532).
+func isDotAtom(s string) bool {
+	if s == "" || !utf8.ValidString(s) {
+		return false
+	}
+	for _, atom := range strings.Split(s, ".") {
+		if atom == "" {
+			return false
+		}
+		for _, r := range atom {
+			if r < utf8.RuneSelf && !isLDH(byte(r)) && !strings.ContainsRune("!#$%&'*+/=?^_`{|}~", r) ||
+				unicode.IsSpace(r) || unicode.IsControl(r) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// authReason keeps of a reason the letters, digits, spaces and a few
+// marks: no quote, backslash, "=" or ";" that could make it read as a
+// result.
+func authReason(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < utf8.RuneSelf && (isLDH(byte(r)) || strings.ContainsRune(" .,:_/", r)) {
+			return r
+		}
+		return -1
+	}, s)
+	if len(s) > 100 {
+		s = s[:100]
+	}
+	return strings.TrimSpace(s)
+}
+
+// dropOurAuthResults removes the Authentication-Results fields whose
+// authserv-id is ours from the message header (RFC 8601 section 5: a
+// receiver MUST remove or rename them, as they cannot be told from our
+// own). The authserv-id is read as the grammar has it (section 2.2): a
+// token or quoted-string, optionally followed by a version, with CFWS
+// around it, on any of the field's folded lines; compared without case
+// (it is a domain name) and without a trailing dot.
+func dropOurAuthResults(body []byte, host string) []byte {
+	end := headerLen(body)
 	hdr := body[:end]
 	if !bytes.Contains(bytes.ToLower(hdr), []byte("authentication-results")) {
 		return body
 	}
+	host = strings.TrimSuffix(host, ".")
 	var out bytes.Buffer
-	lines := bytes.SplitAfter(hdr, []byte("\r\n"))
-	skip := false
-	for _, l := range lines {
-		if len(l) > 0 && (l[0] == ' ' || l[0] == '\t') {
-			if !skip {
-				out.Write(l)
-			}
+	for _, f := range headerFields(hdr) {
+		name, value, ok := bytes.Cut(f, []byte(":"))
+		if ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Authentication-Results") &&
+			strings.EqualFold(strings.TrimSuffix(authservID(string(value)), "."), host) {
 			continue
 		}
-		skip = false
-		name, val, ok := bytes.Cut(l, []byte(":"))
-		if ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Authentication-Results") {
-			id, _, _ := strings.Cut(strings.TrimSpace(string(val)), ";")
-			skip = strings.EqualFold(strings.TrimSpace(id), host)
-		}
-		if !skip {
-			out.Write(l)
-		}
+		out.Write(f)
 	}
 	out.Write(body[end:])
 	return out.Bytes()
+}
+
+// authservID returns the authserv-id an Authentication-Results value
+// starts with, unquoted.
+func authservID(v string) string {
+	i := skipCFWS(v, 0)
+	if i < len(v) && v[i] == '"' {
+		end := skipQuoted(v, i)
+		var b strings.Builder
+		for j := i + 1; j < end; j++ {
+			switch v[j] {
+			case '\\':
+				if j++; j < end {
+					b.WriteByte(v[j])
+				}
+			case '\r', '\n': // folding inside the quoted string
+			default:
+				b.WriteByte(v[j])
+			}
+		}
+		return b.String()
+	}
+	j := i
+	for j < len(v) && v[j] > ' ' && v[j] != 0x7f && !strings.ContainsRune(`()<>@,;:\"/[]?=`, rune(v[j])) {
+		j++
+	}
+	return v[i:j]
+}
+
+// skipCFWS returns the index of the first byte at or after i that is
+// neither white space (folding included) nor in a comment.
+func skipCFWS(s string, i int) int {
+	for ; i < len(s); i++ {
+		switch s[i] {
+		case ' ', '\t', '\r', '\n':
+		case '(':
+			i = skipComment(s, i)
+		default:
+			return i
+		}
+	}
+	return len(s)
 }

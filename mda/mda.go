@@ -24,6 +24,19 @@
 //     (RFC 5321 section 4.4; RFC 9228) go in store.Delivery.Prefix, and
 //     the call returns only after the commit is fsynced, so a 250 sent
 //     after it is durable. Remote alias targets go to Queue afterwards.
+//   - Delivered-To is the address that reached the account: the RCPT
+//     address with its +tag (alice+news@), or the alias target, as
+//     Postfix's local(8) and Dovecot's LMTP write it, so that Sieve and
+//     client filters can match the tag. An account reached by several
+//     recipients of one message gets one copy, with the first one's.
+//   - One full mailbox does not hold back the others (as in Postfix and
+//     Dovecot LMTP, which deliver per recipient): the accounts with room
+//     get the message at once and a copy for each full one goes to Queue,
+//     whose worker delivers it locally when there is room and sends the
+//     sender delay and failure DSNs on the usual schedule. Only when no
+//     recipient can take the message (or no queue is wired) is it refused
+//     as a whole with store.ErrOverQuota (452 4.2.2), which hands the
+//     retrying back to the sending MTA with nothing accepted.
 package mda
 
 import (
@@ -64,7 +77,22 @@ type Queue interface {
 // Route is where one recipient address leads.
 type Route struct {
 	Accounts []string // local accounts
-	Remote   []string // remote addresses (alias targets)
+	// DeliveredTo[i] is the address that reached Accounts[i], written in
+	// its Delivered-To field: the resolved address with its +tag, or the
+	// alias target, or the account itself (postmaster's fallback).
+	DeliveredTo []string
+	Remote      []string // remote addresses (alias targets)
+}
+
+// addAccount adds an account once, reached by the address via.
+func (r *Route) addAccount(acct, via string) {
+	for _, a := range r.Accounts {
+		if a == acct {
+			return
+		}
+	}
+	r.Accounts = append(r.Accounts, acct)
+	r.DeliveredTo = append(r.DeliveredTo, via)
 }
 
 // Envelope is one message's SMTP envelope.
@@ -72,12 +100,16 @@ type Envelope struct {
 	From       string   // reverse path, "" for <>
 	Recipients []string // as given in RCPT TO, each accepted by Resolve
 	Junk       bool     // deliver to Junk instead of INBOX
+	SMTPUTF8   bool     // the transaction used SMTPUTF8 (for the queue's DSNs)
 }
 
 // Result says what Deliver did.
 type Result struct {
 	Delivered []store.Delivered
 	Queued    []string // remote addresses queued
+	// Deferred are the local recipients (Delivered-To addresses) whose
+	// mailbox was full: their copy is queued until it has room.
+	Deferred []string
 }
 
 // Agent delivers mail.
@@ -186,7 +218,7 @@ func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r 
 		candidates = append(candidates, base+"@"+domain) // RFC 5233 subaddress
 	}
 	for _, c := range candidates {
-		found, err := a.expandExact(c, depth, seen, r)
+		found, err := a.expandExact(c, addr, depth, seen, r)
 		if found || err != nil {
 			return err
 		}
@@ -204,12 +236,13 @@ func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r 
 	return a.expandTargets(targets, depth, seen, r)
 }
 
-// expandExact resolves an address that is an account or an alias.
-func (a *Agent) expandExact(addr string, depth int, seen map[string]bool, r *Route) (bool, error) {
+// expandExact resolves an address that is an account or an alias; via is
+// the address being expanded (addr with its +tag), for Delivered-To.
+func (a *Agent) expandExact(addr, via string, depth int, seen map[string]bool, r *Route) (bool, error) {
 	acct, err := a.Store.Account(addr)
 	switch {
 	case err == nil && !acct.Disabled:
-		addUnique(&r.Accounts, acct.Address)
+		r.addAccount(acct.Address, via)
 		return true, nil
 	case err == nil: // disabled: like an unknown user
 		return true, ErrUnknownUser
@@ -272,7 +305,7 @@ func (a *Agent) postmaster(domain string, r *Route) error {
 	if first == nil {
 		return ErrUnknownUser
 	}
-	addUnique(&r.Accounts, first.Address)
+	r.addAccount(first.Address, first.Address)
 	return nil
 }
 
@@ -341,8 +374,10 @@ func (a *Agent) CheckQuota(r Route, size int64) error {
 func (a *Agent) CheckRoom(size int64) error { return a.Store.CheckRoom(size) }
 
 // Deliver writes body (CRLF, without our per-recipient headers) to every
-// local recipient in one durable transaction and queues remote ones.
-// store.ErrOverQuota is returned when an account is full (452 4.2.2).
+// local recipient in one durable transaction and queues remote ones. A
+// full mailbox's copy is queued to wait for room (Result.Deferred) when
+// another recipient takes the message; store.ErrOverQuota (452 4.2.2) is
+// returned when none does.
 func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result, error) {
 	var route Route
 	for _, rcpt := range env.Recipients {
@@ -350,8 +385,8 @@ func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result,
 		if err != nil {
 			return Result{}, fmt.Errorf("recipient %s: %w", rcpt, err)
 		}
-		for _, acct := range r.Accounts {
-			addUnique(&route.Accounts, acct)
+		for i, acct := range r.Accounts {
+			route.addAccount(acct, r.DeliveredTo[i])
 		}
 		for _, rem := range r.Remote {
 			addUnique(&route.Remote, rem)
@@ -362,20 +397,18 @@ func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result,
 	}
 	var res Result
 	if len(route.Accounts) > 0 {
-		mailbox := "INBOX"
-		if env.Junk {
-			mailbox = "Junk"
-		}
-		to := make([]store.Delivery, 0, len(route.Accounts))
-		for _, acct := range route.Accounts {
-			to = append(to, store.Delivery{Account: acct, Mailbox: mailbox, Prefix: Prefix(env.From, acct)})
-		}
-		d, err := a.Store.Deliver(ctx, body, to)
+		d, full, err := a.deliverLocal(ctx, env, route, body)
 		if err != nil {
 			return Result{}, err
 		}
 		res.Delivered = d
 		a.Metrics.Add(metrics.Delivered, int64(len(d)), "to", "local")
+		if len(full) > 0 {
+			if err := a.deferFull(ctx, env, full, body); err != nil {
+				return res, err
+			}
+			res.Deferred = full
+		}
 	}
 	if len(route.Remote) > 0 {
 		if err := a.forward(ctx, env, route.Remote, body); err != nil {
@@ -386,10 +419,98 @@ func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result,
 	return res, nil
 }
 
+// localCopy is one account's copy of a message.
+type localCopy struct {
+	to  store.Delivery
+	via string // the Delivered-To address
+}
+
+// deliverLocal stores body for the route's accounts and returns the
+// Delivered-To addresses of those it left out because they are full.
+// store.Deliver is all or nothing, so on store.ErrOverQuota the full
+// accounts are found, taken out, and the rest tried again; each round
+// takes out at least one, unless a mailbox was emptied meanwhile, so a
+// round per account bounds it. When every account is full and there is
+// nothing remote to accept the message for, or no queue to hold the
+// full ones' copies, the error stands: nothing is accepted.
+func (a *Agent) deliverLocal(ctx context.Context, env Envelope, route Route, body []byte) (d []store.Delivered, full []string, err error) {
+	mailbox := "INBOX"
+	if env.Junk {
+		mailbox = "Junk"
+	}
+	copies := make([]localCopy, len(route.Accounts))
+	for i, acct := range route.Accounts {
+		via := route.DeliveredTo[i]
+		copies[i] = localCopy{via: via,
+			to: store.Delivery{Account: acct, Mailbox: mailbox, Prefix: Prefix(env.From, via)}}
+	}
+	for round := 0; ; round++ {
+		to := make([]store.Delivery, len(copies))
+		for i, c := range copies {
+			to[i] = c.to
+		}
+		d, err := a.Store.Deliver(ctx, body, to)
+		if !errors.Is(err, store.ErrOverQuota) || a.Queue == nil || round >= len(route.Accounts) {
+			return d, full, err
+		}
+		room, over, cerr := a.splitFull(copies, len(body))
+		if cerr != nil {
+			return nil, nil, cerr
+		}
+		full = append(full, over...)
+		if len(room) == 0 {
+			if len(route.Remote) == 0 {
+				return nil, nil, err
+			}
+			return nil, full, nil
+		}
+		copies = room
+	}
+}
+
+// splitFull sorts copies into those whose account has room for body and
+// those whose account has not (their Delivered-To addresses), by the
+// rule store.Deliver applies.
+func (a *Agent) splitFull(copies []localCopy, size int) (room []localCopy, full []string, err error) {
+	for _, c := range copies {
+		acct, err := a.Store.Account(c.to.Account)
+		if err != nil {
+			return nil, nil, err
+		}
+		add := int64(len(c.to.Prefix) + size)
+		if acct.QuotaBytes > 0 && acct.UsedBytes+add > acct.QuotaBytes {
+			full = append(full, c.via)
+		} else {
+			room = append(room, c)
+		}
+	}
+	return room, full, nil
+}
+
+// deferFull queues the copies of full mailboxes. The queue's worker
+// delivers a recipient of ours through this Agent, so each copy is tried
+// again on the queue's retry schedule, with a delay DSN after its
+// delay_notice and a failure DSN after give_up_after, as for remote mail.
+// The entry keeps Junk, so a quarantined message still goes to Junk.
+func (a *Agent) deferFull(ctx context.Context, env Envelope, full []string, body []byte) error {
+	e := store.QueueEntry{From: env.From, NoBounce: env.From == "", Junk: env.Junk, SMTPUTF8: env.SMTPUTF8}
+	for _, r := range full {
+		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
+	}
+	q, err := a.Queue.Enqueue(ctx, e, body)
+	if err != nil {
+		return fmt.Errorf("queue for full mailboxes %v: %w", full, err)
+	}
+	if a.Logger != nil {
+		a.Logger.Info("deferred: mailbox full", "queue_id", q.ID, "to", full)
+	}
+	return nil
+}
+
 // forward queues a message for remote alias targets, keeping the original
 // envelope sender (no SRS: SPF may fail at the next hop).
 func (a *Agent) forward(ctx context.Context, env Envelope, remote []string, body []byte) error {
-	e := store.QueueEntry{From: env.From, NoBounce: env.From == ""}
+	e := store.QueueEntry{From: env.From, NoBounce: env.From == "", SMTPUTF8: env.SMTPUTF8}
 	for _, r := range remote {
 		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
 	}
@@ -404,7 +525,8 @@ func (a *Agent) forward(ctx context.Context, env Envelope, remote []string, body
 }
 
 // Prefix is the per-recipient header block put before a delivered
-// message: Return-Path (RFC 5321 section 4.4) and Delivered-To.
-func Prefix(from, account string) []byte {
-	return []byte("Return-Path: <" + smtpaddr.Quote(from) + ">\r\nDelivered-To: " + account + "\r\n")
+// message: Return-Path (RFC 5321 section 4.4) and Delivered-To, the
+// address that reached the account (Route.DeliveredTo).
+func Prefix(from, recipient string) []byte {
+	return []byte("Return-Path: <" + smtpaddr.Quote(from) + ">\r\nDelivered-To: " + recipient + "\r\n")
 }

@@ -36,7 +36,13 @@ func newAgent(t *testing.T) (*Agent, store.Store) {
 	must(st.AddAlias("loop3@example.test", []string{"loop1@example.test"}))
 	must(st.AddAlias("@other.test", []string{"carol@other.test"}))
 	must(st.AddAlias("dangling@example.test", []string{"nobody@example.test"}))
+	must(st.AddAlias("tagged@example.test", []string{"bob+lists@example.test"}))
 	return &Agent{Store: st}, st
+}
+
+// accounts is the route to accounts each reached by its own address.
+func accounts(addrs ...string) Route {
+	return Route{Accounts: addrs, DeliveredTo: addrs}
 }
 
 func TestResolve(t *testing.T) {
@@ -46,15 +52,23 @@ func TestResolve(t *testing.T) {
 		route Route
 		err   error
 	}{
-		{"alice@example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
-		{"ALICE@Example.TEST", Route{Accounts: []string{"alice@example.test"}}, nil},
-		{"alice+news@example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"alice@example.test", accounts("alice@example.test"), nil},
+		{"ALICE@Example.TEST", accounts("alice@example.test"), nil},
+		// Delivered-To keeps the +tag (as Postfix local(8) writes it).
+		{"alice+news@example.test", Route{Accounts: []string{"alice@example.test"},
+			DeliveredTo: []string{"alice+news@example.test"}}, nil},
+		{"Alice+News@Example.test.", Route{Accounts: []string{"alice@example.test"},
+			DeliveredTo: []string{"alice+news@example.test"}}, nil},
 		{"team@example.test", Route{Accounts: []string{"alice@example.test", "bob@example.test", "carol@other.test"},
-			Remote: []string{"dave@remote.example"}}, nil},
+			DeliveredTo: []string{"alice@example.test", "bob@example.test", "carol@other.test"},
+			Remote:      []string{"dave@remote.example"}}, nil},
 		{"team+x@example.test", Route{Accounts: []string{"alice@example.test", "bob@example.test", "carol@other.test"},
-			Remote: []string{"dave@remote.example"}}, nil},
-		{"anything@other.test", Route{Accounts: []string{"carol@other.test"}}, nil}, // catch-all
-		{"carol@other.test", Route{Accounts: []string{"carol@other.test"}}, nil},
+			DeliveredTo: []string{"alice@example.test", "bob@example.test", "carol@other.test"},
+			Remote:      []string{"dave@remote.example"}}, nil},
+		{"tagged@example.test", Route{Accounts: []string{"bob@example.test"},
+			DeliveredTo: []string{"bob+lists@example.test"}}, nil}, // an alias to a tagged address
+		{"anything@other.test", accounts("carol@other.test"), nil}, // catch-all
+		{"carol@other.test", accounts("carol@other.test"), nil},
 		{"nobody@example.test", Route{}, ErrUnknownUser},
 		{"dangling@example.test", Route{}, ErrUnknownUser},
 		{"loop1@example.test", Route{}, ErrAliasLoop},
@@ -207,11 +221,11 @@ func TestHostPostmaster(t *testing.T) {
 		route      Route
 		err        error
 	}{
-		{"mail.example.test", "postmaster@mail.example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
-		{"mail.example.test", "Postmaster@MAIL.example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
-		{"mail.example.test", "MAILER-DAEMON@mail.example.test", Route{Accounts: []string{"alice@example.test"}}, nil},
-		{"mx.other.test.", "postmaster@mx.other.test", Route{Accounts: []string{"carol@other.test"}}, nil}, // catch-all of other.test
-		{"mail.elsewhere.example", "postmaster@mail.elsewhere.example", Route{Accounts: []string{"alice@example.test"}}, nil},
+		{"mail.example.test", "postmaster@mail.example.test", accounts("alice@example.test"), nil},
+		{"mail.example.test", "Postmaster@MAIL.example.test", accounts("alice@example.test"), nil},
+		{"mail.example.test", "MAILER-DAEMON@mail.example.test", accounts("alice@example.test"), nil},
+		{"mx.other.test.", "postmaster@mx.other.test", accounts("carol@other.test"), nil}, // catch-all of other.test
+		{"mail.elsewhere.example", "postmaster@mail.elsewhere.example", accounts("alice@example.test"), nil},
 		{"mail.example.test", "alice@mail.example.test", Route{}, ErrNotOurDomain},
 		{"", "postmaster@mail.example.test", Route{}, ErrNotOurDomain},
 	} {

@@ -221,26 +221,44 @@ func (ss *session) Data(r io.Reader) error {
 // route hands the message to the delivery agent and the queue.
 func (ss *session) route(ctx context.Context, msg []byte) error {
 	if len(ss.remote) > 0 {
-		e := store.QueueEntry{
-			From: ss.from, SMTPUTF8: ss.utf8, EightBit: ss.eightBit, AuthUser: ss.account,
-			NoBounce: ss.from == "",
-		}
-		for _, r := range ss.remote {
-			e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
-		}
-		q, err := ss.s.Queue.Enqueue(ctx, e, msg)
-		if err != nil {
+		if err := ss.enqueue(ctx, ss.remote, msg); err != nil {
 			return err
 		}
-		ss.log.Info("accepted", "queue_id", q.ID, "from", ss.from, "remote", len(ss.remote), "size", len(msg))
 	}
 	if len(ss.local) > 0 {
-		res, err := ss.s.MDA.Deliver(ctx, mda.Envelope{From: ss.from, Recipients: ss.local}, msg)
+		env := mda.Envelope{From: ss.from, Recipients: ss.local, SMTPUTF8: ss.utf8}
+		res, err := ss.s.MDA.Deliver(ctx, env, msg)
+		if errors.Is(err, store.ErrOverQuota) && len(ss.remote) > 0 {
+			// Every local mailbox is full, but the message is accepted
+			// for the remote recipients already: the local copies wait
+			// in the queue for room, as the MDA queues a full mailbox's
+			// copy when another local recipient takes the message. A
+			// 452 here would have the client send it again to all.
+			return ss.enqueue(ctx, ss.local, msg)
+		}
 		if err != nil {
 			return err
 		}
-		ss.log.Info("delivered locally", "from", ss.from, "mailboxes", len(res.Delivered), "forwarded", len(res.Queued), "size", len(msg))
+		ss.log.Info("delivered locally", "from", ss.from, "mailboxes", len(res.Delivered), "forwarded", len(res.Queued),
+			"deferred", len(res.Deferred), "size", len(msg))
 	}
+	return nil
+}
+
+// enqueue puts the message in the outbound queue for rcpts.
+func (ss *session) enqueue(ctx context.Context, rcpts []string, msg []byte) error {
+	e := store.QueueEntry{
+		From: ss.from, SMTPUTF8: ss.utf8, EightBit: ss.eightBit, AuthUser: ss.account,
+		NoBounce: ss.from == "",
+	}
+	for _, r := range rcpts {
+		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
+	}
+	q, err := ss.s.Queue.Enqueue(ctx, e, msg)
+	if err != nil {
+		return err
+	}
+	ss.log.Info("accepted", "queue_id", q.ID, "from", ss.from, "recipients", len(rcpts), "size", len(msg))
 	return nil
 }
 

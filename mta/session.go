@@ -201,13 +201,18 @@ func (s *session) Data(r io.Reader) error {
 	}
 	id := newID()
 	full := s.traceHeaders(id, v, buf, off)
-	env := mda.Envelope{From: s.from, Recipients: s.rcpts, Junk: v.dmarc.result == "fail" && v.dmarc.policy == "quarantine"}
+	env := mda.Envelope{From: s.from, Recipients: s.rcpts, Junk: v.dmarc.result == "fail" && v.dmarc.policy == "quarantine",
+		SMTPUTF8: s.mailOpts != nil && s.mailOpts.UTF8}
+	// A full mailbox among several recipients does not fail the message:
+	// the MDA stores it for the others and queues the full one's copy
+	// (res.Deferred), and only when no recipient has room does the
+	// sender get 452 4.2.2 for the whole message.
 	res, err := s.srv.MDA.Deliver(context.Background(), env, full)
 	if err != nil {
 		return s.refuse(err, len(body), "delivery")
 	}
 	s.log.Info("message accepted", append(attrs, "id", id, "junk", env.Junk, "local", len(res.Delivered),
-		"queued", len(res.Queued), "ms", time.Since(start).Milliseconds())...)
+		"queued", len(res.Queued), "deferred", len(res.Deferred), "ms", time.Since(start).Milliseconds())...)
 	s.srv.Metrics.Inc(metrics.Accepted, "via", "smtp")
 	return nil
 }

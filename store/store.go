@@ -246,6 +246,10 @@ type QueueEntry struct {
 	SMTPUTF8      bool
 	EightBit      bool   // 8BITMIME body
 	AuthUser      string // account that submitted it, if any
+	// Junk: recipients of ours get it in Junk, not INBOX. A message the
+	// sender's DMARC policy quarantined, waiting in the queue for a full
+	// mailbox, must not reach INBOX when it is delivered later.
+	Junk bool
 }
 
 // Store is the interface every component uses. All methods are safe for

@@ -20,6 +20,7 @@ type result struct {
 	Status    string // enhanced status code, "5.1.1"
 	Diag      string // "smtp; 550 5.1.1 no such user" or our own words
 	RemoteMTA string // host that answered, if any
+	Local     bool   // one of our mailboxes (deliverLocal)
 }
 
 // attempt delivers the remaining recipients of one entry once and records
@@ -37,8 +38,9 @@ func (q *Queue) attempt(ctx context.Context, id string) error {
 		return q.defer_(e, fmt.Errorf("reading the queued body: %w", err))
 	}
 	log := q.Logger.With("queue_id", e.ID)
-	var results []result
-	for domain, rcpts := range groupByDomain(e) {
+	local, remote := q.splitLocal(e)
+	results := q.deliverLocal(ctx, e, local, body)
+	for domain, rcpts := range groupByDomain(remote) {
 		rs := q.deliverDomain(ctx, e, domain, rcpts, body)
 		results = append(results, rs...)
 		if ctx.Err() != nil {
@@ -67,15 +69,12 @@ func (q *Queue) readBody(e store.QueueEntry) ([]byte, error) {
 	return io.ReadAll(b)
 }
 
-// groupByDomain returns the recipients not yet done, by lower-case domain.
-func groupByDomain(e store.QueueEntry) map[string][]string {
+// groupByDomain returns recipients by lower-case domain.
+func groupByDomain(rcpts []string) map[string][]string {
 	m := map[string][]string{}
-	for _, r := range e.Recipients {
-		if r.Done {
-			continue
-		}
-		d := strings.ToLower(domainOf(r.Address))
-		m[d] = append(m[d], r.Address)
+	for _, r := range rcpts {
+		d := strings.ToLower(domainOf(r))
+		m[d] = append(m[d], r)
 	}
 	return m
 }
@@ -166,6 +165,7 @@ func (q *Queue) count(results []result, giveUp bool) {
 	delivered, failed, deferred := 0, 0, 0
 	for _, r := range results {
 		switch {
+		case r.Delivered && r.Local: // counted by the MDA, to=local
 		case r.Delivered:
 			delivered++
 		case r.Permanent || giveUp:

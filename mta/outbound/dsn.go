@@ -47,7 +47,13 @@ func (q *Queue) sendDSN(ctx context.Context, e store.QueueEntry, body []byte, rs
 			return err
 		}
 	}
-	if e.AuthUser == "" && !local {
+	// A copy for a mailbox of ours that was full (local.go) is owed its
+	// DSNs whoever sent it: after our 250 the delivery is ours to report
+	// (RFC 5321 section 6.1), and Postfix too bounces a local recipient
+	// it accepted. A forged sender could get it as backscatter, but only
+	// for mail that passed our DMARC check, to a user of ours who is
+	// full, which is rare; forwarding to remote addresses is routine.
+	if e.AuthUser == "" && !local && !allLocal(rs) {
 		log.Info("no DSN: not submitted by a user and the sender is remote (no backscatter)", "from", e.From)
 		return nil
 	}

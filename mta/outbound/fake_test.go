@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -171,9 +172,17 @@ type fakeMDA struct {
 	got      []string
 	ch       chan string
 	failures int // fail this many deliveries first
+	// mailboxes are recipients of ours that take mail from any sender
+	// (not only DSNs): each is full (store.ErrOverQuota) for as many
+	// deliveries as its count, then takes the message, whose envelope
+	// goes to stored.
+	mailboxes map[string]int
+	stored    chan mda.Envelope
 }
 
-func newFakeMDA() *fakeMDA { return &fakeMDA{ch: make(chan string, 100)} }
+func newFakeMDA() *fakeMDA {
+	return &fakeMDA{ch: make(chan string, 100), stored: make(chan mda.Envelope, 100)}
+}
 
 func (m *fakeMDA) Resolve(addr string) (mda.Route, error) {
 	if strings.HasSuffix(strings.ToLower(addr), "@local.test") {
@@ -183,6 +192,19 @@ func (m *fakeMDA) Resolve(addr string) (mda.Route, error) {
 }
 
 func (m *fakeMDA) Deliver(ctx context.Context, env mda.Envelope, body []byte) (mda.Result, error) {
+	m.mu.Lock()
+	full, ours := m.mailboxes[env.Recipients[0]]
+	if ours && full > 0 {
+		m.mailboxes[env.Recipients[0]]--
+	}
+	m.mu.Unlock()
+	switch {
+	case ours && full > 0:
+		return mda.Result{}, fmt.Errorf("account %s: %w", env.Recipients[0], store.ErrOverQuota)
+	case ours:
+		m.stored <- env
+		return mda.Result{}, nil
+	}
 	if env.From != "" {
 		return mda.Result{}, errors.New("DSN with a non-null sender")
 	}

@@ -46,9 +46,13 @@
 //     was not submitted by an authenticated user (AuthUser "") and the
 //     sender is not one of our addresses: mail accepted unauthenticated on
 //     port 25 and forwarded by an alias could carry a forged sender, and a
-//     bounce to it would be backscatter. A DSN to one of our addresses is
+//     bounce to it would be backscatter. Recipients of ours are the
+//     exception (see the next note). A DSN to one of our addresses is
 //     delivered locally through MDA; any other is queued with NoBounce.
 //     One delay notice (Action: delayed) is sent after DelayNotice.
+//   - Recipients of ours (the copy for a mailbox that was full, which
+//     mda.Agent.Deliver queues) are delivered through MDA, one at a time,
+//     with the same retries and DSNs as remote ones (local.go).
 //   - A connection is kept for a few seconds after a transaction and
 //     reused, after an RSET, for the next message to the same host
 //     (pool.go). The body goes with DATA; BDAT/CHUNKING is not needed since we
@@ -75,7 +79,8 @@ import (
 	"github.com/posthorn/posthorn/store"
 )
 
-// LocalDelivery delivers DSNs to our own users; *mda.Agent implements it.
+// LocalDelivery delivers to our own users (DSNs, and a full mailbox's
+// copy once it has room); *mda.Agent implements it.
 type LocalDelivery interface {
 	Resolve(address string) (mda.Route, error)
 	Deliver(ctx context.Context, env mda.Envelope, body []byte) (mda.Result, error)
@@ -115,7 +120,9 @@ type Queue struct {
 	// default one. ServerName is set per host.
 	TLS *tls.Config
 
-	MDA     LocalDelivery // for DSNs to our own users; nil: queue them
+	// MDA delivers DSNs to our own users and the entries' recipients of
+	// ours; nil: DSNs are queued, and every recipient goes to its MX.
+	MDA     LocalDelivery
 	Logger  *slog.Logger
 	Metrics *metrics.Registry
 

@@ -1,0 +1,129 @@
+package mta_test
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/store"
+)
+
+// mailbox returns the messages in an account's mailbox.
+func mailbox(t testing.TB, st store.Store, account, name string) []string {
+	t.Helper()
+	msgs, err := st.Messages(account, name)
+	if err != nil {
+		t.Fatalf("messages of %s: %v", account, err)
+	}
+	var out []string
+	for _, m := range msgs {
+		b, err := st.OpenMessage(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(b)
+		b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(data))
+	}
+	return out
+}
+
+// waitMailbox waits until an account's INBOX has n messages.
+func waitMailbox(t testing.TB, st store.Store, account string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if got := mailbox(t, st, account, "INBOX"); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: fewer than %d messages after 30s", account, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestE2EFullMailboxDoesNotHoldBackOthers: a message without SIZE= to
+// three accounts, one of them full, gets 250; the two with room have it at
+// once, the sender gets a delay DSN for the full one (4.2.2), and the full
+// one gets its copy from the queue when it has room, with its +tag in
+// Delivered-To. Before, DATA got 452 4.2.2 and nobody got anything.
+func TestE2EFullMailboxDoesNotHoldBackOthers(t *testing.T) {
+	env := harness.Start(t, harness.Options{Configure: func(c *config.Config) {
+		c.Outbound.DelayNotice = config.Duration{Duration: time.Millisecond}
+	}})
+	for _, u := range []string{"bob@example.test", "full@example.test", "carol@example.test"} {
+		env.AddUser(u, "pw-"+u)
+	}
+	st := env.Server.Store
+	if err := st.SetQuota("full@example.test", 1); err != nil {
+		t.Fatal(err)
+	}
+	rcpts := []string{harness.User, "full+news@example.test", "bob@example.test"}
+	if err := send(env.Addr("smtp"), "carol@example.test", rcpts, testMessage, nil); err != nil {
+		t.Fatalf("one full mailbox failed the message: %v", err)
+	}
+	for _, acct := range []string{harness.User, "bob@example.test"} {
+		if got := mailbox(t, st, acct, "INBOX"); len(got) != 1 || !strings.HasSuffix(got[0], testMessage) {
+			t.Errorf("%s has %d messages, want the message at once", acct, len(got))
+		}
+	}
+	dsn := waitMailbox(t, st, "carol@example.test", 1)[0]
+	for _, want := range []string{"Return-Path: <>", "Final-Recipient: rfc822; full+news@example.test",
+		"Action: delayed", "Status: 4.2.2", "Subject: end to end"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("delay DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+	if got := mailbox(t, st, "full@example.test", "INBOX"); len(got) != 0 {
+		t.Fatalf("the full mailbox got %d messages", len(got))
+	}
+	if err := st.SetQuota("full@example.test", 0); err != nil {
+		t.Fatal(err)
+	}
+	got := waitMailbox(t, st, "full@example.test", 1)
+	if !strings.HasPrefix(got[0], "Return-Path: <carol@example.test>\r\nDelivered-To: full+news@example.test\r\n") ||
+		!strings.HasSuffix(got[0], testMessage) {
+		t.Errorf("queued copy delivered as:\n%s", got[0])
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		es, err := st.QueueEntries()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue still has %+v", es)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(mailbox(t, st, "carol@example.test", "INBOX")); n != 1 {
+		t.Errorf("sender has %d messages, want the one delay DSN", n)
+	}
+}
+
+// TestE2EDeliveredToKeepsTag: RCPT TO alice+news@ is stored with
+// Delivered-To: alice+news@ (as Postfix's local(8) and Dovecot's LMTP
+// write it), so that filters can match the tag; a second recipient
+// reaching the same account adds no copy.
+func TestE2EDeliveredToKeepsTag(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	env.AddUser("bob@example.test", "pw-bob-123456")
+	rcpts := []string{"alice+news@example.test", "bob@example.test", harness.User}
+	if err := send(env.Addr("smtp"), "x@remote.example", rcpts, testMessage, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := mailbox(t, env.Server.Store, harness.User, "INBOX")
+	if len(got) != 1 || !strings.HasPrefix(got[0], "Return-Path: <x@remote.example>\r\nDelivered-To: alice+news@example.test\r\n") {
+		t.Errorf("alice has %d messages, the first:\n%s", len(got), got)
+	}
+}

@@ -41,7 +41,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -101,7 +100,7 @@ type Server struct {
 	mu     sync.Mutex
 	srv    *smtp.Server
 	ln     net.Listener
-	busy   atomic.Int64 // messages between DATA and the reply
+	drain  mta.Drain // transactions in progress
 	budget *membudget.Budget
 }
 
@@ -142,16 +141,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	ln.Close()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for s.busy.Load() > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-tick.C:
-		}
-	}
+	err := s.drain.Wait(ctx)
 	srv.Close()
 	return err
 }

@@ -46,7 +46,8 @@ type session struct {
 	local    []string
 	remote   []string
 	seen     map[string]bool
-	inTx     bool // MAIL was accepted; Reset ends the transaction
+	inTx     bool   // MAIL was accepted; Reset ends the transaction
+	tx       mta.Tx // the transaction as shutdown counts it
 	bdat     mta.BDATGuard
 }
 
@@ -122,6 +123,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 			return errSenderNotOwned
 		}
 	}
+	if err := ss.tx.Begin(&ss.s.drain); err != nil {
+		return err
+	}
 	ss.from, ss.inTx = from, true
 	if opts != nil {
 		ss.utf8 = opts.UTF8
@@ -180,8 +184,6 @@ func (ss *session) Data(r io.Reader) error {
 	if ss.account == "" {
 		return errAuthRequired
 	}
-	ss.s.busy.Add(1)
-	defer ss.s.busy.Add(-1)
 	// go-smtp checks the size first (it fails the read with its reply).
 	// Message lines may be longer than command lines (see
 	// mta.LiftLineLimit).
@@ -267,10 +269,14 @@ func (ss *session) Reset() {
 	ss.bdat.Wait()
 	ss.from, ss.size, ss.utf8, ss.eightBit = "", 0, false, false
 	ss.local, ss.remote, ss.seen, ss.inTx = nil, nil, nil, false
+	ss.tx.End(&ss.s.drain)
 }
 
 // Logout implements smtp.Session.
-func (ss *session) Logout() error { return nil }
+func (ss *session) Logout() error {
+	ss.tx.End(&ss.s.drain)
+	return nil
+}
 
 // assemble puts head and parts (see prepare: the first starts the body,
 // buf[headRoom:]) together: in buf when parts is the body alone and head

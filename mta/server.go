@@ -45,7 +45,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"blitiri.com.ar/go/spf"
@@ -96,7 +95,7 @@ type Server struct {
 	engine    *smtp.Server
 	listeners []net.Listener
 	closed    bool
-	busy      atomic.Int64 // sessions inside Data
+	drain     Drain // transactions in progress
 	dns       spf.DNSResolver
 	budget    *membudget.Budget
 }
@@ -189,16 +188,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ln := range lns {
 		ln.Close()
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for s.busy.Load() > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-tick.C:
-		}
-	}
+	err := s.drain.Wait(ctx)
 	e.Close()
 	return err
 }

@@ -32,6 +32,7 @@ type session struct {
 	rcpts    []string
 	badRcpts int
 	inTx     bool // MAIL was accepted; Reset ends the transaction
+	tx       Tx   // the transaction as shutdown counts it
 	bdat     BDATGuard
 }
 
@@ -48,10 +49,14 @@ func newSession(srv *Server, c *smtp.Conn) *session {
 func (s *session) Reset() {
 	s.bdat.Wait()
 	s.from, s.mailOpts, s.rcpts, s.spf, s.inTx = "", nil, nil, nil, false
+	s.tx.End(&s.srv.drain)
 }
 
 // Logout implements smtp.Session.
-func (s *session) Logout() error { return nil }
+func (s *session) Logout() error {
+	s.tx.End(&s.srv.drain)
+	return nil
+}
 
 // Mail implements smtp.Session: MAIL FROM (RFC 5321 section 4.1.1.2).
 // SPF is checked from here on, once per transaction (RFC 7208 section
@@ -78,6 +83,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return reply(s.log, err)
 	}
 	s.Reset()
+	if err := s.tx.Begin(&s.srv.drain); err != nil {
+		return err
+	}
 	s.from, s.mailOpts, s.inTx = from, opts, true
 	s.spf = startSPF(s.srv, s.ip, s.conn.Hostname(), from)
 	return nil
@@ -161,8 +169,6 @@ func (s *session) hangup(e *smtp.SMTPError) {
 // once the delivery is durable.
 func (s *session) Data(r io.Reader) error {
 	defer s.bdat.Start(s.conn, r)()
-	s.srv.busy.Add(1)
-	defer s.srv.busy.Add(-1)
 	start := time.Now()
 	buf, off, release, err := s.readBody(r)
 	defer release() // after delivery: nothing keeps the body once it is stored

@@ -12,8 +12,9 @@ import (
 // TestShutdownStopsEveryListenerAtOnce: while one SMTP transaction
 // drains, no listener takes new connections (they used to stop one after
 // another, the later ones still accepting logins and APPENDs while the
-// first drained), the transaction still completes, and the shutdown then
-// ends without error.
+// first drained), the transaction still completes (also when the server
+// had not yet reached its Data handler after the 354), a new one is
+// refused with 421, and the shutdown then ends without error.
 func TestShutdownStopsEveryListenerAtOnce(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
 	srv := env.Server
@@ -21,6 +22,8 @@ func TestShutdownStopsEveryListenerAtOnce(t *testing.T) {
 	for _, name := range []string{"imap", "imaps", "pop3", "pop3s", "submission", "submissions", "http"} {
 		addrs[name] = env.Addr(name)
 	}
+	idle := harness.DialSMTP(t, env.Addr("smtp"))
+	idle.Cmd("EHLO idle.example", "250")
 	c := harness.DialSMTP(t, env.Addr("smtp"))
 	c.Send("EHLO client.example\r\n")
 	c.Expect("250")
@@ -58,6 +61,8 @@ func TestShutdownStopsEveryListenerAtOnce(t *testing.T) {
 		t.Fatalf("shutdown ended (%v) before the transaction did", err)
 	default:
 	}
+	// No new transaction starts meanwhile (RFC 5321 section 3.8).
+	idle.Cmd("MAIL FROM:<late@remote.example>", "421 4.3.2")
 	c.Send("second half\r\n.\r\n")
 	c.Expect("250")
 	select {

@@ -5,8 +5,11 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -103,11 +106,26 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 	case errors.Is(err, membudget.ErrNoRoom):
 		log.Warn("message refused for now: too many bodies being received at once")
 		return errNoRoom
+	case clientGone(err):
+		// The client's doing, not ours: no error to alert on. The reply
+		// goes nowhere, or ends an aborted BDAT transfer.
+		log.Info("message not received: the client ended it", "err", err)
+		return &smtp.SMTPError{Code: codeTempLocal, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+			Message: "Message not received whole, try again"}
 	}
 	id := newID()
 	log.Error("internal error", "error_id", id, "err", err)
 	return &smtp.SMTPError{Code: codeTempLocal, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Internal error, try again later (id " + id + ")"}
+}
+
+// clientGone reports whether err is the client's ending of a transfer:
+// the connection closed or reset inside DATA or BDAT, or a BDAT transfer
+// aborted by RSET (go-smtp's ErrDataReset).
+func clientGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, smtp.ErrDataReset)
 }
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)

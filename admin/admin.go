@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -87,6 +88,7 @@ func commands() map[string]handler {
 		"user passwd": userPasswd,
 		"user del":    userDel,
 		"user list":   userList,
+		"user quota":  userQuota,
 		"alias add":   aliasAdd,
 		"alias del":   aliasDel,
 		"alias list":  aliasList,
@@ -256,6 +258,61 @@ func userPasswd(ctx context.Context, env *Env, req Request, out io.Writer) error
 	}
 	fmt.Fprintf(out, "password of %s changed\n", a)
 	return nil
+}
+
+// userQuota sets or clears an account's quota: SIZE is bytes, with an
+// optional K, M, G or T (powers of 1024, as user list prints them), or 0
+// or "none" for no quota. Mail already stored stays; once over its quota
+// an account refuses new mail (452 4.2.2 and a later retry, see mda).
+func userQuota(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 2, 2, "ADDRESS SIZE"); err != nil {
+		return err
+	}
+	a, err := Address(req.Args[0])
+	if err != nil {
+		return err
+	}
+	q, err := ParseSize(req.Args[1])
+	if err != nil {
+		return err
+	}
+	if err := env.Store.SetQuota(a, q); err != nil {
+		return noUser(a, err)
+	}
+	acct, err := env.Store.Account(a)
+	if err != nil {
+		return noUser(a, err)
+	}
+	switch {
+	case q == 0:
+		fmt.Fprintf(out, "%s has no quota (%s used)\n", a, ByteSize(acct.UsedBytes))
+	case acct.UsedBytes > q:
+		fmt.Fprintf(out, "quota of %s set to %s; %s used already: new mail waits until some is deleted\n", a, ByteSize(q), ByteSize(acct.UsedBytes))
+	default:
+		fmt.Fprintf(out, "quota of %s set to %s (%s used)\n", a, ByteSize(q), ByteSize(acct.UsedBytes))
+	}
+	return nil
+}
+
+// ParseSize reads a size in bytes: digits with an optional K, M, G or T
+// (powers of 1024; a trailing B or iB is allowed), or "none" for 0.
+func ParseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	if t == "NONE" {
+		return 0, nil
+	}
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	shift := 0
+	if n := len(t); n > 0 {
+		if i := strings.IndexByte("KMGT", t[n-1]); i >= 0 {
+			shift, t = 10*(i+1), t[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)>>shift {
+		return 0, fmt.Errorf("%q is not a size (bytes, or a number with K, M, G or T; 0 or none for no quota)", s)
+	}
+	return n << shift, nil
 }
 
 func noUser(a string, err error) error {

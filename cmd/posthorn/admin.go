@@ -159,6 +159,7 @@ func userCommand() *cli.Command {
 			sub("passwd", "set an account's password", "ADDRESS", withPassword("user passwd"), passwordStdinFlag),
 			sub("del", "delete an account and all its mail", "ADDRESS", adminAction("user del")),
 			sub("list", "list the accounts", "", adminAction("user list")),
+			sub("quota", "set an account's quota (e.g. 2G; 0 or none: no quota)", "ADDRESS SIZE", adminAction("user quota")),
 		},
 	}
 }

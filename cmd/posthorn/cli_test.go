@@ -68,6 +68,19 @@ func TestCLIStopped(t *testing.T) {
 	if out := mustRun(t, "", "--config", cfg, "user", "list"); !strings.Contains(out, "bob@example.org") {
 		t.Errorf("user list = %q", out)
 	}
+	if out := mustRun(t, "", "--config", cfg, "user", "quota", "bob@example.org", "2M"); out != "quota of bob@example.org set to 2.0M (0B used)\n" {
+		t.Errorf("user quota = %q", out)
+	}
+	if out := mustRun(t, "", "--config", cfg, "user", "list"); !strings.Contains(out, "bob@example.org  0B    2.0M") {
+		t.Errorf("user list after user quota = %q", out)
+	}
+	for _, bad := range []string{"1.5G", "1e9", "lots", "9999999T"} {
+		mustFail(t, "is not a size", "--config", cfg, "user", "quota", "bob@example.org", bad)
+	}
+	mustFail(t, "no user nobody@example.org", "--config", cfg, "user", "quota", "nobody@example.org", "1G")
+	if out := mustRun(t, "", "--config", cfg, "user", "quota", "bob@example.org", "none"); out != "bob@example.org has no quota (0B used)\n" {
+		t.Errorf("user quota none = %q", out)
+	}
 	mustRun(t, "", "--config", cfg, "alias", "add", "info@example.org", "bob@example.org", "someone@elsewhere.net")
 	if out := mustRun(t, "", "--config", cfg, "alias", "list"); !strings.Contains(out, "info@example.org -> bob@example.org, someone@elsewhere.net") {
 		t.Errorf("alias list = %q", out)

@@ -150,6 +150,7 @@ func TestE2ESmuggling(t *testing.T) {
 	count := func() int { return len(inbox(t, env.Server.Store, "INBOX")) }
 	mta.RunSmuggling(t, env.Addr("smtp"), harness.User, count)
 	mta.RunPipelinedData(t, env.Addr("smtp"), harness.User, count)
+	mta.RunPipelinedDataAtBoundary(t, env.Addr("smtp"), harness.User, count)
 	mta.RunBDAT(t, env.Addr("smtp"), harness.User, count)
 	mta.RunSmugglingTLS(t, env.Addr("smtp"), harness.User, count)
 }

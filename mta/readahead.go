@@ -25,6 +25,31 @@ type readAheadConn struct {
 
 var readAheadBufs = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
 
+// buffered is the number of bytes read ahead and not yet taken.
+func (c *readAheadConn) buffered() int {
+	if c.buf == nil {
+		return 0
+	}
+	return c.w - c.r
+}
+
+// readAhead is the number of bytes c's read-ahead holds, when c is (or
+// wraps, through Unwrap methods) port 25's plaintext connection; 0
+// otherwise (under TLS, go-smtp's connection is the tls.Conn).
+func readAhead(c net.Conn) int {
+	for range 8 {
+		switch w := c.(type) {
+		case *readAheadConn:
+			return w.buffered()
+		case interface{ Unwrap() net.Conn }:
+			c = w.Unwrap()
+		default:
+			return 0
+		}
+	}
+	return 0
+}
+
 func (c *readAheadConn) Read(p []byte) (int, error) {
 	if c.buf == nil {
 		if len(p) >= readAheadSize {

@@ -61,6 +61,9 @@ func newSequenceConn(c net.Conn) *sequenceConn {
 // Not for a connection that starts with TLS.
 func SequenceConn(c net.Conn) net.Conn { return newSequenceConn(c) }
 
+// Unwrap returns the connection under it.
+func (c *sequenceConn) Unwrap() net.Conn { return c.Conn }
+
 func (c *sequenceConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -106,6 +106,44 @@ func RunPipelinedData(t *testing.T, addr, rcpt string, stored func() int) {
 	}
 }
 
+// RunPipelinedDataAtBoundary sends MAIL, RCPT and DATA so that DATA's
+// line ends exactly at byte 4096, then the content, all in one write:
+// go-smtp's reader (4 KiB) then holds the commands and nothing more, and
+// the content waits in the read-ahead under it, still sent before the
+// 354.
+func RunPipelinedDataAtBoundary(t *testing.T, addr, rcpt string, stored func() int) {
+	before := stored()
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	cmds := "MAIL FROM:<bob@remote.example>\r\nRCPT TO:<" + rcpt + ">\r\n"
+	for pad := 4096 - len(cmds) - len("DATA\r\n"); pad > 0; {
+		// NOOPs fill the 4 KiB: each a command of the group.
+		n := min(pad, 500)
+		if pad-n > 0 && pad-n < len("NOOP \r\n") {
+			n = pad - len("NOOP \r\n")
+		}
+		cmds += "NOOP " + strings.Repeat("x", n-len("NOOP \r\n")) + "\r\n"
+		pad -= n
+	}
+	cmds += "DATA\r\n"
+	if len(cmds) != 4096 {
+		t.Fatalf("commands of %d bytes", len(cmds))
+	}
+	d.Send(cmds + "Subject: early\r\n\r\nbody\r\n.\r\n")
+	d.Expect("250") // MAIL
+	d.Expect("250") // RCPT
+	for range strings.Count(cmds, "NOOP") {
+		d.Expect("250")
+	}
+	d.Expect("354")
+	if got := d.Reply(); !strings.HasPrefix(got, "554 5.5.0") {
+		t.Errorf("reply %q, want 554 5.5.0", got)
+	}
+	if n := stored(); n != before {
+		t.Errorf("%d messages stored", n-before)
+	}
+}
+
 // RunBDAT sends a good message and one with a bare LF in chunks.
 func RunBDAT(t *testing.T, addr, rcpt string, stored func() int) {
 	before := stored()

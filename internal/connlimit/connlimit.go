@@ -112,6 +112,9 @@ type conn struct {
 	once sync.Once
 }
 
+// Unwrap returns the connection it counts (a Wrap's result, if any).
+func (c *conn) Unwrap() net.Conn { return c.Conn }
+
 func (c *conn) Close() error {
 	c.once.Do(func() {
 		c.l.Limiter.Release(c.ip)

@@ -55,6 +55,13 @@ func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.A
 		}
 		return nil, err
 	}
+	// Counted before the check: Shutdown sets closed before it reads
+	// the count, so either it waits for this APPEND or this one sees it.
+	ss.s.appending.Add(1)
+	defer ss.s.appending.Add(-1)
+	if ss.s.closed.Load() {
+		return fail(noErr(imapv2.ResponseCodeUnavailable, "Server shutting down, try again later"))
+	}
 	if options != nil {
 		if err := checkFlags(options.Flags); err != nil {
 			return fail(err)

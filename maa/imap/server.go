@@ -139,7 +139,9 @@ type Server struct {
 	caps     imapv2.CapSet
 	hub      *hub
 	closed   atomic.Bool
-	conns    atomic.Int64
+	// appending counts the APPENDs running, which Shutdown lets finish.
+	appending atomic.Int64
+	conns     atomic.Int64
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -282,8 +284,12 @@ func (s *Server) track(c *deadlineConn, open bool) {
 	}
 }
 
-// Shutdown closes the listeners and every connection. IMAP sessions hold no
-// state that needs a graceful end: every change is already in the store.
+// Shutdown closes the listeners, lets the APPENDs running finish (until
+// ctx ends: a message the client is sending is in flight, and Thunderbird
+// reports a Sent copy it could not save), says BYE to the sessions logged
+// in, as Dovecot does, and closes every connection. IMAP sessions hold no
+// other state that needs a graceful end: every change is already in the
+// store.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	if s.closed.Swap(true) {
@@ -293,6 +299,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
+	s.mu.Unlock()
+	var err error
+	tick := time.NewTicker(20 * time.Millisecond)
+	for s.appending.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	tick.Stop()
+	s.hub.byeAll("Server shutting down", time.Second)
+	s.mu.Lock()
 	var open []*deadlineConn
 	for c := range s.open {
 		open = append(open, c)
@@ -302,7 +321,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.Close()
 	}
 	s.hub.close()
-	return nil
+	return err
 }
 
 // oneConnListener hands one connection to an imapserver.Server, then

@@ -289,6 +289,33 @@ func (h *hub) kick(account string) {
 	}
 }
 
+// byeAll ends every logged-in session with BYE (text), each on a
+// goroutine of its own as in kick, and waits at most wait for them.
+func (h *hub) byeAll(text string, wait time.Duration) {
+	h.mu.Lock()
+	var all []*session
+	for _, m := range h.logins {
+		for ss := range m {
+			all = append(all, ss)
+		}
+	}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ss := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ss.bye(text)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(wait):
+	}
+}
+
 // kickDeleted kicks the sessions of accounts deleted while events were
 // lost (a subscription overflow).
 func (h *hub) kickDeleted() {

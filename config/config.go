@@ -104,7 +104,8 @@ type Outbound struct {
 	RetryMax     Duration `toml:"retry_max"`
 	// GiveUpAfter bounces a message still undelivered after this long.
 	GiveUpAfter Duration `toml:"give_up_after"`
-	// DelayNotice sends a delay DSN once a message has waited this long.
+	// DelayNotice sends a delay DSN once a message has waited this long;
+	// "0" sends none (as Postfix's delay_warning_time = 0).
 	DelayNotice Duration `toml:"delay_notice"`
 	// Workers is the number of concurrent outbound deliveries.
 	Workers int `toml:"workers"`

@@ -50,6 +50,7 @@ imaps = ""
 [outbound]
 retry_initial = "30s"
 retry_max = "1h"
+delay_notice = "0"
 
 [limits]
 max_recipients = 5
@@ -60,7 +61,8 @@ max_recipients = 5
 	}
 	if !c.AllowPlaintextAuth || c.MaxMessageBytes != 1<<20 || c.Listen.SMTP != "127.0.0.1:2525" ||
 		c.Listen.IMAPS != "" || c.Listen.IMAP != ":143" || c.Outbound.RetryInitial.Duration != 30*time.Second ||
-		c.Outbound.RetryMax.Duration != time.Hour || c.Limits.MaxRecipients != 5 || c.Limits.MaxLineBytes != 4096 {
+		c.Outbound.RetryMax.Duration != time.Hour || c.Outbound.DelayNotice.Duration != 0 ||
+		c.Limits.MaxRecipients != 5 || c.Limits.MaxLineBytes != 4096 {
 		t.Fatalf("parsed %+v", c)
 	}
 	if got, want := c.DataPath("posthorn.db"), filepath.Join("etc", "posthorn", "state", "posthorn.db"); got != want {

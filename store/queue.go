@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -100,6 +101,35 @@ func (s *boltStore) UpdateQueueEntry(e QueueEntry) error {
 		e.BlobID, e.Size, e.Created = old.BlobID, old.Size, old.Created
 		return putJSON(t.tx.Bucket(bucketQueue), []byte(e.ID), e)
 	})
+}
+
+// SetQueueNextAttempt makes the entries ids due at at and changes nothing
+// else. Each entry is read and written back in one write transaction, so
+// that a delivery worker's UpdateQueueEntry, which may commit at any time
+// while an admin retries the queue, is never overwritten by a copy read
+// before it (which would undo delivered recipients and send them the
+// message again). Ids not found (dropped or delivered meanwhile) are
+// skipped; n counts the entries changed.
+func (s *boltStore) SetQueueNextAttempt(ids []string, at time.Time) (n int, err error) {
+	err = s.update(func(t *txn) error {
+		n = 0
+		for _, id := range ids {
+			e, err := queueEntry(t.tx, id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			e.NextAttempt = at
+			if err := putJSON(t.tx.Bucket(bucketQueue), []byte(e.ID), e); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
 }
 
 // DeleteQueueEntry removes an entry and releases its body.

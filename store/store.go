@@ -348,7 +348,13 @@ type Store interface {
 	Enqueue(ctx context.Context, e QueueEntry, body []byte) (QueueEntry, error) // sets ID, BlobID, Size
 	QueueEntries() ([]QueueEntry, error)
 	QueueEntry(id string) (QueueEntry, error)
+	// UpdateQueueEntry replaces an entry's delivery state as a whole: only
+	// the worker that holds the entry may call it (see
+	// SetQueueNextAttempt for everyone else).
 	UpdateQueueEntry(e QueueEntry) error
+	// SetQueueNextAttempt changes only NextAttempt of the entries ids
+	// (missing ones are skipped) and returns how many it changed.
+	SetQueueNextAttempt(ids []string, at time.Time) (int, error)
 	// DeleteQueueEntry removes an entry and releases its body.
 	DeleteQueueEntry(id string) error
 

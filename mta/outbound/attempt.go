@@ -17,6 +17,7 @@ type result struct {
 	Address   string
 	Delivered bool
 	Permanent bool   // a permanent failure: bounce
+	GaveUp    bool   // failed because GiveUpAfter passed; the last error was temporary
 	Status    string // enhanced status code, "5.1.1"
 	Diag      string // "smtp; 550 5.1.1 no such user" or our own words
 	RemoteMTA string // host that answered, if any
@@ -91,20 +92,30 @@ func domainOf(addr string) string {
 // owes first, then commits the entry (or deletes it when nothing is left),
 // so a crash in between repeats a DSN but never loses one.
 func (q *Queue) record(ctx context.Context, e store.QueueEntry, body []byte, results []result) error {
+	if q.wasDropped(e.ID) {
+		return nil // Drop promises no DSN
+	}
 	now := q.now()
 	giveUp := now.Sub(e.Created) >= q.giveUpAfter()
 	failed, delayed, pending := q.apply(&e, results, now, giveUp)
 	q.count(results, giveUp)
 	if len(failed) > 0 {
 		if err := q.sendDSN(ctx, e, body, failed, actionFailed); err != nil {
-			// Keep the failed recipients: the next attempt fails them
-			// again and owes the DSN again.
-			unfail(&e, failed)
-			return q.defer_(e, fmt.Errorf("sending a DSN: %w", err))
+			if ctx.Err() != nil {
+				return ctx.Err() // shutdown: nothing recorded, the attempt is repeated
+			}
+			// sendDSN queues a DSN it cannot deliver, so this is a store
+			// that takes no new entry. The failed recipients stay failed
+			// all the same: trying them again would send the message
+			// again to a server that refused it, and to the others that
+			// took it, for as long as the store fails (Postfix too drops a
+			// bounce it cannot write, with a log line).
+			q.Logger.Error("DSN lost: it could neither be delivered nor queued", "queue_id", e.ID,
+				"to", e.From, "recipients", len(failed), "err", err)
 		}
 	}
 	e.Attempts++
-	if pending > 0 && !e.DelayNotified && q.DelayNotice >= 0 && now.Sub(e.Created) >= q.delayNotice() {
+	if pending > 0 && !e.DelayNotified && q.DelayNotice > 0 && now.Sub(e.Created) >= q.DelayNotice {
 		if err := q.sendDSN(ctx, e, body, delayed, actionDelayed); err != nil {
 			q.Logger.Error("delay notice not sent", "queue_id", e.ID, "err", err)
 		} else {
@@ -148,8 +159,8 @@ func (q *Queue) apply(e *store.QueueEntry, results []result, now time.Time, give
 			rc.Done, rc.Failed = true, true
 			failed = append(failed, r)
 		case giveUp:
-			r.Permanent, r.Status = true, "4.4.7"
-			r.Diag = "gave up after " + now.Sub(e.Created).Round(time.Minute).String() + "; last error: " + r.Diag
+			r.Permanent, r.GaveUp, r.Status = true, true, "4.4.7"
+			r.Diag = "gave up after " + humanDuration(q.giveUpAfter()) + "; last error: " + r.Diag
 			rc.Done, rc.Failed, rc.LastError = true, true, r.Diag
 			failed = append(failed, r)
 		default:
@@ -193,10 +204,12 @@ func (q *Queue) defer_(e store.QueueEntry, cause error) error {
 	return cause
 }
 
+// wasDropped reports whether Drop removed id while a worker held it.
 func (q *Queue) wasDropped(id string) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.dropped[id]
+	f := q.inflight[id]
+	return f != nil && f.dropped
 }
 
 func (q *Queue) giveUpAfter() time.Duration {
@@ -206,20 +219,34 @@ func (q *Queue) giveUpAfter() time.Duration {
 	return defaultGiveUpAfter
 }
 
-func (q *Queue) delayNotice() time.Duration {
-	if q.DelayNotice > 0 {
-		return q.DelayNotice
-	}
-	return defaultDelayNotice
-}
-
-// unfail marks the recipients of rs as not done again.
-func unfail(e *store.QueueEntry, rs []result) {
-	for _, r := range rs {
-		for i := range e.Recipients {
-			if e.Recipients[i].Address == r.Address {
-				e.Recipients[i].Done, e.Recipients[i].Failed = false, false
+// humanDuration writes d for people, in its two largest units: "5 days",
+// "1 day 12 hours", "1 minute 15 seconds" (a DSN is no place for Go's
+// "120h0m0s").
+func humanDuration(d time.Duration) string {
+	units := []struct {
+		name string
+		size time.Duration
+	}{{"day", 24 * time.Hour}, {"hour", time.Hour}, {"minute", time.Minute}, {"second", time.Second}}
+	var parts []string
+	for _, u := range units {
+		n := d / u.size
+		if n == 0 && len(parts) == 0 {
+			continue
+		}
+		d -= n * u.size
+		if n > 0 {
+			name := u.name
+			if n != 1 {
+				name += "s"
 			}
+			parts = append(parts, fmt.Sprintf("%d %s", n, name))
+		}
+		if len(parts) == 2 || len(parts) == 1 && n == 0 {
+			break
 		}
 	}
+	if len(parts) == 0 {
+		return "less than a second"
+	}
+	return strings.Join(parts, " ")
 }

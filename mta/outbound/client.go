@@ -43,20 +43,35 @@ func (e *tlsFailure) Error() string { return "TLS handshake: " + e.err.Error() }
 
 // resumedConn replays a synthetic greeting to go-smtp's client, which
 // expects one, in front of a connection whose greeting (and STARTTLS) we
-// already handled.
+// already handled. It also bounds every write: go-smtp sets a deadline
+// for each command and its reply, but none while the body is written
+// after DATA's 354 (it clears the deadline then), so a server that stops
+// reading would hold the worker forever. Each write of the message (go-smtp
+// writes it in pieces of its 4 KiB buffer) gets writeTimeout, RFC 5321
+// section 4.5.3.2.5's data block timeout (Postfix's smtp_data_xfer_timeout);
+// a command's write gets the same, within the command's own deadline.
 type resumedConn struct {
 	net.Conn
-	r io.Reader
+	r            io.Reader
+	writeTimeout time.Duration
 }
 
 func (c *resumedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *resumedConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
 
 // deliverDomain delivers one message to the recipients of one domain,
 // trying its hosts in order.
 func (q *Queue) deliverDomain(ctx context.Context, e store.QueueEntry, domain string, rcpts []string, body []byte) []result {
 	hosts, err := q.hosts(ctx, domain)
 	if err == nil && q.Smarthost == "" {
-		hosts, err = q.applySTS(ctx, domain, hosts, q.Logger.With("queue_id", e.ID))
+		ascii, _ := aLabel(domain) // hosts checked it
+		hosts, err = q.applySTS(ctx, ascii, hosts, q.Logger.With("queue_id", e.ID))
 	}
 	if err != nil {
 		return failAll(rcpts, err, "")
@@ -103,23 +118,119 @@ func (q *Queue) deliverHost(ctx context.Context, e store.QueueEntry, h host, add
 			c.Close()
 		}
 	}()
-	if ok, _ := c.Extension("SMTPUTF8"); e.SMTPUTF8 && !ok {
-		// RFC 6531 section 3.2: the message cannot be sent downgraded.
-		keep = true
-		return failAll(rcpts, &routeError{Permanent: true, Status: "5.6.7",
-			Msg: h.Name + " does not support SMTPUTF8, which this message needs"}, h.Name), false
+	env, err := envelopeFor(c, e, h.Name, rcpts, body)
+	if err != nil {
+		keep = true // nothing was sent
+		return failAll(rcpts, err, h.Name), false
 	}
-	if err := c.Mail(smtpaddr.Quote(e.From), &smtp.MailOptions{UTF8: e.SMTPUTF8, Size: int64(len(body))}); err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return failAll(rcpts, err, h.Name), true
+	var results []result
+	for first := true; ; first = false {
+		if err := c.Mail(env.from, &env.opts); err != nil {
+			// Another host may take it, unless a transaction here has
+			// decided some recipients already.
+			var se *smtp.SMTPError
+			if !errors.As(err, &se) {
+				return append(results, failAll(rcpts, err, h.Name)...), first
+			}
+			keep = true
+			return append(results, failAll(rcpts, err, h.Name)...), first && se.Code < 500
 		}
-		keep = true
-		return failAll(rcpts, err, h.Name), se.Code < 500
+		out := q.transaction(c, env, h, rcpts, body)
+		results = append(results, out.results...)
+		keep = out.reusable
+		if len(out.rest) == 0 {
+			return results, false
+		}
+		// RFC 5321 section 4.5.3.1.10: a 452 reply to RCPT after others
+		// were accepted is the server's limit of recipients per
+		// transaction, not a problem with the recipient: the others go
+		// at once in a new transaction on this connection, as Postfix
+		// sends them, rather than after the retry backoff.
+		if !out.reusable || c.Reset() != nil {
+			keep = false
+			return append(results, failAll(out.rest, out.restErr, h.Name)...), false
+		}
+		log.Info("recipient limit reached; sending the rest in a new transaction", "sent", len(rcpts)-len(out.rest), "rest", len(out.rest))
+		rcpts = out.rest
 	}
-	res, reusable := q.transaction(c, h, rcpts, body)
-	keep = reusable
-	return res, false
+}
+
+// envelope is what goes over the wire for one message to one server: the
+// addresses in the form the server takes, and the MAIL parameters.
+type envelope struct {
+	from  string
+	rcpts map[string]string // by address as queued
+	opts  smtp.MailOptions
+}
+
+// envelopeFor returns the envelope for sending e to rcpts through c, or a
+// permanent routeError when the message cannot go to this server as it is.
+func envelopeFor(c *smtp.Client, e store.QueueEntry, hostName string, rcpts []string, body []byte) (envelope, error) {
+	env := envelope{rcpts: map[string]string{}, opts: smtp.MailOptions{Size: int64(len(body))}}
+	// RFC 1870 section 6.3: a message larger than the server's
+	// advertised SIZE is not sent (it would be refused after its
+	// transfer).
+	if limit, ok := c.MaxMessageSize(); ok && limit > 0 && int64(len(body)) > int64(limit) {
+		return env, &routeError{Permanent: true, Status: "5.3.4",
+			Msg: fmt.Sprintf("message size %d exceeds the limit of %s (%d bytes)", len(body), hostName, limit)}
+	}
+	if ok, _ := c.Extension("SMTPUTF8"); ok && e.SMTPUTF8 {
+		env.opts.UTF8 = true
+		env.from = smtpaddr.Quote(e.From)
+		for _, r := range rcpts {
+			env.rcpts[r] = smtpaddr.Quote(r)
+		}
+	} else {
+		// RFC 6531 section 3.2: without SMTPUTF8, only a message that
+		// does not need it can go: every envelope address ASCII once its
+		// domain is in A-labels (RFC 5891), and, for a message flagged
+		// SMTPUTF8, its header ASCII. A client may set the flag on any
+		// message (Postfix delivers those too, smtputf8_autodetect).
+		from, ok := asciiAddress(e.From)
+		needs := !ok || e.SMTPUTF8 && !isASCII(headerOf(body))
+		env.from = smtpaddr.Quote(from)
+		for _, r := range rcpts {
+			a, ok := asciiAddress(r)
+			needs = needs || !ok
+			env.rcpts[r] = smtpaddr.Quote(a)
+		}
+		if needs {
+			return env, &routeError{Permanent: true, Status: "5.6.7",
+				Msg: hostName + " does not support SMTPUTF8, which this message needs"}
+		}
+	}
+	// RFC 6152 section 3: no 8-bit data to a server without 8BITMIME.
+	// Postfix would convert the 8-bit parts to quoted-printable, but the
+	// message was DKIM-signed at submission and a new encoding changes
+	// its body hash: the signature would fail, and with it DMARC for the
+	// sender's domain, so the recipient's server could reject or file as
+	// spam a message we call delivered. A bounce the sender can act on is
+	// the safer choice, and servers without 8BITMIME are rare. The
+	// content decides, not the client's BODY= declaration: a 7-bit body
+	// declared 8BITMIME goes as it is.
+	if ok, _ := c.Extension("8BITMIME"); !ok && !isASCII(body) {
+		return env, &routeError{Permanent: true, Status: "5.6.3",
+			Msg: hostName + " does not support 8BITMIME, and the message has 8-bit content (it cannot be converted without breaking its DKIM signature)"}
+	}
+	return env, nil
+}
+
+// asciiAddress returns addr with its domain in A-labels, and whether the
+// result is ASCII (a UTF-8 local part has no ASCII form).
+func asciiAddress(addr string) (string, bool) {
+	if isASCII(addr) {
+		return addr, true
+	}
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return addr, false
+	}
+	domain, err := aLabel(addr[at+1:])
+	if err != nil {
+		return addr, false
+	}
+	a := addr[:at+1] + domain
+	return a, isASCII(a)
 }
 
 // connect opens a new connection, falling back to clear text when the TLS
@@ -144,13 +255,23 @@ func (q *Queue) connect(ctx context.Context, h host, addr string, log *slog.Logg
 	return c, nil
 }
 
+// outcome is what one transaction decided.
+type outcome struct {
+	results []result
+	// rest are the recipients not sent because a 452 reply (restErr)
+	// said the transaction has all it takes.
+	rest    []string
+	restErr error
+	// reusable reports that the session is still in step (every command
+	// got its reply), so the connection can carry another transaction.
+	reusable bool
+}
+
 // transaction sends the recipients and the body; MAIL was accepted.
-// reusable reports that the session is still in step (every command got
-// its reply), so the connection can carry another transaction.
-func (q *Queue) transaction(c *smtp.Client, h host, rcpts []string, body []byte) (results []result, reusable bool) {
+func (q *Queue) transaction(c *smtp.Client, env envelope, h host, rcpts []string, body []byte) (out outcome) {
 	var accepted []string
 	for i, r := range rcpts {
-		err := c.Rcpt(smtpaddr.Quote(r), nil)
+		err := c.Rcpt(env.rcpts[r], nil)
 		if err == nil {
 			accepted = append(accepted, r)
 			continue
@@ -158,30 +279,45 @@ func (q *Queue) transaction(c *smtp.Client, h host, rcpts []string, body []byte)
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
 			// The connection broke: nothing was sent, everything waits.
-			results = append(results, failAll(accepted, err, h.Name)...)
-			return append(results, failAll(rcpts[i:], err, h.Name)...), false
+			out.results = append(out.results, failAll(accepted, err, h.Name)...)
+			out.results = append(out.results, failAll(rcpts[i:], err, h.Name)...)
+			return out
 		}
-		results = append(results, failAll([]string{r}, err, h.Name)...)
+		if se.Code == 452 && len(accepted) > 0 {
+			out.rest, out.restErr = rcpts[i:], err
+			break
+		}
+		out.results = append(out.results, failAll([]string{r}, err, h.Name)...)
 	}
 	if len(accepted) == 0 {
-		return results, true
+		out.reusable = true
+		return out
 	}
 	w, err := c.Data()
 	if err != nil {
-		return append(results, failAll(accepted, err, h.Name)...), isReply(err)
+		out.results = append(out.results, failAll(accepted, err, h.Name)...)
+		out.reusable = isReply(err)
+		return out
 	}
 	if _, err := w.Write(toCRLF(body)); err != nil {
-		return append(results, failAll(accepted, err, h.Name)...), false
+		out.results = append(out.results, failAll(accepted, fmt.Errorf("sending the message: %w", err), h.Name)...)
+		return out
 	}
 	if err := w.Close(); err != nil {
 		// Without the final reply we cannot know: retry, which may
 		// duplicate but never loses (RFC 5321 section 6.1).
-		return append(results, failAll(accepted, err, h.Name)...), isReply(err)
+		if !isReply(err) {
+			err = fmt.Errorf("ending the message: %w", err)
+		}
+		out.results = append(out.results, failAll(accepted, err, h.Name)...)
+		out.reusable = isReply(err)
+		return out
 	}
 	for _, r := range accepted {
-		results = append(results, result{Address: r, Delivered: true, Status: "2.0.0", RemoteMTA: h.Name})
+		out.results = append(out.results, result{Address: r, Delivered: true, Status: "2.0.0", RemoteMTA: h.Name})
 	}
-	return results, true
+	out.reusable = true
+	return out
 }
 
 func isReply(err error) bool {
@@ -202,9 +338,13 @@ func (q *Queue) open(ctx context.Context, h host, addr string, useTLS bool, log 
 	defer stop()
 	implicit := q.Smarthost != "" && h.Port == 465
 	if implicit {
-		tc := tls.Client(conn, q.tlsConfig(h.Name, false, log))
+		conn.SetDeadline(time.Now().Add(commandTimeout))
+		tc := tls.Client(conn, q.tlsConfig(h.Name, h.RequireTLS, log))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
+			if h.RequireTLS {
+				return nil, tlsRequired(h, err)
+			}
 			return nil, err
 		}
 		conn = tc
@@ -214,7 +354,7 @@ func (q *Queue) open(ctx context.Context, h host, addr string, useTLS bool, log 
 		return nil, err
 	}
 	greeting := io.MultiReader(strings.NewReader("220 "+h.Name+" resumed\r\n"), conn)
-	c := smtp.NewClient(&resumedConn{Conn: conn, r: greeting})
+	c := smtp.NewClient(&resumedConn{Conn: conn, r: greeting, writeTimeout: q.dataTimeout()})
 	c.CommandTimeout = commandTimeout
 	if err := c.Hello(q.hostname()); err != nil {
 		c.Close()
@@ -277,11 +417,22 @@ func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool,
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		if h.RequireTLS {
-			return nil, &routeError{Status: "4.7.5", Msg: "TLS with " + h.Name + " failed, and the domain's MTA-STS policy requires it: " + err.Error()}
+			return nil, tlsRequired(h, err)
 		}
 		return nil, &tlsFailure{err}
 	}
 	return tc, nil
+}
+
+// tlsRequired is the error for a host that must be reached over TLS with
+// a certificate that verifies, when the handshake failed: temporary, as
+// the certificate may be fixed or the attacker gone.
+func tlsRequired(h host, err error) error {
+	why := "the domain's MTA-STS policy requires it"
+	if h.Smarthost {
+		why = "the smarthost's certificate must verify before the AUTH password is sent (outbound.ca_file or the system's roots)"
+	}
+	return &routeError{Status: "4.7.5", Msg: "TLS with " + h.Name + " failed, and " + why + ": " + err.Error()}
 }
 
 // tlsConfig makes the client TLS configuration for one host. The

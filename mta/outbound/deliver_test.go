@@ -133,6 +133,43 @@ func TestGiveUpBouncesOnce(t *testing.T) {
 	}
 }
 
+// TestDelayNoticeZeroIsNever: delay_notice = 0 sends no delay DSN (as
+// Postfix's delay_warning_time = 0), however long the message waits.
+func TestDelayNoticeZeroIsNever(t *testing.T) {
+	f := startFakeMX(t, func(_ string, n int) error {
+		if n < 3 {
+			return rcptError(451, smtp.EnhancedCode{4, 2, 1}, "busy")
+		}
+		return nil
+	})
+	e := newQueueEnv(t, f.port())
+	e.Q.DelayNotice, e.Q.GiveUpAfter = 0, 24*time.Hour
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueueAt(t, time.Now().Add(-5*time.Hour), "bob@remote.test")
+	f.wait(t)
+	e.waitEmpty(t)
+	if n := e.MDA.count(); n != 0 {
+		t.Fatalf("%d delay DSNs with DelayNotice 0", n)
+	}
+}
+
+// TestGiveUpDSNWording: the give-up DSN says how long in words, and does
+// not call a temporary error permanent.
+func TestGiveUpDSNWording(t *testing.T) {
+	f := startFakeMX(t, func(string, int) error { return rcptError(451, smtp.EnhancedCode{4, 2, 1}, "busy") })
+	e := newQueueEnv(t, f.port())
+	e.Q.GiveUpAfter = 120 * time.Hour
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueueAt(t, time.Now().Add(-121*time.Hour), "bob@remote.test")
+	dsn := e.MDA.wait(t)
+	if !strings.Contains(dsn, "gave up after 5 days; last error: smtp; 451 4.2.1 busy") || strings.Contains(dsn, "permanent") {
+		t.Fatalf("give-up DSN:\n%s", dsn)
+	}
+	e.waitEmpty(t)
+}
+
 func TestDelayNoticeOnce(t *testing.T) {
 	f := startFakeMX(t, func(_ string, n int) error {
 		if n < 6 {
@@ -304,9 +341,10 @@ func TestSTARTTLSInjectionAborts(t *testing.T) {
 	}
 }
 
-// TestDSNFailureKeepsRecipient: when the DSN cannot be delivered, the
-// failed recipient stays queued, so the DSN is owed again, never lost.
-func TestDSNFailureKeepsRecipient(t *testing.T) {
+// TestUndeliveredDSNIsQueued: a DSN the sender's mailbox cannot take now
+// waits in the queue on its own; the recipient that failed is not tried
+// again.
+func TestUndeliveredDSNIsQueued(t *testing.T) {
 	f := startFakeMX(t, func(string, int) error { return rcptError(550, smtp.EnhancedCode{5, 1, 1}, "no") })
 	e := newQueueEnv(t, f.port())
 	e.MDA.failures = 1
@@ -321,8 +359,28 @@ func TestDSNFailureKeepsRecipient(t *testing.T) {
 	f.mu.Lock()
 	tries := f.tries["bob@remote.test"]
 	f.mu.Unlock()
-	if tries != 2 || e.MDA.count() != 1 {
-		t.Fatalf("%d tries, %d DSNs; want 2 tries and 1 DSN", tries, e.MDA.count())
+	if tries != 1 || e.MDA.count() != 1 {
+		t.Fatalf("%d tries, %d DSNs; want 1 try and 1 DSN", tries, e.MDA.count())
+	}
+}
+
+// TestUndeliverableDSNGivenUp: a DSN that never finds room is dropped
+// after GiveUpAfter, making no DSN of its own, and the entry it reports
+// on is not held for it: its failed recipient is tried once.
+func TestUndeliverableDSNGivenUp(t *testing.T) {
+	f := startFakeMX(t, func(string, int) error { return rcptError(550, smtp.EnhancedCode{5, 1, 1}, "no") })
+	e := newQueueEnv(t, f.port())
+	e.MDA.failures = 1 << 20
+	e.Q.GiveUpAfter = 300 * time.Millisecond
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test")
+	e.waitEmpty(t)
+	f.mu.Lock()
+	tries := f.tries["bob@remote.test"]
+	f.mu.Unlock()
+	if tries != 1 || e.MDA.count() != 0 {
+		t.Fatalf("%d tries, %d DSNs; want 1 try and none", tries, e.MDA.count())
 	}
 }
 

@@ -59,11 +59,23 @@ func (q *Queue) sendDSN(ctx context.Context, e store.QueueEntry, body []byte, rs
 	}
 	msg := buildDSN(q.hostname(), e, headerOf(body), rs, action, q.now(), e.Created.Add(q.giveUpAfter()))
 	if local {
-		if _, err := q.MDA.Deliver(ctx, mda.Envelope{From: "", Recipients: []string{e.From}}, msg); err != nil {
+		_, err := q.MDA.Deliver(ctx, mda.Envelope{From: "", Recipients: []string{e.From}}, msg)
+		if err == nil {
+			log.Info("DSN delivered locally", "to", e.From)
+			return nil
+		}
+		if ctx.Err() != nil {
 			return err
 		}
-		log.Info("DSN delivered locally", "to", e.From)
-		return nil
+		// The sender's mailbox is full, say. The DSN waits in the queue
+		// as an entry of its own, and the entry it reports on goes on
+		// without it (Postfix too keeps a bounce apart from the message):
+		// holding the entry for the DSN would try its failed recipients
+		// again. The queue delivers a local recipient through MDA
+		// (local.go), and an entry from <> never makes a DSN of its own,
+		// so one still undeliverable after GiveUpAfter is dropped with a
+		// log line.
+		log.Warn("DSN not delivered locally; queued for a retry", "to", e.From, "err", err)
 	}
 	d, err := q.Enqueue(ctx, store.QueueEntry{
 		From: "", Recipients: []store.QueueRecipient{{Address: e.From}}, NoBounce: true,
@@ -81,7 +93,8 @@ func headerOf(body []byte) []byte {
 	if i := bytes.Index(body, []byte("\r\n\r\n")); i >= 0 {
 		return body[:i+4]
 	}
-	return append(bytes.TrimRight(body, "\r\n"), "\r\n\r\n"...)
+	h := bytes.TrimRight(body, "\r\n")
+	return append(h[:len(h):len(h)], "\r\n\r\n"...) // a copy: body stays as it is
 }
 
 // buildDSN writes a delivery status notification (RFC 3464): a
@@ -102,18 +115,20 @@ func buildDSN(hostname string, e store.QueueEntry, header []byte, rs []result, a
 	fmt.Fprintf(&b, "Message-ID: <%s.dsn@%s>\r\n", randomHex(12), hostname)
 	b.WriteString("Auto-Submitted: auto-replied\r\n") // RFC 3834 section 5
 	b.WriteString("MIME-Version: 1.0\r\n")
-	fmt.Fprintf(&b, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"%s\"\r\n\r\n", boundary)
+	// RFC 6533 section 6: the UTF-8 forms for an SMTPUTF8 message. The
+	// report-type names the subtype of the second part (RFC 6522
+	// section 3).
+	reportType, headersType := "delivery-status", "text/rfc822-headers"
+	if e.SMTPUTF8 {
+		reportType, headersType = "global-delivery-status", "message/global-headers"
+	}
+	fmt.Fprintf(&b, "Content-Type: multipart/report; report-type=%s;\r\n\tboundary=\"%s\"\r\n\r\n", reportType, boundary)
 	b.WriteString("This is a MIME-encapsulated delivery status notification.\r\n")
 
 	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", boundary)
 	writeHuman(&b, hostname, rs, action, retryUntil)
 
-	// RFC 6533 section 6: the UTF-8 forms for an SMTPUTF8 message.
-	statusType, headersType := "message/delivery-status", "text/rfc822-headers"
-	if e.SMTPUTF8 {
-		statusType, headersType = "message/global-delivery-status", "message/global-headers"
-	}
-	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary, statusType)
+	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: message/%s\r\n\r\n", boundary, reportType)
 	writeStatus(&b, hostname, e, rs, action, now, retryUntil)
 
 	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary, headersType)
@@ -130,7 +145,18 @@ func writeHuman(b *bytes.Buffer, hostname string, rs []result, action string, re
 	} else {
 		fmt.Fprintf(b, "This is the mail system at %s.\r\n\r\n", hostname)
 		b.WriteString("Your message could not be delivered to the recipients below.\r\n")
-		b.WriteString("This is a permanent error; it will not be retried.\r\n\r\n")
+		switch gaveUp := countGaveUp(rs); {
+		case gaveUp == 0:
+			b.WriteString("This is a permanent error; it will not be retried.\r\n\r\n")
+		case gaveUp == len(rs):
+			// The last error was temporary: it is time, not the
+			// error, that ends the attempts.
+			b.WriteString("The errors were temporary, but the message has waited too long;\r\n")
+			b.WriteString("it will not be retried.\r\n\r\n")
+		default:
+			b.WriteString("Some errors were permanent, the others lasted too long;\r\n")
+			b.WriteString("it will not be retried.\r\n\r\n")
+		}
 	}
 	for _, r := range rs {
 		fmt.Fprintf(b, "<%s>: %s\r\n", r.Address, clean(r.Diag))
@@ -145,7 +171,13 @@ func writeStatus(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []resu
 	// Per-recipient fields (section 2.3).
 	for _, r := range rs {
 		b.WriteString("\r\n")
-		fmt.Fprintf(b, "Final-Recipient: rfc822; %s\r\n", smtpaddr.Quote(r.Address))
+		// RFC 6533 section 3: a UTF-8 address has the type utf-8 (only
+		// an SMTPUTF8 message has one).
+		addrType := "rfc822"
+		if !isASCII(r.Address) {
+			addrType = "utf-8"
+		}
+		fmt.Fprintf(b, "Final-Recipient: %s; %s\r\n", addrType, smtpaddr.Quote(r.Address))
 		fmt.Fprintf(b, "Action: %s\r\n", action)
 		fmt.Fprintf(b, "Status: %s\r\n", statusFor(r, action))
 		if r.RemoteMTA != "" {
@@ -161,6 +193,17 @@ func writeStatus(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []resu
 			fmt.Fprintf(b, "Will-Retry-Until: %s\r\n", retryUntil.Format(time.RFC1123Z))
 		}
 	}
+}
+
+// countGaveUp counts the results failed by GiveUpAfter.
+func countGaveUp(rs []result) int {
+	n := 0
+	for _, r := range rs {
+		if r.GaveUp {
+			n++
+		}
+	}
+	return n
 }
 
 // statusFor gives a status whose class matches the action (RFC 3464

@@ -21,3 +21,6 @@ func PolicyMode(q *Queue, domain string) string {
 	}
 	return ""
 }
+
+// SetWriteTimeout sets the bound on each write to a remote server.
+func SetWriteTimeout(q *Queue, d time.Duration) { q.writeTimeout = d }

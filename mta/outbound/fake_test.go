@@ -1,6 +1,7 @@
 package outbound_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -307,4 +308,170 @@ func (e *queueEnv) enqueue(t testing.TB, from, authUser string, rcpts ...string)
 		t.Fatal(err)
 	}
 	return out
+}
+
+// rawMX is a scripted SMTP server for what go-smtp's server will not do:
+// an EHLO reply with a chosen list of extensions, a recipient limit per
+// transaction (452), a body it stops reading. It records every command.
+type rawMX struct {
+	port     int
+	ext      []string // EHLO keywords
+	maxRcpts int      // 452 4.5.3 after this many RCPTs per transaction; 0: none
+	// stallData: after 354, read nothing more until the test ends.
+	stallData bool
+	stop      chan struct{}
+
+	mu   sync.Mutex
+	cmds []string
+	ch   chan received
+}
+
+func startRawMX(t testing.TB, ext ...string) *rawMX {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &rawMX{port: ln.Addr().(*net.TCPAddr).Port, ext: ext, stop: make(chan struct{}), ch: make(chan received, 100)}
+	t.Cleanup(func() { close(m.stop); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go m.serve(c)
+		}
+	}()
+	return m
+}
+
+func (m *rawMX) commands() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.cmds...)
+}
+
+func (m *rawMX) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	reply := func(s string) { c.Write([]byte(s + "\r\n")) }
+	reply("220 raw.test ESMTP")
+	var r received
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		m.mu.Lock()
+		m.cmds = append(m.cmds, line)
+		m.mu.Unlock()
+		verb := strings.ToUpper(strings.Fields(line + " x")[0])
+		switch verb {
+		case "EHLO":
+			lines := append([]string{"raw.test"}, m.ext...)
+			for i, l := range lines {
+				sep := "-"
+				if i == len(lines)-1 {
+					sep = " "
+				}
+				reply("250" + sep + l)
+			}
+		case "MAIL":
+			r = received{From: line}
+			reply("250 2.1.0 ok")
+		case "RCPT":
+			if m.maxRcpts > 0 && len(r.Rcpts) >= m.maxRcpts {
+				reply("452 4.5.3 Too many recipients")
+				continue
+			}
+			r.Rcpts = append(r.Rcpts, strings.TrimSuffix(strings.TrimPrefix(line[len("RCPT TO:"):], "<"), ">"))
+			reply("250 2.1.5 ok")
+		case "DATA":
+			reply("354 go ahead")
+			if m.stallData {
+				<-m.stop
+				return
+			}
+			var data strings.Builder
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+				data.WriteString(l)
+			}
+			r.Data = data.String()
+			m.ch <- r
+			r = received{}
+			reply("250 2.0.0 queued")
+		case "RSET":
+			r = received{}
+			reply("250 2.0.0 ok")
+		case "QUIT":
+			reply("221 2.0.0 bye")
+			return
+		default:
+			reply("250 ok")
+		}
+	}
+}
+
+func (m *rawMX) wait(t testing.TB) received {
+	t.Helper()
+	select {
+	case r := <-m.ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message reached the scripted MX")
+		return received{}
+	}
+}
+
+// enqueueBody queues body from alice@local.test (submitted by her) with
+// the flags set by mod.
+func (e *queueEnv) enqueueBody(t testing.TB, body string, mod func(*store.QueueEntry), rcpts ...string) store.QueueEntry {
+	t.Helper()
+	qe := store.QueueEntry{From: "alice@local.test", AuthUser: "alice@local.test"}
+	for _, r := range rcpts {
+		qe.Recipients = append(qe.Recipients, store.QueueRecipient{Address: r})
+	}
+	if mod != nil {
+		mod(&qe)
+	}
+	out, err := e.Q.Enqueue(context.Background(), qe, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// waitEntry waits until the entry id satisfies ok and returns it.
+func (e *queueEnv) waitEntry(t testing.TB, id string, ok func(store.QueueEntry) bool) store.QueueEntry {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last store.QueueEntry
+	for time.Now().Before(deadline) {
+		got, err := e.St.QueueEntry(id)
+		if err != nil {
+			t.Fatalf("entry %s: %v", id, err)
+		}
+		if ok(got) {
+			return got
+		}
+		last = got
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("entry %s never got there: %+v", id, last)
+	return last
+}
+
+// enqueueAt queues a plain message created at created.
+func (e *queueEnv) enqueueAt(t testing.TB, created time.Time, rcpt string) store.QueueEntry {
+	t.Helper()
+	return e.enqueueBody(t, "Subject: old\r\nMessage-ID: <old@local.test>\r\n\r\nHello\r\n",
+		func(qe *store.QueueEntry) { qe.Created = created }, rcpt)
 }

@@ -12,21 +12,28 @@
 //     entry), then marks recipients Done with UpdateQueueEntry, and deletes
 //     the entry once every recipient is Done. A crash between those steps
 //     repeats a step (a duplicate message or DSN), it never loses one.
+//     Only the worker holding an entry writes it whole; Retry changes
+//     NextAttempt alone (store.SetQueueNextAttempt), so it never undoes an
+//     attempt recorded meanwhile, and Drop cancels the attempt in flight.
 //   - One dispatcher scans the queue for due entries and hands their ids
 //     to Workers goroutines; Enqueue and Retry wake it, and it sleeps until
 //     the earliest NextAttempt otherwise. An entry is in at most one
-//     worker's hands at a time.
+//     worker's hands at a time, and at most half the workers deliver to
+//     one destination domain at a time (destLimit).
 //   - Remaining recipients are grouped by domain, one SMTP transaction per
 //     domain (RFC 5321 section 3.3), with per-recipient results: a 5xx
 //     reply fails that recipient, a 4xx reply or a connection failure
 //     defers it. Deferred entries are retried after RetryInitial, doubling
 //     up to RetryMax, and given up (failed with 4.4.7) after GiveUpAfter.
+//     A 452 to RCPT after others were accepted is the server's recipient
+//     limit: the rest go at once in another transaction.
 //   - MX lookup follows RFC 5321 section 5.1: preference order, equal
 //     preferences shuffled, the next host on a connection failure or a
 //     temporary failure before any recipient was accepted, the domain's
 //     own A/AAAA when it has no MX, and RFC 7505's null MX ("MX 0 .") as a
 //     permanent failure (5.1.10). Host addresses are looked up through
 //     Resolver, never the system's, so outbound.dns_server governs all.
+//     An internationalized domain is looked up by its A-labels.
 //   - STARTTLS is used whenever offered (RFC 3207). Certificate problems
 //     are logged and delivery goes on (opportunistic TLS, RFC 7435),
 //     unless the domain publishes an MTA-STS policy in enforce mode
@@ -37,7 +44,12 @@
 //     that sends anything after its 220 reply to STARTTLS (a response
 //     injection, CVE-2011-0411 style) is detected and the attempt aborted.
 //   - A smarthost gets everything, over implicit TLS on port 465 and with
-//     STARTTLS required otherwise, with AUTH PLAIN when a user is set.
+//     STARTTLS required otherwise, with AUTH PLAIN when a user is set; the
+//     password goes only over TLS with a certificate that verifies.
+//   - Every step of a session has a deadline: the dial, the greeting,
+//     EHLO and STARTTLS (prelude), each command and its reply (go-smtp's
+//     CommandTimeout), each write of the body (dataBlockTimeout) and the
+//     final reply (go-smtp's SubmissionTimeout).
 //   - Bodies are written with CRLF line endings only: a bare CR or LF is
 //     turned into CRLF before dot-stuffing, so nothing can end the DATA
 //     early at the next hop (SMTP smuggling).
@@ -48,8 +60,10 @@
 //     port 25 and forwarded by an alias could carry a forged sender, and a
 //     bounce to it would be backscatter. Recipients of ours are the
 //     exception (see the next note). A DSN to one of our addresses is
-//     delivered locally through MDA; any other is queued with NoBounce.
-//     One delay notice (Action: delayed) is sent after DelayNotice.
+//     delivered locally through MDA, or queued when that fails (a full
+//     mailbox); any other is queued with NoBounce. A failed recipient is
+//     never tried again for the sake of its DSN. One delay notice (Action:
+//     delayed) is sent after DelayNotice, none when it is 0.
 //   - Recipients of ours (the copy for a mailbox that was full, which
 //     mda.Agent.Deliver queues) are delivered through MDA, one at a time,
 //     with the same retries and DSNs as remote ones (local.go).
@@ -57,8 +71,11 @@
 //     reused, after an RSET, for the next message to the same host
 //     (pool.go). The body goes with DATA; BDAT/CHUNKING is not needed since we
 //     never accept BINARYMIME. BODY=8BITMIME is declared whenever the
-//     server offers it; SMTPUTF8 mail to a server without SMTPUTF8 fails
-//     with 5.6.7 (RFC 6531 section 3.2) rather than being downgraded.
+//     server offers it; 8-bit content to a server without it fails with
+//     5.6.3 (RFC 6152; see envelopeFor), a message larger than the
+//     server's SIZE with 5.3.4, and a message that needs SMTPUTF8 (a UTF-8
+//     address or header) to a server without it with 5.6.7 (RFC 6531
+//     section 3.2) rather than being downgraded.
 //   - Metrics count recipients: Delivered{to=remote}, Deferred and
 //     Bounced per recipient and attempt; QueueLength is the entry count.
 package outbound
@@ -91,10 +108,12 @@ const (
 	defaultRetryInitial = 5 * time.Minute
 	defaultRetryMax     = 4 * time.Hour
 	defaultGiveUpAfter  = 5 * 24 * time.Hour
-	defaultDelayNotice  = 4 * time.Hour
 	defaultMXPort       = 25
 	dialTimeout         = 30 * time.Second
 	commandTimeout      = 5 * time.Minute
+	// dataBlockTimeout bounds each write of a message's body (RFC 5321
+	// section 4.5.3.2.5, Postfix's smtp_data_xfer_timeout).
+	dataBlockTimeout = 3 * time.Minute
 )
 
 // Queue is the outbound queue and its delivery workers.
@@ -113,8 +132,10 @@ type Queue struct {
 	RetryInitial time.Duration // first retry delay, doubling...
 	RetryMax     time.Duration // ...up to this
 	GiveUpAfter  time.Duration // fail what is still undelivered after this
-	DelayNotice  time.Duration // send one delay DSN after this; <0: never
-	Workers      int           // concurrent deliveries; 0: 4
+	// DelayNotice sends one delay DSN after this; 0 or less: never (as
+	// Postfix's delay_warning_time = 0).
+	DelayNotice time.Duration
+	Workers     int // concurrent deliveries; 0: 4
 
 	// TLS is the client configuration template for STARTTLS; nil: a
 	// default one. ServerName is set per host.
@@ -128,13 +149,15 @@ type Queue struct {
 
 	// now is the clock (tests).
 	now func() time.Time
+	// writeTimeout replaces dataBlockTimeout (tests).
+	writeTimeout time.Duration
 
 	pool     connPool
 	once     sync.Once
 	wake     chan struct{}
 	mu       sync.Mutex
-	inflight map[string]bool
-	dropped  map[string]bool
+	inflight map[string]*flight // entries in a worker's hands, by id
+	perDest  map[string]int     // in-flight entries by destination domain
 
 	stsMu      sync.Mutex
 	stsFetches map[string]*stsFetch // by domain: running, or failed lately
@@ -143,8 +166,8 @@ type Queue struct {
 func (q *Queue) init() {
 	q.once.Do(func() {
 		q.wake = make(chan struct{}, 1)
-		q.inflight = map[string]bool{}
-		q.dropped = map[string]bool{}
+		q.inflight = map[string]*flight{}
+		q.perDest = map[string]int{}
 		if q.now == nil {
 			q.now = time.Now
 		}
@@ -194,26 +217,38 @@ func (q *Queue) List() ([]store.QueueEntry, error) {
 	return es, nil
 }
 
-// Retry makes an entry ("" for all) due now and wakes the workers.
+// Retry makes an entry ("" for all) due now and wakes the workers. It
+// changes NextAttempt alone (store.SetQueueNextAttempt): an entry being
+// delivered meanwhile keeps what its worker records.
 func (q *Queue) Retry(id string) error {
 	q.init()
-	es, err := q.selectEntries(id)
+	var ids []string
+	if id != "" {
+		ids = []string{id}
+	} else {
+		es, err := q.Store.QueueEntries()
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			ids = append(ids, e.ID)
+		}
+	}
+	n, err := q.Store.SetQueueNextAttempt(ids, q.now())
 	if err != nil {
 		return err
 	}
-	now := q.now()
-	for _, e := range es {
-		e.NextAttempt = now
-		if err := q.Store.UpdateQueueEntry(e); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
+	if id != "" && n == 0 {
+		return fmt.Errorf("queue entry %q: %w", id, store.ErrNotFound)
 	}
 	q.signal()
 	return nil
 }
 
 // Drop removes an entry without delivering it or sending a DSN. An entry
-// being delivered right now is removed when its attempt ends.
+// being delivered right now has its attempt cancelled (best effort: a
+// remote server that already took the message keeps it), and its outcome
+// is neither recorded nor reported.
 func (q *Queue) Drop(id string) error {
 	q.init()
 	if id == "" {
@@ -223,23 +258,15 @@ func (q *Queue) Drop(id string) error {
 		return err
 	}
 	q.mu.Lock()
-	if q.inflight[id] {
-		q.dropped[id] = true
+	if f := q.inflight[id]; f != nil {
+		f.dropped = true
+		if f.cancel != nil {
+			f.cancel()
+		}
 	}
 	q.mu.Unlock()
 	q.Logger.Info("dropped", "queue_id", id)
 	return nil
-}
-
-func (q *Queue) selectEntries(id string) ([]store.QueueEntry, error) {
-	if id != "" {
-		e, err := q.Store.QueueEntry(id)
-		if err != nil {
-			return nil, err
-		}
-		return []store.QueueEntry{e}, nil
-	}
-	return q.Store.QueueEntries()
 }
 
 // Run delivers due entries until ctx ends.
@@ -263,16 +290,15 @@ func (q *Queue) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for id := range work {
-				q.attemptSafely(ctx, id)
-				q.mu.Lock()
-				delete(q.inflight, id)
-				delete(q.dropped, id)
-				q.mu.Unlock()
+				actx, cancel := q.takeOff(ctx, id)
+				q.attemptSafely(actx, id)
+				cancel()
+				q.land(id)
 				q.signal()
 			}
 		}()
 	}
-	err := q.dispatch(ctx, work)
+	err := q.dispatch(ctx, work, workers)
 	close(work)
 	wg.Wait()
 	q.pool.closeAll()
@@ -281,11 +307,11 @@ func (q *Queue) Run(ctx context.Context) error {
 
 // dispatch hands due entries to the workers and sleeps until the next one
 // is due or something wakes it.
-func (q *Queue) dispatch(ctx context.Context, work chan<- string) error {
+func (q *Queue) dispatch(ctx context.Context, work chan<- string, workers int) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		next, err := q.handOut(ctx, work)
+		next, err := q.handOut(ctx, work, destLimit(workers))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -314,8 +340,10 @@ func (q *Queue) dispatch(ctx context.Context, work chan<- string) error {
 }
 
 // handOut sends the ids of due entries that no worker holds to work and
-// returns the earliest NextAttempt of the others (zero: none).
-func (q *Queue) handOut(ctx context.Context, work chan<- string) (time.Time, error) {
+// returns the earliest NextAttempt of the others (zero: none). An entry
+// for a destination that already has limit entries in flight waits: a
+// worker that finishes wakes the dispatcher, which finds it again.
+func (q *Queue) handOut(ctx context.Context, work chan<- string, limit int) (time.Time, error) {
 	es, err := q.Store.QueueEntries()
 	if err != nil {
 		return time.Time{}, err
@@ -325,7 +353,7 @@ func (q *Queue) handOut(ctx context.Context, work chan<- string) (time.Time, err
 	now := q.now()
 	for _, e := range es {
 		q.mu.Lock()
-		busy := q.inflight[e.ID]
+		busy := q.inflight[e.ID] != nil
 		q.mu.Unlock()
 		if busy {
 			continue
@@ -336,16 +364,94 @@ func (q *Queue) handOut(ctx context.Context, work chan<- string) (time.Time, err
 			}
 			continue
 		}
-		q.mu.Lock()
-		q.inflight[e.ID] = true
-		q.mu.Unlock()
+		if !q.board(e, limit) {
+			continue
+		}
 		select {
 		case work <- e.ID:
 		case <-ctx.Done():
+			q.land(e.ID)
 			return next, ctx.Err()
 		}
 	}
 	return next, nil
+}
+
+// flight is an entry in a worker's hands.
+type flight struct {
+	dests   []string           // destination domains it counts against
+	cancel  context.CancelFunc // ends its attempt; nil until it starts
+	dropped bool               // Drop removed it meanwhile
+}
+
+// destLimit is how many entries for one destination domain are delivered
+// at once: half the workers, so that one slow or tarpitting destination
+// (each of its hosts may take commandTimeout to greet) cannot hold every
+// worker while mail for other domains waits. Postfix has the same
+// per-destination limit (default_destination_concurrency_limit).
+func destLimit(workers int) int { return max(1, workers/2) }
+
+// board marks e in flight unless one of its destinations is at limit.
+// Everything goes to the one smarthost, so there is no destination to
+// share out.
+func (q *Queue) board(e store.QueueEntry, limit int) bool {
+	var dests []string
+	if q.Smarthost == "" {
+		for d := range groupByDomain(pending(e)) {
+			dests = append(dests, d)
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, d := range dests {
+		if q.perDest[d] >= limit {
+			return false
+		}
+	}
+	for _, d := range dests {
+		q.perDest[d]++
+	}
+	q.inflight[e.ID] = &flight{dests: dests}
+	return true
+}
+
+// takeOff gives the attempt on id a context that Drop cancels.
+func (q *Queue) takeOff(ctx context.Context, id string) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if f := q.inflight[id]; f != nil {
+		f.cancel = cancel
+		if f.dropped {
+			cancel()
+		}
+	}
+	return ctx, cancel
+}
+
+// land ends the flight of id.
+func (q *Queue) land(id string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if f := q.inflight[id]; f != nil {
+		for _, d := range f.dests {
+			if q.perDest[d]--; q.perDest[d] <= 0 {
+				delete(q.perDest, d)
+			}
+		}
+	}
+	delete(q.inflight, id)
+}
+
+// pending returns the addresses of e's recipients not yet done.
+func pending(e store.QueueEntry) []string {
+	var out []string
+	for _, r := range e.Recipients {
+		if !r.Done {
+			out = append(out, r.Address)
+		}
+	}
+	return out
 }
 
 // attemptSafely runs one attempt and turns a panic into a logged error:
@@ -354,15 +460,24 @@ func (q *Queue) attemptSafely(ctx context.Context, id string) {
 	defer func() {
 		if r := recover(); r != nil {
 			q.Logger.Error("panic delivering queue entry", "queue_id", id, "panic", r)
-			if e, err := q.Store.QueueEntry(id); err == nil {
-				e.NextAttempt = q.now().Add(q.retryMax())
-				q.Store.UpdateQueueEntry(e)
-			}
+			q.Store.SetQueueNextAttempt([]string{id}, q.now().Add(q.retryMax()))
 		}
 	}()
-	if err := q.attempt(ctx, id); err != nil && ctx.Err() == nil {
+	err := q.attempt(ctx, id)
+	switch {
+	case err == nil:
+	case q.wasDropped(id):
+		q.Logger.Info("attempt ended: the entry was dropped", "queue_id", id)
+	case ctx.Err() == nil:
 		q.Logger.Error("queue attempt failed", "queue_id", id, "err", err)
 	}
+}
+
+func (q *Queue) dataTimeout() time.Duration {
+	if q.writeTimeout > 0 {
+		return q.writeTimeout
+	}
+	return dataBlockTimeout
 }
 
 func (q *Queue) retryInitial() time.Duration {

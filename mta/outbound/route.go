@@ -8,6 +8,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // host is one server to try for a domain.
@@ -18,8 +21,10 @@ type host struct {
 	// (a smarthost given as an address literal).
 	Addrs []string
 	// RequireTLS: STARTTLS with a certificate that verifies for Name, or
-	// no delivery (the domain's MTA-STS policy enforces it).
+	// no delivery (the domain's MTA-STS policy enforces it, or the
+	// smarthost gets our password).
 	RequireTLS bool
+	Smarthost  bool
 }
 
 // routeError is a failure to find where a domain's mail goes.
@@ -58,7 +63,14 @@ func (q *Queue) hosts(ctx context.Context, domain string) ([]host, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []host{{Name: name, Port: p, Addrs: addrs}}, nil
+		// AUTH sends the password: over a certificate that does not
+		// verify, it would go to whoever is in the middle. Without
+		// credentials, TLS stays opportunistic, as for an MX.
+		return []host{{Name: name, Port: p, Addrs: addrs, Smarthost: true, RequireTLS: q.SmarthostUser != ""}}, nil
+	}
+	domain, err := aLabel(domain)
+	if err != nil {
+		return nil, err
 	}
 	mxs, err := q.resolver().LookupMX(ctx, domain)
 	var dnsErr *net.DNSError
@@ -78,7 +90,7 @@ func (q *Queue) hosts(ctx context.Context, domain string) ([]host, error) {
 		}
 		return []host{{Name: domain, Port: q.mxPort(), Addrs: addrs}}, nil
 	default:
-		return nil, &routeError{Status: "4.4.3", Msg: "MX lookup for " + domain + ": " + err.Error()}
+		return nil, &routeError{Status: "4.4.3", Msg: "MX lookup for " + domain + ": " + dnsText(err)}
 	}
 }
 
@@ -119,6 +131,10 @@ func (q *Queue) lookupHost(ctx context.Context, name string) ([]string, error) {
 	if ip := net.ParseIP(strings.Trim(name, "[]")); ip != nil {
 		return []string{ip.String()}, nil
 	}
+	name, err := aLabel(name)
+	if err != nil {
+		return nil, err
+	}
 	ips, err := q.resolver().LookupIPAddr(ctx, name)
 	var dnsErr *net.DNSError
 	switch {
@@ -132,6 +148,49 @@ func (q *Queue) lookupHost(ctx context.Context, name string) ([]string, error) {
 		return nil, &routeError{Permanent: true, Status: "5.1.2",
 			Msg: "host " + name + " has no address (NXDOMAIN or no A/AAAA)"}
 	default:
-		return nil, &routeError{Status: "4.4.3", Msg: "address lookup for " + name + ": " + err.Error()}
+		return nil, &routeError{Status: "4.4.3", Msg: "address lookup for " + name + ": " + dnsText(err)}
 	}
+}
+
+// aLabel returns a domain name as DNS knows it: an internationalized
+// name's U-labels are turned into A-labels ("bücher.test" into
+// "xn--bcher-kva.test", IDNA2008's lookup profile, RFC 5891 section 5),
+// which is what its zone holds and what a resolver looks up (RFC 6531
+// section 3.7.1). An ASCII name is returned as it is, so a name the
+// lookup profile would refuse (an underscore) fails in DNS as before.
+func aLabel(name string) (string, error) {
+	if isASCII(name) {
+		return name, nil
+	}
+	a, err := idna.Lookup.ToASCII(name)
+	if err != nil {
+		return "", &routeError{Permanent: true, Status: "5.1.2",
+			Msg: "domain " + name + " is not a valid internationalized domain name: " + err.Error()}
+	}
+	return a, nil
+}
+
+// isASCII reports whether s has no byte above 127.
+func isASCII[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// dnsText is a lookup error's text without the resolver's address. Go
+// names in it the server of the system's resolv.conf even when
+// outbound.dns_server is queried instead (the Resolver's Dial goes
+// elsewhere), which misleads the admin and would show an internal
+// address to users in DSNs.
+func dnsText(err error) string {
+	var de *net.DNSError
+	if !errors.As(err, &de) {
+		return err.Error()
+	}
+	c := *de
+	c.Server = ""
+	return c.Error()
 }

@@ -183,6 +183,15 @@ func (s *session) Data(r io.Reader) error {
 	attrs := []any{"from", s.from, "rcpts", s.rcpts, "size", len(body),
 		"spf", v.spf.result, "dkim", v.dkimSummary(), "dmarc", v.dmarc.result}
 	if v.dmarc.policy == "reject" && v.dmarc.result == "fail" {
+		if v.dmarc.from == "" {
+			// No author domain could be evaluated (verify.go,
+			// authorDomains): the header is at fault, whatever any
+			// domain's policy, and the reply says so.
+			s.log.Info("message rejected", append(attrs, "reason", v.dmarc.reason)...)
+			s.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "header")
+			return &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+				Message: "Message refused: " + v.dmarc.reason + " (RFC 5322 section 3.6.2)"}
+		}
 		s.log.Info("message rejected", append(attrs, "reason", "dmarc p=reject")...)
 		s.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "dmarc")
 		return errDMARCReject

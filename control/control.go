@@ -142,7 +142,7 @@ func (s *Server) handle(c *net.UnixConn) {
 	if down != nil {
 		// The end of the data, also after a failure: the answer follows.
 		if cerr := down.Close(); cerr != nil {
-			s.Logger.Warn("control command: CLI gone", "command", req.Command, "err", cerr)
+			s.Logger.Info("control command: the CLI stopped reading", "command", req.Command, "err", cerr)
 			return
 		}
 	}

@@ -90,7 +90,9 @@ func Doctor(ctx context.Context, cfg *config.Config, resolver *net.Resolver, dom
 		checks = []Check{{Name: "DNS", Status: StatusUnknown,
 			Detail: "no lookup answered, nothing could be checked (" + checks[0].Detail + ")",
 			Fix:    "check the resolver this server uses ([outbound] dns_server, else /etc/resolv.conf) and the network"}}
-	} else {
+	} else if ListenerPort(cfg, "https") != 0 {
+		// Without the https listener there is no policy to serve, and
+		// Records asks to publish none.
 		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 		defer cancel()
 		checks = append(checks, checkPolicy(lctx, cfg, resolver, domain))

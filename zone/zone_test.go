@@ -65,6 +65,14 @@ func TestNoPolicyWithoutHTTPS(t *testing.T) {
 	if has(cfg, "autoconfig.example.test.") {
 		t.Error("autoconfig record without a web listener")
 	}
+	// doctor does not look for a policy that nothing serves either.
+	d := publish(t, zone.Zone(zone.Records(cfg, "example.test", nil)))
+	for _, c := range zone.Doctor(context.Background(), cfg, resolver.New(d.Addr), "example.test", nil,
+		zone.QueueSummary{}, time.Now().Add(90*24*time.Hour)) {
+		if strings.Contains(c.Name, "MTA-STS") {
+			t.Errorf("doctor checks %s (%s) without the https listener", c.Name, c.Status)
+		}
+	}
 }
 
 func testKeys(t *testing.T) []store.DKIMKey {

@@ -115,8 +115,9 @@ func TestCLIStopped(t *testing.T) {
 	// corrected command finds nothing "set up already".
 	fresh := filepath.Join(t.TempDir(), "fresh")
 	mustFail(t, "domain", "init", "--domain", "bad domain", "--hostname", "mail.example.org", "--dir", fresh)
+	mustFail(t, "hostname", "init", "--domain", "example.org", "--hostname", "bad host", "--dir", fresh)
 	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
-		t.Errorf("init with a bad domain left %s behind: %v", fresh, err)
+		t.Errorf("init with a bad name left %s behind: %v", fresh, err)
 	}
 	mustRun(t, "", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", fresh)
 	if out := mustRun(t, "", "--config", cfg, "user", "list"); strings.Contains(out, "carol") || strings.Contains(out, "nowhere") || strings.Count(out, "@") != 1 {

@@ -68,9 +68,6 @@ Next steps:
 // setup writes dir/posthorn.toml from cfg and makes the data directory and
 // certificate. It refuses to overwrite an existing set-up unless force.
 func setup(dir string, cfg config.Config, force bool) (config.Config, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return cfg, err
-	}
 	cfg.Path = filepath.Join(dir, "posthorn.toml")
 	if !force {
 		for _, p := range []string{cfg.Path, cfg.DataPath("posthorn.db")} {
@@ -87,6 +84,10 @@ func setup(dir string, cfg config.Config, force bool) (config.Config, error) {
 	loaded, err := config.Parse(cfg.Path, buf.Bytes())
 	if err != nil {
 		return cfg, fmt.Errorf("generated configuration does not load: %w", err)
+	}
+	// Only now is anything written: a bad name leaves nothing behind.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return cfg, err
 	}
 	if err := os.WriteFile(cfg.Path, buf.Bytes(), 0o640); err != nil {
 		return cfg, err

@@ -162,7 +162,9 @@ func (ss *session) authError(err error) error {
 		return &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Code: imapv2.ResponseCodeUnavailable,
 			Text: "Too many failed logins, try again later"}
 	case errors.Is(err, auth.ErrInvalidCredentials), strings.HasPrefix(err.Error(), "sasl:"):
-		ss.log().Info("imap login failed")
+		// auth's own line (proto, user, remote, reason) is the one to
+		// count failures by; this one adds the session, for debugging.
+		ss.log().Debug("imap login failed")
 		return imapserver.ErrAuthFailed
 	}
 	return ss.internalError("authenticate", err)

@@ -13,7 +13,7 @@ func TestSessionLogLines(t *testing.T) {
 	var logs syncBuffer
 	e := newTestEnv(t, func(s *Server) {
 		s.AllowPlaintextAuth = true
-		s.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		s.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	conn, r, _ := e.dialPlain()
 	send := func(line, wantPrefix string) {

@@ -229,7 +229,9 @@ func (ss *session) loggedIn(account string, err error) error {
 		return nil
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		ss.srv.Metrics.Inc(metrics.AuthFailures, "protocol", "pop3")
-		ss.log.Info("login failed")
+		// auth's own line (proto, user, remote, reason) is the one to
+		// count failures by; this one adds the session, for debugging.
+		ss.log.Debug("login failed")
 		ss.errf(msgAuthFailed)
 		return nil
 	}

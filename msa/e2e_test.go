@@ -96,8 +96,10 @@ func TestE2ESubmitToRemoteWithDKIM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One local and one remote recipient: the mda and the queue.
-	if err := send(c, alice, []string{bob, alice}, testMessage(alice, bob, "across")); err != nil {
+	// One local and one remote recipient: the mda and the queue. The
+	// Bcc: field (mutt's write_bcc) is taken out before signing.
+	msg := strings.Replace(testMessage(alice, bob, "across"), "Subject:", "Bcc: <alice@a.test>,\r\n <hidden@b.test>\r\nSubject:", 1)
+	if err := send(c, alice, []string{bob, alice}, msg); err != nil {
 		t.Fatal(err)
 	}
 	if own := inbox(t, p.A.Server.Store, alice); len(own) != 1 || !strings.Contains(string(own[0]), "Subject: across") {
@@ -115,6 +117,9 @@ func TestE2ESubmitToRemoteWithDKIM(t *testing.T) {
 	t.Logf("b: Authentication-Results: %s", ar)
 	if !strings.Contains(ar, "header.d=a.test") {
 		t.Errorf("Authentication-Results %q does not name a.test", ar)
+	}
+	if strings.Contains(m, "Bcc") || strings.Contains(m, "hidden@") {
+		t.Errorf("the Bcc: field reached a recipient:\n%s", m)
 	}
 }
 

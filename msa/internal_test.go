@@ -12,6 +12,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mta"
 )
 
 // brokenStore fails every lookup, as a store with a disk error would.
@@ -66,4 +68,28 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// TestDropBcc: Bcc: and Resent-Bcc: fields go, with their continuation
+// lines, wherever they are in the header and however it is split; the
+// body and the other fields stay byte for byte.
+func TestDropBcc(t *testing.T) {
+	join := func(parts [][]byte) string { return string(bytes.Join(parts, nil)) }
+	for _, c := range []struct{ in, want string }{
+		{"From: a\r\nBcc: b\r\nTo: c\r\n\r\nBcc: body\r\n", "From: a\r\nTo: c\r\n\r\nBcc: body\r\n"},
+		{"Bcc: b,\r\n c\r\nFrom: a\r\n\r\nx", "From: a\r\n\r\nx"},
+		{"From: a\r\nRESENT-BCC: b\r\n\r\n", "From: a\r\n\r\n"},
+		{"From: a\r\nbcc:\r\n\r\n", "From: a\r\n\r\n"},
+		{"From: a\r\nX-Bcc: b\r\n\r\n", "From: a\r\nX-Bcc: b\r\n\r\n"},
+		{"\r\nBcc: b\r\n", "\r\nBcc: b\r\n"},
+		{"From: a\r\nBcc: b", "From: a\r\n\r\n"}, // no empty line: EndHeader's parts
+	} {
+		parts := [][]byte{[]byte(c.in)}
+		if p := mta.EndHeader(parts[0]); p != nil {
+			parts = p
+		}
+		if got := join(dropBcc(parts)); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
+		}
+	}
 }

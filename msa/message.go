@@ -81,6 +81,7 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 			return nil, nil, errFromNotOwned
 		}
 	}
+	parts = dropBcc(parts)
 	now := time.Now()
 	var pre bytes.Buffer
 	writeReceived(&pre, s.Hostname, ss, now)
@@ -95,6 +96,71 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 		return nil, nil, err
 	}
 	return append(sig, pre.Bytes()...), parts, nil
+}
+
+// dropBcc takes the Bcc: and Resent-Bcc: fields out of the header, as
+// Postfix's cleanup does (message_drop_headers): the blind copies' own
+// addresses must not reach the other recipients (RFC 5322 section
+// 3.6.3). Clients rarely send one (mutt does, with write_bcc). parts is
+// prepare's: the header is the first part's, up to its empty line or, when
+// EndHeader split the message, the whole first part. Only when there is
+// such a field is a new first part made (the header's size), before the
+// message is signed.
+func dropBcc(parts [][]byte) [][]byte {
+	first := parts[0]
+	end := len(first)
+	if len(parts) == 1 {
+		if bytes.HasPrefix(first, []byte("\r\n")) {
+			return parts
+		}
+		if i := bytes.Index(first, []byte("\r\n\r\n")); i >= 0 {
+			end = i + 2
+		}
+	}
+	var kept []byte
+	found := false
+	for rest := first[:end]; len(rest) > 0; {
+		n := fieldEnd(rest)
+		name, _, _ := bytes.Cut(rest[:n], []byte(":"))
+		name = bytes.TrimSpace(name)
+		if bytes.EqualFold(name, []byte("Bcc")) || bytes.EqualFold(name, []byte("Resent-Bcc")) {
+			if !found {
+				kept = append(kept, first[:len(first[:end])-len(rest)]...)
+				found = true
+			}
+		} else if found {
+			kept = append(kept, rest[:n]...)
+		}
+		rest = rest[n:]
+	}
+	if !found {
+		return parts
+	}
+	rest := parts[1:]
+	if !bytes.HasSuffix(first[:end], []byte("\n")) && (len(kept) == 0 || bytes.HasSuffix(kept, []byte("\n"))) &&
+		len(rest) > 0 && bytes.Equal(rest[0], []byte("\r\n")) {
+		// The field taken out was the last, without its line end, which
+		// EndHeader's next part gave it.
+		rest = rest[1:]
+	}
+	return append([][]byte{kept, first[end:]}, rest...)
+}
+
+// fieldEnd returns the length of the header field that starts hdr, with
+// its continuation lines and line ends.
+func fieldEnd(hdr []byte) int {
+	n := lineEndAt(hdr, 0)
+	for n < len(hdr) && (hdr[n] == ' ' || hdr[n] == '\t') {
+		n = lineEndAt(hdr, n)
+	}
+	return n
+}
+
+func lineEndAt(b []byte, i int) int {
+	if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
+		return i + j + 1
+	}
+	return len(b)
 }
 
 // sign returns the DKIM-Signature fields for msg, given in parts, when

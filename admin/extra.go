@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -23,6 +24,7 @@ func extraCommands() map[string]handler {
 	return map[string]handler{
 		"dkim show":      dkimShow,
 		"dkim rotate":    dkimRotate,
+		"dkim activate":  dkimActivate,
 		"dns":            dnsRecords,
 		"doctor":         doctor,
 		"import mbox":    importStream,
@@ -92,7 +94,10 @@ func dkimShow(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	}
 	for _, k := range keys {
 		state := "active"
-		if !k.Active {
+		switch {
+		case k.Pending:
+			state = "new, not signing yet: publish it, then posthorn dkim activate " + d
+		case !k.Active:
 			state = "retired, keep published until mail signed with it is delivered"
 		}
 		fmt.Fprintf(out, "; %s %s, created %s, %s\n", k.Algorithm, k.Selector, k.Created.Format(time.DateOnly), state)
@@ -117,7 +122,7 @@ func dkimRotate(ctx context.Context, env *Env, req Request, out io.Writer) error
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "new DKIM keys for %s sign from now on; publish them:\n", d)
+	fmt.Fprintf(out, "new DKIM keys for %s; publish them, and once they are visible run posthorn dkim activate %s (mail is signed with the current keys until then):\n", d, d)
 	for _, k := range keys {
 		name, value, err := dkim.DNSRecord(k)
 		if err != nil {
@@ -125,6 +130,53 @@ func dkimRotate(ctx context.Context, env *Env, req Request, out io.Writer) error
 		}
 		fmt.Fprintln(out, dkim.ZoneLine(name, value))
 	}
+	return nil
+}
+
+// dkimActivate makes the keys dkim rotate made sign, once DNS shows their
+// records as they are to be (unless --force): a signature whose key
+// receivers cannot find fails, and under DMARC p=reject so would the mail.
+func dkimActivate(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	if err := nargs(req, 1, 1, "DOMAIN"); err != nil {
+		return err
+	}
+	d, err := servedDomain(env, req.Args[0])
+	if err != nil {
+		return err
+	}
+	keys, err := env.Store.DKIMKeys(d)
+	if err != nil {
+		return err
+	}
+	pending := dkim.Pending(keys)
+	if len(pending) == 0 {
+		return fmt.Errorf("%s has no new DKIM keys to activate (posthorn dkim rotate %s makes them)", d, d)
+	}
+	if !req.Force {
+		res := resolver.New(env.Config.Outbound.DNSServer)
+		var missing []string
+		for _, k := range pending {
+			name, value, err := dkim.DNSRecord(k)
+			if err != nil {
+				return err
+			}
+			c := zone.CheckRecord(ctx, res, zone.Record{Name: strings.TrimSuffix(name, ".") + ".", Type: "TXT", Value: value})
+			if c.Status != zone.StatusOK {
+				missing = append(missing, fmt.Sprintf("%s (%s)", name, c.Detail))
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("not published yet, nothing changed: %s; publish them and wait for DNS, or use --force", strings.Join(missing, ", "))
+		}
+	}
+	active, err := dkim.Activate(env.Store, d)
+	if err != nil {
+		return err
+	}
+	for _, k := range active {
+		fmt.Fprintf(out, "%s signs %s mail from now on (%s)\n", k.Selector, d, k.Algorithm)
+	}
+	fmt.Fprintln(out, "the old keys stay published: remove their records once mail signed with them has arrived")
 	return nil
 }
 

@@ -131,30 +131,84 @@ func Ensure(st store.Store, domain string) ([]store.DKIMKey, error) {
 }
 
 // Rotate makes a new ed25519 and a new RSA key for domain under new
-// selectors and makes them the active ones; the old keys stay stored,
-// inactive. It returns the new keys.
+// selectors, pending: published (dns, dkim show) but not signing, since
+// receivers that cannot find a key yet fail the signature. Activate then
+// makes them the active ones, once their records are published; the old
+// keys stay stored, inactive, for mail already signed with them. It
+// returns the new keys, and refuses while keys of an earlier rotation
+// still wait.
 func Rotate(st store.Store, domain string) ([]store.DKIMKey, error) {
 	domain = strings.ToLower(domain)
 	keys, err := st.DKIMKeys(domain)
 	if err != nil {
 		return nil, err
 	}
+	if p := Pending(keys); len(p) > 0 {
+		return nil, fmt.Errorf("dkim: %s has keys of an earlier rotation waiting (%s): publish them and run dkim activate", domain, selectors(p))
+	}
 	n := len(keys)
 	for _, alg := range []string{Ed25519, RSA} {
-		if err := addKey(st, domain, alg, &keys); err != nil {
+		if err := addKeyAs(st, domain, alg, true, &keys); err != nil {
 			return nil, err
 		}
 	}
 	return keys[n:], nil
 }
 
-// addKey makes and stores a key of alg, appending it to keys.
+// Activate makes the pending keys of domain (Rotate's) the active ones,
+// and returns them.
+func Activate(st store.Store, domain string) ([]store.DKIMKey, error) {
+	domain = strings.ToLower(domain)
+	keys, err := st.DKIMKeys(domain)
+	if err != nil {
+		return nil, err
+	}
+	pending := Pending(keys)
+	if len(pending) == 0 {
+		return nil, fmt.Errorf("dkim: %s has no new keys to activate (dkim rotate makes them)", domain)
+	}
+	for i := range pending {
+		pending[i].Pending = false
+		if err := st.AddDKIMKey(pending[i]); err != nil {
+			return nil, fmt.Errorf("dkim: activating %s of %s: %w", pending[i].Selector, domain, err)
+		}
+		pending[i].Active = true
+	}
+	return pending, nil
+}
+
+// Pending returns the keys of keys that wait for activation.
+func Pending(keys []store.DKIMKey) []store.DKIMKey {
+	var out []store.DKIMKey
+	for _, k := range keys {
+		if k.Pending {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func selectors(keys []store.DKIMKey) string {
+	s := make([]string, len(keys))
+	for i, k := range keys {
+		s[i] = k.Selector
+	}
+	return strings.Join(s, ", ")
+}
+
+// addKey makes and stores an active key of alg, appending it to keys.
 func addKey(st store.Store, domain, alg string, keys *[]store.DKIMKey) error {
+	return addKeyAs(st, domain, alg, false, keys)
+}
+
+// addKeyAs is addKey for a pending key too.
+func addKeyAs(st store.Store, domain, alg string, pending bool, keys *[]store.DKIMKey) error {
 	now := time.Now()
 	k, err := GenerateKey(domain, alg, NewSelector(alg, now, *keys), now)
 	if err != nil {
 		return err
 	}
+	k.Active, k.Pending = !pending, pending
 	if err := st.AddDKIMKey(k); err != nil {
 		return fmt.Errorf("dkim: storing key %s for %s: %w", k.Selector, domain, err)
 	}

@@ -20,8 +20,9 @@ import (
 )
 
 // fakeStore holds DKIM keys the way the store contract says: AddDKIMKey
-// makes the new key the active one of its algorithm. The embedded nil
-// interface panics if anything else is called.
+// replaces a key of the same selector and makes the new key the active
+// one of its algorithm, unless it is pending. The embedded nil interface
+// panics if anything else is called.
 type fakeStore struct {
 	store.Store
 	mu   sync.Mutex
@@ -31,15 +32,18 @@ type fakeStore struct {
 func (f *fakeStore) AddDKIMKey(k store.DKIMKey) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	k.Active = !k.Pending
 	for i := range f.keys {
-		if f.keys[i].Domain == k.Domain && f.keys[i].Selector == k.Selector {
-			return store.ErrExists
-		}
-		if f.keys[i].Domain == k.Domain && f.keys[i].Algorithm == k.Algorithm {
+		if k.Active && f.keys[i].Domain == k.Domain && f.keys[i].Algorithm == k.Algorithm {
 			f.keys[i].Active = false
 		}
 	}
-	k.Active = true
+	for i := range f.keys {
+		if f.keys[i].Domain == k.Domain && f.keys[i].Selector == k.Selector {
+			f.keys[i] = k
+			return nil
+		}
+	}
 	f.keys = append(f.keys, k)
 	return nil
 }
@@ -294,11 +298,25 @@ func TestEnsureAndRotate(t *testing.T) {
 	if err != nil || len(again) != 2 {
 		t.Fatalf("second Ensure: %d keys, %v", len(again), err)
 	}
-	// Rotating on the day the keys were made: selectors stay unique.
+	// Rotating on the day the keys were made: selectors stay unique. The
+	// new keys wait, and the old ones sign, until Activate.
 	if _, err := Rotate(st, "example.test"); err != nil {
 		t.Fatal(err)
 	}
 	all, _ := st.DKIMKeys("example.test")
+	if len(all) != 4 || !all[0].Active || !all[1].Active || all[2].Active || all[3].Active || !all[2].Pending || !all[3].Pending {
+		t.Fatalf("after Rotate, want the old keys active and the new ones pending: %+v", all)
+	}
+	if _, err := Rotate(st, "example.test"); err == nil || !strings.Contains(err.Error(), "activate") {
+		t.Errorf("a second Rotate before Activate: %v", err)
+	}
+	if _, err := Activate(st, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Activate(st, "example.test"); err == nil {
+		t.Error("Activate with nothing pending succeeded")
+	}
+	all, _ = st.DKIMKeys("example.test")
 	if len(all) != 4 {
 		t.Fatalf("%d keys after a rotation", len(all))
 	}

@@ -27,6 +27,12 @@ func TestEnsureRotateRealStore(t *testing.T) {
 	if err != nil || len(newKeys) != 2 {
 		t.Fatalf("Rotate: %v, %v", newKeys, err)
 	}
+	if sigs, err := Sign(mustKeys(t, st), []byte(message)); err != nil || bytes.Count(sigs, []byte("s="+ks[0].Selector+";"))+bytes.Count(sigs, []byte("s="+ks[1].Selector+";")) != 2 {
+		t.Fatalf("before Activate, want the old keys signing: %v\n%s", err, sigs)
+	}
+	if _, err := Activate(st, "example.test"); err != nil {
+		t.Fatal(err)
+	}
 	all, err := st.DKIMKeys("example.test")
 	if err != nil || len(all) != 4 {
 		t.Fatalf("after rotation: %d keys, %v", len(all), err)
@@ -56,4 +62,13 @@ func TestEnsureRotateRealStore(t *testing.T) {
 			t.Error(v.Err)
 		}
 	}
+}
+
+func mustKeys(t *testing.T, st store.Store) []store.DKIMKey {
+	t.Helper()
+	keys, err := st.DKIMKeys("example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }

@@ -327,7 +327,8 @@ func (s *boltStore) Aliases() (map[string][]string, error) {
 func dkimKey(domain, selector string) []byte { return []byte(domain + "\x00" + selector) }
 
 // AddDKIMKey stores a key (replacing one with the same selector) and makes
-// it the active key of its algorithm for the domain.
+// it the active key of its algorithm for the domain; a Pending key is
+// stored inactive, and the active ones stay.
 func (s *boltStore) AddDKIMKey(k DKIMKey) error {
 	d, err := normalizeDomain(k.Domain)
 	if err != nil {
@@ -336,7 +337,7 @@ func (s *boltStore) AddDKIMKey(k DKIMKey) error {
 	if k.Selector == "" || !validDomain(strings.ToLower(k.Selector)) {
 		return fmt.Errorf("DKIM selector %q: %w", k.Selector, ErrInvalidName)
 	}
-	k.Domain, k.Active = d, true
+	k.Domain, k.Active = d, !k.Pending
 	if k.Created.IsZero() {
 		k.Created = time.Now().UTC()
 	}
@@ -350,7 +351,7 @@ func (s *boltStore) AddDKIMKey(k DKIMKey) error {
 		}
 		b := t.tx.Bucket(bucketDKIM)
 		for _, o := range keys {
-			if o.Algorithm == k.Algorithm && o.Active && o.Selector != k.Selector {
+			if k.Active && o.Algorithm == k.Algorithm && o.Active && o.Selector != k.Selector {
 				o.Active = false
 				if err := putJSON(b, dkimKey(d, o.Selector), o); err != nil {
 					return err

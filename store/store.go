@@ -110,6 +110,10 @@ type DKIMKey struct {
 	PrivateKey []byte // PKCS#8, DER
 	Created    time.Time
 	Active     bool // signs new mail; inactive keys stay published until removed
+	// Pending: made by `dkim rotate`, published but not signing until
+	// `dkim activate`, so that no mail is signed with a key receivers
+	// cannot find yet.
+	Pending bool `json:",omitempty"`
 }
 
 // Mailbox describes one mailbox of an account.
@@ -289,7 +293,7 @@ type Store interface {
 	STSPolicy(domain string) (STSPolicy, error) // ErrNotFound
 
 	// DKIM keys.
-	AddDKIMKey(k DKIMKey) error // makes it the active key of its algorithm
+	AddDKIMKey(k DKIMKey) error // makes it the active key of its algorithm, unless k.Pending
 	DKIMKeys(domain string) ([]DKIMKey, error)
 	DeleteDKIMKey(domain, selector string) error
 

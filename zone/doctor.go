@@ -129,6 +129,14 @@ func checkPolicy(ctx context.Context, cfg *config.Config, res *net.Resolver, dom
 	return c
 }
 
+// CheckRecord looks one record up and says whether it is published as
+// it should be (dkim activate checks a new key's so).
+func CheckRecord(ctx context.Context, res *net.Resolver, r Record) Check {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	return checkRecord(ctx, res, r)
+}
+
 // checkRecord looks one record up.
 func checkRecord(ctx context.Context, res *net.Resolver, r Record) Check {
 	c := Check{Name: r.Type + " " + r.Name}

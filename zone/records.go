@@ -144,7 +144,9 @@ func Records(cfg *config.Config, domain string, keys []store.DKIMKey) []Record {
 			continue
 		}
 		c := "DKIM: public " + k.Algorithm + " key of selector " + k.Selector + "; receivers verify signatures with it"
-		if !k.Active {
+		if k.Pending {
+			c = "DKIM: new " + k.Algorithm + " key " + k.Selector + "; publish it, then `posthorn dkim activate " + bare + "` signs with it"
+		} else if !k.Active {
 			c = "DKIM: retired " + k.Algorithm + " key " + k.Selector + "; keep until mail signed with it has arrived"
 		}
 		rs = append(rs, Record{name, "TXT", value, c})

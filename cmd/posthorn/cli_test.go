@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/auth"
+	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/harness"
 )
 
@@ -253,8 +254,13 @@ func TestCLIDKIMDNSImportExport(t *testing.T) {
 	}
 	mustRun(t, "", "--config", cfg, "dkim", "rotate", "example.org")
 	after := mustRun(t, "", "--config", cfg, "dkim", "show", "example.org")
-	if strings.Count(after, "retired") != 2 || strings.Count(after, "; ed25519") != 2 {
-		t.Errorf("after rotate, want two retired and two active keys:\n%s", after)
+	if strings.Count(after, "new, not signing yet") != 2 || strings.Count(after, ", active") != 2 {
+		t.Errorf("after rotate, want two new and two active keys:\n%s", after)
+	}
+	mustRun(t, "", "--config", cfg, "dkim", "activate", "example.org", "--force")
+	after = mustRun(t, "", "--config", cfg, "dkim", "show", "example.org")
+	if strings.Count(after, "retired") != 2 || strings.Count(after, ", active") != 2 || strings.Count(after, "; ed25519") != 2 {
+		t.Errorf("after activate, want two retired and two active keys:\n%s", after)
 	}
 	mustFail(t, "not served here", "--config", cfg, "dkim", "show", "other.org")
 
@@ -296,5 +302,51 @@ func TestCLIDKIMDNSImportExport(t *testing.T) {
 	}
 	if !strings.Contains(bodies, "\r\nFrom the start\r\n") {
 		t.Errorf("mboxrd unescaping or CRLF lost:\n%q", bodies)
+	}
+}
+
+// TestCLIDKIMActivateChecksDNS: dkim activate makes the rotated keys sign
+// only once DNS shows their records (a signature whose key receivers
+// cannot find fails); until then nothing changes.
+func TestCLIDKIMActivateChecksDNS(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	cfg := env.Config.Path
+	if _, err := dkim.Ensure(env.Server.Store, harness.Domain); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := env.Server.Store.DKIMKeys(harness.Domain)
+	out := mustRun(t, "", "--config", cfg, "dkim", "rotate", harness.Domain)
+	if !strings.Contains(out, "posthorn dkim activate "+harness.Domain) {
+		t.Errorf("rotate does not say what comes next:\n%s", out)
+	}
+	mustFail(t, "rotation waiting", "--config", cfg, "dkim", "rotate", harness.Domain)
+	mustFail(t, "not published yet", "--config", cfg, "dkim", "activate", harness.Domain)
+	keys, _ := env.Server.Store.DKIMKeys(harness.Domain)
+	signing := func() []string {
+		var s []string
+		for _, k := range keys {
+			if k.Active {
+				s = append(s, k.Selector)
+			}
+		}
+		return s
+	}
+	if got := signing(); len(got) != 2 || got[0] != before[0].Selector || got[1] != before[1].Selector {
+		t.Fatalf("signing with %v before activate, want the old %s, %s", got, before[0].Selector, before[1].Selector)
+	}
+	lines, err := dkim.ZoneLines(dkim.Pending(keys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.DNS.Add(t, lines...)
+	out = mustRun(t, "", "--config", cfg, "dkim", "activate", harness.Domain)
+	if strings.Count(out, "signs "+harness.Domain+" mail from now on") != 2 {
+		t.Errorf("activate: %s", out)
+	}
+	keys, _ = env.Server.Store.DKIMKeys(harness.Domain)
+	for _, s := range signing() {
+		if s == before[0].Selector || s == before[1].Selector {
+			t.Errorf("still signing with the old key %s", s)
+		}
 	}
 }

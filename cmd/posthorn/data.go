@@ -21,7 +21,10 @@ func dkimCommand() *cli.Command {
 		Usage: "show or rotate a domain's DKIM keys",
 		Subcommands: []*cli.Command{
 			sub("show", "print the DKIM DNS records of a domain", "DOMAIN", adminAction("dkim show")),
-			sub("rotate", "make new keys with new selectors; old ones stay published", "DOMAIN", adminAction("dkim rotate")),
+			sub("rotate", "make new keys with new selectors, to publish; the current ones sign until activate", "DOMAIN", adminAction("dkim rotate")),
+			sub("activate", "sign with the keys rotate made, once DNS shows their records", "DOMAIN", func(c *cli.Context) error {
+				return runAdmin(c, admin.Request{Command: "dkim activate", Args: c.Args().Slice(), Force: c.Bool("force")})
+			}, &cli.BoolFlag{Name: "force", Usage: "activate without checking DNS"}),
 		},
 	}
 }

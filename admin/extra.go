@@ -77,15 +77,22 @@ func domainsArg(env *Env, req Request) ([]string, error) {
 	return ds, err
 }
 
-func dkimShow(ctx context.Context, env *Env, req Request, out io.Writer) error {
+// domainKeys reads the DOMAIN argument of a dkim command, a domain we
+// serve, and its keys.
+func domainKeys(env *Env, req Request) (string, []store.DKIMKey, error) {
 	if err := nargs(req, 1, 1, "DOMAIN"); err != nil {
-		return err
+		return "", nil, err
 	}
 	d, err := servedDomain(env, req.Args[0])
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	keys, err := env.Store.DKIMKeys(d)
+	return d, keys, err
+}
+
+func dkimShow(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	d, keys, err := domainKeys(env, req)
 	if err != nil {
 		return err
 	}
@@ -137,14 +144,7 @@ func dkimRotate(ctx context.Context, env *Env, req Request, out io.Writer) error
 // records as they are to be (unless --force): a signature whose key
 // receivers cannot find fails, and under DMARC p=reject so would the mail.
 func dkimActivate(ctx context.Context, env *Env, req Request, out io.Writer) error {
-	if err := nargs(req, 1, 1, "DOMAIN"); err != nil {
-		return err
-	}
-	d, err := servedDomain(env, req.Args[0])
-	if err != nil {
-		return err
-	}
-	keys, err := env.Store.DKIMKeys(d)
+	d, keys, err := domainKeys(env, req)
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func TestDMARCAuthorForms(t *testing.T) {
 		{"missing >", "From: \"PayPal\" <service@reject.test\r\n", "550 5.7.1"},
 		{"trailing dot", "From: \"PayPal\" <service@reject.test.>\r\n", "550 5.7.1"},
 		{"upper case, folded", "From: \"PayPal\"\r\n <service@REJECT.test>\r\n", "550 5.7.1"},
-		{"comment and broken quote", "From: \"Pay\"Pal\" (x) <service@reject.test>\r\n", "550 5.6.0"},
+		{"comment and broken quote", "From: \"Pay\"Pal\" (x) <service@reject.test>\r\n", "550 5.7.1"},
 		{"no domain", "From: PayPal service\r\n", "550 5.6.0"},
 		{"empty group", "From: undisclosed-recipients:;\r\n", "550 5.6.0"},
 		{"address literal", "From: service@[127.0.0.1]\r\n", "550 5.6.0"},

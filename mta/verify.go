@@ -21,6 +21,9 @@ import (
 	"github.com/emersion/go-msgauth/dmarc"
 	"golang.org/x/net/idna"
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/posthorn/posthorn/internal/mailsyntax"
+	"github.com/posthorn/posthorn/store"
 )
 
 // Implementation notes on the inbound checks.
@@ -412,12 +415,9 @@ func authorDomains(body []byte) ([]string, error) {
 }
 
 // fromAddresses returns the addresses of a From field value: as net/mail
-// parses them, or, when it cannot, as a mail reader still shows them
-// (the store's ENVELOPE parser is as lenient; it is not exported): the
-// list split at commas outside quoted strings, comments and angle
-// brackets, each address the inside of its angle brackets (to the end
-// when the ">" is missing), or else the item without comments and
-// white space.
+// parses them, or, when it cannot, as the IMAP ENVELOPE shows them to a
+// mail reader (store.AddressList, lenient as Dovecot is). An address
+// without a domain comes without its "@", for the caller to refuse.
 func fromAddresses(v string) []string {
 	var out []string
 	if list, err := mail.ParseAddressList(v); err == nil {
@@ -426,103 +426,17 @@ func fromAddresses(v string) []string {
 		}
 		return out
 	}
-	start := 0
-	for i := 0; i < len(v); i++ {
-		switch v[i] {
-		case '"':
-			i = skipQuoted(v, i)
-		case '(':
-			i = skipComment(v, i)
-		case '<':
-			if j := strings.IndexByte(v[i:], '>'); j >= 0 {
-				i += j
-			} else {
-				i = len(v)
-			}
-		case ',', ';':
-			if a := looseAddress(v[start:i]); a != "" {
-				out = append(out, a)
-			}
-			start = i + 1
+	for _, a := range store.AddressList(v) {
+		switch {
+		case a.Host == "":
+			// A group's start or end marker: no author.
+		case a.Host == store.MissingDomain:
+			out = append(out, a.Mailbox) // no domain: refused by the caller
+		default:
+			out = append(out, a.Mailbox+"@"+a.Host)
 		}
-	}
-	if a := looseAddress(v[start:]); a != "" {
-		out = append(out, a)
 	}
 	return out
-}
-
-// looseAddress returns the address in one item of an address list.
-func looseAddress(item string) string {
-	for i := 0; i < len(item); i++ {
-		switch item[i] {
-		case '"':
-			i = skipQuoted(item, i)
-		case '(':
-			i = skipComment(item, i)
-		case '<':
-			a := item[i+1:]
-			if j := strings.IndexByte(a, '>'); j >= 0 {
-				a = a[:j]
-			}
-			return withoutCFWS(a)
-		}
-	}
-	return withoutCFWS(item)
-}
-
-// withoutCFWS returns s without comments and white space, quoted strings
-// kept as they are.
-func withoutCFWS(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '"':
-			end := min(skipQuoted(s, i)+1, len(s))
-			b.WriteString(s[i:end])
-			i = end - 1
-		case '(':
-			i = skipComment(s, i)
-		case ' ', '\t', '\r', '\n':
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
-// skipQuoted returns the index of the quote that closes the quoted string
-// opening at s[i] (quoted pairs skipped), or len(s) if it is not closed.
-func skipQuoted(s string, i int) int {
-	for i++; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return len(s)
-}
-
-// skipComment returns the index of the parenthesis that closes the
-// comment opening at s[i] (comments nest, RFC 5322 section 3.2.2), or
-// len(s) if it is not closed.
-func skipComment(s string, i int) int {
-	depth := 0
-	for ; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '(':
-			depth++
-		case ')':
-			if depth--; depth == 0 {
-				return i
-			}
-		}
-	}
-	return len(s)
 }
 
 func domainOf(addr string) string {
@@ -626,9 +540,9 @@ func foldAuthRes(s string) string {
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
 		case '"':
-			i = skipQuoted(s, i)
+			i = mailsyntax.SkipQuoted(s, i)
 		case '(':
-			i = skipComment(s, i)
+			i = mailsyntax.SkipComment(s, i)
 		case ';':
 			if i+1 < len(s) && s[i+1] == ' ' {
 				b.WriteString(strings.TrimRight(s[start:i], " "))
@@ -785,7 +699,7 @@ func dropOurAuthResults(body []byte, host string) []byte {
 func authservID(v string) string {
 	i := skipCFWS(v, 0)
 	if i < len(v) && v[i] == '"' {
-		end := skipQuoted(v, i)
+		end := mailsyntax.SkipQuoted(v, i)
 		var b strings.Builder
 		for j := i + 1; j < end; j++ {
 			switch v[j] {
@@ -814,7 +728,7 @@ func skipCFWS(s string, i int) int {
 		switch s[i] {
 		case ' ', '\t', '\r', '\n':
 		case '(':
-			i = skipComment(s, i)
+			i = mailsyntax.SkipComment(s, i)
 		default:
 			return i
 		}

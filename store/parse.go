@@ -17,6 +17,8 @@ import (
 	_ "github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/posthorn/posthorn/internal/mailsyntax"
 )
 
 // Parsing limits beyond the configurable ones. A hostile message cannot
@@ -187,6 +189,15 @@ const maxAddresses = 10000
 // writes the same placeholder.
 const missingDomain = "MISSING_DOMAIN"
 
+// MissingDomain is the host AddressList gives an address without one.
+const MissingDomain = missingDomain
+
+// AddressList parses an address-list field leniently, as the ENVELOPE
+// shows it (see addressList): what a mail reader would show as the
+// addresses of a field that net/mail cannot parse. Inbound DMARC checks
+// the From authors so, as readers see them.
+func AddressList(v string) []imap.Address { return addressList(v) }
+
 // addressList parses an address-list field leniently (RFC 5322 section
 // 3.4), address by address, as Dovecot does: an address that does not
 // parse is kept as well as it can be, and never costs the others. A group
@@ -209,9 +220,9 @@ func addressList(v string) []imap.Address {
 	for i := 0; i < len(v) && len(l) < maxAddresses; i++ {
 		switch c := v[i]; c {
 		case '"':
-			i = skipQuoted(v, i)
+			i = mailsyntax.SkipQuoted(v, i)
 		case '(':
-			i = skipComment(v, i)
+			i = mailsyntax.SkipComment(v, i)
 		case '<':
 			if j := strings.IndexByte(v[i:], '>'); j >= 0 {
 				i += j
@@ -253,39 +264,6 @@ func addressList(v string) []imap.Address {
 		l = append(l, imap.Address{}) // the missing ";"
 	}
 	return l
-}
-
-// skipQuoted returns the index of the quote that closes the quoted
-// string opening at v[i], or len(v) if it is not closed.
-func skipQuoted(v string, i int) int {
-	for i++; i < len(v); i++ {
-		switch v[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return len(v)
-}
-
-// skipComment returns the index of the parenthesis that closes the
-// (possibly nested) comment opening at v[i], or len(v).
-func skipComment(v string, i int) int {
-	depth := 0
-	for ; i < len(v); i++ {
-		switch v[i] {
-		case '\\':
-			i++
-		case '(':
-			depth++
-		case ')':
-			if depth--; depth == 0 {
-				return i
-			}
-		}
-	}
-	return len(v)
 }
 
 // addrParser is the strict parser tried first on each address.
@@ -350,9 +328,9 @@ func angleStart(s string) int {
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
 		case '"':
-			i = skipQuoted(s, i)
+			i = mailsyntax.SkipQuoted(s, i)
 		case '(':
-			i = skipComment(s, i)
+			i = mailsyntax.SkipComment(s, i)
 		case '<':
 			return i
 		}
@@ -369,12 +347,12 @@ func phraseText(s string) (text, comment string) {
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '(':
-			end := skipComment(s, i)
+			end := mailsyntax.SkipComment(s, i)
 			comment = strings.TrimSpace(enclosed(s, i, end))
 			space = true
 			i = end
 		case '"':
-			end := skipQuoted(s, i)
+			end := mailsyntax.SkipQuoted(s, i)
 			if space && b.Len() > 0 {
 				b.WriteByte(' ')
 			}
@@ -401,11 +379,11 @@ func addrSpec(s string) (addr, comment string) {
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '"':
-			end := skipQuoted(s, i)
+			end := mailsyntax.SkipQuoted(s, i)
 			b.WriteString(s[i:min(end+1, len(s))])
 			i = end
 		case '(':
-			end := skipComment(s, i)
+			end := mailsyntax.SkipComment(s, i)
 			comment = strings.TrimSpace(enclosed(s, i, end))
 			i = end
 		case ' ', '\t', '\r', '\n':
@@ -716,7 +694,7 @@ func lenientParams(v string) (string, map[string]string) {
 	for i := 0; i < len(v); i++ {
 		switch v[i] {
 		case '"':
-			i = skipQuoted(v, i)
+			i = mailsyntax.SkipQuoted(v, i)
 		case ';':
 			fields = append(fields, v[start:i])
 			start = i + 1
@@ -741,7 +719,7 @@ func lenientParams(v string) (string, map[string]string) {
 		}
 		pv = strings.TrimSpace(pv)
 		if strings.HasPrefix(pv, `"`) {
-			pv = enclosed(pv, 0, skipQuoted(pv, 0))
+			pv = enclosed(pv, 0, mailsyntax.SkipQuoted(pv, 0))
 		}
 		params[k] = pv
 		canon.WriteString("; " + k + `="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\r", "", "\n", "").Replace(pv) + `"`)
@@ -763,11 +741,11 @@ func stripComments(v string) string {
 	for i := 0; i < len(v); i++ {
 		switch v[i] {
 		case '"':
-			end := min(skipQuoted(v, i)+1, len(v))
+			end := min(mailsyntax.SkipQuoted(v, i)+1, len(v))
 			b.WriteString(v[i:end])
 			i = end - 1
 		case '(':
-			i = skipComment(v, i)
+			i = mailsyntax.SkipComment(v, i)
 			b.WriteByte(' ')
 		default:
 			b.WriteByte(v[i])

@@ -168,7 +168,7 @@ func Default() Config {
 			RetryMax:     Duration{4 * time.Hour},
 			GiveUpAfter:  Duration{5 * 24 * time.Hour},
 			DelayNotice:  Duration{4 * time.Hour},
-			Workers:      8,
+			Workers:      32,
 		},
 		Limits: Limits{
 			MaxRecipients:       100,

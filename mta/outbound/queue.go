@@ -18,8 +18,8 @@
 //   - One dispatcher scans the queue for due entries and hands their ids
 //     to Workers goroutines; Enqueue and Retry wake it, and it sleeps until
 //     the earliest NextAttempt otherwise. An entry is in at most one
-//     worker's hands at a time, and at most half the workers deliver to
-//     one destination domain at a time (destLimit).
+//     worker's hands at a time, and at most a quarter of the workers
+//     deliver to one destination domain at a time (destLimit).
 //   - Remaining recipients are grouped by domain, one SMTP transaction per
 //     domain (RFC 5321 section 3.3), with per-recipient results: a 5xx
 //     reply fails that recipient, a 4xx reply or a connection failure
@@ -385,11 +385,13 @@ type flight struct {
 }
 
 // destLimit is how many entries for one destination domain are delivered
-// at once: half the workers, so that one slow or tarpitting destination
-// (each of its hosts may take commandTimeout to greet) cannot hold every
-// worker while mail for other domains waits. Postfix has the same
-// per-destination limit (default_destination_concurrency_limit).
-func destLimit(workers int) int { return max(1, workers/2) }
+// at once: a quarter of the workers, so that slow or tarpitting
+// destinations (each of their hosts may take commandTimeout to greet)
+// need four domains to hold every worker while mail for others waits.
+// Postfix has the same per-destination limit
+// (default_destination_concurrency_limit, 20 of 100 processes; workers
+// are goroutines here, 32 by default, 8 to a domain).
+func destLimit(workers int) int { return max(1, workers/4) }
 
 // board marks e in flight unless one of its destinations is at limit.
 // Everything goes to the one smarthost, so there is no destination to

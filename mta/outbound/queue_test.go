@@ -120,7 +120,8 @@ func TestDropDuringDelivery(t *testing.T) {
 }
 
 // TestSlowDestinationLeavesWorkers: entries for a destination that does
-// not answer take at most half the workers; mail for another domain goes.
+// not answer take at most a quarter of the workers; mail for another
+// domain goes.
 func TestSlowDestinationLeavesWorkers(t *testing.T) {
 	f := startFakeMX(t, nil)
 	// A tarpit on 127.0.0.2 at the same port: it accepts and never greets.

@@ -53,6 +53,7 @@ type Request struct {
 type Queue interface {
 	Retry(id string) error // "" retries every entry
 	Drop(id string) error
+	Delivering(id string) bool // a worker is delivering the entry now
 }
 
 // Env is what a command works on.
@@ -553,6 +554,9 @@ func queueList(ctx context.Context, env *Env, req Request, out io.Writer) error 
 		next := "now"
 		if d := e.NextAttempt.Sub(now); d > 0 {
 			next = "in " + d.Round(time.Second).String()
+		}
+		if env.Queue != nil && env.Queue.Delivering(e.ID) {
+			next = "delivering"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, now.Sub(e.Created).Round(time.Second),
 			from, strings.Join(rcpts, ","), e.Attempts, next, oneLine(e.LastError, 80))

@@ -384,6 +384,13 @@ type flight struct {
 	dropped bool               // Drop removed it meanwhile
 }
 
+// Delivering reports whether a worker holds the entry id now (queue list).
+func (q *Queue) Delivering(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.inflight[id] != nil
+}
+
 // destLimit is how many entries for one destination domain are delivered
 // at once: a quarter of the workers, so that slow or tarpitting
 // destinations (each of their hosts may take commandTimeout to greet)

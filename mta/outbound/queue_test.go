@@ -100,6 +100,10 @@ func TestDropDuringDelivery(t *testing.T) {
 	e.run(t)
 	qe := e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test", "nobody@remote.test")
 	<-inData
+	// queue list says so, rather than "0 attempts, next try now".
+	if !e.Q.Delivering(qe.ID) {
+		t.Error("an entry in DATA is not reported as being delivered")
+	}
 	if err := e.Q.Drop(qe.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +116,9 @@ func TestDropDuringDelivery(t *testing.T) {
 		t.Fatalf("DSN:\n%s", dsn)
 	}
 	e.waitEmpty(t)
+	if e.Q.Delivering(qe.ID) {
+		t.Error("a dropped entry is still reported as being delivered")
+	}
 	select {
 	case dsn := <-e.MDA.ch:
 		t.Fatalf("a DSN for the dropped entry:\n%s", dsn)

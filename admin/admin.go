@@ -82,21 +82,23 @@ type handler func(ctx context.Context, env *Env, req Request, out io.Writer) err
 // files of this package add themselves in init-free tables merged here.
 func commands() map[string]handler {
 	m := map[string]handler{
-		"domain add":  domainAdd,
-		"domain del":  domainDel,
-		"domain list": domainList,
-		"user add":    userAdd,
-		"user passwd": userPasswd,
-		"user del":    userDel,
-		"user list":   userList,
-		"user quota":  userQuota,
-		"alias add":   aliasAdd,
-		"alias del":   aliasDel,
-		"alias list":  aliasList,
-		"queue list":  queueList,
-		"queue retry": queueRetry,
-		"queue drop":  queueDrop,
-		"backup":      backup,
+		"domain add":   domainAdd,
+		"domain del":   domainDel,
+		"domain list":  domainList,
+		"user add":     userAdd,
+		"user passwd":  userPasswd,
+		"user del":     userDel,
+		"user list":    userList,
+		"user quota":   userQuota,
+		"user disable": userDisable,
+		"user enable":  userEnable,
+		"alias add":    aliasAdd,
+		"alias del":    aliasDel,
+		"alias list":   aliasList,
+		"queue list":   queueList,
+		"queue retry":  queueRetry,
+		"queue drop":   queueDrop,
+		"backup":       backup,
 	}
 	for k, v := range extraCommands() {
 		m[k] = v
@@ -291,6 +293,36 @@ func userQuota(ctx context.Context, env *Env, req Request, out io.Writer) error 
 		fmt.Fprintf(out, "quota of %s set to %s; %s used already: new mail waits until some is deleted\n", a, ByteSize(q), ByteSize(acct.UsedBytes))
 	default:
 		fmt.Fprintf(out, "quota of %s set to %s (%s used)\n", a, ByteSize(q), ByteSize(acct.UsedBytes))
+	}
+	return nil
+}
+
+// userDisable stops an account from logging in and receiving mail (it is
+// then unknown to SMTP, 550 5.1.1) and ends its IMAP sessions; its mail
+// stays. userEnable undoes it.
+func userDisable(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	return setDisabled(env, req, out, true)
+}
+
+func userEnable(ctx context.Context, env *Env, req Request, out io.Writer) error {
+	return setDisabled(env, req, out, false)
+}
+
+func setDisabled(env *Env, req Request, out io.Writer, disabled bool) error {
+	if err := nargs(req, 1, 1, "ADDRESS"); err != nil {
+		return err
+	}
+	a, err := Address(req.Args[0])
+	if err != nil {
+		return err
+	}
+	if err := env.Store.SetDisabled(a, disabled); err != nil {
+		return noUser(a, err)
+	}
+	if disabled {
+		fmt.Fprintf(out, "%s disabled: no logins, no new mail (550 5.1.1); its mail is kept\n", a)
+	} else {
+		fmt.Fprintf(out, "%s enabled\n", a)
 	}
 	return nil
 }

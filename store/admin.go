@@ -137,9 +137,23 @@ func (s *boltStore) SetQuota(address string, n int64) error {
 	return s.updateAccount(address, func(a *Account) { a.QuotaBytes = n })
 }
 
-// SetDisabled enables or disables an account.
+// SetDisabled enables or disables an account; disabling publishes
+// EventAccountDisable.
 func (s *boltStore) SetDisabled(address string, disabled bool) error {
-	return s.updateAccount(address, func(a *Account) { a.Disabled = disabled })
+	return s.update(func(t *txn) error {
+		a, err := t.account(address)
+		if err != nil {
+			return err
+		}
+		a.Disabled = disabled
+		if err := t.putAccount(a); err != nil {
+			return err
+		}
+		if disabled {
+			t.publish(Event{Kind: EventAccountDisable, Account: a.Address})
+		}
+		return nil
+	})
 }
 
 func (s *boltStore) updateAccount(address string, f func(*Account)) error {

@@ -207,6 +207,9 @@ const (
 	// EventAccountDelete: the account is gone (after its mailboxes'
 	// EventMailboxDelete events); Mailbox is empty.
 	EventAccountDelete
+	// EventAccountDisable: the account was disabled (SetDisabled); its
+	// sessions end. Mailbox is empty.
+	EventAccountDisable
 )
 
 // Event is published to subscribers after the change is committed.
@@ -269,7 +272,8 @@ type Store interface {
 	AddAccount(address, passwordHash string) error // ErrNoSuchDomain, ErrExists
 	SetPasswordHash(address, hash string) error
 	SetQuota(address string, bytes int64) error
-	DeleteAccount(address string) error // removes its mail
+	SetDisabled(address string, disabled bool) error // disabling publishes EventAccountDisable
+	DeleteAccount(address string) error              // removes its mail
 	Account(address string) (Account, error)
 	Accounts() ([]Account, error)
 

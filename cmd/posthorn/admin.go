@@ -160,6 +160,8 @@ func userCommand() *cli.Command {
 			sub("del", "delete an account and all its mail", "ADDRESS", adminAction("user del")),
 			sub("list", "list the accounts", "", adminAction("user list")),
 			sub("quota", "set an account's quota (e.g. 2G; 0 or none: no quota)", "ADDRESS SIZE", adminAction("user quota")),
+			sub("disable", "refuse an account's logins and new mail, keeping its mail; end its IMAP sessions", "ADDRESS", adminAction("user disable")),
+			sub("enable", "undo user disable", "ADDRESS", adminAction("user enable")),
 		},
 	}
 }

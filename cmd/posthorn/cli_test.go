@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2/imapclient"
+
 	"github.com/posthorn/posthorn/auth"
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/harness"
@@ -348,5 +350,43 @@ func TestCLIDKIMActivateChecksDNS(t *testing.T) {
 		if s == before[0].Selector || s == before[1].Selector {
 			t.Errorf("still signing with the old key %s", s)
 		}
+	}
+}
+
+// TestCLIUserDisable: user disable refuses the account's logins and new
+// mail while the server runs, keeps its mail, and user enable undoes it.
+func TestCLIUserDisable(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	cfg := env.Config.Path
+	if err := sendPlain(env.Addr("smtp"), harness.User, "kept"); err != nil {
+		t.Fatal(err)
+	}
+	login := func() error {
+		c, err := imapclient.DialTLS(env.Addr("imaps"), &imapclient.Options{TLSConfig: env.ClientTLS()})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return c.Login(harness.User, harness.Password).Wait()
+	}
+	if out := mustRun(t, "", "--config", cfg, "user", "disable", harness.User); !strings.Contains(out, "disabled") {
+		t.Errorf("user disable: %q", out)
+	}
+	if out := mustRun(t, "", "--config", cfg, "user", "list"); !strings.Contains(out, "disabled") {
+		t.Errorf("user list after disable: %q", out)
+	}
+	if err := login(); err == nil {
+		t.Error("a disabled account logged in")
+	}
+	if err := sendPlain(env.Addr("smtp"), harness.User, "refused"); err == nil || !strings.Contains(err.Error(), "550") {
+		t.Errorf("mail to a disabled account: %v", err)
+	}
+	mustFail(t, "no user", "--config", cfg, "user", "disable", "nobody@"+harness.Domain)
+	mustRun(t, "", "--config", cfg, "user", "enable", harness.User)
+	if err := login(); err != nil {
+		t.Errorf("login after user enable: %v", err)
+	}
+	if msgs, err := env.Server.Store.Messages(harness.User, "INBOX"); err != nil || len(msgs) != 1 {
+		t.Errorf("INBOX after disable and enable: %d messages, %v", len(msgs), err)
 	}
 }

@@ -664,3 +664,30 @@ func TestAppendNUL(t *testing.T) {
 	c.expect("b OK")
 	c.usable()
 }
+
+// TestAccountDisabledEndsSessions: user disable ends the account's
+// sessions with BYE, as deleting it does; others go on.
+func TestAccountDisabledEndsSessions(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	e.deliver(testBob, "INBOX", testMessage(1, "one"))
+	selected := e.rawLogin(t, testBob)
+	selected.send("s SELECT INBOX")
+	selected.expect("s OK")
+	authed := e.rawLogin(t, testBob)
+	other := e.rawLogin(t, testAlice)
+	if err := e.st.SetDisabled(testBob, true); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*rawClient{"selected": selected, "authenticated": authed} {
+		if rest := c.closed(); !strings.Contains(rest, "* BYE Account disabled") {
+			t.Errorf("%s session: %q", name, rest)
+		}
+	}
+	other.usable()
+	// Enabling it again ends nothing.
+	again := e.rawLogin(t, testAlice)
+	if err := e.st.SetDisabled(testAlice, false); err != nil {
+		t.Fatal(err)
+	}
+	again.usable()
+}

@@ -140,7 +140,10 @@ func (h *hub) lookup(account, mailbox string) *tracker {
 func (h *hub) dispatch(ev store.Event) {
 	switch ev.Kind {
 	case store.EventAccountDelete:
-		h.kick(ev.Account)
+		h.kick(ev.Account, "Account deleted")
+		return
+	case store.EventAccountDisable:
+		h.kick(ev.Account, "Account disabled")
 		return
 	case store.EventMailboxRename:
 		h.rename(ev.Account, ev.Mailbox, ev.NewName)
@@ -275,17 +278,18 @@ func (h *hub) logout(ss *session) {
 	}
 }
 
-// kick ends the sessions of a deleted account with BYE, as Dovecot's
-// kick does: every command of theirs would fail. Each BYE is written on a
+// kick ends the sessions of a deleted or disabled account with BYE (why),
+// as Dovecot's kick does: every command of theirs would fail, or they
+// would go on reading mail that is no longer theirs to read. Each BYE is written on a
 // goroutine of its own: a session may be blocked writing to a slow
 // client, and the hub must go on dispatching.
-func (h *hub) kick(account string) {
+func (h *hub) kick(account, why string) {
 	h.mu.Lock()
 	m := h.logins[account]
 	delete(h.logins, account)
 	h.mu.Unlock()
 	for ss := range m {
-		go ss.bye("Account deleted")
+		go ss.bye(why)
 	}
 }
 
@@ -316,8 +320,8 @@ func (h *hub) byeAll(text string, wait time.Duration) {
 	}
 }
 
-// kickDeleted kicks the sessions of accounts deleted while events were
-// lost (a subscription overflow).
+// kickDeleted kicks the sessions of accounts deleted or disabled while
+// events were lost (a subscription overflow).
 func (h *hub) kickDeleted() {
 	h.mu.Lock()
 	accounts := make([]string, 0, len(h.logins))
@@ -326,8 +330,11 @@ func (h *hub) kickDeleted() {
 	}
 	h.mu.Unlock()
 	for _, a := range accounts {
-		if _, err := h.store.Account(a); errors.Is(err, store.ErrNoSuchAccount) {
-			h.kick(a)
+		switch acct, err := h.store.Account(a); {
+		case errors.Is(err, store.ErrNoSuchAccount):
+			h.kick(a, "Account deleted")
+		case err == nil && acct.Disabled:
+			h.kick(a, "Account disabled")
 		}
 	}
 }

@@ -477,8 +477,7 @@ func (a *Agent) splitFull(copies []localCopy, size int) (room []localCopy, full 
 		if err != nil {
 			return nil, nil, err
 		}
-		add := int64(len(c.to.Prefix) + size)
-		if acct.QuotaBytes > 0 && acct.UsedBytes+add > acct.QuotaBytes {
+		if !acct.Fits(int64(len(c.to.Prefix) + size)) {
 			full = append(full, c.via)
 		} else {
 			room = append(room, c)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/dkim"
+	"github.com/posthorn/posthorn/internal/mailsyntax"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/mta"
 )
@@ -110,28 +111,22 @@ func dropBcc(parts [][]byte) [][]byte {
 	first := parts[0]
 	end := len(first)
 	if len(parts) == 1 {
-		if bytes.HasPrefix(first, []byte("\r\n")) {
-			return parts
-		}
-		if i := bytes.Index(first, []byte("\r\n\r\n")); i >= 0 {
-			end = i + 2
-		}
+		end = mailsyntax.HeaderLen(first)
 	}
 	var kept []byte
-	found := false
-	for rest := first[:end]; len(rest) > 0; {
-		n := fieldEnd(rest)
-		name, _, _ := bytes.Cut(rest[:n], []byte(":"))
+	found, off := false, 0
+	for _, f := range mailsyntax.HeaderFields(first[:end]) {
+		name, _, _ := bytes.Cut(f, []byte(":"))
 		name = bytes.TrimSpace(name)
 		if bytes.EqualFold(name, []byte("Bcc")) || bytes.EqualFold(name, []byte("Resent-Bcc")) {
 			if !found {
-				kept = append(kept, first[:len(first[:end])-len(rest)]...)
+				kept = append(kept, first[:off]...)
 				found = true
 			}
 		} else if found {
-			kept = append(kept, rest[:n]...)
+			kept = append(kept, f...)
 		}
-		rest = rest[n:]
+		off += len(f)
 	}
 	if !found {
 		return parts
@@ -144,23 +139,6 @@ func dropBcc(parts [][]byte) [][]byte {
 		rest = rest[1:]
 	}
 	return append([][]byte{kept, first[end:]}, rest...)
-}
-
-// fieldEnd returns the length of the header field that starts hdr, with
-// its continuation lines and line ends.
-func fieldEnd(hdr []byte) int {
-	n := lineEndAt(hdr, 0)
-	for n < len(hdr) && (hdr[n] == ' ' || hdr[n] == '\t') {
-		n = lineEndAt(hdr, n)
-	}
-	return n
-}
-
-func lineEndAt(b []byte, i int) int {
-	if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
-		return i + j + 1
-	}
-	return len(b)
 }
 
 // sign returns the DKIM-Signature fields for msg, given in parts, when

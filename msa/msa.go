@@ -46,6 +46,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/internal/drain"
 	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
@@ -100,7 +101,7 @@ type Server struct {
 	mu     sync.Mutex
 	srv    *smtp.Server
 	ln     net.Listener
-	drain  mta.Drain // transactions in progress
+	drain  drain.Counter // transactions in progress
 	budget *membudget.Budget
 }
 

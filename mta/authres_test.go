@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-msgauth/authres"
+
+	"github.com/posthorn/posthorn/internal/mailsyntax"
 )
 
 // TestAuthResMailFromInjection: a quoted MAIL FROM local part holding
@@ -287,7 +289,7 @@ func FuzzAuthResFields(f *testing.F) {
 	const host = "mail.example.test"
 	f.Fuzz(func(t *testing.T, hdr, mailFrom string) {
 		out := dropOurAuthResults([]byte(hdr), host)
-		for _, fl := range headerFields(out[:headerLen(out)]) {
+		for _, fl := range mailsyntax.HeaderFields(out[:mailsyntax.HeaderLen(out)]) {
 			name, value, _ := strings.Cut(string(fl), ":")
 			if strings.EqualFold(strings.TrimSpace(name), "Authentication-Results") &&
 				strings.EqualFold(strings.TrimSuffix(authservID(value), "."), host) {

@@ -3,7 +3,6 @@ package mta_test
 import (
 	"bytes"
 	"crypto/tls"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,24 +27,11 @@ const testMessage = "From: Bob <bob@remote.example>\r\n" +
 	"\r\n" +
 	"Bob\r\n"
 
-func inbox(t testing.TB, st store.Store, mailbox string) [][]byte {
+func inbox(t testing.TB, st store.Store, name string) [][]byte {
 	t.Helper()
-	msgs, err := st.Messages(harness.User, mailbox)
-	if err != nil {
-		t.Fatalf("messages: %v", err)
-	}
 	var out [][]byte
-	for _, m := range msgs {
-		b, err := st.OpenMessage(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(b)
-		b.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, data)
+	for _, m := range mailbox(t, st, harness.User, name) {
+		out = append(out, []byte(m))
 	}
 	return out
 }

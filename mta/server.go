@@ -51,6 +51,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/internal/connlimit"
+	"github.com/posthorn/posthorn/internal/drain"
 	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
@@ -95,7 +96,7 @@ type Server struct {
 	engine    *smtp.Server
 	listeners []net.Listener
 	closed    bool
-	drain     Drain // transactions in progress
+	drain     drain.Counter // transactions in progress
 	dns       spf.DNSResolver
 	budget    *membudget.Budget
 }

@@ -122,7 +122,7 @@ func lookupTXT(ctx context.Context, res spf.DNSResolver) func(string) ([]string,
 const errBodyLength = "dkim: message contains an insecure body length tag"
 
 func checkDKIM(ctx context.Context, res spf.DNSResolver, body []byte) []dkimVerdict {
-	sigs := dkimSignatures(body[:headerLen(body)])
+	sigs := dkimSignatures(body[:mailsyntax.HeaderLen(body)])
 	if len(sigs) == 0 {
 		return nil
 	}
@@ -184,7 +184,7 @@ type dkimSignature struct {
 // first colon with white space trimmed, tags split at ";" and "=".
 func dkimSignatures(hdr []byte) []dkimSignature {
 	var out []dkimSignature
-	for _, f := range headerFields(hdr) {
+	for _, f := range mailsyntax.HeaderFields(hdr) {
 		name, value, _ := bytes.Cut(f, []byte(":"))
 		if !strings.EqualFold(string(bytes.TrimSpace(name)), "DKIM-Signature") {
 			continue
@@ -377,13 +377,13 @@ var (
 // line that is not a field, before which EndHeader ends it. Each author
 // must have a usable domain.
 func authorDomains(body []byte) ([]string, error) {
-	hdr := body[:headerLen(body)]
+	hdr := body[:mailsyntax.HeaderLen(body)]
 	if split := headerSplit(body); split >= 0 && split < len(hdr) {
 		hdr = body[:split]
 	}
 	var from []byte
 	n := 0
-	for _, f := range headerFields(hdr) {
+	for _, f := range mailsyntax.HeaderFields(hdr) {
 		if name, value, ok := bytes.Cut(f, []byte(":")); ok && strings.EqualFold(string(name), "From") {
 			from, n = value, n+1
 		}
@@ -445,42 +445,6 @@ func domainOf(addr string) string {
 		return ""
 	}
 	return strings.ToLower(addr[i+1:])
-}
-
-// headerLen returns the length of the header of msg up to the end of its
-// last field's line, not counting the empty line after it: 0 when msg
-// starts with the empty line, len(msg) when there is none.
-func headerLen(msg []byte) int {
-	if bytes.HasPrefix(msg, crlf) {
-		return 0
-	}
-	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
-		return i + 2
-	}
-	return len(msg)
-}
-
-// headerFields splits a header into its fields, each with its
-// continuation lines and line ends.
-func headerFields(hdr []byte) [][]byte {
-	var out [][]byte
-	for len(hdr) > 0 {
-		n := lineEnd(hdr, 0)
-		for n < len(hdr) && (hdr[n] == ' ' || hdr[n] == '\t') {
-			n = lineEnd(hdr, n)
-		}
-		out = append(out, hdr[:n])
-		hdr = hdr[n:]
-	}
-	return out
-}
-
-// lineEnd returns the index after the line of b that starts at i.
-func lineEnd(b []byte, i int) int {
-	if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
-		return i + j + 1
-	}
-	return len(b)
 }
 
 // traceRoom is the room kept before a DATA body for traceHeaders.
@@ -675,14 +639,14 @@ func authReason(s string) string {
 // around it, on any of the field's folded lines; compared without case
 // (it is a domain name) and without a trailing dot.
 func dropOurAuthResults(body []byte, host string) []byte {
-	end := headerLen(body)
+	end := mailsyntax.HeaderLen(body)
 	hdr := body[:end]
 	if !bytes.Contains(bytes.ToLower(hdr), []byte("authentication-results")) {
 		return body
 	}
 	host = strings.TrimSuffix(host, ".")
 	var out bytes.Buffer
-	for _, f := range headerFields(hdr) {
+	for _, f := range mailsyntax.HeaderFields(hdr) {
 		name, value, ok := bytes.Cut(f, []byte(":"))
 		if ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Authentication-Results") &&
 			strings.EqualFold(strings.TrimSuffix(authservID(string(value)), "."), host) {

@@ -178,7 +178,7 @@ func (s *boltStore) parseAll(msgs []NewMessage) []BlobInfo {
 }
 
 func checkQuota(a Account, add int64) error {
-	if a.QuotaBytes > 0 && a.UsedBytes+add > a.QuotaBytes {
+	if !a.Fits(add) {
 		return fmt.Errorf("account %s (%d of %d bytes used, %d more): %w", a.Address, a.UsedBytes, a.QuotaBytes, add, ErrOverQuota)
 	}
 	return nil

@@ -102,6 +102,12 @@ type Account struct {
 	Created      time.Time
 }
 
+// Fits reports whether add more bytes stay within the account's quota:
+// the rule by which Append and Deliver refuse with ErrOverQuota.
+func (a Account) Fits(add int64) bool {
+	return a.QuotaBytes <= 0 || a.UsedBytes+add <= a.QuotaBytes
+}
+
 // DKIMKey is one signing key of a domain.
 type DKIMKey struct {
 	Domain     string

@@ -1,7 +1,46 @@
 // Package mailsyntax has the scanning steps of RFC 5322 header syntax
-// that the store's lenient address parser and the inbound checks' parser
-// of Authentication-Results both take.
+// that several components take: the store's lenient address parser, the
+// inbound checks (Authentication-Results, DKIM-Signature and From fields)
+// and submission (Bcc: removal).
 package mailsyntax
+
+import "bytes"
+
+// HeaderLen returns the length of the header of msg up to the end of its
+// last field's line, not counting the empty line after it: 0 when msg
+// starts with the empty line, len(msg) when there is none.
+func HeaderLen(msg []byte) int {
+	if bytes.HasPrefix(msg, []byte("\r\n")) {
+		return 0
+	}
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		return i + 2
+	}
+	return len(msg)
+}
+
+// HeaderFields splits a header into its fields, each with its
+// continuation lines and line ends.
+func HeaderFields(hdr []byte) [][]byte {
+	var out [][]byte
+	for len(hdr) > 0 {
+		n := lineEnd(hdr, 0)
+		for n < len(hdr) && (hdr[n] == ' ' || hdr[n] == '\t') {
+			n = lineEnd(hdr, n)
+		}
+		out = append(out, hdr[:n])
+		hdr = hdr[n:]
+	}
+	return out
+}
+
+// lineEnd returns the index after the line of b that starts at i.
+func lineEnd(b []byte, i int) int {
+	if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
+		return i + j + 1
+	}
+	return len(b)
+}
 
 // SkipQuoted returns the index of the quote that closes the quoted string
 // opening at s[i] (quoted pairs skipped), or len(s) if it is not closed.

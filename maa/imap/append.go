@@ -55,13 +55,10 @@ func (ss *session) Append(name string, r imapv2.LiteralReader, options *imapv2.A
 		}
 		return nil, err
 	}
-	// Counted before the check: Shutdown sets closed before it reads
-	// the count, so either it waits for this APPEND or this one sees it.
-	ss.s.appending.Add(1)
-	defer ss.s.appending.Add(-1)
-	if ss.s.closed.Load() {
+	if !ss.s.appending.Enter() {
 		return fail(noErr(imapv2.ResponseCodeUnavailable, "Server shutting down, try again later"))
 	}
+	defer ss.s.appending.Leave()
 	if options != nil {
 		if err := checkFlags(options.Flags); err != nil {
 			return fail(err)

@@ -88,6 +88,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-sasl"
 
+	"github.com/posthorn/posthorn/internal/drain"
 	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/store"
@@ -140,7 +141,7 @@ type Server struct {
 	hub      *hub
 	closed   atomic.Bool
 	// appending counts the APPENDs running, which Shutdown lets finish.
-	appending atomic.Int64
+	appending drain.Counter
 	conns     atomic.Int64
 
 	mu        sync.Mutex
@@ -300,16 +301,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	s.mu.Unlock()
-	var err error
-	tick := time.NewTicker(20 * time.Millisecond)
-	for s.appending.Load() > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-tick.C:
-		}
-	}
-	tick.Stop()
+	err := s.appending.Wait(ctx)
 	s.hub.byeAll("Server shutting down", time.Second)
 	s.mu.Lock()
 	var open []*deadlineConn

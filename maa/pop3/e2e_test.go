@@ -535,3 +535,30 @@ func TestE2EAccountDeleted(t *testing.T) {
 		t.Fatalf("the session goes on after its account was deleted: %q", line)
 	}
 }
+
+// TestE2EAccountDisabled: disabling the account of a POP3 session
+// (posthorn user disable) ends that session at its next command, as it
+// ends the account's IMAP sessions, and the deletion it had marked is
+// not made.
+func TestE2EAccountDisabled(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	fill(t, env, 2)
+	c := popLogin(t, env)
+	c.cmd("+OK 2 ", "STAT")
+	c.cmd("+OK", "DELE 1")
+	if err := env.Server.Store.SetDisabled(harness.User, true); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd("-ERR [SYS/PERM] Account disabled", "NOOP")
+	c.raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := c.ReadLine(); err == nil {
+		t.Fatalf("the session goes on after its account was disabled: %q", line)
+	}
+	msgs, err := env.Server.Store.Messages(harness.User, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 {
+		t.Errorf("INBOX holds %d messages after the disabled session, want 2 (DELE not applied)", len(msgs))
+	}
+}

@@ -29,6 +29,7 @@ type maildrop struct {
 	events      <-chan store.Event
 	cancel      func()
 	accountGone bool // the account was deleted
+	disabled    bool // the account was disabled (posthorn user disable)
 }
 
 // openMaildrop subscribes to the account's events, then takes the
@@ -91,6 +92,8 @@ func (d *maildrop) apply(ev store.Event) {
 	case ev.Kind == store.EventAccountDelete:
 		d.accountGone = true
 		d.markAllGone()
+	case ev.Kind == store.EventAccountDisable:
+		d.disabled = true
 	case ev.Kind == store.EventMailboxRename && ev.Mailbox == inbox:
 		// Renaming INBOX moves its messages away (RFC 9051 6.3.6).
 		d.markAllGone()

@@ -269,14 +269,21 @@ func (ss *session) dispatch(line string) error {
 		ss.log.Debug("command", "cmd", name, "args", trimForLog(args))
 	}
 	if ss.drop != nil && name != "CAPA" {
-		// An account deleted meanwhile ends the session (as IMAP's BYE),
-		// before a command that would find its messages gone.
+		// An account deleted or disabled meanwhile ends the session (as
+		// IMAP's BYE), before a command that would find its messages gone.
 		if err := ss.drop.sync(); err != nil {
 			return err
 		}
 		if ss.drop.accountGone {
 			ss.log.Info("session ended: account deleted")
 			ss.errf(codeSysPerm + "Account no longer exists")
+			return errAbort
+		}
+		if ss.drop.disabled {
+			// As IMAP's sessions are ended: the deletions marked so far
+			// are not made (no UPDATE state).
+			ss.log.Info("session ended: account disabled")
+			ss.errf(codeSysPerm + "Account disabled")
 			return errAbort
 		}
 	}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -53,6 +55,7 @@ func backupAction(c *cli.Context) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
+	defer removeOnSignal(tmp)()
 	err = runAdmin(c, admin.Request{Command: "backup", Args: []string{dst}, Download: f})
 	if err == nil {
 		err = f.Sync()
@@ -79,6 +82,28 @@ func backupAction(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "backup written to %s (%s)\n", dst, admin.ByteSize(fi.Size()))
 	return nil
+}
+
+// removeOnSignal removes path and exits if the command is interrupted
+// (Ctrl-C, SIGTERM, SIGHUP) before the returned stop is called: an exit by
+// signal runs no deferred removal, and would leave the temporary file.
+func removeOnSignal(path string) (stop func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			os.Remove(path)
+			fmt.Fprintf(os.Stderr, "posthorn: interrupted (%s): no backup written\n", sig)
+			os.Exit(130)
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
 }
 
 func importCommand() *cli.Command {

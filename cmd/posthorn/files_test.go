@@ -1,14 +1,21 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/control"
 	"github.com/posthorn/posthorn/harness"
 	"github.com/posthorn/posthorn/store"
 )
@@ -97,5 +104,70 @@ func TestCLIFilesWhileServingAsAnotherUser(t *testing.T) {
 	case <-p.exited:
 		t.Fatalf("serve ended\n%s", p.logText())
 	default:
+	}
+}
+
+// TestBackupInterrupted: a backup interrupted by Ctrl-C (here, while the
+// server behind the control socket sends nothing) removes its temporary
+// file and exits 130, rather than leave a hidden half backup behind.
+func TestBackupInterrupted(t *testing.T) {
+	cfgPath := initDir(t)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A server that takes the request and never answers.
+	ln, err := net.Listen("unix", cfg.DataPath(control.SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	out := t.TempDir()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "POSTHORN_TEST_ARGS=--config\n"+cfgPath+"\nbackup\n"+filepath.Join(out, "b.db"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	temps := func() []string {
+		m, _ := filepath.Glob(filepath.Join(out, ".posthorn-backup-*"))
+		return m
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(temps()) == 0 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("no temporary backup file appeared; stderr: %s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Errorf("interrupted backup exited with %v, want status 130; stderr: %s", err, stderr.String())
+	}
+	if m := temps(); len(m) != 0 {
+		t.Errorf("interrupted backup left %v", m)
+	}
+	if _, err := os.Stat(filepath.Join(out, "b.db")); err == nil {
+		t.Error("interrupted backup wrote the backup file")
+	}
+	if !strings.Contains(stderr.String(), "no backup written") {
+		t.Errorf("stderr = %q, want it to say no backup was written", stderr.String())
 	}
 }

@@ -2,7 +2,10 @@ package imap
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,5 +199,102 @@ func TestDeleteRecreate(t *testing.T) {
 	if _, err := a.Store(imapv2.SeqSetNum(1), &imapv2.StoreFlags{Op: imapv2.StoreFlagsAdd,
 		Flags: []imapv2.Flag{imapv2.FlagSeen}}, nil).Collect(); err == nil {
 		t.Fatal("STORE on a deleted mailbox succeeded")
+	}
+}
+
+// raceStore moves the messages of the next Copy or Move to Archive
+// just before doing it, as another session (a phone archiving the message
+// the laptop archives) would between this session's look at its view and
+// the store's work.
+type raceStore struct {
+	store.Store
+	race atomic.Bool
+}
+
+func (r *raceStore) first(account, src string, uids []uint32) {
+	if r.race.Swap(false) {
+		if _, err := r.Store.Move(account, src, uids, "Archive"); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (r *raceStore) Copy(account, src string, uids []uint32, dst string) (store.CopyResult, error) {
+	r.first(account, src, uids)
+	return r.Store.Copy(account, src, uids, dst)
+}
+
+func (r *raceStore) Move(account, src string, uids []uint32, dst string) (store.CopyResult, error) {
+	r.first(account, src, uids)
+	return r.Store.Move(account, src, uids, dst)
+}
+
+// TestMoveCopyRace: when two sessions move the same message, the second
+// finds it gone. Its MOVE or COPY gets NO [EXPUNGEISSUED] and the
+// connection goes on; it got its tagged reply inside a half-written
+// COPYUID line ("* OK [COPYUID 1 a1 NO ..."), and a client hung.
+func TestMoveCopyRace(t *testing.T) {
+	rs := &raceStore{}
+	e := newTestEnv(t, func(s *Server) {
+		s.AllowPlaintextAuth = true
+		rs.Store = s.Store
+		s.Store = rs
+	})
+	c := e.rawLogin(t, testAlice)
+	for _, cmd := range []string{"MOVE 1 Junk", "COPY 1 Junk", "UID MOVE %d Junk", "UID COPY %d Junk"} {
+		uid := e.deliver(testAlice, "INBOX", testMessage(1, "one"))
+		c.send("s SELECT INBOX")
+		c.expect("s OK")
+		if strings.Contains(cmd, "%d") {
+			cmd = fmt.Sprintf(cmd, uid)
+		}
+		rs.race.Store(true)
+		c.send("r %s", cmd)
+		lines := c.expect("r NO [EXPUNGEISSUED]")
+		for _, l := range lines {
+			if strings.Contains(l, "COPYUID") {
+				t.Errorf("%s: COPYUID for nothing copied: %q", cmd, l)
+			}
+		}
+		c.usable()
+	}
+	if msgs, _ := e.st.Messages(testAlice, "Junk"); len(msgs) != 0 {
+		t.Errorf("Junk holds %d messages, want none", len(msgs))
+	}
+	if msgs, _ := e.st.Messages(testAlice, "Archive"); len(msgs) != 4 {
+		t.Errorf("Archive holds %d messages, want the 4 the other session moved", len(msgs))
+	}
+}
+
+// TestCopyExpungedInView: a COPY or MOVE of messages this session has
+// seen expunged but not yet been told of gets NO [EXPUNGEISSUED]; with
+// some of them left, those are copied.
+func TestCopyExpungedInView(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	e.deliver(testAlice, "INBOX", testMessage(1, "one"))
+	e.deliver(testAlice, "INBOX", testMessage(2, "two"))
+	e.deliver(testAlice, "INBOX", testMessage(3, "three"))
+	a := e.rawLogin(t, testAlice)
+	b := e.rawLogin(t, testAlice)
+	for _, c := range []*rawClient{a, b} {
+		c.send("s SELECT INBOX")
+		c.expect("s OK")
+	}
+	a.send("a1 MOVE 1 Archive")
+	a.expect("a1 OK")
+	// b has not been told: its message 1 is the one a moved.
+	b.send("b1 MOVE 1 Junk")
+	b.expect("b1 NO [EXPUNGEISSUED]")
+	b.usable()
+	a.send("a2 UID MOVE 2 Archive")
+	a.expect("a2 OK")
+	b.send("b2 UID COPY 1:3 Junk")
+	lines := b.expect("b2 OK")
+	if last := lines[len(lines)-1]; !strings.Contains(last, "[COPYUID ") {
+		t.Errorf("partial COPY: %q, want COPYUID of the message left", last)
+	}
+	b.usable()
+	if msgs, _ := e.st.Messages(testAlice, "Junk"); len(msgs) != 1 {
+		t.Errorf("Junk holds %d messages, want 1", len(msgs))
 	}
 }

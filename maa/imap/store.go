@@ -81,14 +81,29 @@ func (ss *session) Copy(numSet imapv2.NumSet, dest string) (*imapv2.CopyData, er
 		if _, err := ss.s.Store.Mailbox(ss.account, dest); err != nil {
 			return nil, ss.tryCreate("copy", err)
 		}
+		if len(entries) > 0 {
+			return nil, errExpungedMeanwhile // all expunged, not yet told
+		}
 		return nil, nil
 	}
 	res, err := ss.s.Store.Copy(ss.account, ss.mailbox(), uids, dest)
 	if err != nil {
 		return nil, ss.tryCreate("copy", err)
 	}
+	if len(res.SrcUIDs) == 0 {
+		return nil, errExpungedMeanwhile
+	}
 	return copyData(res), nil
 }
+
+// errExpungedMeanwhile answers a COPY or MOVE all of whose messages
+// another session expunged (or moved away) since this one last heard: NO
+// with EXPUNGEISSUED (RFC 9051 section 7.1; RFC 2180 section 4.4.1 lets
+// such a COPY fail), the expunges coming with the reply or at the next
+// command. (A COPYUID with no UIDs is no
+// valid response: go-imap failed inside its line.) When only some were
+// gone, the others are copied, and COPYUID names them.
+var errExpungedMeanwhile = noErr("EXPUNGEISSUED", "The messages were expunged meanwhile by another session")
 
 // Move implements MOVE and UID MOVE (RFC 6851): COPYUID in an untagged OK,
 // then the expunges.
@@ -112,11 +127,17 @@ func (ss *session) Move(w *imapserver.MoveWriter, numSet imapv2.NumSet, dest str
 		if _, err := ss.s.Store.Mailbox(ss.account, dest); err != nil {
 			return ss.tryCreate("move", err)
 		}
+		if len(entries) > 0 {
+			return errExpungedMeanwhile // all expunged, not yet told
+		}
 		return nil
 	}
 	res, err := ss.s.Store.Move(ss.account, ss.mailbox(), uids, dest)
 	if err != nil {
 		return ss.tryCreate("move", err)
+	}
+	if len(res.SrcUIDs) == 0 {
+		return errExpungedMeanwhile
 	}
 	ss.sel.t.applyExpunge(res.SrcUIDs)
 	if err := w.WriteCopyData(copyData(res)); err != nil {

@@ -3,7 +3,9 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -421,4 +423,69 @@ func putJSON(b *bolt.Bucket, k []byte, v any) error {
 		return err
 	}
 	return b.Put(k, data)
+}
+
+// RestoreUIDMargin is how far RaiseUIDNext moves every mailbox's next UID
+// after a restore: more messages than any one mailbox gets between a
+// backup and its restore, and little of the 32-bit UID space (4,096
+// restores).
+const RestoreUIDMargin = 1 << 20
+
+// RaiseUIDNext moves the next UID of every mailbox of every account by
+// by, for a store restored from a backup. The server gave out UIDs after
+// the backup was taken, and clients (IMAP caches, mbsync, POP3 UIDLs)
+// know them; within one UIDVALIDITY a UID must never name another message
+// (RFC 9051 section 2.3.1.1, RFC 1939 section 7), so the restored store
+// must not give them out again. Raising UIDNEXT keeps UIDVALIDITY, so
+// clients keep what they have of the messages the backup holds and see
+// the later ones as expunged. A mailbox whose UIDs would run out gets a
+// new UIDVALIDITY instead (its clients sync it again from scratch). It
+// returns the number of mailboxes changed.
+func RaiseUIDNext(st Store, by uint32) (int, error) {
+	s, ok := st.(*boltStore)
+	if !ok {
+		return 0, errors.New("store: not a bbolt store")
+	}
+	n := 0
+	err := s.update(func(t *txn) error {
+		n = 0
+		var addrs []string
+		if err := t.tx.Bucket(bucketAccounts).ForEach(func(k, _ []byte) error {
+			addrs = append(addrs, string(k))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, addr := range addrs {
+			mail := t.mailBucket(addr)
+			if mail == nil {
+				continue
+			}
+			var boxes []Mailbox
+			if err := mail.Bucket(bucketMailboxes).ForEach(func(k, v []byte) error {
+				mb, err := decodeMailbox(v)
+				if err != nil {
+					return fmt.Errorf("store: mailbox %q of %s: %w", k, addr, err)
+				}
+				boxes = append(boxes, mb)
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, mb := range boxes {
+				if uint64(mb.UIDNext)+uint64(by) < math.MaxUint32 {
+					mb.UIDNext += by
+				} else {
+					mb.UIDValidity = t.nextUIDValidity()
+				}
+				mb.HighestModSeq += uint64(by)
+				if err := t.writeMailbox(addr, mb); err != nil {
+					return err
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"path/filepath"
 	"testing"
 )
@@ -171,5 +172,45 @@ func TestBackupCompact(t *testing.T) {
 			t.Fatalf("%s: body differs: %v", p, err)
 		}
 		st.Close()
+	}
+}
+
+// TestRaiseUIDNext: after a restore every mailbox gives out UIDs past any
+// given before, under the same UIDVALIDITY; one whose UIDs would run out
+// gets a new UIDVALIDITY instead, keeping its UIDNEXT.
+func TestRaiseUIDNext(t *testing.T) {
+	s, _ := openTest(t, Options{})
+	mustAppend(t, s, "INBOX", testMessage("a", 100))
+	inbox, _ := s.Mailbox("alice@example.test", "INBOX")
+	// Archive near the end of its UIDs.
+	if err := s.update(func(t *txn) error {
+		mb, err := t.mailbox("alice@example.test", "Archive")
+		if err != nil {
+			return err
+		}
+		mb.UIDNext = math.MaxUint32 - 10
+		return t.writeMailbox("alice@example.test", mb)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	archive, _ := s.Mailbox("alice@example.test", "Archive")
+	n, err := RaiseUIDNext(s, RestoreUIDMargin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boxes, _ := s.Mailboxes("alice@example.test")
+	if n != len(boxes) {
+		t.Errorf("RaiseUIDNext changed %d mailboxes, want all %d", n, len(boxes))
+	}
+	in2, _ := s.Mailbox("alice@example.test", "INBOX")
+	if in2.UIDValidity != inbox.UIDValidity || in2.UIDNext != inbox.UIDNext+RestoreUIDMargin || in2.HighestModSeq < inbox.HighestModSeq+RestoreUIDMargin {
+		t.Errorf("INBOX %+v after raising %+v", in2, inbox)
+	}
+	if d := mustAppend(t, s, "INBOX", testMessage("b", 100)); d.UID != inbox.UIDNext+RestoreUIDMargin {
+		t.Errorf("next message got UID %d, want %d", d.UID, inbox.UIDNext+RestoreUIDMargin)
+	}
+	ar2, _ := s.Mailbox("alice@example.test", "Archive")
+	if ar2.UIDValidity == archive.UIDValidity || ar2.UIDNext != archive.UIDNext {
+		t.Errorf("Archive %+v after raising %+v: want a new UIDVALIDITY, the same UIDNEXT", ar2, archive)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/smtp"
 	"os"
@@ -296,5 +297,65 @@ func TestRestoreAndCompactKeepOwner(t *testing.T) {
 	owned("store compact")
 	if out := mustRun(t, "", "--config", cfg, "domain", "list"); !strings.Contains(out, "owned.example") {
 		t.Errorf("domain list: %q", out)
+	}
+}
+
+// TestRestoreGivesNoUIDTwice: the UIDs the server gave out after a
+// backup are not given out again by the store restored from it, under the
+// same UIDVALIDITY: fetchmail (UIDL) and mbsync took the message that came
+// after the restore for one they had, and never fetched it.
+func TestRestoreGivesNoUIDTwice(t *testing.T) {
+	cfgPath := initDir(t)
+	mustRun(t, "pw one two\n", "--config", cfgPath, "user", "add", "u@example.org", "--password-stdin")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN := func(n int) (last store.Delivered, mb store.Mailbox) {
+		t.Helper()
+		st, err := store.Open(cfg.DataPath("posthorn.db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		for i := range n {
+			if last, err = st.Append(context.Background(), "u@example.org", "INBOX", store.NewMessage{Body: []byte(fmt.Sprintf("Subject: %d\r\n\r\nx\r\n", i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if mb, err = st.Mailbox("u@example.org", "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		return last, mb
+	}
+	appendN(2)
+	backup := filepath.Join(t.TempDir(), "b.db")
+	mustRun(t, "", "--config", cfgPath, "backup", backup)
+	given, before := appendN(3) // UIDs 3 to 5, which clients now know
+	out := mustRun(t, "", "--config", cfgPath, "restore", "--force", backup)
+	if !strings.Contains(out, "next UID raised") {
+		t.Errorf("restore does not say what it did to the UIDs: %q", out)
+	}
+	after, mb := appendN(1)
+	if mb.UIDValidity != before.UIDValidity {
+		t.Errorf("UIDVALIDITY changed from %d to %d: clients would sync everything again", before.UIDValidity, mb.UIDValidity)
+	}
+	if after.UID <= given.UID {
+		t.Fatalf("the restored store gave UID %d again (the last given before the restore was %d)", after.UID, given.UID)
+	}
+	st, err := store.Open(cfg.DataPath("posthorn.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	msgs, err := st.Messages("u@example.org", "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 3 || msgs[0].UID != 1 || msgs[1].UID != 2 {
+		t.Errorf("restored INBOX: %+v, want the backup's UIDs 1 and 2 and the new message", msgs)
+	}
+	if _, err := os.Stat(cfg.DataPath("posthorn.db.restore")); err == nil {
+		t.Error("restore left its temporary file")
 	}
 }

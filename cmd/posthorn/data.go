@@ -87,10 +87,11 @@ func restoreCommand() *cli.Command {
 		if err := store.DiscardLog(db); err != nil {
 			return err
 		}
-		if err := copyFile(src, db, owner(db)); err != nil {
+		if err := copyFile(src, db, owner(db), raiseUIDs); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.App.Writer, "restored %s from %s\n", db, src)
+		fmt.Fprintf(c.App.Writer, "restored %s from %s (every mailbox's next UID raised by %d: the UIDs given out since the backup are not given again)\n",
+			db, src, store.RestoreUIDMargin)
 		return nil
 	}, forceFlag)
 }
@@ -165,7 +166,23 @@ func owner(db string) func(path string) error {
 
 // copyFile copies src over dst through a temporary file, fsynced, which
 // chown gives its owner before it replaces dst.
-func copyFile(src, dst string, chown func(string) error) error {
+// raiseUIDs opens the store restored at path and raises its mailboxes'
+// next UIDs (see store.RaiseUIDNext).
+func raiseUIDs(path string) error {
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		return err
+	}
+	_, err = store.RaiseUIDNext(st, store.RestoreUIDMargin)
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// copyFile copies src to dst through a temporary file beside dst, which
+// prepare, if not nil, changes before it takes dst's place.
+func copyFile(src, dst string, chown, prepare func(string) error) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -183,11 +200,15 @@ func copyFile(src, dst string, chown func(string) error) error {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && prepare != nil {
+		err = prepare(tmp)
+	}
 	if err == nil {
 		err = chown(tmp)
 	}
 	if err != nil {
 		os.Remove(tmp)
+		os.Remove(tmp + "-wal")
 		return err
 	}
 	return os.Rename(tmp, dst)

@@ -22,6 +22,8 @@ func FuzzParseBlobInfo(f *testing.F) {
 		}
 	}
 	f.Add(nestedMultipart(60))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/pdf; name*0*=iso-8859-1''r%E9; name*1=\"sum.pdf\"\r\n" +
+		"Content-Disposition: attachment; filename*=shift_jis''%93%FA%96%7B.txt\r\n\r\nx\r\n--b--\r\n"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		bi := parseBlobInfo(msg, Options{MaxHeaderFields: 50, MaxMIMEDepth: 8})
 		if bi.HeaderLen < 0 || bi.HeaderLen > int64(len(msg)) || bi.Envelope == nil || bi.BodyStructure == nil {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	netmail "net/mail"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -681,13 +683,19 @@ func parseParamField(v string) (string, map[string]string, bool) {
 			params[k] = decodeText(pv)
 		}
 	}
+	if strings.Contains(v, "*") {
+		params = extendedParams(v, params)
+	}
 	if len(params) == 0 {
 		params = nil
 	}
 	return strings.ToLower(value), params, true
 }
 
-func lenientParams(v string) (string, map[string]string) {
+// paramFields splits a parameterized header value at its semicolons
+// outside quoted strings, comments removed: the value, then each
+// parameter as it is written.
+func paramFields(v string) []string {
 	v = stripComments(v)
 	var fields []string
 	start := 0
@@ -700,7 +708,147 @@ func lenientParams(v string) (string, map[string]string) {
 			start = i + 1
 		}
 	}
-	fields = append(fields, v[start:])
+	return append(fields, v[start:])
+}
+
+// extendedParams sets in params the RFC 2231 parameters of v (name*=,
+// name*0*=, name*1= ...): Go's parser drops those in a charset other than
+// UTF-8 and US-ASCII, or keeps only their later segments, and a Latin-1
+// or Shift_JIS attachment name was lost from BODYSTRUCTURE. Their octets
+// are turned into UTF-8 from the charset the first segment names. One
+// with segments missing, or in a charset nobody knows, is left out; a
+// plain parameter of the same name is taken instead, as Go does.
+func extendedParams(v string, params map[string]string) map[string]string {
+	type segment struct {
+		n       int
+		encoded bool
+		value   string
+	}
+	segs := map[string][]segment{}
+	plain := map[string]bool{}
+	for _, f := range paramFields(v)[1:] {
+		k, pv, ok := strings.Cut(f, "=")
+		k = strings.ToLower(strings.TrimSpace(k))
+		base, rest, star := strings.Cut(k, "*")
+		if !ok || !isToken(base) {
+			continue
+		}
+		if !star {
+			plain[base] = true
+			continue
+		}
+		sg := segment{}
+		rest, sg.encoded = strings.CutSuffix(rest, "*")
+		if rest == "" && k == base+"*" {
+			sg.encoded = true
+		} else if n, err := strconv.Atoi(rest); err == nil && n >= 0 && n < 1000 {
+			sg.n = n
+		} else {
+			continue
+		}
+		pv = strings.TrimSpace(pv)
+		if strings.HasPrefix(pv, `"`) {
+			pv = enclosed(pv, 0, mailsyntax.SkipQuoted(pv, 0))
+		}
+		sg.value = pv
+		segs[base] = append(segs[base], sg)
+	}
+	for base, ss := range segs {
+		if plain[base] {
+			continue // the plain parameter is the one taken
+		}
+		slices.SortFunc(ss, func(a, b segment) int { return a.n - b.n })
+		charset := "us-ascii"
+		var raw []byte
+		ok := true
+		for i, sg := range ss {
+			if sg.n != i {
+				ok = false // a segment missing or twice
+				break
+			}
+			val := sg.value
+			if !sg.encoded {
+				raw = append(raw, val...)
+				continue
+			}
+			if i == 0 {
+				cs, rest, found := strings.Cut(val, "'")
+				_, val, found2 := strings.Cut(rest, "'") // the language is dropped
+				if !found || !found2 {
+					ok = false
+					break
+				}
+				if cs != "" {
+					charset = cs
+				}
+				raw = appendPercentDecoded(raw, val)
+				continue
+			}
+			raw = appendPercentDecoded(raw, val)
+		}
+		text, err := toUTF8(charset, raw)
+		if !ok || err != nil {
+			delete(params, base) // what Go made of it: later segments only
+			continue
+		}
+		if params == nil {
+			params = map[string]string{}
+		}
+		params[base] = text
+	}
+	return params
+}
+
+// appendPercentDecoded appends s with its %XX octets decoded; a % not
+// followed by two hex digits is kept as it is.
+func appendPercentDecoded(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return b
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
+}
+
+// toUTF8 turns b, text in charset, into UTF-8 (bytes that are not are
+// read as Latin-1, as everywhere in the parser).
+func toUTF8(charset string, b []byte) (string, error) {
+	switch strings.ToLower(charset) {
+	case "us-ascii", "utf-8", "utf8":
+		return fix8bit(string(b)), nil
+	case "iso-8859-1", "latin1":
+		return latin1ToUTF8(b), nil
+	}
+	r, err := wordDecoder.CharsetReader(charset, bytes.NewReader(b))
+	if err != nil {
+		return "", err
+	}
+	out, err := io.ReadAll(io.LimitReader(r, 4*int64(len(b))+16))
+	if err != nil {
+		return "", err
+	}
+	return fix8bit(string(out)), nil
+}
+
+func lenientParams(v string) (string, map[string]string) {
+	fields := paramFields(v)
 	value := strings.ToLower(strings.Join(strings.Fields(fields[0]), ""))
 	if value == "" {
 		return "", nil

@@ -141,6 +141,35 @@ func TestContentTypeLenient(t *testing.T) {
 	}
 }
 
+// TestExtendedParamCharsets: RFC 2231 parameters in charsets other than
+// UTF-8 (which Go's parser drops) are decoded into UTF-8; the attachment
+// name was missing from BODYSTRUCTURE.
+func TestExtendedParamCharsets(t *testing.T) {
+	for _, c := range []struct{ field, param, want string }{
+		{`attachment; filename*=iso-8859-1''r%E9sum%E9.pdf`, "filename", "résumé.pdf"},
+		{`attachment; filename*=ISO-8859-1'fr'r%E9sum%E9.pdf; size=3`, "filename", "résumé.pdf"},
+		{`attachment; filename*0*=windows-1252''%80uro; filename*1=".txt"`, "filename", "€uro.txt"},
+		{`attachment; filename*1*=%E9.pdf; filename*0*=iso-8859-1''r%E9sum`, "filename", "résumé.pdf"},
+		{`attachment; filename*=koi8-r''%F0%D2%C9%D7%C5%D4.txt`, "filename", "Привет.txt"},
+		{`attachment; filename*=shift_jis''%93%FA%96%7B.txt`, "filename", "日本.txt"},
+		{`attachment; filename*=utf-8''caf%C3%A9.txt`, "filename", "café.txt"},
+		// A plain parameter stays; a segment missing, or an unknown
+		// charset, adds nothing.
+		{`attachment; filename="plain.txt"; filename*=iso-8859-1''other.txt`, "filename", "plain.txt"},
+		{`attachment; filename*0*=iso-8859-1''a; filename*2*=c`, "filename", ""},
+		{`attachment; filename*=x-no-such-charset''abc`, "filename", ""},
+		{`attachment; filename*0*=x-no-such-charset''abc; filename*1=".txt"`, "filename", ""},
+	} {
+		_, params, ok := parseParamField(c.field)
+		if !ok || params[c.param] != c.want {
+			t.Errorf("%q: %s = %q, want %q (all: %q)", c.field, c.param, params[c.param], c.want, params)
+		}
+	}
+	if mt, params := ContentType(`application/pdf; name*=iso-8859-1''r%E9sum%E9.pdf`, false); mt != "application/pdf" || params["name"] != "résumé.pdf" {
+		t.Errorf("Content-Type: %q %q", mt, params)
+	}
+}
+
 // TestBodyStructureProbeMessages: the probe's messages (F2, F6, F7) are
 // described as RFC 2045/2046 say, and as the IMAP section locator reads
 // them.

@@ -112,7 +112,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.srv, s.ln = srv, ln
 	s.mu.Unlock()
 	if !s.ImplicitTLS {
-		ln = wrapListener{ln, mta.SequenceConn}
+		ln = wrapListener{ln, func(c net.Conn) net.Conn { return mta.SequenceConn(mta.TimeoutConn(c)) }}
 	}
 	return srv.Serve(ln)
 }

@@ -543,3 +543,57 @@ func TestBDATResetRace(t *testing.T) {
 		}
 	}
 }
+
+// TestBDATStallEndsSession: a BDAT chunk that stops coming ends the
+// session at the timeout. go-smtp answered 554 (with the socket
+// addresses in it) and read the rest of the chunk's octets as commands:
+// a second message, from anyone, was accepted out of them.
+func TestBDATStallEndsSession(t *testing.T) {
+	_, st, addr := startTestServer(t, func(s *Server) { s.CommandTimeout = 300 * time.Millisecond })
+	body1 := "From: a@remote.example\r\nSubject: part1\r\n\r\nhello\r\n"
+	m2 := "From: ceo@bank.example\r\nSubject: smuggled\r\n\r\nsmuggled\r\n"
+	rest := fmt.Sprintf("MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<alice@example.test>\r\nBDAT %d LAST\r\n%s", len(m2), m2)
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<a@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(body1)+len(rest), body1))
+	time.Sleep(600 * time.Millisecond) // the stall
+	d.Send(rest)
+	var replies []string
+	for {
+		l, err := d.r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		replies = append(replies, l)
+	}
+	for _, l := range replies {
+		if strings.HasPrefix(l, "250") || strings.Contains(l, "127.0.0.1") {
+			t.Errorf("reply after the stall: %q", l)
+		}
+	}
+	if len(replies) == 0 || !strings.HasPrefix(replies[len(replies)-1], "421 4.4.2") {
+		t.Errorf("replies after the stall %q, want the session ended with 421 4.4.2", replies)
+	}
+	if n := st.count(); n != 0 {
+		t.Errorf("stored %d messages, want none", n)
+	}
+}
+
+// TestHalfLineAtTimeout: a command line whose CRLF never comes is not
+// run when the timeout fires (go-smtp took the bytes it had as the whole
+// line); the session ends with 421 4.4.2.
+func TestHalfLineAtTimeout(t *testing.T) {
+	_, _, addr := startTestServer(t, func(s *Server) { s.CommandTimeout = 300 * time.Millisecond })
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Send("MAIL FROM:<bob@remote.example>")
+	got := d.Reply()
+	if !strings.HasPrefix(got, "421 4.4.2") {
+		t.Errorf("at the timeout with half a line: %q, want 421 4.4.2", got)
+	}
+	if !d.Closed() {
+		t.Error("the session goes on after the timeout")
+	}
+}

@@ -131,6 +131,7 @@ func (c *sequenceConn) rewrite(p []byte) {
 			line := p[i:]
 			if bytes.HasPrefix(line, startTLSReply) {
 				c.tls = true
+				startTLS(c.Conn)
 				return
 			}
 			for _, r := range sequenceReplies {

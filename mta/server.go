@@ -207,7 +207,7 @@ func (s *Server) capListener(ln net.Listener) net.Listener {
 		},
 		Wrap: func(c net.Conn) net.Conn {
 			s.Metrics.Inc(metrics.Connections, "protocol", "smtp")
-			return newSequenceConn(&readAheadConn{Conn: c})
+			return newSequenceConn(&readAheadConn{Conn: TimeoutConn(c)})
 		},
 		Closed: func() { s.Metrics.Dec(metrics.Connections, "protocol", "smtp") },
 	}

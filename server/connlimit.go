@@ -5,6 +5,7 @@ import (
 
 	"github.com/posthorn/posthorn/internal/connlimit"
 	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/mta"
 )
 
 // refusal is what a listener's client reads when it is over a limit: a
@@ -33,5 +34,13 @@ func (s *Server) limitListener(ln net.Listener, service string) net.Listener {
 			s.Logger.Warn("connection refused: too many connections", "listener", service, "remote", ip)
 			s.Metrics.Inc(metrics.Rejected, "via", service, "reason", "connections")
 		},
+		Wrap: wrapBelowTLS[service],
 	}
+}
+
+// wrapBelowTLS wraps the connections of implicit-TLS listeners under
+// their TLS (go-smtp must see the *tls.Conn itself). Submission on 587
+// and port 25 wrap theirs in msa and mta.
+var wrapBelowTLS = map[string]func(net.Conn) net.Conn{
+	"submissions": mta.TimeoutConnTLS,
 }

@@ -1,0 +1,91 @@
+package mta
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// errClientTimeout is what every read of a timeoutConn gets once one has
+// timed out. Its text is what a client may see (go-smtp writes a failed
+// BDAT chunk's error into its reply): no socket addresses.
+var errClientTimeout error = clientTimeout{}
+
+type clientTimeout struct{}
+
+func (clientTimeout) Error() string   { return "timeout waiting for the client" }
+func (clientTimeout) Timeout() bool   { return true }
+func (clientTimeout) Temporary() bool { return true }
+
+// timeoutConn makes a read timeout final: once a read has timed out,
+// every later read fails at once, and the session ends (go-smtp answers
+// 421 4.4.2 and closes). go-smtp v0.25.1 read on after a timeout: a BDAT
+// chunk that stalled was answered 554 and the rest of its octets were
+// then read as commands (a second message smuggled in by whoever wrote
+// the chunk), and a command line whose CRLF had not come was run as if
+// whole once the timeout came. Postfix too ends the session at a
+// timeout.
+//
+// In plaintext, a timeout with part of a line read is answered 421 4.4.2
+// and closes the connection at once: go-smtp runs that part as if it were
+// the whole line (its reader hands over what it has before the error),
+// and its reply then goes nowhere. (Under TLS the octets read are records, not lines:
+// the session ends at the next read.)
+type timeoutConn struct {
+	net.Conn
+	timedOut atomic.Bool
+	tls      atomic.Bool // the octets read are TLS records
+	partial  bool        // the last octet read was not LF
+}
+
+// TimeoutConnTLS is TimeoutConn for a connection that starts with TLS.
+func TimeoutConnTLS(c net.Conn) net.Conn {
+	t := &timeoutConn{Conn: c}
+	t.tls.Store(true)
+	return t
+}
+
+// startTLS tells the timeoutConn under c, if any, that TLS starts.
+func startTLS(c net.Conn) {
+	for range 8 {
+		switch w := c.(type) {
+		case *timeoutConn:
+			w.tls.Store(true)
+			return
+		case interface{ Unwrap() net.Conn }:
+			c = w.Unwrap()
+		default:
+			return
+		}
+	}
+}
+
+// TimeoutConn wraps an SMTP server's connection, under any TLS (see
+// timeoutConn).
+func TimeoutConn(c net.Conn) net.Conn { return &timeoutConn{Conn: c} }
+
+// Unwrap returns the connection under it.
+func (c *timeoutConn) Unwrap() net.Conn { return c.Conn }
+
+func (c *timeoutConn) Read(p []byte) (int, error) {
+	if c.timedOut.Load() {
+		return 0, errClientTimeout
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.partial = p[n-1] != '\n'
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		c.timedOut.Store(true)
+		if c.partial && !c.tls.Load() {
+			// go-smtp is in this read, not writing: the reply is whole.
+			c.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c.Conn, formatReply(errTimeout))
+			c.Conn.Close()
+		}
+		return n, errClientTimeout
+	}
+	return n, err
+}

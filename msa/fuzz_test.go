@@ -55,6 +55,9 @@ type fakeStore struct{ store.Store }
 
 func (fakeStore) HasDomain(string) (bool, error) { return false, nil }
 func (fakeStore) CheckRoom(int64) error          { return nil }
+func (fakeStore) Account(addr string) (store.Account, error) {
+	return store.Account{Address: addr}, nil
+}
 
 // FuzzSession feeds arbitrary client input to an authenticated
 // submission session: no panic (go-smtp would turn one into 421), and the

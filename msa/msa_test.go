@@ -397,3 +397,24 @@ func TestLongLines(t *testing.T) {
 		t.Fatal("a 1,100-byte MAIL FROM line accepted")
 	}
 }
+
+// TestDisabledMidSession: a session authenticated before its account was
+// disabled (posthorn user disable) sends nothing more: MAIL gets 550
+// 5.7.1. It went on sending, to outside addresses too.
+func TestDisabledMidSession(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c, err := dial(t, env, harness.User, harness.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, harness.User, []string{harness.User}, testMessage(harness.User, harness.User, "before")); err != nil {
+		t.Fatalf("before the disable: %v", err)
+	}
+	if err := env.Server.Store.SetDisabled(harness.User, true); err != nil {
+		t.Fatal(err)
+	}
+	err = send(c, harness.User, []string{"someone@remote.example"}, testMessage(harness.User, "someone@remote.example", "after"))
+	if code(err) != 550 {
+		t.Fatalf("MAIL after the disable: %v, want 550", err)
+	}
+}

@@ -33,6 +33,8 @@ var (
 		Message: "Too many failed logins, try again later"}
 	errAuthMalformed = &smtp.SMTPError{Code: codeSyntaxParam, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
 		Message: "Malformed authentication data"}
+	errAccountDisabled = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: "Account disabled or deleted: nothing more is sent from it"}
 	errSenderNotOwned = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 		Message: "Sender address not owned by the authenticated user"}
 	errFromNotOwned = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 7, 1},

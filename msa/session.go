@@ -100,6 +100,15 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.inTx {
 		return mta.ErrNestedMail
 	}
+	// An account disabled (posthorn user disable) since its AUTH sends
+	// nothing more: a stolen password is often why it was.
+	switch a, err := ss.s.Store.Account(ss.account); {
+	case errors.Is(err, store.ErrNoSuchAccount) || err == nil && a.Disabled:
+		ss.log.Info("sender refused: account disabled or deleted")
+		return errAccountDisabled
+	case err != nil:
+		return reply(ss.log, err)
+	}
 	if err := mta.CheckCharset(from, opts != nil && opts.UTF8); err != nil {
 		return err
 	}

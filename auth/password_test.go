@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -141,4 +142,26 @@ func FuzzCheckPassword(f *testing.F) {
 			t.Fatalf("parsed but did not check: %v", err)
 		}
 	})
+}
+
+// TestHashesBounded: a storm of password checks runs at most hashSlots
+// argon2id hashes (19 MiB each) at once; 100 failed logins took 2 GB.
+func TestHashesBounded(t *testing.T) {
+	hash, err := HashPassword("secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashPeak.Store(0)
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			CheckPassword(hash, "wrong")
+		}()
+	}
+	wg.Wait()
+	if peak := hashPeak.Load(); peak > int64(cap(hashSlots)) || peak < 1 {
+		t.Errorf("%d hashes ran at once, want at most %d", peak, cap(hashSlots))
+	}
 }

@@ -28,6 +28,9 @@ func (c *Counter) Enter() bool {
 	return true
 }
 
+// Open is the number of pieces of work in progress.
+func (c *Counter) Open() int64 { return c.open.Load() }
+
 // Leave counts one piece of work out.
 func (c *Counter) Leave() { c.open.Add(-1) }
 

@@ -29,6 +29,14 @@ func TestShutdownFinishesAppend(t *testing.T) {
 	expectLine(t, r, "+")
 	half := len(msg) / 2
 	conn.Write([]byte(msg[:half]))
+	// The "+" goes out before the server's Append begins: wait for it,
+	// or the shutdown may come first and find nothing running.
+	for deadline := time.Now().Add(5 * time.Second); e.srv.appending.Open() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the APPEND never began")
+		}
+		time.Sleep(time.Millisecond)
+	}
 
 	done := make(chan error, 1)
 	go func() {

@@ -597,3 +597,36 @@ func TestHalfLineAtTimeout(t *testing.T) {
 		t.Error("the session goes on after the timeout")
 	}
 }
+
+// TestTimeoutUnderSTARTTLS: a timeout inside a STARTTLS session ends it
+// with a 421 the client reads through TLS. The 421 that answers half a
+// line in plaintext was written there in the clear too (the connection
+// did not know TLS had begun: the read-ahead under the sequence check did
+// not unwrap), which the client could only take for a broken TLS record.
+func TestTimeoutUnderSTARTTLS(t *testing.T) {
+	_, _, addr := startTestServer(t, func(s *Server) {
+		s.TLS = selfSigned(t)
+		s.CommandTimeout = 300 * time.Millisecond
+	})
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("STARTTLS", "220")
+	tc := tls.Client(d.c, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	td := &Dialog{t: t, c: tc, r: newReader(tc)}
+	td.Cmd("EHLO client.example", "250")
+	td.Send("NOOP") // no CRLF: a TLS record whose last octet is not LF
+	var lines []string
+	for {
+		l, err := td.r.ReadString('\n')
+		if err != nil {
+			if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "421 4.4.2") {
+				t.Fatalf("read through TLS %q, then %v: want the session ended with 421 4.4.2", lines, err)
+			}
+			return
+		}
+		lines = append(lines, l)
+	}
+}

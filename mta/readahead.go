@@ -34,21 +34,34 @@ func (c *readAheadConn) buffered() int {
 }
 
 // readAhead is the number of bytes c's read-ahead holds, when c is (or
-// wraps, through Unwrap methods) port 25's plaintext connection; 0
-// otherwise (under TLS, go-smtp's connection is the tls.Conn).
+// wraps) port 25's plaintext connection; 0 otherwise (under TLS, go-smtp's
+// connection is the tls.Conn).
 func readAhead(c net.Conn) int {
-	for range 8 {
-		switch w := c.(type) {
-		case *readAheadConn:
-			return w.buffered()
-		case interface{ Unwrap() net.Conn }:
-			c = w.Unwrap()
-		default:
-			return 0
-		}
+	if w, ok := under[*readAheadConn](c); ok {
+		return w.buffered()
 	}
 	return 0
 }
+
+// under finds the connection of type T that c is or wraps, through
+// Unwrap methods.
+func under[T net.Conn](c net.Conn) (T, bool) {
+	for range 8 {
+		if w, ok := c.(T); ok {
+			return w, true
+		}
+		u, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
+// Unwrap returns the connection under it.
+func (c *readAheadConn) Unwrap() net.Conn { return c.Conn }
 
 func (c *readAheadConn) Read(p []byte) (int, error) {
 	if c.buf == nil {

@@ -31,14 +31,20 @@ func (clientTimeout) Temporary() bool { return true }
 // In plaintext, a timeout with part of a line read is answered 421 4.4.2
 // and closes the connection at once: go-smtp runs that part as if it were
 // the whole line (its reader hands over what it has before the error),
-// and its reply then goes nowhere. (Under TLS the octets read are records, not lines:
-// the session ends at the next read.)
+// and its reply then goes nowhere. Under TLS (from the start, or once
+// sequenceConn saw STARTTLS accepted) the octets read are records, not
+// lines, and a reply written here would break the TLS stream: the
+// session ends at the next read, with go-smtp's 421.
 type timeoutConn struct {
 	net.Conn
 	timedOut atomic.Bool
 	tls      atomic.Bool // the octets read are TLS records
 	partial  bool        // the last octet read was not LF
 }
+
+// TimeoutConn wraps an SMTP server's connection, under any TLS (see
+// timeoutConn).
+func TimeoutConn(c net.Conn) net.Conn { return &timeoutConn{Conn: c} }
 
 // TimeoutConnTLS is TimeoutConn for a connection that starts with TLS.
 func TimeoutConnTLS(c net.Conn) net.Conn {
@@ -49,22 +55,10 @@ func TimeoutConnTLS(c net.Conn) net.Conn {
 
 // startTLS tells the timeoutConn under c, if any, that TLS starts.
 func startTLS(c net.Conn) {
-	for range 8 {
-		switch w := c.(type) {
-		case *timeoutConn:
-			w.tls.Store(true)
-			return
-		case interface{ Unwrap() net.Conn }:
-			c = w.Unwrap()
-		default:
-			return
-		}
+	if w, ok := under[*timeoutConn](c); ok {
+		w.tls.Store(true)
 	}
 }
-
-// TimeoutConn wraps an SMTP server's connection, under any TLS (see
-// timeoutConn).
-func TimeoutConn(c net.Conn) net.Conn { return &timeoutConn{Conn: c} }
 
 // Unwrap returns the connection under it.
 func (c *timeoutConn) Unwrap() net.Conn { return c.Conn }

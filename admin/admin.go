@@ -298,8 +298,9 @@ func userQuota(ctx context.Context, env *Env, req Request, out io.Writer) error 
 }
 
 // userDisable stops an account from logging in and receiving mail (it is
-// then unknown to SMTP, 550 5.1.1) and ends its IMAP sessions; its mail
-// stays. userEnable undoes it.
+// then unknown to SMTP, 550 5.1.1), ends its IMAP and POP3 sessions, and
+// its open submission sessions send nothing more; its mail stays.
+// userEnable undoes it.
 func userDisable(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	return setDisabled(env, req, out, true)
 }

@@ -492,33 +492,28 @@ func (a *Agent) splitFull(copies []localCopy, size int) (room []localCopy, full 
 // delay_notice and a failure DSN after give_up_after, as for remote mail.
 // The entry keeps Junk, so a quarantined message still goes to Junk.
 func (a *Agent) deferFull(ctx context.Context, env Envelope, full []string, body []byte) error {
-	e := store.QueueEntry{From: env.From, NoBounce: env.From == "", Junk: env.Junk, SMTPUTF8: env.SMTPUTF8}
-	for _, r := range full {
-		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
-	}
-	q, err := a.Queue.Enqueue(ctx, e, body)
-	if err != nil {
-		return fmt.Errorf("queue for full mailboxes %v: %w", full, err)
-	}
-	if a.Logger != nil {
-		a.Logger.Info("deferred: mailbox full", "queue_id", q.ID, "to", full)
-	}
-	return nil
+	return a.enqueue(ctx, env, env.Junk, full, body, "deferred: mailbox full")
 }
 
 // forward queues a message for remote alias targets, keeping the original
 // envelope sender (no SRS: SPF may fail at the next hop).
 func (a *Agent) forward(ctx context.Context, env Envelope, remote []string, body []byte) error {
-	e := store.QueueEntry{From: env.From, NoBounce: env.From == "", SMTPUTF8: env.SMTPUTF8}
-	for _, r := range remote {
+	return a.enqueue(ctx, env, false, remote, body, "forwarded")
+}
+
+// enqueue queues body for the recipients to, under env's sender, and
+// logs it as what.
+func (a *Agent) enqueue(ctx context.Context, env Envelope, junk bool, to []string, body []byte, what string) error {
+	e := store.QueueEntry{From: env.From, NoBounce: env.From == "", Junk: junk, SMTPUTF8: env.SMTPUTF8}
+	for _, r := range to {
 		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
 	}
 	q, err := a.Queue.Enqueue(ctx, e, body)
 	if err != nil {
-		return fmt.Errorf("queue for %v: %w", remote, err)
+		return fmt.Errorf("queue for %v (%s): %w", to, what, err)
 	}
 	if a.Logger != nil {
-		a.Logger.Info("forwarded", "queue_id", q.ID, "to", remote)
+		a.Logger.Info(what, "queue_id", q.ID, "to", to)
 	}
 	return nil
 }

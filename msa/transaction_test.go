@@ -6,6 +6,7 @@ import (
 
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/smtptest"
 )
 
 // TestNestedMailRefused: a MAIL inside a transaction is 503 5.5.1 and the
@@ -134,7 +135,7 @@ func TestAddressCharset(t *testing.T) {
 // STARTTLS handshake ends the session instead of going on in plaintext.
 func TestPlaintextPartOfSubmission(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
-	c := harness.DialSMTP(t, env.Addr("submission"))
+	c := smtptest.Dial(t, env.Addr("submission"))
 	c.Cmd("MAIL FROM:<a@b.test>", "503 ")
 	c.Cmd("EHLO client.example", "250")
 	c.Cmd("STARTTLS", "220")

@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/smtptest"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/mta"
 	"github.com/posthorn/posthorn/store"
@@ -244,7 +245,7 @@ func TestE2EAuthentication(t *testing.T) {
 // "<john doe@remote.example>" is not an address).
 func TestE2EQuotedSender(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
-	c := harness.DialSMTP(t, env.Addr("smtp"))
+	c := smtptest.Dial(t, env.Addr("smtp"))
 	c.Cmd("EHLO client.example", "250")
 	c.Cmd(`MAIL FROM:<"john \"jd\" doe"@remote.example>`, "250")
 	c.Cmd("RCPT TO:<"+harness.User+">", "250")
@@ -261,7 +262,7 @@ func TestE2EQuotedSender(t *testing.T) {
 // plaintext.
 func TestE2EFailedHandshakeEndsSession(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
-	c := harness.DialSMTP(t, env.Addr("smtp"))
+	c := smtptest.Dial(t, env.Addr("smtp"))
 	c.Cmd("EHLO client.example", "250")
 	c.Cmd("STARTTLS", "220")
 	c.Send("not a client hello\r\n\r\n")
@@ -289,7 +290,7 @@ func TestE2EHostPostmaster(t *testing.T) {
 // empty body and mbsync skipped the message ("incomplete header").
 func TestE2EHeaderWithoutEmptyLine(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
-	c := harness.DialSMTP(t, env.Addr("smtp"))
+	c := smtptest.Dial(t, env.Addr("smtp"))
 	c.Cmd("EHLO client.example", "250")
 	c.Cmd("MAIL FROM:<bob@remote.example>", "250")
 	c.Cmd("RCPT TO:<"+harness.User+">", "250")

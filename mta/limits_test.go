@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/posthorn/posthorn/internal/smtptest"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -119,7 +120,7 @@ func TestConnectionCaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	d3 := &Dialog{t: t, c: c, r: newReader(c)}
+	d3 := smtptest.New(t, c)
 	if got := d3.Reply(); !strings.HasPrefix(got, "421 4.7.0") {
 		t.Errorf("third connection got %q, want 421 4.7.0", got)
 	}
@@ -132,7 +133,7 @@ func TestConnectionCaps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l := (&Dialog{t: t, c: c, r: newReader(c)}).Reply()
+		l := (smtptest.New(t, c)).Reply()
 		c.Close()
 		if strings.HasPrefix(l, "220") {
 			break
@@ -174,13 +175,13 @@ func TestSTARTTLSInjection(t *testing.T) {
 	d.Cmd("EHLO client.example", "250")
 	d.Send("STARTTLS\r\nNOOP\r\n")
 	d.Expect("220")
-	tc := tls.Client(d.c, &tls.Config{InsecureSkipVerify: true})
+	tc := tls.Client(d.Conn, &tls.Config{InsecureSkipVerify: true})
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	td := &Dialog{t: t, c: tc, r: newReader(tc)}
+	td := smtptest.New(t, tc)
 	td.Send("EHLO client.example\r\n")
-	first, _ := td.r.ReadString('\n')
+	first, _ := td.R.ReadString('\n')
 	if !strings.HasPrefix(first, "250-Hello client.example") {
 		t.Errorf("first reply inside TLS %q: the injected NOOP ran", first)
 	}
@@ -345,9 +346,9 @@ func TestDataLineLimit(t *testing.T) {
 // closedAfter500 reads until the server closes the connection and returns
 // any reply line that is not a 500; "" when there is none.
 func closedAfter500(d *Dialog) string {
-	d.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	d.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		l, err := d.r.ReadString('\n')
+		l, err := d.R.ReadString('\n')
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				return "connection still open"
@@ -562,7 +563,7 @@ func TestBDATStallEndsSession(t *testing.T) {
 	d.Send(rest)
 	var replies []string
 	for {
-		l, err := d.r.ReadString('\n')
+		l, err := d.R.ReadString('\n')
 		if err != nil {
 			break
 		}
@@ -611,16 +612,16 @@ func TestTimeoutUnderSTARTTLS(t *testing.T) {
 	d := Dial(t, addr)
 	d.Cmd("EHLO client.example", "250")
 	d.Cmd("STARTTLS", "220")
-	tc := tls.Client(d.c, &tls.Config{InsecureSkipVerify: true})
+	tc := tls.Client(d.Conn, &tls.Config{InsecureSkipVerify: true})
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	td := &Dialog{t: t, c: tc, r: newReader(tc)}
+	td := smtptest.New(t, tc)
 	td.Cmd("EHLO client.example", "250")
 	td.Send("NOOP") // no CRLF: a TLS record whose last octet is not LF
 	var lines []string
 	for {
-		l, err := td.r.ReadString('\n')
+		l, err := td.R.ReadString('\n')
 		if err != nil {
 			if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "421 4.4.2") {
 				t.Fatalf("read through TLS %q, then %v: want the session ended with 421 4.4.2", lines, err)

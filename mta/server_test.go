@@ -1,9 +1,7 @@
 package mta
 
 import (
-	"bufio"
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -13,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posthorn/posthorn/internal/smtptest"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/store"
@@ -123,69 +122,10 @@ func startTestServer(t testing.TB, edit func(*Server)) (*Server, *memStore, stri
 	return s, st, ln.Addr().String()
 }
 
-// Dialog is a raw SMTP client (shared with the end-to-end tests): it writes exact bytes and reads replies.
-type Dialog struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
-}
+// Dialog is a raw SMTP client (internal/smtptest).
+type Dialog = smtptest.Conn
 
-func Dial(t *testing.T, addr string) *Dialog {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	d := &Dialog{t: t, c: c, r: bufio.NewReader(c)}
-	d.Expect("220")
-	return d
-}
-
-// Reply reads one (possibly multi-line) reply and returns its last line;
-// "" when the connection is closed.
-func (d *Dialog) Reply() string {
-	d.t.Helper()
-	for {
-		l, err := d.r.ReadString('\n')
-		if err != nil {
-			return ""
-		}
-		if len(l) < 4 || l[3] != '-' {
-			return strings.TrimRight(l, "\r\n")
-		}
-	}
-}
-
-func (d *Dialog) Send(s string) {
-	d.t.Helper()
-	if _, err := io.WriteString(d.c, s); err != nil {
-		d.t.Fatalf("write: %v", err)
-	}
-}
-
-func (d *Dialog) Expect(prefix string) string {
-	d.t.Helper()
-	l := d.Reply()
-	if !strings.HasPrefix(l, prefix) {
-		d.t.Fatalf("got reply %q, want %q", l, prefix)
-	}
-	return l
-}
-
-func (d *Dialog) Cmd(line, prefix string) string {
-	d.t.Helper()
-	d.Send(line + "\r\n")
-	return d.Expect(prefix)
-}
-
-// Closed reports whether the server closed the connection.
-func (d *Dialog) Closed() bool {
-	d.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err := d.r.ReadByte()
-	return err != nil
-}
+func Dial(t *testing.T, addr string) *Dialog { return smtptest.Dial(t, addr) }
 
 func TestGreetingAndEHLO(t *testing.T) {
 	reg := metrics.New()
@@ -197,7 +137,7 @@ func TestGreetingAndEHLO(t *testing.T) {
 	d.Send("EHLO client.example\r\n")
 	var caps []string
 	for {
-		l, _ := d.r.ReadString('\n')
+		l, _ := d.R.ReadString('\n')
 		caps = append(caps, strings.TrimSpace(l[4:]))
 		if l[3] == ' ' {
 			break
@@ -247,8 +187,6 @@ func TestDeliverOnce(t *testing.T) {
 	}
 }
 
-func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
-
 // TestDialogs replays the scripted sessions in testdata/dialogs.
 func TestDialogs(t *testing.T) {
 	files, _ := filepath.Glob("testdata/dialogs/*.dlg")
@@ -268,7 +206,7 @@ func TestDialogs(t *testing.T) {
 			}
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			d := &Dialog{t: t, c: c, r: bufio.NewReader(c)}
+			d := smtptest.New(t, c)
 			for n, line := range strings.Split(string(data), "\n") {
 				switch {
 				case strings.HasPrefix(line, "C:"):

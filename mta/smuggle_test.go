@@ -1,11 +1,12 @@
 package mta
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/posthorn/posthorn/internal/smtptest"
 )
 
 // SmugglingForms are the end-of-data look-alikes of SMTP smuggling
@@ -52,7 +53,7 @@ func RunRelayForms(t *testing.T, addr, ours string) {
 			if !strings.HasPrefix(got, "550") && !strings.HasPrefix(got, "501") {
 				t.Errorf("RCPT TO:%s from %s: %q, want 550 (or 501 syntax)", form, from, got)
 			}
-			d.c.Close()
+			d.Conn.Close()
 		}
 	}
 }
@@ -193,11 +194,11 @@ func RunSmugglingTLS(t *testing.T, addr, rcpt string, stored func() int) {
 	d := Dial(t, addr)
 	d.Cmd("EHLO client.example", "250")
 	d.Cmd("STARTTLS", "220")
-	tc := tls.Client(d.c, &tls.Config{InsecureSkipVerify: true})
+	tc := tls.Client(d.Conn, &tls.Config{InsecureSkipVerify: true})
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	d = &Dialog{t: t, c: tc, r: bufio.NewReader(tc)}
+	d = smtptest.New(t, tc)
 	d.Cmd("EHLO client.example", "250")
 	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
 	d.Cmd("RCPT TO:<"+rcpt+">", "250")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/smtptest"
 )
 
 // TestShutdownStopsEveryListenerAtOnce: while one SMTP transaction
@@ -22,9 +23,9 @@ func TestShutdownStopsEveryListenerAtOnce(t *testing.T) {
 	for _, name := range []string{"imap", "imaps", "pop3", "pop3s", "submission", "submissions", "http"} {
 		addrs[name] = env.Addr(name)
 	}
-	idle := harness.DialSMTP(t, env.Addr("smtp"))
+	idle := smtptest.Dial(t, env.Addr("smtp"))
 	idle.Cmd("EHLO idle.example", "250")
-	c := harness.DialSMTP(t, env.Addr("smtp"))
+	c := smtptest.Dial(t, env.Addr("smtp"))
 	c.Send("EHLO client.example\r\n")
 	c.Expect("250")
 	c.Send("MAIL FROM:<bob@remote.example>\r\n")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/smtptest"
 	"github.com/posthorn/posthorn/server"
 )
 
@@ -141,7 +142,7 @@ func TestServeSignals(t *testing.T) {
 	}
 
 	p = startServe(t, cfgPath, dataDir)
-	c := harness.DialSMTP(t, p.addrs["smtp"])
+	c := smtptest.Dial(t, p.addrs["smtp"])
 	c.Cmd("EHLO client.example", "250")
 	c.Cmd("MAIL FROM:<bob@remote.example>", "250")
 	c.Cmd("RCPT TO:<"+harness.User+">", "250")

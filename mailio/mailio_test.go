@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/mailio"
 	"github.com/posthorn/posthorn/store"
 )
@@ -58,20 +58,6 @@ func mboxrd(msgs []string) []byte {
 }
 
 func toCRLF(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
-
-func readAll(t testing.TB, st store.Store, m store.Message) []byte {
-	t.Helper()
-	b, err := st.OpenMessage(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	data, err := io.ReadAll(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
 
 // mboxCount is the size of the big import: 10,000 as the acceptance test
 // asks (about 20 s under -race on a busy 2-core machine, 7 s without),
@@ -115,7 +101,7 @@ func TestImportMbox(t *testing.T) {
 		t.Fatalf("%d messages in the mailbox, want %d", len(list), n)
 	}
 	for k, m := range list {
-		data := readAll(t, st, m)
+		data := storetest.Body(t, st, m)
 		var i int
 		if _, err := fmt.Sscanf(string(data[bytes.Index(data, []byte("Message-ID: <m"))+14:]), "%d", &i); err != nil || i < 0 || i >= n {
 			t.Fatalf("UID %d: cannot find its Message-ID", m.UID)
@@ -157,7 +143,7 @@ func checkOverIMAP(t *testing.T, env *harness.Env, mailbox string, list []store.
 	for i := 0; i < len(list); i += max(1, len(list)/50) {
 		m := list[i]
 		uids = append(uids, imap.UID(m.UID))
-		want[imap.UID(m.UID)] = readAll(t, env.Server.Store, m)
+		want[imap.UID(m.UID)] = storetest.Body(t, env.Server.Store, m)
 	}
 	section := &imap.FetchItemBodySection{Peek: true}
 	msgs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{
@@ -202,7 +188,7 @@ func TestImportMboxMalformed(t *testing.T) {
 	}
 	var subjects []string
 	for _, m := range list {
-		data := string(readAll(t, st, m))
+		data := string(storetest.Body(t, st, m))
 		subjects = append(subjects, data[:strings.Index(data, "\r\n")])
 		if strings.Contains(data, "good one") {
 			for _, f := range []string{`\Seen`, `\Answered`, `\Flagged`} {
@@ -242,7 +228,7 @@ func TestImportOverQuota(t *testing.T) {
 	}
 	used := 0
 	for k, m := range list {
-		if got := string(readAll(t, st, m)); got != toCRLF(msgs[k]) {
+		if got := string(storetest.Body(t, st, m)); got != toCRLF(msgs[k]) {
 			t.Fatalf("UID %d is not message %d", m.UID, k)
 		}
 		used += int(m.Size)
@@ -307,7 +293,7 @@ func TestImportMaildir(t *testing.T) {
 		t.Fatalf("INBOX has %d messages", len(inbox))
 	}
 	for _, m := range inbox {
-		data := string(readAll(t, st, m))
+		data := string(storetest.Body(t, st, m))
 		if !m.InternalDate.Equal(when) {
 			t.Errorf("internal date %v, want the file's %v", m.InternalDate, when)
 		}
@@ -445,7 +431,7 @@ func TestMaildirRoundTripHierarchyAndOrder(t *testing.T) {
 		}
 		var got []int
 		for _, m := range list {
-			got = append(got, messageNumber(t, readAll(t, st, m)))
+			got = append(got, messageNumber(t, storetest.Body(t, st, m)))
 		}
 		if !slices.Equal(got, want) {
 			t.Errorf("%s holds messages %v in UID order, want %v", mb, got, want)
@@ -491,7 +477,7 @@ func TestImportMaildirOrder(t *testing.T) {
 		list, _ := st.Messages(harness.User, mb)
 		var got []int
 		for _, m := range list {
-			i := messageNumber(t, readAll(t, st, m))
+			i := messageNumber(t, storetest.Body(t, st, m))
 			got = append(got, i)
 			if seen := slices.Contains(m.Flags, `\Seen`); mb == "INBOX" && seen != (i%2 == 0) {
 				t.Errorf("message %d flags %v", i, m.Flags)
@@ -540,7 +526,7 @@ func compareAccounts(t *testing.T, st store.Store, a, b string) {
 			t.Fatalf("%s: %d and %d messages", name, len(la), len(lb))
 		}
 		for i := range la {
-			if !bytes.Equal(readAll(t, st, la[i]), readAll(t, st, lb[i])) {
+			if !bytes.Equal(storetest.Body(t, st, la[i]), storetest.Body(t, st, lb[i])) {
 				t.Errorf("%s: message %d differs", name, i)
 			}
 			if !slices.Equal(la[i].Flags, lb[i].Flags) || !la[i].InternalDate.Equal(lb[i].InternalDate) {

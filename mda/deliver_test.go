@@ -3,33 +3,13 @@ package mda
 import (
 	"context"
 	"errors"
-	"io"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/store"
 )
-
-// stored returns the messages of an account's mailbox.
-func stored(t *testing.T, st store.Store, account, mailbox string) []string {
-	t.Helper()
-	msgs, err := st.Messages(account, mailbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, m := range msgs {
-		b, err := st.OpenMessage(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := io.ReadAll(b)
-		b.Close()
-		out = append(out, string(data))
-	}
-	return out
-}
 
 // TestDeliveredToKeepsTag: Delivered-To is the address that reached the
 // account, +tag included, as Postfix's local(8) and Dovecot's LMTP write
@@ -44,7 +24,7 @@ func TestDeliveredToKeepsTag(t *testing.T) {
 		t.Fatal(err)
 	}
 	for acct, to := range map[string]string{"alice@example.test": "alice+news@example.test", "bob@example.test": "bob+lists@example.test"} {
-		got := stored(t, st, acct, "INBOX")
+		got := storetest.Texts(t, st, acct, "INBOX")
 		want := "Return-Path: <x@remote.example>\r\nDelivered-To: " + to + "\r\n" + string(body)
 		if len(got) != 1 || got[0] != want {
 			t.Errorf("%s has %q, want one %q", acct, got, want)
@@ -73,10 +53,10 @@ func TestDeliverPastAFullMailbox(t *testing.T) {
 	if !reflect.DeepEqual(res.Deferred, []string{"alice+news@example.test"}) || len(res.Delivered) != 1 {
 		t.Errorf("result %+v, want bob delivered and alice+news deferred", res)
 	}
-	if got := stored(t, st, "bob@example.test", "Junk"); len(got) != 1 || !strings.Contains(got[0], "Delivered-To: bob@example.test\r\n") {
+	if got := storetest.Texts(t, st, "bob@example.test", "Junk"); len(got) != 1 || !strings.Contains(got[0], "Delivered-To: bob@example.test\r\n") {
 		t.Errorf("bob's Junk has %q", got)
 	}
-	if got := stored(t, st, "alice@example.test", "INBOX"); len(got) != 0 {
+	if got := storetest.Texts(t, st, "alice@example.test", "INBOX"); len(got) != 0 {
 		t.Errorf("alice, full, got %d messages", len(got))
 	}
 	if len(q.entries) != 1 {
@@ -95,7 +75,7 @@ func TestDeliverPastAFullMailbox(t *testing.T) {
 	if !errors.Is(err, store.ErrOverQuota) {
 		t.Errorf("every mailbox full: %v, want ErrOverQuota", err)
 	}
-	if len(q.entries) != 1 || len(stored(t, st, "bob@example.test", "INBOX")) != 0 {
+	if len(q.entries) != 1 || len(storetest.Texts(t, st, "bob@example.test", "INBOX")) != 0 {
 		t.Errorf("every mailbox full, yet something was queued (%d entries) or stored", len(q.entries))
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/metrics"
 )
 
@@ -127,7 +128,7 @@ func TestE2EDataBudgetShared(t *testing.T) {
 	if d, err := appendSent(1500); err != nil || d.UID == 0 {
 		t.Fatalf("APPEND within the budget: %v, %v", d, err)
 	}
-	if n := len(inbox(t, env.Server.Store, harness.User)); n != 2 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 2 {
 		t.Errorf("%d messages in INBOX, want 2 (port 25, submission)", n)
 	}
 	if ms, err := env.Server.Store.Messages(harness.User, "Sent"); err != nil || len(ms) != 1 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 )
 
 // verifyScript checks every DKIM-Signature of a message with python3-dkim
@@ -80,7 +81,7 @@ func TestDKIMVerifiesWithDkimpy(t *testing.T) {
 		if err := send(c, harness.User, []string{harness.User}, msg); err != nil {
 			t.Fatalf("message %d: %v", i, err)
 		}
-		got = inbox(t, env.Server.Store, harness.User)
+		got = storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 		if len(got) != i+1 {
 			t.Fatalf("%d messages", len(got))
 		}
@@ -120,7 +121,7 @@ func TestSwaksAuthPlainAndLogin(t *testing.T) {
 		if err != nil {
 			t.Fatalf("swaks AUTH %s: %v\n%s", mech, err, out)
 		}
-		msgs := inbox(t, env.Server.Store, harness.User)
+		msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 		if len(msgs) != i+1 || !strings.Contains(string(msgs[i]), "Subject: swaks "+mech) {
 			t.Fatalf("after swaks AUTH %s: %d messages", mech, len(msgs))
 		}

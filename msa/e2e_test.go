@@ -9,6 +9,7 @@ import (
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/store"
 )
@@ -75,7 +76,7 @@ func waitMessages(t testing.TB, st store.Store, account string, n int) [][]byte 
 	defer cancel()
 	timeout := time.After(waitLimit)
 	for {
-		if msgs := inbox(t, st, account); len(msgs) >= n {
+		if msgs := storetest.Bodies(t, st, account, "INBOX"); len(msgs) >= n {
 			return msgs
 		}
 		select {
@@ -102,7 +103,7 @@ func TestE2ESubmitToRemoteWithDKIM(t *testing.T) {
 	if err := send(c, alice, []string{bob, alice}, msg); err != nil {
 		t.Fatal(err)
 	}
-	if own := inbox(t, p.A.Server.Store, alice); len(own) != 1 || !strings.Contains(string(own[0]), "Subject: across") {
+	if own := storetest.Bodies(t, p.A.Server.Store, alice, "INBOX"); len(own) != 1 || !strings.Contains(string(own[0]), "Subject: across") {
 		t.Fatalf("local copy: %d messages", len(own))
 	}
 	msgs := waitMessages(t, p.B.Server.Store, bob, 1)
@@ -214,7 +215,7 @@ func TestE2ERefusedRecipientOneDSN(t *testing.T) {
 	waitMessages(t, p.B.Server.Store, bob, 1)
 	dsns := waitMessages(t, p.A.Server.Store, alice, 1)
 	waitQueueEmpty(t, p.A)
-	dsns = inbox(t, p.A.Server.Store, alice)
+	dsns = storetest.Bodies(t, p.A.Server.Store, alice, "INBOX")
 	if len(dsns) != 1 {
 		t.Fatalf("%d messages in alice's INBOX, want exactly one DSN", len(dsns))
 	}

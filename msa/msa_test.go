@@ -18,9 +18,9 @@ import (
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/msa"
-	"github.com/posthorn/posthorn/store"
 )
 
 // dial opens an authenticated submission session on 587 with STARTTLS.
@@ -62,29 +62,6 @@ func code(err error) int {
 	return 0
 }
 
-// inbox returns the messages in an account's INBOX.
-func inbox(t testing.TB, st store.Store, account string) [][]byte {
-	t.Helper()
-	ms, err := st.Messages(account, "INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	for _, m := range ms {
-		b, err := st.OpenMessage(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(b)
-		b.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, data)
-	}
-	return out
-}
-
 func testMessage(from, to, subject string) string {
 	return fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\n\r\nHello.\r\n", from, to, subject)
 }
@@ -101,7 +78,7 @@ func TestSubmitLocalAddsHeadersAndSigns(t *testing.T) {
 	if err := send(c, harness.User, []string{harness.User}, testMessage(harness.User, harness.User, "local")); err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	msgs := inbox(t, env.Server.Store, harness.User)
+	msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 	if len(msgs) != 1 {
 		t.Fatalf("%d messages in INBOX, want 1", len(msgs))
 	}
@@ -263,7 +240,7 @@ func TestBareLineEndingsRefused(t *testing.T) {
 			t.Errorf("body %q: %q, want 550 5.5.2", body, got)
 		}
 	}
-	if n := len(inbox(t, env.Server.Store, harness.User)); n != 0 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 0 {
 		t.Fatalf("%d messages delivered", n)
 	}
 	if got := rawSubmit(t, env, head+"fine"); !strings.HasPrefix(got, "250") {
@@ -299,7 +276,7 @@ func TestImplicitTLS(t *testing.T) {
 	if err := send(c, harness.User, []string{harness.User}, testMessage(harness.User, harness.User, "465")); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(inbox(t, env.Server.Store, harness.User)); n != 1 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 1 {
 		t.Fatalf("%d messages, want 1", n)
 	}
 }
@@ -337,7 +314,7 @@ func TestLimits(t *testing.T) {
 	if err := send(c, harness.User, []string{harness.User}, big); code(err) != 552 {
 		t.Errorf("oversized message: %v, want 552", err)
 	}
-	if n := len(inbox(t, env.Server.Store, harness.User)); n != 0 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 0 {
 		t.Errorf("%d messages delivered", n)
 	}
 }
@@ -366,7 +343,7 @@ func TestHeaderOnlyMessage(t *testing.T) {
 	if err := send(c, harness.User, []string{harness.User}, "From: <"+harness.User+">\r\nSubject: no body\r\n"); err != nil {
 		t.Fatalf("header-only message: %v", err)
 	}
-	msgs := inbox(t, env.Server.Store, harness.User)
+	msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 	if len(msgs) != 1 || !strings.HasSuffix(string(msgs[0]), "Subject: no body\r\n\r\n") {
 		t.Fatalf("stored: %q", msgs)
 	}
@@ -386,7 +363,7 @@ func TestLongLines(t *testing.T) {
 	if err := send(c, harness.User, []string{harness.User}, msg); err != nil {
 		t.Fatalf("message with a 26,000-byte line: %v", err)
 	}
-	got := inbox(t, env.Server.Store, harness.User)
+	got := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 	if len(got) != 1 || !strings.Contains(string(got[0]), "\r\n"+long+"\r\nend\r\n") {
 		t.Fatalf("%d messages; the long line not kept as sent", len(got))
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/zone"
 )
 
@@ -86,7 +87,7 @@ func TestE2EMTASTS(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(es) == 1 && strings.Contains(es[0].Recipients[0].LastError, "MTA-STS") {
-			if n := len(inbox(t, b.Server.Store, bob)); n != 1 {
+			if n := len(storetest.Bodies(t, b.Server.Store, bob, "INBOX")); n != 1 {
 				t.Fatalf("bob has %d messages: the second went to a host the policy does not list", n)
 			}
 			t.Logf("kept: %s", es[0].Recipients[0].LastError)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 )
 
 // TestSubmitPastAFullMailbox: a submission to a local account with room
@@ -27,7 +28,7 @@ func TestSubmitPastAFullMailbox(t *testing.T) {
 	if err := send(c, harness.User, rcpts, testMessage(harness.User, "bob@example.test", "past full")); err != nil {
 		t.Fatalf("one full mailbox failed the message: %v", err)
 	}
-	if n := len(inbox(t, st, "bob@example.test")); n != 1 {
+	if n := len(storetest.Bodies(t, st, "bob@example.test", "INBOX")); n != 1 {
 		t.Errorf("bob has %d messages, want 1 at once", n)
 	}
 	if err := st.SetQuota("full@example.test", 0); err != nil {
@@ -68,7 +69,7 @@ func TestSubmitRemoteAndFullMailbox(t *testing.T) {
 		t.Errorf("queued copy delivered as:\n%s", msgs[0])
 	}
 	waitQueueEmpty(t, p.A)
-	if n := len(inbox(t, p.B.Server.Store, bob)); n != 1 {
+	if n := len(storetest.Bodies(t, p.B.Server.Store, bob, "INBOX")); n != 1 {
 		t.Errorf("bob has %d copies, want 1", n)
 	}
 }

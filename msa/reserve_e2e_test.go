@@ -9,6 +9,7 @@ import (
 
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 )
 
 // TestE2EDiskReserve: with less free space than the reserve (twice
@@ -42,7 +43,7 @@ func TestE2EDiskReserve(t *testing.T) {
 	defer c25.Close()
 	want("port 25", c25.Mail("someone@remote.test", &smtp.MailOptions{Size: 1000}))
 
-	if msgs := inbox(t, env.Server.Store, harness.User); len(msgs) != 0 {
+	if msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX"); len(msgs) != 0 {
 		t.Errorf("%d messages stored", len(msgs))
 	}
 	if es, _ := env.Server.Store.QueueEntries(); len(es) != 0 {

@@ -7,6 +7,7 @@ import (
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
 	"github.com/posthorn/posthorn/internal/smtptest"
+	"github.com/posthorn/posthorn/internal/storetest"
 )
 
 // TestNestedMailRefused: a MAIL inside a transaction is 503 5.5.1 and the
@@ -36,7 +37,7 @@ func TestNestedMailRefused(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(inbox(t, env.Server.Store, harness.User)); n != 1 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 1 {
 		t.Fatalf("%d messages delivered, want 1", n)
 	}
 }
@@ -60,7 +61,7 @@ func TestExactSize(t *testing.T) {
 	if err := send(c, harness.User, []string{harness.User}, msg(limit+1)); code(err) != 552 {
 		t.Fatalf("message of %d bytes: %v, want 552", limit+1, err)
 	}
-	if n := len(inbox(t, env.Server.Store, harness.User)); n != 1 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 1 {
 		t.Fatalf("%d messages delivered, want 1", n)
 	}
 }
@@ -78,7 +79,7 @@ func TestTwoFromRefused(t *testing.T) {
 	if err := send(c, harness.User, []string{harness.User}, msg); code(err) != 550 {
 		t.Fatalf("two From: fields: %v, want 550", err)
 	}
-	if n := len(inbox(t, env.Server.Store, harness.User)); n != 0 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 0 {
 		t.Fatalf("%d messages delivered", n)
 	}
 }
@@ -109,7 +110,7 @@ func TestRemoteRecipientsCase(t *testing.T) {
 	if strings.Join(got, " ") != "John.Smith@remote.test john.smith@remote.test" {
 		t.Errorf("queued for %q, want John.Smith@ and john.smith@", got)
 	}
-	if n := len(inbox(t, env.Server.Store, harness.User)); n != 1 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 1 {
 		t.Errorf("%d local copies, want 1", n)
 	}
 }

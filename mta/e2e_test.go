@@ -13,9 +13,9 @@ import (
 
 	"github.com/posthorn/posthorn/harness"
 	"github.com/posthorn/posthorn/internal/smtptest"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/mta"
-	"github.com/posthorn/posthorn/store"
 )
 
 const testMessage = "From: Bob <bob@remote.example>\r\n" +
@@ -27,15 +27,6 @@ const testMessage = "From: Bob <bob@remote.example>\r\n" +
 	".a line that starts with a dot\r\n" +
 	"\r\n" +
 	"Bob\r\n"
-
-func inbox(t testing.TB, st store.Store, name string) [][]byte {
-	t.Helper()
-	var out [][]byte
-	for _, m := range mailbox(t, st, harness.User, name) {
-		out = append(out, []byte(m))
-	}
-	return out
-}
 
 // checkDelivered checks a stored message: our headers, then the message
 // exactly as sent.
@@ -82,7 +73,7 @@ func TestE2EGoSMTPClient(t *testing.T) {
 		if err := send(env.Addr("smtp"), "bob@remote.example", []string{harness.User}, testMessage, tlsConf); err != nil {
 			t.Fatalf("send: %v", err)
 		}
-		msgs := inbox(t, env.Server.Store, "INBOX")
+		msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 		if len(msgs) != i+1 {
 			t.Fatalf("%d messages in INBOX, want %d", len(msgs), i+1)
 		}
@@ -117,7 +108,7 @@ func TestE2ESwaks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("swaks: %v\n%s", err, out)
 	}
-	msgs := inbox(t, env.Server.Store, "INBOX")
+	msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 	if len(msgs) != 1 {
 		t.Fatalf("%d messages in INBOX\n%s", len(msgs), out)
 	}
@@ -127,14 +118,14 @@ func TestE2ESwaks(t *testing.T) {
 func TestE2ERelayForms(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
 	mta.RunRelayForms(t, env.Addr("smtp"), harness.Domain)
-	if n := len(inbox(t, env.Server.Store, "INBOX")); n != 0 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 0 {
 		t.Errorf("%d messages stored", n)
 	}
 }
 
 func TestE2ESmuggling(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
-	count := func() int { return len(inbox(t, env.Server.Store, "INBOX")) }
+	count := func() int { return len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")) }
 	mta.RunSmuggling(t, env.Addr("smtp"), harness.User, count)
 	mta.RunPipelinedData(t, env.Addr("smtp"), harness.User, count)
 	mta.RunPipelinedDataAtBoundary(t, env.Addr("smtp"), harness.User, count)
@@ -211,7 +202,7 @@ func TestE2EAuthentication(t *testing.T) {
 	if err := send(env.Addr("smtp"), "joe@football.example.com", []string{harness.User}, string(msg), nil); err != nil {
 		t.Fatal(err)
 	}
-	got := inbox(t, env.Server.Store, "INBOX")
+	got := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 	if len(got) != 1 || !bytes.HasSuffix(got[0], msg) {
 		t.Fatalf("RFC 8463 message not stored intact")
 	}
@@ -232,7 +223,7 @@ func TestE2EAuthentication(t *testing.T) {
 	if !asSMTPError(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
 		t.Errorf("DMARC p=reject failure: %v, want 550 5.7.1", err)
 	}
-	if n := len(inbox(t, env.Server.Store, "INBOX")); n != 1 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 1 {
 		t.Errorf("%d messages after a DMARC reject", n)
 	}
 	if n := env.Server.Metrics.Value(metrics.Rejected, "via", "smtp", "reason", "dmarc"); n != 1 {
@@ -251,7 +242,7 @@ func TestE2EQuotedSender(t *testing.T) {
 	c.Cmd("RCPT TO:<"+harness.User+">", "250")
 	c.Cmd("DATA", "354")
 	c.Cmd("Subject: quoted\r\n\r\nhi\r\n.", "250")
-	msgs := inbox(t, env.Server.Store, "INBOX")
+	msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 	if len(msgs) != 1 || !strings.HasPrefix(string(msgs[0]), `Return-Path: <"john \"jd\" doe"@remote.example>`+"\r\n") {
 		t.Fatalf("delivered: %q", msgs)
 	}
@@ -279,7 +270,7 @@ func TestE2EHostPostmaster(t *testing.T) {
 	if err := send(env.Addr("smtp"), "bob@remote.example", []string{to}, testMessage, nil); err != nil {
 		t.Fatalf("to %s: %v", to, err)
 	}
-	if n := len(inbox(t, env.Server.Store, "INBOX")); n != 1 {
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 1 {
 		t.Fatalf("%d messages for %s, want 1", n, harness.User)
 	}
 }
@@ -299,7 +290,7 @@ func TestE2EHeaderWithoutEmptyLine(t *testing.T) {
 	c.Cmd("MAIL FROM:<bob@remote.example>", "250")
 	c.Cmd("RCPT TO:<"+harness.User+">", "250")
 	c.Cmd("BDAT 0 LAST", "250")
-	msgs := inbox(t, env.Server.Store, "INBOX")
+	msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
 	if len(msgs) != 2 {
 		t.Fatalf("%d messages, want 2", len(msgs))
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/posthorn/posthorn/auth"
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/server"
 	"github.com/posthorn/posthorn/store"
 )
@@ -133,7 +134,7 @@ func TestE2ESIGKILL(t *testing.T) {
 		t.Fatalf("reopen: %v", err)
 	}
 	defer st.Close()
-	stored := inbox(t, st, "INBOX")
+	stored := storetest.Bodies(t, st, harness.User, "INBOX")
 	for _, msg := range acked {
 		found := false
 		for _, s := range stored {

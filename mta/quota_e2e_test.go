@@ -1,45 +1,22 @@
 package mta_test
 
 import (
-	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/store"
 )
-
-// mailbox returns the messages in an account's mailbox.
-func mailbox(t testing.TB, st store.Store, account, name string) []string {
-	t.Helper()
-	msgs, err := st.Messages(account, name)
-	if err != nil {
-		t.Fatalf("messages of %s: %v", account, err)
-	}
-	var out []string
-	for _, m := range msgs {
-		b, err := st.OpenMessage(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(b)
-		b.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, string(data))
-	}
-	return out
-}
 
 // waitMailbox waits until an account's INBOX has n messages.
 func waitMailbox(t testing.TB, st store.Store, account string, n int) []string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if got := mailbox(t, st, account, "INBOX"); len(got) >= n {
+		if got := storetest.Texts(t, st, account, "INBOX"); len(got) >= n {
 			return got
 		}
 		if time.Now().After(deadline) {
@@ -70,7 +47,7 @@ func TestE2EFullMailboxDoesNotHoldBackOthers(t *testing.T) {
 		t.Fatalf("one full mailbox failed the message: %v", err)
 	}
 	for _, acct := range []string{harness.User, "bob@example.test"} {
-		if got := mailbox(t, st, acct, "INBOX"); len(got) != 1 || !strings.HasSuffix(got[0], testMessage) {
+		if got := storetest.Texts(t, st, acct, "INBOX"); len(got) != 1 || !strings.HasSuffix(got[0], testMessage) {
 			t.Errorf("%s has %d messages, want the message at once", acct, len(got))
 		}
 	}
@@ -81,7 +58,7 @@ func TestE2EFullMailboxDoesNotHoldBackOthers(t *testing.T) {
 			t.Errorf("delay DSN lacks %q:\n%s", want, dsn)
 		}
 	}
-	if got := mailbox(t, st, "full@example.test", "INBOX"); len(got) != 0 {
+	if got := storetest.Texts(t, st, "full@example.test", "INBOX"); len(got) != 0 {
 		t.Fatalf("the full mailbox got %d messages", len(got))
 	}
 	if err := st.SetQuota("full@example.test", 0); err != nil {
@@ -106,7 +83,7 @@ func TestE2EFullMailboxDoesNotHoldBackOthers(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := len(mailbox(t, st, "carol@example.test", "INBOX")); n != 1 {
+	if n := len(storetest.Texts(t, st, "carol@example.test", "INBOX")); n != 1 {
 		t.Errorf("sender has %d messages, want the one delay DSN", n)
 	}
 }
@@ -122,7 +99,7 @@ func TestE2EDeliveredToKeepsTag(t *testing.T) {
 	if err := send(env.Addr("smtp"), "x@remote.example", rcpts, testMessage, nil); err != nil {
 		t.Fatal(err)
 	}
-	got := mailbox(t, env.Server.Store, harness.User, "INBOX")
+	got := storetest.Texts(t, env.Server.Store, harness.User, "INBOX")
 	if len(got) != 1 || !strings.HasPrefix(got[0], "Return-Path: <x@remote.example>\r\nDelivered-To: alice+news@example.test\r\n") {
 		t.Errorf("alice has %d messages, the first:\n%s", len(got), got)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/store"
 )
@@ -66,15 +66,7 @@ func FuzzMessageParse(f *testing.F) {
 		if info.HeaderLen < 0 || info.HeaderLen > int64(len(body)) {
 			t.Fatalf("header length %d of a %d-byte message", info.HeaderLen, len(body))
 		}
-		b, err := st.OpenMessage(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(b)
-		b.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := storetest.Body(t, st, m)
 		if !bytes.Equal(got[len(m.Prefix):], body) {
 			t.Fatalf("stored %d bytes read back as %d different ones", len(body), len(got)-len(m.Prefix))
 		}

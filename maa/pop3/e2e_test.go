@@ -517,48 +517,45 @@ func TestE2ELargeMessage(t *testing.T) {
 	}
 }
 
-// TestE2EAccountDeleted: deleting the account of a POP3 session (posthorn
+// TestE2EAccountEnded: deleting the account of a POP3 session (posthorn
 // user del) ends that session at its next command with -ERR [SYS/PERM],
-// rather than letting QUIT fail with a temporary error.
-func TestE2EAccountDeleted(t *testing.T) {
-	env := harness.Start(t, harness.Options{})
-	fill(t, env, 2)
-	c := popLogin(t, env)
-	c.cmd("+OK 2 ", "STAT")
-	c.cmd("+OK", "DELE 1")
-	if err := env.Server.Store.DeleteAccount(harness.User); err != nil {
-		t.Fatal(err)
-	}
-	c.cmd("-ERR [SYS/PERM] Account no longer exists", "NOOP")
-	c.raw.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if line, err := c.ReadLine(); err == nil {
-		t.Fatalf("the session goes on after its account was deleted: %q", line)
-	}
-}
-
-// TestE2EAccountDisabled: disabling the account of a POP3 session
-// (posthorn user disable) ends that session at its next command, as it
-// ends the account's IMAP sessions, and the deletion it had marked is
-// not made.
-func TestE2EAccountDisabled(t *testing.T) {
-	env := harness.Start(t, harness.Options{})
-	fill(t, env, 2)
-	c := popLogin(t, env)
-	c.cmd("+OK 2 ", "STAT")
-	c.cmd("+OK", "DELE 1")
-	if err := env.Server.Store.SetDisabled(harness.User, true); err != nil {
-		t.Fatal(err)
-	}
-	c.cmd("-ERR [SYS/PERM] Account disabled", "NOOP")
-	c.raw.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if line, err := c.ReadLine(); err == nil {
-		t.Fatalf("the session goes on after its account was disabled: %q", line)
-	}
-	msgs, err := env.Server.Store.Messages(harness.User, "INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(msgs) != 2 {
-		t.Errorf("INBOX holds %d messages after the disabled session, want 2 (DELE not applied)", len(msgs))
+// rather than letting QUIT fail with a temporary error; disabling it
+// (posthorn user disable) ends it too, as it ends the account's IMAP
+// sessions, and the deletion the session had marked is not made.
+func TestE2EAccountEnded(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		end   func(store.Store) error
+		reply string
+		left  int // messages in INBOX afterwards; -1: no account
+	}{
+		{"deleted", func(st store.Store) error { return st.DeleteAccount(harness.User) }, "-ERR [SYS/PERM] Account no longer exists", -1},
+		{"disabled", func(st store.Store) error { return st.SetDisabled(harness.User, true) }, "-ERR [SYS/PERM] Account disabled", 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := harness.Start(t, harness.Options{})
+			fill(t, env, 2)
+			p := popLogin(t, env)
+			p.cmd("+OK 2 ", "STAT")
+			p.cmd("+OK", "DELE 1")
+			if err := c.end(env.Server.Store); err != nil {
+				t.Fatal(err)
+			}
+			p.cmd(c.reply, "NOOP")
+			p.raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if line, err := p.ReadLine(); err == nil {
+				t.Fatalf("the session goes on after its account was %s: %q", c.name, line)
+			}
+			if c.left < 0 {
+				return
+			}
+			msgs, err := env.Server.Store.Messages(harness.User, "INBOX")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != c.left {
+				t.Errorf("INBOX holds %d messages after the session, want %d (DELE not applied)", len(msgs), c.left)
+			}
+		})
 	}
 }

@@ -19,9 +19,12 @@ const (
 	preallocStep   = 16 << 20
 )
 
-// preallocate extends the file if the high-water mark is near its end.
-// Errors are ignored: preallocation is an optimization, and bbolt grows
-// the file itself when needed.
+// preallocate extends the file if the high-water mark is near its end,
+// and the file system has room for it above the reserve (Options.MinFree:
+// on a small disk the tail took the last free space, and the room freed
+// by the operator was taken again at the next commit). Errors are
+// ignored: preallocation is an optimization, and bbolt grows the file
+// itself when needed.
 func (s *boltStore) preallocate() {
 	if s.opts.NoSync {
 		return
@@ -34,7 +37,7 @@ func (s *boltStore) preallocate() {
 			s.fileSize = fi.Size()
 		}
 	}
-	if s.fileSize-hwm > preallocMargin {
+	if s.fileSize-hwm > preallocMargin || !s.spareRoom(preallocStep) {
 		return
 	}
 	f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
@@ -48,7 +51,11 @@ func (s *boltStore) preallocate() {
 	}
 	size := fi.Size()
 	target := max(size, hwm) + preallocStep
-	if writeZeros(f, size, target) == nil {
-		s.fileSize = target
+	if err := writeZeros(f, size, target); err != nil {
+		// Give back what the failed extension took (a full disk):
+		// bbolt's pages end at or before size.
+		f.Truncate(size)
+		return
 	}
+	s.fileSize = target
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"os"
 	"testing"
 )
 
@@ -36,5 +37,50 @@ func TestMinFree(t *testing.T) {
 	mustAppend(t, s, "INBOX", testMessage("room again", 600))
 	if err := s.CheckRoom(1 << 42); !NoSpace(err) {
 		t.Fatalf("a message larger than the disk: %v", err)
+	}
+}
+
+// TestGrowthKeepsReserve: the store grows its files ahead of use (the
+// data file's preallocated tail, the log's zeroed blocks) only with room
+// to spare above the reserve. On a small disk the tail took the last free
+// space, and took again whatever the operator freed.
+func TestGrowthKeepsReserve(t *testing.T) {
+	s, path := openTest(t, Options{})
+	mustAppend(t, s, "INBOX", testMessage("one", 600))
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before, hwm := size(), s.hwm
+	defer func() { s.hwm = hwm }()
+	s.hwm = before - 1<<20 // near the end: a tail is due
+
+	s.opts.MinFree = 1 << 62 // more than any disk has
+	s.roomAt.Store(0)
+	s.preallocate()
+	if got := size(); got != before {
+		t.Errorf("the data file grew from %d to %d bytes into the reserve", before, got)
+	}
+	logSize := s.wal.size
+	n := int(s.wal.size-s.wal.reserved) + 1
+	short := s.wal.reserved + int64(walRecHeaderSize+n) - logSize // what the record lacks
+	if err := s.reserveLog(n); err != nil {
+		t.Fatal(err)
+	}
+	if grown := s.wal.size - logSize; grown > short+walGrowMin {
+		t.Errorf("the log grew by %d bytes with no room above the reserve, want at most what it needs and %d", grown, walGrowMin)
+	}
+	s.wal.reserved -= int64(walRecHeaderSize + n)
+
+	s.opts.MinFree = 1 << 20
+	s.roomAt.Store(0)
+	s.preallocate()
+	if got := size(); got != before+preallocStep {
+		t.Errorf("with room, the data file is %d bytes, want %d", got, before+preallocStep)
 	}
 }

@@ -406,7 +406,11 @@ func (s *boltStore) reserveLog(recLen int) error {
 	n := int64(walRecHeaderSize + recLen)
 	if s.wal.reserved+n > s.wal.size {
 		s.pending.Wait() // the syncer writes where grow does
-		if err := s.wal.grow(s.wal.reserved + n); err != nil {
+		step := walGrowStep
+		if !s.spareRoom(step) {
+			step = walGrowMin // the room kept for mail is not the log's to take
+		}
+		if err := s.wal.grow(s.wal.reserved+n, step); err != nil {
 			err = fmt.Errorf("store: grow log: %w", err)
 			var se *syncError
 			if errors.As(err, &se) {

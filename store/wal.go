@@ -302,7 +302,7 @@ func (w *wal) appendRecords(recs []walRecord) (syncs int, err error) {
 	}
 	end := w.off + int64(len(w.buf))
 	if end > w.size { // not reserved (tests)
-		if err := w.grow(end); err != nil {
+		if err := w.grow(end, walGrowStep); err != nil {
 			return syncs, err
 		}
 		syncs++
@@ -345,12 +345,12 @@ func (w *wal) unwrite(n int64) error {
 }
 
 // grow writes zeros from the end of the file to past need, so that the
-// records written there later overwrite allocated blocks: walGrowStep
-// more, or, if the file system has not that much room, up to need and
-// walGrowMin more, or up to need. No record may be in the writing.
-func (w *wal) grow(need int64) error {
+// records written there later overwrite allocated blocks: step more, or,
+// if the file system has not that much room, up to need and walGrowMin
+// more, or up to need. No record may be in the writing.
+func (w *wal) grow(need, step int64) error {
 	var err error
-	for _, target := range []int64{max(need, w.size) + walGrowStep, need + walGrowMin, need} {
+	for _, target := range []int64{max(need, w.size) + step, need + walGrowMin, need} {
 		if err = writeZeros(w.f, w.size, target); err == nil {
 			w.size = target
 			return nil

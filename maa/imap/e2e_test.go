@@ -1,7 +1,10 @@
 package imap_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -377,5 +380,49 @@ func TestE2EAppendRefused(t *testing.T) {
 	}
 	if msgs, _ := st.Messages(harness.User, "INBOX"); len(msgs) != 1 || msgs[0].UID != uint32(d.UID) {
 		t.Fatalf("INBOX holds %d messages, want only the one appended after the refusals", len(msgs))
+	}
+}
+
+// TestE2EMalformedSASL: AUTHENTICATE with a response the real SASL
+// servers (package auth) find malformed gets BAD, as SMTP's 501 and
+// POP3's -ERR, and the connection goes on. It got NO [SERVERBUG] and an
+// ERROR line in the log, which any client could cause at will.
+func TestE2EMalformedSASL(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	conn, err := tls.Dial("tcp", env.Addr("imaps"), env.ClientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(conn)
+	line := func() string {
+		t.Helper()
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	line() // greeting
+	tagged := func(tag string) string {
+		t.Helper()
+		for {
+			if l := line(); strings.HasPrefix(l, tag+" ") {
+				return l
+			}
+		}
+	}
+	tooLong := base64.StdEncoding.EncodeToString([]byte("\x00" + strings.Repeat("a", 1500) + "\x00x"))
+	for i, ir := range []string{"AAAA", tooLong} {
+		tag := fmt.Sprintf("a%d", i)
+		fmt.Fprintf(conn, "%s AUTHENTICATE PLAIN %s\r\n", tag, ir)
+		if l := tagged(tag); !strings.HasPrefix(l, tag+" BAD ") {
+			t.Errorf("AUTHENTICATE PLAIN %.8s...: %q, want BAD", ir, l)
+		}
+	}
+	fmt.Fprintf(conn, "n NOOP\r\n")
+	if l := tagged("n"); !strings.HasPrefix(l, "n OK") {
+		t.Errorf("NOOP after the refusals: %q", l)
 	}
 }

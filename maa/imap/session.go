@@ -161,6 +161,11 @@ func (ss *session) authError(err error) error {
 		ss.log().Warn("imap login throttled")
 		return &imapv2.Error{Type: imapv2.StatusResponseTypeNo, Code: imapv2.ResponseCodeUnavailable,
 			Text: "Too many failed logins, try again later"}
+	case errors.Is(err, auth.ErrMalformed), errors.Is(err, sasl.ErrUnexpectedClientResponse):
+		// As SMTP (501) and POP3 answer it: the client's fault, no
+		// server error (one an unauthenticated client could log at will).
+		ss.log().Debug("imap login failed: malformed SASL response")
+		return badErr("Malformed SASL response")
 	case errors.Is(err, auth.ErrInvalidCredentials), strings.HasPrefix(err.Error(), "sasl:"):
 		// auth's own line (proto, user, remote, reason) is the one to
 		// count failures by; this one adds the session, for debugging.

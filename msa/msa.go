@@ -102,6 +102,7 @@ type Server struct {
 	srv    *smtp.Server
 	ln     net.Listener
 	drain  drain.Counter // transactions in progress
+	conns  mta.Conns     // open connections
 	budget *membudget.Budget
 }
 
@@ -112,7 +113,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.srv, s.ln = srv, ln
 	s.mu.Unlock()
 	if !s.ImplicitTLS {
-		ln = wrapListener{ln, func(c net.Conn) net.Conn { return mta.SequenceConn(mta.TimeoutConn(c)) }}
+		ln = wrapListener{ln, func(c net.Conn) net.Conn { return mta.SequenceConn(s.WrapConn(c)) }}
 	}
 	return srv.Serve(ln)
 }
@@ -132,8 +133,8 @@ func (l wrapListener) Accept() (net.Conn, error) {
 }
 
 // Shutdown stops accepting, waits until no message is being taken (or
-// ctx ends), then closes every connection: an idle client is cut, a
-// message in DATA gets its reply first.
+// ctx ends), then closes every connection: an idle plaintext client is
+// told 421, a message in DATA gets its reply first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	srv, ln := s.srv, s.ln
@@ -143,9 +144,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	ln.Close()
 	err := s.drain.Wait(ctx)
-	srv.Close()
+	if eerr := mta.EndSessions(ctx, srv, &s.conns); err == nil {
+		err = eerr
+	}
 	return err
 }
+
+// WrapConn wraps a connection as the server must see it: on an
+// implicit-TLS listener, the connection under the TLS (see mta.Conns).
+func (s *Server) WrapConn(c net.Conn) net.Conn { return s.conns.Wrap(c, s.ImplicitTLS) }
 
 func (s *Server) smtpServer() *smtp.Server {
 	if s.Logger == nil {

@@ -211,6 +211,10 @@ func TestShutdownClosesIdleSessions(t *testing.T) {
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
+	// RFC 5321 section 3.8: the idle client is told before the close.
+	if got := d.Reply(); !strings.HasPrefix(got, "421 4.3.2") {
+		t.Errorf("idle session at shutdown got %q, want 421 4.3.2", got)
+	}
 	if time.Since(start) > 2*time.Second || !d.Closed() {
 		t.Errorf("idle session held the shutdown or stayed open")
 	}
@@ -629,5 +633,57 @@ func TestTimeoutUnderSTARTTLS(t *testing.T) {
 			return
 		}
 		lines = append(lines, l)
+	}
+}
+
+// TestShutdownUnderCommands: a shutdown while clients are in the middle
+// of commands ends every session cleanly: no panic in a session (go-smtp's
+// Close, called under a running MAIL, left it a nil session: a panic
+// go-smtp recovered and logged, the client reset), and every client gets
+// its replies whole, then 421 or the close.
+func TestShutdownUnderCommands(t *testing.T) {
+	var logs syncBuffer
+	s, _, addr := startTestServer(t, func(s *Server) {
+		s.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "EHLO client.example\r\n")
+			buf := make([]byte, 4096)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := fmt.Fprintf(c, "MAIL FROM:<bob@remote.example>\r\nRSET\r\n"); err != nil {
+					return
+				}
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	if l := logs.String(); strings.Contains(l, "panic") {
+		t.Errorf("a session panicked at shutdown:\n%s", l)
 	}
 }

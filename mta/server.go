@@ -97,6 +97,7 @@ type Server struct {
 	listeners []net.Listener
 	closed    bool
 	drain     drain.Counter // transactions in progress
+	conns     Conns         // open connections
 	dns       spf.DNSResolver
 	budget    *membudget.Budget
 }
@@ -176,8 +177,9 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting, lets messages being received or delivered
-// finish until ctx is done, then closes every connection (idle sessions
-// would otherwise hold a shutdown for their whole command timeout).
+// finish until ctx is done, then closes every connection, telling an idle
+// plaintext client 421 (idle sessions would otherwise hold a shutdown for
+// their whole command timeout).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -190,8 +192,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	err := s.drain.Wait(ctx)
-	e.Close()
+	if eerr := EndSessions(ctx, e, &s.conns); err == nil {
+		err = eerr
+	}
 	return err
+}
+
+// EndSessions ends the sessions of an SMTP server (port 25's, or
+// submission's) whose transactions have drained, or that ran out of
+// time: it closes their connections (Conns.Hangup) and waits, as long as
+// ctx lets it, for go-smtp to see them end; go-smtp's Close then ends
+// what is left.
+func EndSessions(ctx context.Context, e *smtp.Server, conns *Conns) error {
+	conns.Hangup()
+	e.Shutdown(ctx) // its error is that of closing listeners closed already
+	if err := ctx.Err(); err != nil {
+		e.Close()
+		return err
+	}
+	return nil
 }
 
 // capListener enforces the connection caps before go-smtp sees a
@@ -207,7 +226,7 @@ func (s *Server) capListener(ln net.Listener) net.Listener {
 		},
 		Wrap: func(c net.Conn) net.Conn {
 			s.Metrics.Inc(metrics.Connections, "protocol", "smtp")
-			return newSequenceConn(&readAheadConn{Conn: TimeoutConn(c)})
+			return newSequenceConn(&readAheadConn{Conn: s.conns.Wrap(c, false)})
 		},
 		Closed: func() { s.Metrics.Dec(metrics.Connections, "protocol", "smtp") },
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -39,18 +40,64 @@ type timeoutConn struct {
 	net.Conn
 	timedOut atomic.Bool
 	tls      atomic.Bool // the octets read are TLS records
+	reading  atomic.Bool // the session waits in Read for the client
 	partial  bool        // the last octet read was not LF
+	set      *Conns      // nil if counted in none
 }
 
-// TimeoutConn wraps an SMTP server's connection, under any TLS (see
-// timeoutConn).
-func TimeoutConn(c net.Conn) net.Conn { return &timeoutConn{Conn: c} }
+// Conns is the set of an SMTP server's open connections, which it wraps
+// (see timeoutConn), so that a shutdown ends them itself. go-smtp's Close
+// ended them under running commands (a MAIL being handled met a nil
+// session: a panic go-smtp recovered, the client cut) and told an idle
+// client nothing. The zero value is ready.
+type Conns struct {
+	mu sync.Mutex
+	m  map[*timeoutConn]struct{}
+}
 
-// TimeoutConnTLS is TimeoutConn for a connection that starts with TLS.
-func TimeoutConnTLS(c net.Conn) net.Conn {
-	t := &timeoutConn{Conn: c}
-	t.tls.Store(true)
+// Wrap wraps c, the connection under any TLS; tls says it starts with
+// TLS (implicit TLS, port 465).
+func (cs *Conns) Wrap(c net.Conn, tls bool) net.Conn {
+	t := &timeoutConn{Conn: c, set: cs}
+	t.tls.Store(tls)
+	cs.mu.Lock()
+	if cs.m == nil {
+		cs.m = map[*timeoutConn]struct{}{}
+	}
+	cs.m[t] = struct{}{}
+	cs.mu.Unlock()
 	return t
+}
+
+// Hangup ends every connection of the set. A plaintext client waiting
+// to send its next command is told 421 4.3.2 first (RFC 5321 section
+// 3.8); under TLS a reply could only be written by go-smtp's goroutine,
+// and the client sees the connection close. Each session then ends on its
+// own goroutine, as at any closed connection.
+func (cs *Conns) Hangup() {
+	cs.mu.Lock()
+	conns := make([]*timeoutConn, 0, len(cs.m))
+	for c := range cs.m {
+		conns = append(conns, c)
+	}
+	cs.mu.Unlock()
+	for _, c := range conns {
+		if !c.tls.Load() && c.reading.Load() {
+			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(c.Conn, formatReply(ErrShuttingDown))
+		}
+		c.Close()
+	}
+}
+
+// Close closes the connection and counts it out of its set.
+func (c *timeoutConn) Close() error {
+	if c.set != nil {
+		c.set.mu.Lock()
+		delete(c.set.m, c)
+		c.set.mu.Unlock()
+	}
+	return c.Conn.Close()
 }
 
 // startTLS tells the timeoutConn under c, if any, that TLS starts.
@@ -67,7 +114,9 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 	if c.timedOut.Load() {
 		return 0, errClientTimeout
 	}
+	c.reading.Store(true)
 	n, err := c.Conn.Read(p)
+	c.reading.Store(false)
 	if n > 0 {
 		c.partial = p[n-1] != '\n'
 	}

@@ -5,7 +5,6 @@ import (
 
 	"github.com/posthorn/posthorn/internal/connlimit"
 	"github.com/posthorn/posthorn/metrics"
-	"github.com/posthorn/posthorn/mta"
 )
 
 // refusal is what a listener's client reads when it is over a limit: a
@@ -24,23 +23,16 @@ func refusal(service, hostname string) []byte {
 }
 
 // limitListener counts a listener's connections against s.conns before
-// its server sees them.
-func (s *Server) limitListener(ln net.Listener, service string) net.Listener {
+// its server sees them, wrapped by sv.wrapConn if set.
+func (s *Server) limitListener(ln net.Listener, sv service) net.Listener {
 	return &connlimit.Listener{
 		Listener: ln,
 		Limiter:  s.conns,
-		Refusal:  refusal(service, s.Config.Hostname),
+		Refusal:  refusal(sv.name, s.Config.Hostname),
 		Refused: func(ip string) {
-			s.Logger.Warn("connection refused: too many connections", "listener", service, "remote", ip)
-			s.Metrics.Inc(metrics.Rejected, "via", service, "reason", "connections")
+			s.Logger.Warn("connection refused: too many connections", "listener", sv.name, "remote", ip)
+			s.Metrics.Inc(metrics.Rejected, "via", sv.name, "reason", "connections")
 		},
-		Wrap: wrapBelowTLS[service],
+		Wrap: sv.wrapConn,
 	}
-}
-
-// wrapBelowTLS wraps the connections of implicit-TLS listeners under
-// their TLS (go-smtp must see the *tls.Conn itself). Submission on 587
-// and port 25 wrap theirs in msa and mta.
-var wrapBelowTLS = map[string]func(net.Conn) net.Conn{
-	"submissions": mta.TimeoutConnTLS,
 }

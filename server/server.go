@@ -43,6 +43,9 @@ type service struct {
 	// serve runs until the listener is closed; nil: not available yet.
 	serve    func(net.Listener) error
 	shutdown func(context.Context) error
+	// wrapConn, if set, wraps each connection the listener accepts,
+	// under any implicit TLS (go-smtp must see the *tls.Conn itself).
+	wrapConn func(net.Conn) net.Conn
 }
 
 // mailListener names the listeners that limits.max_connections and
@@ -163,7 +166,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listen %s on %s: %w", sv.name, sv.addr, err)
 		}
 		if mailListener[sv.name] {
-			ln = s.limitListener(ln, sv.name)
+			ln = s.limitListener(ln, sv)
 		}
 		if sv.implicitTLS {
 			ln = tls.NewListener(ln, s.TLS)

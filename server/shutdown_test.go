@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ func TestShutdownStopsEveryListenerAtOnce(t *testing.T) {
 	}
 	idle := smtptest.Dial(t, env.Addr("smtp"))
 	idle.Cmd("EHLO idle.example", "250")
+	idleSub := smtptest.Dial(t, env.Addr("submission"))
+	idleSub.Cmd("EHLO idle.example", "250")
 	c := smtptest.Dial(t, env.Addr("smtp"))
 	c.Send("EHLO client.example\r\n")
 	c.Expect("250")
@@ -73,5 +76,15 @@ func TestShutdownStopsEveryListenerAtOnce(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("shutdown did not end after the transaction")
+	}
+	// The idle sessions are told before their connections close (RFC
+	// 5321 section 3.8).
+	for name, c := range map[string]*smtptest.Conn{"smtp": idle, "submission": idleSub} {
+		if got := c.Reply(); !strings.HasPrefix(got, "421 4.3.2") {
+			t.Errorf("idle %s session at shutdown got %q, want 421 4.3.2", name, got)
+		}
+		if !c.Closed() {
+			t.Errorf("idle %s session still open after shutdown", name)
+		}
 	}
 }

@@ -62,7 +62,7 @@ func (s *Server) wireMSA() ([]service, []worker, error) {
 	sub, subs := newMSA(false), newMSA(true)
 	return []service{
 			{name: "submission", addr: c.Listen.Submission, serve: sub.Serve, shutdown: sub.Shutdown},
-			{name: "submissions", addr: c.Listen.Submissions, implicitTLS: true, serve: subs.Serve, shutdown: subs.Shutdown},
+			{name: "submissions", addr: c.Listen.Submissions, implicitTLS: true, serve: subs.Serve, shutdown: subs.Shutdown, wrapConn: subs.WrapConn},
 		}, []worker{
 			{name: "outbound", run: q.Run},
 		}, nil

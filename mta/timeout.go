@@ -40,7 +40,7 @@ type timeoutConn struct {
 	net.Conn
 	timedOut atomic.Bool
 	tls      atomic.Bool // the octets read are TLS records
-	reading  atomic.Bool // the session waits in Read for the client
+	busy     atomic.Bool // octets came that no reply has followed yet
 	partial  bool        // the last octet read was not LF
 	set      *Conns      // nil if counted in none
 }
@@ -69,8 +69,8 @@ func (cs *Conns) Wrap(c net.Conn, tls bool) net.Conn {
 	return t
 }
 
-// Hangup ends every connection of the set. A plaintext client waiting
-// to send its next command is told 421 4.3.2 first (RFC 5321 section
+// Hangup ends every connection of the set. A plaintext client that has
+// had the reply to all it sent is told 421 4.3.2 first (RFC 5321 section
 // 3.8); under TLS a reply could only be written by go-smtp's goroutine,
 // and the client sees the connection close. Each session then ends on its
 // own goroutine, as at any closed connection.
@@ -82,12 +82,20 @@ func (cs *Conns) Hangup() {
 	}
 	cs.mu.Unlock()
 	for _, c := range conns {
-		if !c.tls.Load() && c.reading.Load() {
+		if !c.tls.Load() && !c.busy.Load() {
 			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 			io.WriteString(c.Conn, formatReply(ErrShuttingDown))
 		}
 		c.Close()
 	}
+}
+
+// Write writes a reply (or TLS records): whatever came before it is
+// answered.
+func (c *timeoutConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.busy.Store(false)
+	return n, err
 }
 
 // Close closes the connection and counts it out of its set.
@@ -114,10 +122,9 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 	if c.timedOut.Load() {
 		return 0, errClientTimeout
 	}
-	c.reading.Store(true)
 	n, err := c.Conn.Read(p)
-	c.reading.Store(false)
 	if n > 0 {
+		c.busy.Store(true)
 		c.partial = p[n-1] != '\n'
 	}
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {

@@ -7,6 +7,7 @@ package harness
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -38,6 +39,9 @@ type Options struct {
 	Dir string
 	// DNS reuses a DNS server (several instances in one test).
 	DNS *DNS
+	// Log, if set, takes the server's log (warnings and errors) in place
+	// of standard error; it must be safe for concurrent writes.
+	Log io.Writer
 }
 
 // Domain and the demo account every Env starts with.
@@ -84,7 +88,11 @@ func Start(t testing.TB, opts Options) *Env {
 	if os.Getenv("POSTHORN_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var logTo io.Writer = os.Stderr
+	if opts.Log != nil {
+		logTo = opts.Log
+	}
+	logger := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level}))
 	srv, err := server.New(&cfg, logger)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)

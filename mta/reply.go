@@ -101,7 +101,9 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 	case errors.Is(err, store.ErrOverQuota):
 		return errOverQuota
 	case store.NoSpace(err):
-		log.Error("no space left for the store", "err", err)
+		if report, missed := store.ReportNoSpace(); report {
+			log.Error("no space left for the store", "err", err, "refused_unlogged", missed)
+		}
 		return errNoSpace
 	case errors.Is(err, membudget.ErrNoRoom):
 		log.Warn("message refused for now: too many bodies being received at once")

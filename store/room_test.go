@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 )
 
 // TestMinFree: below the reserve, appends, deliveries and queued messages
@@ -82,5 +83,24 @@ func TestGrowthKeepsReserve(t *testing.T) {
 	s.preallocate()
 	if got := size(); got != before+preallocStep {
 		t.Errorf("with room, the data file is %d bytes, want %d", got, before+preallocStep)
+	}
+}
+
+// TestReportNoSpace: one report a minute, with the count of the refusals
+// left unlogged since the last.
+func TestReportNoSpace(t *testing.T) {
+	noSpaceLast.Store(0)
+	noSpaceMissed.Store(0)
+	if ok, missed := ReportNoSpace(); !ok || missed != 0 {
+		t.Fatalf("first: %v %d", ok, missed)
+	}
+	for range 3 {
+		if ok, _ := ReportNoSpace(); ok {
+			t.Fatal("a second report within the minute")
+		}
+	}
+	noSpaceLast.Store(time.Now().Add(-2 * noSpaceEvery).UnixNano())
+	if ok, missed := ReportNoSpace(); !ok || missed != 3 {
+		t.Fatalf("a minute later: %v %d, want a report of 3 missed", ok, missed)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,6 +60,26 @@ var (
 // no restart (see boltStore.fail).
 func NoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// noSpaceEvery is how often ReportNoSpace lets a report through.
+const noSpaceEvery = time.Minute
+
+var noSpaceLast, noSpaceMissed atomic.Int64
+
+// ReportNoSpace tells a caller refused for want of room (NoSpace) whether
+// to log it now: the first refusal of a minute is logged, with the number
+// of those since the last report (missed), and the others are not. Every
+// message refused while the disk was full logged an ERROR: 76,000 lines
+// a minute, to a log on that same full disk.
+func ReportNoSpace() (report bool, missed int64) {
+	now := time.Now().UnixNano()
+	last := noSpaceLast.Load()
+	if now-last < int64(noSpaceEvery) || !noSpaceLast.CompareAndSwap(last, now) {
+		noSpaceMissed.Add(1)
+		return false, 0
+	}
+	return true, noSpaceMissed.Swap(0)
 }
 
 // STSPolicy is a remote domain's MTA-STS policy (RFC 8461).

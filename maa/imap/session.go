@@ -229,7 +229,9 @@ func (ss *session) storeError(op string, err error) error {
 		return noErr(imapv2.ResponseCodeOverQuota, "Over quota")
 	case store.NoSpace(err):
 		// As Dovecot answers it (RFC 5530 has no code of its own).
-		ss.log().Error("no space left for the store", "op", op, "err", err)
+		if report, missed := store.ReportNoSpace(); report {
+			ss.log().Error("no space left for the store", "op", op, "err", err, "refused_unlogged", missed)
+		}
 		return noErr(imapv2.ResponseCodeOverQuota, "Not enough disk space")
 	}
 	return ss.internalError(op, err)

@@ -55,18 +55,15 @@ var offered = []struct {
 	{"submission", "smtp", socketSTARTTLS, false},
 }
 
-// autoconfig builds the document for domain; domains are all served ones.
-func (s *Server) autoconfig(domain string, domains []string) clientConfig {
+// autoconfig builds the document for domain. It names that domain only:
+// listing every domain served told anyone who asked about one which
+// others share its server.
+func (s *Server) autoconfig(domain string) clientConfig {
 	p := emailProvider{
 		ID:               domain,
 		Domains:          []string{domain},
 		DisplayName:      domain,
 		DisplayShortName: domain,
-	}
-	for _, d := range domains {
-		if d != domain {
-			p.Domains = append(p.Domains, d)
-		}
 	}
 	for _, o := range offered {
 		port := s.port(o.listener)
@@ -102,7 +99,7 @@ func (s *Server) serveAutoconfig(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	body, err := xml.MarshalIndent(s.autoconfig(domain, domains), "", "  ")
+	body, err := xml.MarshalIndent(s.autoconfig(domain), "", "  ")
 	if err != nil {
 		s.logger().Error("autoconfig: encoding", "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)

@@ -207,7 +207,7 @@ func (ss *session) Data(r io.Reader) error {
 		if errors.As(err, &se) {
 			return se // too big
 		}
-		return reply(ss.log, err)
+		return reply(ss.log, mta.ShutdownCut(err, &ss.s.drain))
 	}
 	body := buf[headRoom:]
 	head, parts, err := ss.s.prepare(ss, body)

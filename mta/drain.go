@@ -14,6 +14,22 @@ import (
 var ErrShuttingDown = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2},
 	Message: "Service shutting down, try again later"}
 
+// errCutAtShutdown is the reply, into a connection closed by then, to a
+// message whose transfer a shutdown cut when its time ran out.
+var errCutAtShutdown = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2},
+	Message: "Service shutting down: message not received, try again later"}
+
+// ShutdownCut is err, the failure to read a message, unless the server is
+// shutting down (d is draining) and the read failed on the connection's
+// close: then the shutdown cut the transfer, and errCutAtShutdown says so
+// in the log, where it read as the client's doing.
+func ShutdownCut(err error, d *drain.Counter) error {
+	if d.Draining() && clientGone(err) {
+		return errCutAtShutdown
+	}
+	return err
+}
+
 // Tx is one session's transaction, counted (internal/drain) from MAIL to
 // the end of the transaction, so that shutting down lets it finish. It
 // counts from MAIL rather than from DATA: go-smtp sends the 354 before it

@@ -687,3 +687,38 @@ func TestShutdownUnderCommands(t *testing.T) {
 		t.Errorf("a session panicked at shutdown:\n%s", l)
 	}
 }
+
+// TestShutdownCutDataLogged: a message still coming when the shutdown's
+// time runs out is cut, and the log says the shutdown cut it, not that
+// the client ended it.
+func TestShutdownCutDataLogged(t *testing.T) {
+	var logs syncBuffer
+	s, st, addr := startTestServer(t, func(s *Server) {
+		s.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Cmd("DATA", "354")
+	d.Send("Subject: slow\r\n\r\nhalf of it\r\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); err == nil {
+		t.Error("shutdown reports no error though a transfer was cut")
+	}
+	if !d.Closed() {
+		t.Error("the transfer goes on after the shutdown")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "message rejected") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	l := logs.String()
+	if !strings.Contains(l, "Service shutting down") || strings.Contains(l, "the client ended it") {
+		t.Errorf("log of the cut transfer:\n%s", l)
+	}
+	if st.count() != 0 {
+		t.Errorf("stored %d", st.count())
+	}
+}

@@ -300,6 +300,7 @@ func (s *session) refuse(err error, size int, stage string) error {
 	if err == errBadData {
 		err = errBareEOL
 	}
+	err = ShutdownCut(err, &s.srv.drain)
 	r := reply(s.log, err)
 	s.log.Info("message rejected", "from", s.from, "rcpts", s.rcpts, "size", size,
 		"stage", stage, "code", r.Code, "reason", errString(err))

@@ -28,6 +28,9 @@ func (c *Counter) Enter() bool {
 	return true
 }
 
+// Draining tells whether Wait has begun.
+func (c *Counter) Draining() bool { return c.draining.Load() }
+
 // Open is the number of pieces of work in progress.
 func (c *Counter) Open() int64 { return c.open.Load() }
 

@@ -41,6 +41,7 @@ type timeoutConn struct {
 	timedOut atomic.Bool
 	tls      atomic.Bool // the octets read are TLS records
 	busy     atomic.Bool // octets came that no reply has followed yet
+	wmu      sync.Mutex  // held while writing: a reply is whole, and Hangup sees it done
 	partial  bool        // the last octet read was not LF
 	set      *Conns      // nil if counted in none
 }
@@ -81,11 +82,17 @@ func (cs *Conns) Hangup() {
 		conns = append(conns, c)
 	}
 	cs.mu.Unlock()
+	// A write stuck on a client that reads nothing ends within a second.
+	deadline := time.Now().Add(time.Second)
 	for _, c := range conns {
+		c.Conn.SetWriteDeadline(deadline)
+	}
+	for _, c := range conns {
+		c.wmu.Lock()
 		if !c.tls.Load() && !c.busy.Load() {
-			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 			io.WriteString(c.Conn, formatReply(ErrShuttingDown))
 		}
+		c.wmu.Unlock()
 		c.Close()
 	}
 }
@@ -93,6 +100,8 @@ func (cs *Conns) Hangup() {
 // Write writes a reply (or TLS records): whatever came before it is
 // answered.
 func (c *timeoutConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	n, err := c.Conn.Write(p)
 	c.busy.Store(false)
 	return n, err
@@ -130,10 +139,11 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 		c.timedOut.Store(true)
 		if c.partial && !c.tls.Load() {
-			// go-smtp is in this read, not writing: the reply is whole.
+			c.wmu.Lock()
 			c.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			io.WriteString(c.Conn, formatReply(errTimeout))
-			c.Conn.Close()
+			c.wmu.Unlock()
+			c.Close()
 		}
 		return n, errClientTimeout
 	}

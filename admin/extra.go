@@ -262,10 +262,14 @@ func reportImport(out io.Writer, res mailio.Result, err error) error {
 	for _, e := range res.Errors {
 		fmt.Fprintf(out, "skipped: %s\n", e)
 	}
-	if err != nil && res.Imported == 0 && res.Skipped == 0 {
+	if err != nil && res.Imported == 0 && res.Skipped == 0 && res.Present == 0 {
 		return err // nothing was read: the error is all there is to say
 	}
-	fmt.Fprintf(out, "imported %d message(s), skipped %d\n", res.Imported, res.Skipped)
+	fmt.Fprintf(out, "imported %d message(s), skipped %d", res.Imported, res.Skipped)
+	if res.Present > 0 {
+		fmt.Fprintf(out, ", %d already there (not imported again)", res.Present)
+	}
+	fmt.Fprintln(out)
 	return err
 }
 

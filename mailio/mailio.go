@@ -6,6 +6,9 @@
 //
 //   - Every message is in the store whole or not at all. A message that cannot be parsed (no header, a malformed header
 //     field) is reported in Result.Errors and skipped; the import goes on.
+//   - An import run again, after it was cut off or by mistake, stores
+//     nothing twice: a message its mailbox already holds byte for byte
+//     is counted in Result.Present and not stored again (see present).
 //   - Messages are appended in batches (store.AppendMany: up to 256
 //     messages or 16 MiB of one mailbox per durable transaction), so one
 //     fsync serves many messages, and UIDs follow the input order exactly.
@@ -45,6 +48,7 @@ import (
 // Result says what an import did.
 type Result struct {
 	Imported int
+	Present  int      // already in their mailbox, from an earlier run of the import: not stored again
 	Skipped  int      // malformed or refused messages, each with an entry in Errors
 	Errors   []string // one line per skipped message: where it was and why
 }
@@ -71,6 +75,7 @@ type job struct {
 	mailbox string
 	msg     store.NewMessage
 	err     error
+	held    bool // the mailbox holds it already (see present)
 }
 
 // appender queues messages from the reader and appends them, in order, in
@@ -81,6 +86,7 @@ type appender struct {
 	st       store.Store
 	account  string
 	progress Progress
+	present  *present
 
 	jobs chan job
 	wg   sync.WaitGroup
@@ -101,7 +107,7 @@ func newAppender(ctx context.Context, st store.Store, account string, progress P
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	a := &appender{ctx: ctx, parent: parent, st: st, account: account, progress: progress,
-		jobs: make(chan job, batchMessages), cancel: cancel}
+		present: newPresent(st, account), jobs: make(chan job, batchMessages), cancel: cancel}
 	a.room = sync.NewCond(&a.inflightMu)
 	a.wg.Add(1)
 	go a.work()
@@ -134,12 +140,27 @@ func (a *appender) work() {
 }
 
 // run appends a batch: each run of messages to one mailbox is one
-// AppendMany.
+// AppendMany. Messages the mailbox holds already are left out.
 func (a *appender) run(batch []job) {
+	for i := range batch {
+		if a.ctx.Err() != nil {
+			break
+		}
+		if j := &batch[i]; j.err == nil {
+			var err error
+			if j.held, err = a.present.has(j.mailbox, j.msg.Body); err != nil {
+				j.err = fmt.Errorf("mailbox %s: %w", j.mailbox, err)
+			}
+		}
+	}
 	for len(batch) > 0 {
 		j := batch[0]
-		if a.ctx.Err() != nil || j.err != nil {
-			if a.ctx.Err() == nil {
+		if a.ctx.Err() != nil || j.err != nil || j.held {
+			switch {
+			case a.ctx.Err() != nil:
+			case j.held:
+				a.held()
+			default:
 				a.done(j.where, j.err)
 			}
 			a.release(len(j.msg.Body))
@@ -147,7 +168,7 @@ func (a *appender) run(batch []job) {
 			continue
 		}
 		n := 1
-		for n < len(batch) && batch[n].err == nil && batch[n].mailbox == j.mailbox {
+		for n < len(batch) && batch[n].err == nil && !batch[n].held && batch[n].mailbox == j.mailbox {
 			n++
 		}
 		msgs := make([]store.NewMessage, n)
@@ -209,7 +230,17 @@ func (a *appender) done(where string, err error) {
 		a.res.Errors = append(a.res.Errors, fmt.Sprintf("%s: %v", where, err))
 	}
 	if a.progress != nil {
-		a.progress(a.res.Imported + a.res.Skipped)
+		a.progress(a.res.Imported + a.res.Skipped + a.res.Present)
+	}
+}
+
+// held records one message that the mailbox held already.
+func (a *appender) held() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.res.Present++
+	if a.progress != nil {
+		a.progress(a.res.Imported + a.res.Skipped + a.res.Present)
 	}
 }
 

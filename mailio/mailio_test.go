@@ -236,6 +236,72 @@ func TestImportOverQuota(t *testing.T) {
 	if next := len(toCRLF(msgs[len(list)])); used > size/2 || used+next <= size/2 {
 		t.Errorf("stopped at %d bytes with a quota of %d and %d bytes next", used, size/2, next)
 	}
+
+	// Once there is room, the same import run again stores the rest only.
+	first := res.Imported
+	if err := st.SetQuota(harness.User, 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err = mailio.ImportMbox(context.Background(), st, bytes.NewReader(mboxrd(msgs)), harness.User, "Archive", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Present != first || res.Imported != len(msgs)-first || res.Skipped != 0 {
+		t.Fatalf("second run: %+v, want %d present and %d imported", res, first, len(msgs)-first)
+	}
+	list, _ = st.Messages(harness.User, "Archive")
+	if len(list) != len(msgs) {
+		t.Fatalf("the mailbox holds %d messages of %d", len(list), len(msgs))
+	}
+	for k, m := range list {
+		if got := string(storetest.Body(t, st, m)); got != toCRLF(msgs[k]) {
+			t.Fatalf("UID %d is not message %d", m.UID, k)
+		}
+	}
+}
+
+// TestImportAgain: a message the mailbox held before the import is not
+// stored again, once for each copy it held: a source that holds a message
+// twice stores it twice, and a mailbox that held it once gets the second
+// copy. Messages of the same size but other bytes are not taken for it.
+func TestImportAgain(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	a, b := genMessage(1), genMessage(2)
+	twin := strings.Replace(a, "Hello 1.", "Hullo 1.", 1) // a's size, other bytes
+	if _, err := mailio.ImportMbox(context.Background(), st, bytes.NewReader(mboxrd([]string{a, b})), harness.User, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Another copy of a, delivered meanwhile, and one of b expunged.
+	if _, err := st.Append(context.Background(), harness.User, "INBOX", store.NewMessage{Body: []byte(toCRLF(a))}); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := st.Messages(harness.User, "INBOX")
+	if _, err := st.Expunge(harness.User, "INBOX", []uint32{list[1].UID}); err != nil {
+		t.Fatal(err)
+	}
+	src := []string{a, twin, a, b, a, b}
+	res, err := mailio.ImportMbox(context.Background(), st, bytes.NewReader(mboxrd(src)), harness.User, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// INBOX held a twice: the first two a's are there; twin, the third a
+	// and both b's are new.
+	if res.Present != 2 || res.Imported != 4 {
+		t.Fatalf("result %+v, want 2 present and 4 imported", res)
+	}
+	list, _ = st.Messages(harness.User, "INBOX")
+	var got []string
+	for _, m := range list {
+		got = append(got, string(storetest.Body(t, st, m)))
+	}
+	want := []string{a, a, twin, b, a, b} // held: a, a; then the imported, in order
+	for i := range want {
+		want[i] = toCRLF(want[i])
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("INBOX holds %d messages, not those expected:\n%q", len(got), got)
+	}
 }
 
 func TestImportNotMbox(t *testing.T) {

@@ -74,6 +74,10 @@ func TestCLIFilesWhileServingAsAnotherUser(t *testing.T) {
 	if out := mustRun(t, "", "--config", cfgPath, "import", "mbox", in, "--user", harness.User); !strings.Contains(out, "imported 3 message(s), skipped 0") {
 		t.Errorf("import: %q", out)
 	}
+	// Run again (after a Ctrl-C, say), it stores nothing twice.
+	if out := mustRun(t, "", "--config", cfgPath, "import", "mbox", in, "--user", harness.User); !strings.Contains(out, "imported 0 message(s), skipped 0, 3 already there") {
+		t.Errorf("import again: %q", out)
+	}
 
 	backup := filepath.Join(private, "b.db")
 	if out := mustRun(t, "", "--config", cfgPath, "backup", backup); !strings.Contains(out, "backup written to "+backup) {

@@ -220,6 +220,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
 			Message: "HELO/EHLO needs a domain name or an address literal"}
 	}
+	mta.NoteTLS(c)
 	id := newID()
 	_, isTLS := c.TLSConnectionState()
 	sess := &session{

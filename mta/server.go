@@ -241,6 +241,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if !ValidHELO(c.Hostname()) {
 		return nil, errBadHelo
 	}
+	NoteTLS(c)
 	return newSession(b.srv, c), nil
 }
 

@@ -1,12 +1,15 @@
 package mta
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // errClientTimeout is what every read of a timeoutConn gets once one has
@@ -39,11 +42,12 @@ func (clientTimeout) Temporary() bool { return true }
 type timeoutConn struct {
 	net.Conn
 	timedOut atomic.Bool
-	tls      atomic.Bool // the octets read are TLS records
-	busy     atomic.Bool // octets came that no reply has followed yet
-	wmu      sync.Mutex  // held while writing: a reply is whole, and Hangup sees it done
-	partial  bool        // the last octet read was not LF
-	set      *Conns      // nil if counted in none
+	tls      atomic.Bool              // the octets read are TLS records
+	secure   atomic.Pointer[tls.Conn] // the TLS over it, once a session runs there (see NoteTLS)
+	busy     atomic.Bool              // octets came that no reply has followed yet
+	wmu      sync.Mutex               // held while writing: a reply is whole, and Hangup sees it done
+	partial  bool                     // the last octet read was not LF
+	set      *Conns                   // nil if counted in none
 }
 
 // Conns is the set of an SMTP server's open connections, which it wraps
@@ -70,11 +74,13 @@ func (cs *Conns) Wrap(c net.Conn, tls bool) net.Conn {
 	return t
 }
 
-// Hangup ends every connection of the set. A plaintext client that has
-// had the reply to all it sent is told 421 4.3.2 first (RFC 5321 section
-// 3.8); under TLS a reply could only be written by go-smtp's goroutine,
-// and the client sees the connection close. Each session then ends on its
-// own goroutine, as at any closed connection.
+// Hangup ends every connection of the set. A client that has had the
+// reply to all it sent is told 421 4.3.2 first (RFC 5321 section 3.8):
+// in plaintext written here, under the write lock, so that it follows a
+// reply whole; under TLS through the TLS connection, whose writes are
+// whole records, once a session runs over it (a client between its
+// handshake and EHLO sees the connection close). Each session then ends
+// on its own goroutine, as at any closed connection.
 func (cs *Conns) Hangup() {
 	cs.mu.Lock()
 	conns := make([]*timeoutConn, 0, len(cs.m))
@@ -89,11 +95,31 @@ func (cs *Conns) Hangup() {
 	}
 	for _, c := range conns {
 		c.wmu.Lock()
-		if !c.tls.Load() && !c.busy.Load() {
+		idle := !c.busy.Load()
+		if idle && !c.tls.Load() {
 			io.WriteString(c.Conn, formatReply(ErrShuttingDown))
 		}
 		c.wmu.Unlock()
+		// The TLS connection's write comes down to Write, which takes
+		// wmu: a command read meanwhile may get the 421 as its reply,
+		// which is one it may always get.
+		if sc := c.secure.Load(); idle && c.tls.Load() && sc != nil {
+			io.WriteString(sc, formatReply(ErrShuttingDown))
+		}
 		c.Close()
+	}
+}
+
+// NoteTLS tells the connection set of a session that runs over TLS the
+// TLS connection, for Hangup to write its 421 through; go-smtp makes a
+// new session after STARTTLS. Backends call it in NewSession.
+func NoteTLS(c *smtp.Conn) {
+	sc, ok := c.Conn().(*tls.Conn)
+	if !ok {
+		return
+	}
+	if w, ok := under[*timeoutConn](sc.NetConn()); ok {
+		w.secure.Store(sc)
 	}
 }
 

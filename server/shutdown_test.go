@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"strings"
 	"testing"
@@ -85,6 +86,45 @@ func TestShutdownStopsEveryListenerAtOnce(t *testing.T) {
 		}
 		if !c.Closed() {
 			t.Errorf("idle %s session still open after shutdown", name)
+		}
+	}
+}
+
+// TestShutdownTellsTLSSessions: idle sessions under TLS are told 421
+// 4.3.2 at shutdown too (RFC 5321 section 3.8), over their TLS: on
+// implicit TLS (465), and after STARTTLS on submission and on port 25.
+func TestShutdownTellsTLSSessions(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	sessions := map[string]*smtptest.Conn{}
+	raw, err := tls.Dial("tcp", env.Addr("submissions"), env.ClientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	sessions["submissions"] = smtptest.New(t, raw)
+	sessions["submissions"].Expect("220")
+	sessions["submissions"].Cmd("EHLO client.example", "250")
+	for _, name := range []string{"submission", "smtp"} {
+		c := smtptest.Dial(t, env.Addr(name))
+		c.Cmd("EHLO client.example", "250")
+		c.Cmd("STARTTLS", "220")
+		sc := tls.Client(c.Conn, env.ClientTLS())
+		sessions[name] = smtptest.New(t, sc)
+		sessions[name].Cmd("EHLO client.example", "250")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := env.Server.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	env.Server = nil
+	for name, c := range sessions {
+		if got := c.Reply(); !strings.HasPrefix(got, "421 4.3.2") {
+			t.Errorf("idle %s session under TLS got %q at shutdown, want 421 4.3.2", name, got)
+		}
+		if !c.Closed() {
+			t.Errorf("%s session still open after shutdown", name)
 		}
 	}
 }

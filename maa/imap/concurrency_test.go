@@ -3,6 +3,7 @@ package imap
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -296,5 +297,54 @@ func TestCopyExpungedInView(t *testing.T) {
 	b.usable()
 	if msgs, _ := e.st.Messages(testAlice, "Junk"); len(msgs) != 1 {
 		t.Errorf("Junk holds %d messages, want 1", len(msgs))
+	}
+}
+
+// TestFetchStoreExpungedInView: a FETCH or STORE by sequence number of
+// messages that another session expunged, this one not yet told, gets NO
+// [EXPUNGEISSUED] (RFC 2180 sections 4.1.2 and 4.2.2), not OK with no data
+// and no flags set; with some of them left, those are fetched or stored.
+func TestFetchStoreExpungedInView(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	for i := 1; i <= 3; i++ {
+		e.deliver(testAlice, "INBOX", testMessage(i, "m"))
+	}
+	a := e.rawLogin(t, testAlice)
+	b := e.rawLogin(t, testAlice)
+	for _, c := range []*rawClient{a, b} {
+		c.send("s SELECT INBOX")
+		c.expect("s OK")
+	}
+	a.send("a1 MOVE 2 Archive")
+	a.expect("a1 OK")
+	b.send("b1 FETCH 2 (UID FLAGS)")
+	b.expect("b1 NO [EXPUNGEISSUED]")
+	b.send(`b2 STORE 2 +FLAGS (\Flagged)`)
+	b.expect("b2 NO [EXPUNGEISSUED]")
+	fetches := func(lines []string) (n int) {
+		for _, l := range lines {
+			if strings.Contains(l, " FETCH (") {
+				n++
+			}
+		}
+		return n
+	}
+	b.send("b3 FETCH 1:3 (UID)")
+	if n := fetches(b.expect("b3 OK")); n != 2 {
+		t.Errorf("FETCH 1:3 with 2 expunged: %d FETCH responses, want 2", n)
+	}
+	b.send(`b4 STORE 1:3 +FLAGS (\Flagged)`)
+	if n := fetches(b.expect("b4 OK")); n != 2 {
+		t.Errorf("STORE 1:3 with 2 expunged: %d FETCH responses, want 2", n)
+	}
+	b.send("b5 NOOP")
+	if lines := b.expect("b5 OK"); !slices.Contains(lines, "* 2 EXPUNGE\r\n") {
+		t.Errorf("NOOP after: %q, want * 2 EXPUNGE", lines)
+	}
+	msgs, _ := e.st.Messages(testAlice, "INBOX")
+	for _, m := range msgs {
+		if !slices.Contains(m.Flags, `\Flagged`) {
+			t.Errorf("UID %d not flagged: %v", m.UID, m.Flags)
+		}
 	}
 }

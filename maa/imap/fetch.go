@@ -33,6 +33,10 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 	if err != nil {
 		return err
 	}
+	if allExpunged(entries) {
+		// RFC 2180 section 4.1.2: NO, rather than OK with no data.
+		return errExpungedMeanwhile
+	}
 	seen, err := ss.markSeen(entries, options)
 	if err != nil {
 		return err
@@ -84,6 +88,17 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 		}
 	}
 	return nil
+}
+
+// allExpunged tells whether entries are some messages, all of them
+// expunged by another session since this one was told (ghosts).
+func allExpunged(entries []entry) bool {
+	for _, e := range entries {
+		if e.m != nil {
+			return false
+		}
+	}
+	return len(entries) > 0
 }
 
 // headerSectionsOnly reports whether every section asked for is a header

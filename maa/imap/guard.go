@@ -396,8 +396,50 @@ func (c *guardConn) emit(p []byte) (int, error) {
 			return len(p), nil
 		}
 	}
+	if q, ok := hideCaps(p, c.out.lineStart()); ok {
+		c.out.see(q)
+		if _, err := c.write(q); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	c.out.see(p)
 	return c.write(p)
+}
+
+// hiddenCap is a capability imapserver announces that the server does not
+// offer: UTF8=ACCEPT (RFC 6855). Once a client enables it, go-imap beta.8
+// still reads mailbox names as modified UTF-7 and writes "&" as "&-",
+// where the names are then plain UTF-8 (section 3): a folder "R&D" is
+// listed as "R&-D", and "Q&A" cannot be created or selected. Thunderbird
+// enables it when offered. Without it, clients use modified UTF-7, which
+// beta.8 reads and writes right.
+const hiddenCap = " UTF8=ACCEPT"
+
+// hideCaps removes hiddenCap from the capability list that p starts with
+// ("* CAPABILITY ..." or a "[CAPABILITY ...]" response code), when p
+// starts a response line (start) and holds that line whole; go-imap
+// writes each such response at once.
+func hideCaps(p []byte, start bool) ([]byte, bool) {
+	i := bytes.IndexByte(p, '\n')
+	if !start || i < 0 {
+		return p, false
+	}
+	line := p[:i+1]
+	if !bytes.HasPrefix(line, []byte("* CAPABILITY ")) && !bytes.Contains(line, []byte(" [CAPABILITY ")) {
+		return p, false
+	}
+	for j := 0; ; {
+		k := bytes.Index(line[j:], []byte(hiddenCap))
+		if k < 0 {
+			return p, false
+		}
+		k += j
+		if end := k + len(hiddenCap); end < len(line) && (line[end] == ' ' || line[end] == ']' || line[end] == '\r') {
+			return append(append(make([]byte, 0, len(p)), p[:k]...), p[end:]...), true
+		}
+		j = k + 1
+	}
 }
 
 // Close, and the deadlines, belong to the TLS connection once handed over.
@@ -1023,6 +1065,13 @@ func (o *outWatch) see(p []byte) {
 			o.head = o.head[:0]
 		}
 	}
+}
+
+// lineStart tells whether what is written next starts a response line.
+func (o *outWatch) lineStart() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.mid && o.skip == 0
 }
 
 // take returns what began since the last take.

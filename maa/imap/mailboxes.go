@@ -213,8 +213,20 @@ func (ss *session) List(w *imapserver.ListWriter, ref string, patterns []string,
 	for i, p := range patterns {
 		lps[i] = newListPattern(ref, p)
 	}
-	for _, e := range listEntries(boxes, lapsed) {
+	entries := listEntries(boxes, lapsed)
+	for _, e := range entries {
 		if !matchAny(lps, e.name) {
+			continue
+		}
+		if lsub && !e.subscribed && e.subscribedSub {
+			// RFC 3501 section 6.3.9: with "foo/bar" subscribed and
+			// "foo" not, LSUB "%" returns foo, flagged \Noselect, where
+			// the pattern does not reach foo/bar.
+			if hiddenSubscription(entries, e.name, lps) {
+				if err := w.WriteList(&imapv2.ListData{Attrs: []imapv2.MailboxAttr{imapv2.MailboxAttrNoSelect}, Delim: Delim, Mailbox: e.name}); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		data, ok := listData(e, options, lsub)
@@ -242,6 +254,18 @@ func (ss *session) isLSUB() bool {
 	}
 	gc, ok := ss.conn.NetConn().(*guardConn)
 	return ok && gc.g.command() == "LSUB"
+}
+
+// hiddenSubscription tells whether a subscribed name below name matches
+// none of the patterns.
+func hiddenSubscription(entries []listEntry, name string, lps []listPattern) bool {
+	prefix := name + string(Delim)
+	for _, d := range entries {
+		if d.subscribed && strings.HasPrefix(d.name, prefix) && !matchAny(lps, d.name) {
+			return true
+		}
+	}
+	return false
 }
 
 func matchAny(lps []listPattern, name string) bool {

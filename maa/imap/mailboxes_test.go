@@ -234,6 +234,7 @@ func TestListInboxCaseInsensitive(t *testing.T) {
 
 // TestDeleteKeepsSubscription: DELETE does not remove the subscription
 // (RFC 9051 section 6.3.7): LSUB lists the name \Noselect (RFC 3501),
+// and its parent \Noselect where "%" does not reach it (6.3.9),
 // LIST (SUBSCRIBED) \NonExistent (RFC 5258), as Dovecot does; a plain
 // LIST does not list it; UNSUBSCRIBE removes it; a mailbox created again
 // is subscribed.
@@ -254,6 +255,11 @@ func TestDeleteKeepsSubscription(t *testing.T) {
 	for cmd, want := range map[string]string{
 		`LSUB "" "cf*"`: "* LSUB (\\Noselect \\Subscribed) \"/\" \"cfsub\"\r\n" +
 			"* LSUB (\\Noselect \\Subscribed) \"/\" \"cfx/deep\"\r\n",
+		// RFC 3501 section 6.3.9: "%" stops at cfx, which is listed
+		// \Noselect for its subscribed child.
+		`LSUB "" "cf%"`: "* LSUB (\\Noselect \\Subscribed) \"/\" \"cfsub\"\r\n" +
+			"* LSUB (\\Noselect) \"/\" \"cfx\"\r\n",
+		`LSUB "" "cfx/%"`: "* LSUB (\\Noselect \\Subscribed) \"/\" \"cfx/deep\"\r\n",
 		`LIST (SUBSCRIBED) "" "cf*"`: "* LIST (\\NonExistent \\Subscribed) \"/\" \"cfsub\"\r\n" +
 			"* LIST (\\NonExistent \\Subscribed) \"/\" \"cfx/deep\"\r\n",
 		`LIST (SUBSCRIBED RECURSIVEMATCH) "" "cf%"`: "* LIST (\\NonExistent \\Subscribed) \"/\" \"cfsub\"\r\n" +
@@ -297,4 +303,49 @@ func TestRenameInboxToChild(t *testing.T) {
 	}
 	c.send("s RENAME Sent Sent/old")
 	c.expect("s NO [CANNOT]")
+}
+
+// TestNoUTF8Accept: UTF8=ACCEPT is not offered (see hiddenCap), neither
+// in CAPABILITY nor in the login's response code, so that clients name
+// mailboxes in modified UTF-7, which go-imap reads right: "R&D" is
+// created and listed as "R&-D". Message data that reads like a capability
+// list goes out as it is.
+func TestNoUTF8Accept(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	conn, r, _ := e.dialPlain()
+	c := &rawClient{t: t, conn: conn, r: r}
+	c.send(`0 LOGIN %s "%s"`, testAlice, testPass)
+	login := c.expect("0 OK")
+	c.send("1 CAPABILITY")
+	caps := c.expect("1 OK")
+	all := strings.Join(append(login, caps...), "")
+	if strings.Contains(all, "UTF8=ACCEPT") || !strings.Contains(all, "* CAPABILITY ") ||
+		!strings.Contains(all, " IMAP4rev2") || !strings.Contains(all, " ENABLE") {
+		t.Errorf("capabilities after login:\n%s", all)
+	}
+	c.send(`2 CREATE "R&-D"`)
+	c.expect("2 OK")
+	c.send(`3 LIST "" "R*"`)
+	if got := strings.Join(c.expect("3 OK"), ""); !strings.Contains(got, `"R&-D"`) && !strings.Contains(got, ` R&-D`) {
+		t.Errorf("LIST: %q", got)
+	}
+	body := "Subject: caps\r\n\r\n* CAPABILITY IMAP4rev1 UTF8=ACCEPT\r\n1 OK [CAPABILITY IMAP4rev1 UTF8=ACCEPT] x\r\n"
+	e.deliver(testAlice, "R&D", body)
+	cl := e.login(testAlice)
+	list, err := cl.List("", "R*", nil).Collect()
+	if err != nil || len(list) != 1 || list[0].Mailbox != "R&D" {
+		t.Fatalf("imapclient lists %v, %v; want R&D", list, err)
+	}
+	if _, err := cl.Select("R&D", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := cl.Fetch(imapv2.SeqSetNum(1), &imapv2.FetchOptions{BodySection: []*imapv2.FetchItemBodySection{{}}}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("fetch: %v, %v", msgs, err)
+	}
+	for _, b := range msgs[0].BodySection {
+		if string(b.Bytes) != body {
+			t.Errorf("the message body came out as %q", b.Bytes)
+		}
+	}
 }

@@ -395,9 +395,31 @@ func (sc *searcher) matchText(c *imapv2.SearchCriteria, e *entry, info store.Blo
 		}
 	}
 	mr := &msgReader{ra: blob, size: blob.Size()}
+	var decoded string // the header, its encoded words decoded, once read
+	read := false
 	for _, s := range c.Text {
-		if ok, err := sc.contains(mr, 0, s, info); err != nil || !ok {
+		ok, err := sc.contains(mr, 0, s, info)
+		if err != nil {
 			return false, sc.textErr(err)
+		}
+		if !ok {
+			// TEXT matches the header as SUBJECT, FROM and HEADER do:
+			// with its RFC 2047 encoded words decoded.
+			if !read {
+				hdr, _, err := mr.headerInto(sc.buf[:0], 0, bodyStart)
+				if err != nil {
+					return false, sc.ss.internalError("search", err)
+				}
+				sc.buf = hdr[:0]
+				read = true
+				if bytes.Contains(hdr, []byte("=?")) {
+					decoded = strings.ToLower(decodeHeader(unfold(hdr)))
+				}
+			}
+			ok = strings.Contains(decoded, strings.ToLower(s))
+		}
+		if !ok {
+			return false, nil
 		}
 	}
 	for _, s := range c.Body {
@@ -509,9 +531,10 @@ func streamContains(r io.Reader, s string) (bool, error) {
 	}
 }
 
-// decodeHeader decodes RFC 2047 encoded words; undecodable text is kept.
+// decodeHeader decodes RFC 2047 encoded words, in any charset the message
+// package knows; undecodable text is kept.
 func decodeHeader(s string) string {
-	d := mime.WordDecoder{}
+	d := mime.WordDecoder{CharsetReader: gomessage.CharsetReader}
 	if out, err := d.DecodeHeader(s); err == nil {
 		return out
 	}

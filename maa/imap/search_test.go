@@ -177,6 +177,9 @@ func TestSearchBodyCharsets(t *testing.T) {
 	e.deliver(testAlice, "INBOX", mime("koi8", "charset=koi8-r", "8bit", "\xf0\xd2\xc9\xd7\xc5\xd4 \xcd\xc9\xd2"))
 	e.deliver(testAlice, "INBOX", mime("jis", "charset=iso-2022-jp", "base64", "GyRCRnxLXDhsJE4lRiUtJTklSBsoQg=="))
 	e.deliver(testAlice, "INBOX", mime("utf8", "charset=utf-8", "base64", "Z3LDvMOfZSBhdXMga8O2bG4="))
+	// Words of the header in RFC 2047 encoded words, UTF-8 and ISO-8859-2.
+	e.deliver(testAlice, "INBOX", "From: =?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <j@example.org>\r\n"+
+		"Subject: =?UTF-8?B?w4RwZmVsIHVuZCBCaXJuZW4=?=\r\nX-Note: =?ISO-8859-2?Q?=B3=F3d=BC?=\r\n\r\nplain body\r\n")
 	c := e.rawLogin(t, testAlice)
 	c.send("s SELECT INBOX")
 	c.expect("s OK")
@@ -186,6 +189,13 @@ func TestSearchBodyCharsets(t *testing.T) {
 		{"BODY", "テキスト", "* SEARCH 2"},
 		{"BODY", "köln", "* SEARCH 3"},
 		{"BODY", "nowhere", "* SEARCH"},
+		// TEXT matches the header's encoded words decoded (RFC 9051
+		// 6.4.4), as SUBJECT and FROM do; BODY does not look there.
+		{"TEXT", "Äpfel", "* SEARCH 4"},
+		{"TEXT", "jürgen müller", "* SEARCH 4"},
+		{"TEXT", "łódź", "* SEARCH 4"},
+		{"TEXT", "plain body", "* SEARCH 4"},
+		{"BODY", "Äpfel", "* SEARCH"},
 	} {
 		c.send("t SEARCH CHARSET UTF-8 %s {%d+}\r\n%s", tc.key, len(tc.text), tc.text)
 		lines := c.expect("t OK")

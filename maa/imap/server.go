@@ -173,7 +173,8 @@ func (s *Server) init() {
 
 // caps lists the capabilities this server implements in full. beta.8 adds
 // SASL-IR, LITERAL-, AUTH=, STARTTLS/LOGINDISABLED, and after login UNSELECT,
-// ENABLE, IDLE, UTF8=ACCEPT and APPENDLIMIT= (from SessionAppendLimit).
+// ENABLE, IDLE, UTF8=ACCEPT (which guard.go hides: see hiddenCap) and
+// APPENDLIMIT= (from SessionAppendLimit).
 func caps() imapv2.CapSet {
 	return imapv2.CapSet{
 		imapv2.CapIMAP4rev2:        {},

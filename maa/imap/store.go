@@ -22,6 +22,10 @@ func (ss *session) Store(w *imapserver.FetchWriter, numSet imapv2.NumSet, flags 
 	}
 	uids := uidsOf(entries)
 	if len(uids) == 0 {
+		if len(entries) > 0 {
+			// RFC 2180 section 4.2.2: NO, not OK for flags never set.
+			return errExpungedMeanwhile
+		}
 		return nil
 	}
 	op := store.FlagsSet
@@ -96,7 +100,7 @@ func (ss *session) Copy(numSet imapv2.NumSet, dest string) (*imapv2.CopyData, er
 	return copyData(res), nil
 }
 
-// errExpungedMeanwhile answers a COPY or MOVE all of whose messages
+// errExpungedMeanwhile answers a COPY, MOVE, STORE or FETCH all of whose messages
 // another session expunged (or moved away) since this one last heard: NO
 // with EXPUNGEISSUED (RFC 9051 section 7.1; RFC 2180 section 4.4.1 lets
 // such a COPY fail), the expunges coming with the reply or at the next

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
@@ -157,11 +158,16 @@ func validFieldName(k []byte) bool {
 // without angle brackets, Sender and Reply-To defaulting to From.
 func envelope(h textproto.Header) *imap.Envelope {
 	mh := mail.Header{Header: gomessage.Header{Header: h}}
-	date, _ := mh.Date()
-	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
-	messageID, _ := mh.MessageID()
+	inReplyTo, err := mh.MsgIDList("In-Reply-To")
+	if err != nil {
+		inReplyTo = looseMsgIDs(h.Get("In-Reply-To"))
+	}
+	messageID, err := mh.MessageID()
+	if err != nil || messageID == "" {
+		messageID = looseMsgID(h.Get("Message-Id"))
+	}
 	env := &imap.Envelope{
-		Date:      date,
+		Date:      ParseDate(h.Get("Date")),
 		Subject:   decodeText(h.Get("Subject")),
 		From:      addressList(h.Get("From")),
 		Sender:    addressList(h.Get("Sender")),
@@ -179,6 +185,80 @@ func envelope(h textproto.Header) *imap.Envelope {
 		env.ReplyTo = env.From
 	}
 	return env
+}
+
+// obsZones are the zone names of RFC 5322 section 4.3, in hours. Go's
+// time.Parse gives a name it does not know in the local zone an offset
+// of zero ("10:00 EST" came out as 10:00 +0000, five hours off), and
+// net/mail refuses them in lower case: ParseDate writes the offset.
+var obsZones = map[string]int{
+	"UT": 0, "GMT": 0,
+	"EST": -5, "EDT": -4, "CST": -6, "CDT": -5,
+	"MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+}
+
+// ParseDate parses a Date field as the ENVELOPE and SEARCH SENT* see it
+// (RFC 5322 section 3.3, with the obsolete zones of section 4.3, military
+// zones taken as -0000 as it says); the zero time when it does not parse.
+func ParseDate(v string) time.Time {
+	v = mailsyntax.StripComments(v)
+	if v == "" {
+		return time.Time{}
+	}
+	if i := strings.LastIndexAny(v, " \t"); i >= 0 {
+		zone := strings.ToUpper(v[i+1:])
+		if h, ok := obsZones[zone]; ok {
+			v = v[:i] + fmt.Sprintf(" %+03d00", h)
+		} else if len(zone) == 1 && zone[0] >= 'A' && zone[0] <= 'Z' && zone != "J" {
+			v = v[:i] + " -0000"
+		}
+	}
+	t, err := netmail.ParseDate(v)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// looseMsgID is the id of a Message-ID field that does not parse as one
+// (RFC 5322 section 3.6.4): "id@host" without angle brackets, or with
+// spaces inside them, as the ENVELOPE shows it rather than NIL (RFC 9051
+// section 7.5.2: a field present is not NIL). "" when there is no word.
+func looseMsgID(v string) string {
+	v = mailsyntax.StripComments(v)
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		v = v[i+1:]
+		if j := strings.IndexByte(v, '>'); j >= 0 {
+			v = v[:j]
+		}
+	}
+	v = strings.Join(strings.Fields(v), "")
+	if strings.ContainsAny(v, "<>\"") {
+		return ""
+	}
+	return v
+}
+
+// looseMsgIDs takes the <...> ids out of an In-Reply-To or References
+// field that does not parse as ids alone (text around them, as old mail
+// readers wrote: `<id@host> (Your message of ...)`).
+func looseMsgIDs(v string) []string {
+	var ids []string
+	for len(ids) < maxAddresses {
+		i := strings.IndexByte(v, '<')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(v[i:], '>')
+		if j < 0 {
+			break
+		}
+		if id := looseMsgID(v[i : i+j+1]); id != "" {
+			ids = append(ids, id)
+		}
+		v = v[i+j+1:]
+	}
+	return ids
 }
 
 // maxAddresses bounds the addresses (and group markers) kept from one
@@ -927,7 +1007,7 @@ func (p *mimeParser) single(header gomessage.Header, typ, sub string, params map
 		Params:      params,
 		ID:          header.Get("Content-Id"),
 		Description: header.Get("Content-Description"),
-		Encoding:    strings.ToLower(strings.TrimSpace(header.Get("Content-Transfer-Encoding"))),
+		Encoding:    mailsyntax.TransferEncoding(header.Get("Content-Transfer-Encoding")),
 		Size:        clampU32(len(body)),
 	}
 	lines := countLines(body)
@@ -981,9 +1061,11 @@ func language(header gomessage.Header) []string {
 	if v == "" {
 		return nil
 	}
-	l := strings.Split(v, ",")
-	for i, lang := range l {
-		l[i] = strings.TrimSpace(lang)
+	var l []string
+	for _, lang := range strings.Split(mailsyntax.StripComments(v), ",") {
+		if lang = strings.TrimSpace(lang); lang != "" {
+			l = append(l, lang)
+		}
 	}
 	return l
 }

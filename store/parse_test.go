@@ -220,3 +220,61 @@ func TestHostileMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvelopeFields: the ENVELOPE of fields mail readers write in their
+// obsolete or loose forms, as Dovecot shows them: obsolete zone names
+// with their offsets and military zones as -0000 (RFC 5322 section 4.3;
+// "EST" was taken for +0000), a Message-ID without angle brackets or with
+// spaces in them, and the ids of an In-Reply-To with text around them,
+// rather than NIL for a field present (RFC 9051 section 7.5.2); and the
+// MIME fields with comments (RFC 2045 section 3): "base64 (x)" is base64.
+func TestEnvelopeFields(t *testing.T) {
+	for _, c := range []struct{ date, want string }{
+		{"Tue, 1 Jan 2030 10:00:00 EST", "2030-01-01T10:00:00-05:00"},
+		{"Tue, 1 Jan 2030 10:00:00 PDT", "2030-01-01T10:00:00-07:00"},
+		{"Tue, 1 Jan 2030 10:00:00 cdt", "2030-01-01T10:00:00-05:00"},
+		{"Tue, 1 Jan 2030 10:00:00 GMT", "2030-01-01T10:00:00Z"},
+		{"Tue, 1 Jan 2030 10:00:00 Z", "2030-01-01T10:00:00Z"},
+		{"Tue, 1 Jan 2030 10:00:00 a", "2030-01-01T10:00:00Z"},
+		{"Tue, 1 Jan 2030 10:00:00 +0200 (CEST)", "2030-01-01T10:00:00+02:00"},
+		{"1 Jan 2030 10:00 -0330", "2030-01-01T10:00:00-03:30"},
+		{"next tuesday", ""},
+		{"", ""},
+	} {
+		got := ""
+		if d := ParseDate(c.date); !d.IsZero() {
+			got = d.Format(time.RFC3339)
+		}
+		if got != c.want {
+			t.Errorf("ParseDate(%q) = %q, want %q", c.date, got, c.want)
+		}
+	}
+	msg := "Date: Tue, 1 Jan 2030 10:00:00 EST\r\nMessage-ID: no-angle-brackets@example.com\r\n" +
+		"In-Reply-To: <a@b.example> (Your message of \"Tue, 1 Jan 2030\") <c@d.example>\r\n" +
+		"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64 (encoded)\r\n" +
+		"Content-Language: en-US (English), fr\r\n\r\naGVsbG8K\r\n"
+	bi := parseBlobInfo([]byte(msg), Options{})
+	env := bi.Envelope
+	if _, off := env.Date.Zone(); off != -5*3600 || env.Date.Hour() != 10 {
+		t.Errorf("Date %v, want 10:00 -0500", env.Date)
+	}
+	if env.MessageID != "no-angle-brackets@example.com" {
+		t.Errorf("Message-ID %q", env.MessageID)
+	}
+	if strings.Join(env.InReplyTo, " ") != "a@b.example c@d.example" {
+		t.Errorf("In-Reply-To %q", env.InReplyTo)
+	}
+	sp := bi.BodyStructure.(*imap.BodyStructureSinglePart)
+	if sp.Encoding != "base64" {
+		t.Errorf("encoding %q, want base64", sp.Encoding)
+	}
+	if lang := strings.Join(sp.Extended.Language, ","); lang != "en-US,fr" {
+		t.Errorf("language %q, want en-US,fr", lang)
+	}
+	for _, id := range []string{"<  spaced@example.com  >", "<a b@c>"} {
+		bi := parseBlobInfo([]byte("Message-ID: "+id+"\r\n\r\nx\r\n"), Options{})
+		if want := strings.ReplaceAll(strings.Trim(id, "<> "), " ", ""); bi.Envelope.MessageID != want {
+			t.Errorf("Message-ID %s: %q, want %q", id, bi.Envelope.MessageID, want)
+		}
+	}
+}

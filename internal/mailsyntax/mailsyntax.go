@@ -4,7 +4,10 @@
 // and submission (Bcc: removal).
 package mailsyntax
 
-import "bytes"
+import (
+	"bytes"
+	"strings"
+)
 
 // HeaderLen returns the length of the header of msg up to the end of its
 // last field's line, not counting the empty line after it: 0 when msg
@@ -74,4 +77,37 @@ func SkipComment(s string, i int) int {
 		}
 	}
 	return len(s)
+}
+
+// StripComments returns s without its comments (outside quoted strings),
+// each replaced by a space, and trimmed: the value of a structured field
+// (RFC 5322 section 3.2.2, RFC 2045 section 3).
+func StripComments(s string) string {
+	if !strings.Contains(s, "(") {
+		return strings.TrimSpace(s)
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			j := SkipQuoted(s, i)
+			b.WriteString(s[i:min(j+1, len(s))])
+			i = j
+		case '(':
+			i = SkipComment(s, i)
+			b.WriteByte(' ')
+		case '\\':
+			b.WriteString(s[i:min(i+2, len(s))])
+			i++
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// TransferEncoding is the mechanism a Content-Transfer-Encoding field
+// names, lower case, without comments ("base64 (encoded)" is base64).
+func TransferEncoding(v string) string {
+	return strings.ToLower(StripComments(v))
 }

@@ -21,3 +21,22 @@ func TestSkip(t *testing.T) {
 		}
 	}
 }
+
+func TestStripComments(t *testing.T) {
+	for in, want := range map[string]string{
+		" base64 (encoded)":      "base64",
+		"BASE64(x (nested) y)":   "BASE64",
+		`en-US (English), fr`:    "en-US  , fr",
+		`"(not a comment)" (is)`: `"(not a comment)"`,
+		"quoted-printable":       "quoted-printable",
+		"7bit (open comment":     "7bit",
+		`x \( (a \) b) y`:        `x \(   y`,
+	} {
+		if got := StripComments(in); got != want {
+			t.Errorf("StripComments(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := TransferEncoding(" Base64 (encoded)\r\n"); got != "base64" {
+		t.Errorf("TransferEncoding: %q", got)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
+	"strings"
 
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -177,6 +179,24 @@ type fetcher struct {
 // onlyWriter hides ReadFrom/WriteTo so that io.CopyBuffer uses our buffer.
 type onlyWriter struct{ io.Writer }
 
+// noNUL writes a BODY section: a message stored from a client's literal8
+// (APPEND ~{n}) may hold NUL, which only a BINARY section's literal8 may
+// carry (RFC 9051 section 4.3.1: CHAR8 excludes it). Each NUL goes out as
+// 0x80, as Dovecot sends it; the size is kept.
+type noNUL struct{ io.WriteCloser }
+
+func (w noNUL) Write(p []byte) (int, error) {
+	i := bytes.IndexByte(p, 0)
+	if i < 0 {
+		return w.WriteCloser.Write(p)
+	}
+	q := bytes.Clone(p)
+	for ; i >= 0; i = bytes.IndexByte(q, 0) {
+		q[i] = 0x80
+	}
+	return w.WriteCloser.Write(q)
+}
+
 // prepared is one section ready to write: data, or n bytes of ra at off.
 type prepared struct {
 	data   []byte
@@ -230,13 +250,17 @@ func (f *fetcher) message(e entry) error {
 		rw.WriteEnvelope(info.Envelope)
 	}
 	if o.BodyStructure != nil {
-		rw.WriteBodyStructure(bodyStructure(info.BodyStructure))
+		bs := bodyStructure(info.BodyStructure)
+		if f.ss.conn == nil || !f.ss.conn.EnabledCaps().Has(imapv2.CapIMAP4rev2) {
+			bs = rev1Structure(bs)
+		}
+		rw.WriteBodyStructure(bs)
 	}
 	for i, s := range o.BinarySectionSize {
 		rw.WriteBinarySectionSize(s, uint32(sizes[i]))
 	}
 	for i, s := range o.BodySection {
-		if err := f.write(rw.WriteBodySection(s, secs[i].n), secs[i]); err != nil {
+		if err := f.write(noNUL{rw.WriteBodySection(s, secs[i].n)}, secs[i]); err != nil {
 			return f.broken(err)
 		}
 	}
@@ -432,6 +456,47 @@ func (f *fetcher) writeDecoded(wc io.Writer, p prepared) error {
 	}
 	_, err = io.CopyN(wc, dec, p.n)
 	return err
+}
+
+// rev1Structure is bs as IMAP4rev1 describes it: a message/global part
+// (RFC 6532) is a basic body, not one with an envelope and a body of its
+// own, which only IMAP4rev2 allows (RFC 9051 section 9, media-message);
+// a strict rev1 parser fails on those. bs is returned itself when it has
+// no such part.
+func rev1Structure(bs imapv2.BodyStructure) imapv2.BodyStructure {
+	switch b := bs.(type) {
+	case *imapv2.BodyStructureSinglePart:
+		if b.MessageRFC822 == nil {
+			return bs
+		}
+		if strings.EqualFold(b.Type, "message") && strings.EqualFold(b.Subtype, "global") {
+			c := *b
+			c.MessageRFC822 = nil
+			return &c
+		}
+		if inner := rev1Structure(b.MessageRFC822.BodyStructure); inner != b.MessageRFC822.BodyStructure {
+			c, m := *b, *b.MessageRFC822
+			m.BodyStructure = inner
+			c.MessageRFC822 = &m
+			return &c
+		}
+	case *imapv2.BodyStructureMultiPart:
+		var children []imapv2.BodyStructure
+		for i, child := range b.Children {
+			if r := rev1Structure(child); r != child {
+				if children == nil {
+					children = slices.Clone(b.Children)
+				}
+				children[i] = r
+			}
+		}
+		if children != nil {
+			c := *b
+			c.Children = children
+			return &c
+		}
+	}
+	return bs
 }
 
 // bodyStructure returns the stored structure, or text/plain for a message

@@ -226,3 +226,30 @@ func TestHeaderOnlyFetch(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageGlobalRev1: a message/global part (RFC 6532) is described
+// with its envelope and body only to a client that enabled IMAP4rev2;
+// to an IMAP4rev1 client it is a basic body (RFC 3501 section 9 has no
+// GLOBAL in media-message).
+func TestMessageGlobalRev1(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	e.deliver(testAlice, "INBOX", "From: a@example.org\r\nSubject: outer\r\nMIME-Version: 1.0\r\n"+
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"+
+		"--b\r\nContent-Type: message/global\r\n\r\nFrom: c@example.org\r\nSubject: inner\r\n\r\nbody\r\n--b--\r\n")
+	c := e.rawLogin(t, testAlice)
+	c.send("s SELECT INBOX")
+	c.expect("s OK")
+	fetch := func() string {
+		c.send("f FETCH 1 (BODY BODYSTRUCTURE)")
+		return strings.Join(c.expect("f OK"), "")
+	}
+	if got := fetch(); strings.Contains(got, `"inner"`) || strings.Count(got, `("message" "global" NIL NIL NIL "7bit" 43 NIL`) != 1 ||
+		strings.Count(got, `("message" "global" NIL NIL NIL "7bit" 43)`) != 1 {
+		t.Errorf("IMAP4rev1: message/global not a basic body:\n%s", got)
+	}
+	c.send("e ENABLE IMAP4rev2")
+	c.expect("e OK")
+	if got := fetch(); strings.Count(got, `"inner"`) != 2 {
+		t.Errorf("IMAP4rev2: message/global without its envelope:\n%s", got)
+	}
+}

@@ -663,6 +663,22 @@ func TestAppendNUL(t *testing.T) {
 	c.send("b APPEND Drafts ~{%d+}\r\n%s", len(msg), msg)
 	c.expect("b OK")
 	c.usable()
+	// It goes out with NUL in BINARY's literal8 only; a BODY section's
+	// literal has 0x80 in its place (RFC 9051 section 4.3.1), the size
+	// kept.
+	c.send("s SELECT Drafts")
+	c.expect("s OK")
+	c.send("f FETCH 1 (BODY.PEEK[] BODY.PEEK[TEXT] BINARY.PEEK[1])")
+	got := strings.Join(c.expect("f OK"), "")
+	for _, want := range []string{
+		fmt.Sprintf("BODY[] {%d}\r\n%s", len(msg), strings.Replace(msg, "\x00", "\x80", 1)),
+		"BODY[TEXT] {5}\r\na\x80b\r\n",
+		"BINARY[1] ~{5}\r\na\x00b\r\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("FETCH: no %q in %q", want, got)
+		}
+	}
 }
 
 // TestAccountDisabledEndsSessions: user disable ends the account's

@@ -11,6 +11,7 @@ import (
 
 	imapv2 "github.com/emersion/go-imap/v2"
 
+	"github.com/posthorn/posthorn/internal/mailsyntax"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -65,7 +66,7 @@ func (mr *msgReader) entity(start, end int64, parentType string) (span, error) {
 		mt = "message/rfc822"
 	}
 	s := span{start: start, hdrEnd: hdrEnd, end: end, mediaType: mt, boundary: params["boundary"], inDigest: inDigest}
-	s.encoding = strings.ToLower(strings.TrimSpace(headerValue(hdr, "Content-Transfer-Encoding")))
+	s.encoding = mailsyntax.TransferEncoding(headerValue(hdr, "Content-Transfer-Encoding"))
 	return s, nil
 }
 

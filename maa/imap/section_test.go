@@ -155,6 +155,17 @@ func TestBinarySection(t *testing.T) {
 			t.Errorf("BINARY%v differs from go-imap: %q vs %q", c.part, buf.Bytes(), want)
 		}
 	}
+	// A comment in the field (RFC 2045 section 3) does not make the
+	// encoding unknown.
+	commented := []byte("Content-Type: text/plain\r\nContent-Transfer-Encoding: Base64 (encoded)\r\n\r\naGVsbG8K\r\n")
+	if p, err := f.binary(&msgReader{ra: bytes.NewReader(commented), size: int64(len(commented))}, []int{1}, nil); err != nil {
+		t.Errorf("BINARY[1] of base64 with a comment: %v", err)
+	} else {
+		var buf bytes.Buffer
+		if f.write(nopCloser{&buf}, p); buf.String() != "hello\n" {
+			t.Errorf("BINARY[1] of base64 with a comment: %q", buf.String())
+		}
+	}
 	p, err := f.binary(mr, []int{4}, &imapv2.SectionPartial{Offset: 1, Size: 3})
 	if err != nil {
 		t.Fatal(err)

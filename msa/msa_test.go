@@ -18,6 +18,7 @@ import (
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/internal/smtptest"
 	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/msa"
@@ -372,6 +373,33 @@ func TestLongLines(t *testing.T) {
 	}
 	if err := c.Mail(harness.User+"?"+strings.Repeat("x", 1100), nil); err == nil {
 		t.Fatal("a 1,100-byte MAIL FROM line accepted")
+	}
+}
+
+// TestBDATLongLinesTLS: after STARTTLS, a BDAT chunk that starts inside a
+// long line, in the write of its command, leaves the next command alone
+// (go-smtp counted the chunk's octets as a command line: see
+// mta.WatchChunks).
+func TestBDATLongLinesTLS(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	c := smtptest.Dial(t, env.Addr("submission"))
+	c.Cmd("EHLO client.example", "250")
+	c.Cmd("STARTTLS", "220")
+	s := smtptest.New(t, tls.Client(c.Conn, env.ClientTLS()))
+	s.Cmd("EHLO client.example", "250")
+	s.Cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+harness.User+"\x00"+harness.Password)), "235")
+	msg := testMessage(harness.User, harness.User, "bdat") + strings.Repeat("Y", 9000) + "\r\nend\r\n"
+	s.Cmd("MAIL FROM:<"+harness.User+">", "250")
+	s.Cmd("RCPT TO:<"+harness.User+">", "250")
+	s.Send(fmt.Sprintf("BDAT 100\r\n%s", msg[:100]))
+	s.Expect("250")
+	s.Send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg)-100, msg[100:]))
+	s.Expect("250")
+	s.Cmd("MAIL FROM:<"+harness.User+">", "250")
+	s.Cmd("QUIT", "221")
+	got := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
+	if len(got) != 1 || !strings.HasSuffix(string(got[0]), strings.Repeat("Y", 9000)+"\r\nend\r\n") {
+		t.Fatalf("%d messages; the BDAT message not kept as sent", len(got))
 	}
 }
 

@@ -722,3 +722,61 @@ func TestShutdownCutDataLogged(t *testing.T) {
 		t.Errorf("stored %d", st.count())
 	}
 }
+
+// TestBDATLongLines: go-smtp counted the octets of a BDAT chunk that came
+// in the read of the BDAT command line as a command line, and kept the
+// count after the chunk: the next command (or the BDAT LAST) got "500
+// Too long line" and the session ended. A chunk it refuses was dropped
+// with the limit on: a long line in it ended the session too, where RFC
+// 3030 section 2 has the chunk read and dropped. (See bdatReader.)
+func TestBDATLongLines(t *testing.T) {
+	_, st, addr := startTestServer(t, nil)
+	msg := "Subject: long line via BDAT\r\n\r\n" + strings.Repeat("Y", 9000) + "\r\nend\r\n"
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("MAIL FROM:<s@remote.example>", "250")
+	d.Cmd("RCPT TO:<alice@example.test>", "250")
+	d.Send("BDAT 100\r\n" + msg[:100])
+	d.Expect("250")
+	// The chunk starts inside the 9000-octet line, in the command's write.
+	d.Send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg)-100, msg[100:]))
+	d.Expect("250")
+	d.Cmd("MAIL FROM:<second@remote.example>", "250")
+	d.Cmd("RSET", "250")
+	if st.count() != 1 || !strings.HasSuffix(string(st.bodies[0]), msg) {
+		t.Fatalf("stored %d messages, or not the one sent", st.count())
+	}
+
+	// Refused chunks with lines over the limit are dropped; the session
+	// goes on.
+	chunk := strings.Repeat("Z", 6000) + "\r\n"
+	d.Cmd("MAIL FROM:<s@remote.example>", "250")
+	d.Cmd("RCPT TO:<nobody@example.test>", "550")
+	d.Send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(chunk), chunk))
+	d.Expect("503") // no recipient
+	d.Cmd("NOOP", "250")
+	d.Send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(chunk), chunk)) // no MAIL
+	d.Expect("503")
+	d.Cmd("NOOP", "250")
+
+	// Pipelined behind the EHLO, in go-smtp's buffer before the session
+	// began: the same.
+	d2 := Dial(t, addr)
+	body := "Subject: pipelined\r\n\r\n" + strings.Repeat("W", 4000)
+	d2.Send("EHLO client.example\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\n" +
+		fmt.Sprintf("BDAT %d\r\n%s", len(body), body))
+	for range 4 {
+		d2.Expect("250")
+	}
+	d2.Send("BDAT 2 LAST\r\n\r\n")
+	d2.Expect("250")
+	d2.Cmd("NOOP", "250")
+	if st.count() != 2 || string(st.bodies[1][len(st.bodies[1])-len(body)-2:]) != body+"\r\n" {
+		t.Errorf("stored %d messages, or the pipelined one not as sent", st.count())
+	}
+	// A command line over the limit still ends the session.
+	d2.Send("NOOP " + strings.Repeat("x", 5000) + "\r\n")
+	if got := d2.Reply(); !strings.HasPrefix(got, "500") {
+		t.Errorf("over-long command: %q, want 500", got)
+	}
+}

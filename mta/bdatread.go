@@ -1,0 +1,238 @@
+package mta
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/textproto"
+	"reflect"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/emersion/go-smtp"
+)
+
+// bdatReader keeps go-smtp's command line limit (its lineLimitReader)
+// off the octets of BDAT chunks (RFC 3030). go-smtp v0.25.1 counts line
+// lengths in what it reads from the connection, a bufio fill at a time,
+// not in the lines it takes, and BDAT broke it twice:
+//
+//   - the octets of a chunk that came in the same read as the BDAT
+//     command line were counted as a line, and the count went on after
+//     the chunk (the limit is lifted while the chunk is copied, but the
+//     count is not set back): the next command, or the BDAT LAST of the
+//     same message, got "500 Too long line" and the session ended (a
+//     permanent reply: the sender bounced the message);
+//   - a chunk go-smtp refuses (no recipient, over the size limit) is read
+//     and dropped with the limit on: a line over it in the chunk ended the
+//     session, where RFC 3030 section 2 has the chunk read and dropped.
+//
+// It sits under the limiter, as the reader the limiter reads. While go-smtp
+// reads commands (its limit on), it hands over one line per read, so that
+// no chunk octets come with a command line, and it follows the lines: a
+// BDAT command go-smtp takes (the same parse) is followed by its chunk,
+// whose octets it hands over alone, with the limit off, whether go-smtp
+// copies the chunk or drops it. The limit is back on, the count at zero,
+// at the first read after the chunk. While go-smtp's limit is off for a
+// DATA body (LiftLineLimit), octets go through as they come.
+type bdatReader struct {
+	r          io.Reader // what the limiter read before
+	limit, cur *int      // the limiter's fields (see lineLimiter)
+	max        int       // the limit to put back after a chunk
+	held       []byte    // read from r, not handed over yet
+	err        error     // r's error, once held is handed over
+	line       []byte    // the start of the command line being read
+	long       bool      // the line is longer than line holds: no BDAT
+	chunk      int64     // chunk octets still to hand over
+	owed       bool      // the limit is to be put back
+}
+
+// maxBDATLine is how much of a command line is kept to recognise BDAT.
+const maxBDATLine = 512
+
+// WatchChunks puts a bdatReader under go-smtp's line limiter of c.
+// Sessions call it in NewSession (go-smtp's goroutine, no
+// read running); after STARTTLS go-smtp makes a new limiter, and a new
+// session. If go-smtp's layout changed, it does nothing.
+func WatchChunks(c *smtp.Conn) {
+	ll, ok := lineLimitReader(c)
+	if !ok {
+		return
+	}
+	fr := ll.FieldByName("R")
+	if !fr.IsValid() || fr.Type() != reflect.TypeFor[io.Reader]() || !fr.CanSet() {
+		return
+	}
+	if _, done := fr.Interface().(*bdatReader); done {
+		return
+	}
+	limit, cur, ok := lineLimiter(c)
+	max := c.Server().MaxLineLength
+	if !ok || *limit == 0 || max == 0 {
+		return
+	}
+	cr := &bdatReader{r: fr.Interface().(io.Reader), limit: limit, cur: cur, max: max}
+	// What go-smtp read before (commands pipelined behind the EHLO) is
+	// in its buffer: follow it, and count the line it ends in.
+	if br, ok := textReader(c); ok {
+		buffered, _ := br.Peek(br.Buffered())
+		*cur = cr.skip(buffered)
+	}
+	fr.Set(reflect.ValueOf(io.Reader(cr)))
+}
+
+// heldBack is the number of octets read from the connection that the
+// bdatReader of c holds back from go-smtp, if it has one.
+func heldBack(c *smtp.Conn) int {
+	ll, ok := lineLimitReader(c)
+	if !ok {
+		return 0
+	}
+	if fr := ll.FieldByName("R"); fr.IsValid() && fr.CanInterface() {
+		if r, ok := fr.Interface().(*bdatReader); ok {
+			return len(r.held)
+		}
+	}
+	return 0
+}
+
+// skip follows octets go-smtp has read already, and returns the length of
+// the command line they end in (0 in a chunk or at a line end).
+func (r *bdatReader) skip(b []byte) int {
+	for len(b) > 0 {
+		if r.chunk > 0 {
+			k := min(int64(len(b)), r.chunk)
+			r.chunk -= k
+			b = b[k:]
+			if r.chunk == 0 {
+				r.owed = true
+			}
+			continue
+		}
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			r.follow(b)
+			return len(b)
+		}
+		r.follow(b[:i+1])
+		b = b[i+1:]
+	}
+	return 0
+}
+
+func (r *bdatReader) Read(p []byte) (int, error) {
+	if r.owed && r.chunk == 0 {
+		*r.limit, *r.cur, r.owed = r.max, 0, false
+	}
+	if r.chunk > 0 {
+		*r.limit, r.owed = 0, true
+		n, err := r.fill(p[:min(int64(len(p)), r.chunk)])
+		r.chunk -= int64(n)
+		return n, err
+	}
+	n, err := r.fill(p)
+	if *r.limit == 0 || n == 0 {
+		return n, err // a DATA body
+	}
+	if i := bytes.IndexByte(p[:n], '\n'); i >= 0 && i+1 < n {
+		r.held = append(bytes.Clone(p[i+1:n]), r.held...)
+		n = i + 1
+	}
+	r.follow(p[:n])
+	return n, err
+}
+
+// fill reads what is held, or else from r.
+func (r *bdatReader) fill(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(r.held) > 0 {
+		n := copy(p, r.held)
+		r.held = r.held[n:]
+		if len(r.held) == 0 {
+			r.held = nil
+		}
+		return n, nil
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	n, err := r.r.Read(p)
+	if err != nil && n > 0 {
+		r.err, err = err, nil // after the octets, which may be split
+	}
+	return n, err
+}
+
+// follow takes the octets of a command line handed over (one line at
+// most, its end last); at the end of a BDAT line, the chunk follows.
+func (r *bdatReader) follow(b []byte) {
+	end := b[len(b)-1] == '\n'
+	if !r.long {
+		if len(r.line)+len(b) > maxBDATLine {
+			r.long = true
+		} else {
+			r.line = append(r.line, b...)
+		}
+	}
+	if !end {
+		return
+	}
+	if !r.long {
+		if size, ok := bdatSize(string(r.line)); ok {
+			r.chunk = size
+		}
+	}
+	r.line, r.long = r.line[:0], false
+}
+
+// bdatSize parses a command line as go-smtp v0.25.1 does (parseCmd and
+// handleBdat, which reads and drops the chunk once the command parses):
+// ok when it is a BDAT that a chunk of size octets follows.
+func bdatSize(line string) (size int64, ok bool) {
+	line = strings.TrimRight(line, "\r\n")
+	if len(line) < 6 || !strings.EqualFold(line[:4], "BDAT") || line[4] != ' ' ||
+		strings.HasPrefix(strings.ToUpper(line), "STARTTLS") {
+		return 0, false
+	}
+	args := strings.Fields(strings.TrimSpace(line[5:]))
+	if len(args) == 0 || len(args) > 2 || len(args) == 2 && !strings.EqualFold(args[1], "LAST") {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(args[0], 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return int64(n), true
+}
+
+// textReader returns the bufio.Reader go-smtp reads commands from;
+// ok=false if go-smtp's layout changed.
+func textReader(c *smtp.Conn) (*bufio.Reader, bool) {
+	f := reflect.ValueOf(c).Elem().FieldByName("text")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[*textproto.Conn]() {
+		return nil, false
+	}
+	tc := *(**textproto.Conn)(unsafe.Pointer(f.UnsafeAddr()))
+	if tc == nil || tc.R == nil {
+		return nil, false
+	}
+	return tc.R, true
+}
+
+// lineLimitReader returns go-smtp's lineLimitReader of c, addressable;
+// ok=false if go-smtp's layout changed.
+func lineLimitReader(c *smtp.Conn) (reflect.Value, bool) {
+	v := reflect.ValueOf(c)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return reflect.Value{}, false
+	}
+	f := v.Elem().FieldByName("lineLimitReader")
+	if !f.IsValid() || f.Kind() != reflect.Pointer || f.Type().Elem().Name() != "lineLimitReader" ||
+		f.Type().Elem().PkgPath() != "github.com/emersion/go-smtp" || f.IsNil() {
+		return reflect.Value{}, false
+	}
+	return reflect.NewAt(f.Type().Elem(), *(*unsafe.Pointer)(unsafe.Pointer(f.UnsafeAddr()))).Elem(), true
+}

@@ -61,6 +61,10 @@ func TestDMARCAuthorForms(t *testing.T) {
 		{"trailing dot", "From: \"PayPal\" <service@reject.test.>\r\n", "550 5.7.1"},
 		{"upper case, folded", "From: \"PayPal\"\r\n <service@REJECT.test>\r\n", "550 5.7.1"},
 		{"comment and broken quote", "From: \"Pay\"Pal\" (x) <service@reject.test>\r\n", "550 5.7.1"},
+		// White space before the colon (RFC 5322 section 4.5): a From
+		// field as readers show it.
+		{"space before the colon", "From : \"PayPal\" <service@reject.test>\r\n", "550 5.7.1"},
+		{"tab before the colon, second From", "From: x@other.test\r\nFROM\t: service@reject.test\r\n", "550 5.6.0"},
 		{"no domain", "From: PayPal service\r\n", "550 5.6.0"},
 		{"empty group", "From: undisclosed-recipients:;\r\n", "550 5.6.0"},
 		{"address literal", "From: service@[127.0.0.1]\r\n", "550 5.6.0"},

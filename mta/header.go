@@ -6,7 +6,8 @@ var crlf = []byte("\r\n")
 
 // headerSplit returns where the header of msg ends without the empty line
 // that should end it: the start of its first line that is neither a
-// header field ("Name:" with a name of printable ASCII) nor, after one,
+// header field ("Name:" with a name of printable ASCII, white space
+// allowed before the colon) nor, after one,
 // the continuation of a field. It returns -1 when the header ends with its
 // empty line, or runs to the end of msg.
 func headerSplit(msg []byte) int {
@@ -28,7 +29,13 @@ func headerSplit(msg []byte) int {
 			for k < len(line) && line[k] > ' ' && line[k] < 0x7f && line[k] != ':' {
 				k++
 			}
-			if k == 0 || k == len(line) || line[k] != ':' {
+			name := k
+			// White space before the colon is the obsolete syntax
+			// (RFC 5322 section 4.5), which receivers must accept.
+			for k < len(line) && (line[k] == ' ' || line[k] == '\t') {
+				k++
+			}
+			if name == 0 || k == len(line) || line[k] != ':' {
 				return i
 			}
 		}

@@ -15,7 +15,8 @@ func TestHeaderSplit(t *testing.T) {
 		{"From: a\r\nSubject: b\r\nbody without a blank line\r\n", 21},
 		{"From: a\r\nbody: has a colon after a space\r\n", -1}, // a field, as far as anyone can tell
 		{"From: a\r\nno colon here\r\nmore\r\n", 9},
-		{"From: a\r\nSubject : b\r\n", 9}, // space before the colon: not a field
+		{"From: a\r\nSubject : b\r\nX-Tab\t: c\r\n\r\nbody\r\n", -1}, // obsolete WSP before the colon (RFC 5322 4.5)
+		{"From: a\r\nSubject  \r\n", 9},                              // WSP but no colon
 		{" folded first\r\nFrom: a\r\n", 0},
 		{"From: a\r\n:empty name\r\n", 9},
 	} {

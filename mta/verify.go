@@ -384,7 +384,9 @@ func authorDomains(body []byte) ([]string, error) {
 	var from []byte
 	n := 0
 	for _, f := range mailsyntax.HeaderFields(hdr) {
-		if name, value, ok := bytes.Cut(f, []byte(":")); ok && strings.EqualFold(string(name), "From") {
+		// "From :" is a From field too (RFC 5322 section 4.5), as the
+		// store and every reader take it.
+		if name, value, ok := bytes.Cut(f, []byte(":")); ok && strings.EqualFold(string(bytes.TrimRight(name, " \t")), "From") {
 			from, n = value, n+1
 		}
 	}

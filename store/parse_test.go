@@ -278,3 +278,12 @@ func TestEnvelopeFields(t *testing.T) {
 		}
 	}
 }
+
+// TestObsoleteFieldName: a field with white space before its colon (RFC
+// 5322 section 4.5) is the field of its name in the ENVELOPE.
+func TestObsoleteFieldName(t *testing.T) {
+	bi := parseBlobInfo([]byte("From: a@example.org\r\nSubject : spaced colon\r\nTo\t: b@example.org\r\n\r\nbody\r\n"), Options{})
+	if bi.Envelope.Subject != "spaced colon" || len(bi.Envelope.To) != 1 || bi.Envelope.To[0].Mailbox != "b" {
+		t.Errorf("envelope %+v", bi.Envelope)
+	}
+}

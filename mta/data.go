@@ -114,16 +114,10 @@ func LiftLineLimit(c *smtp.Conn, r io.Reader) (restore func()) {
 // its bufio.Reader): the limit and the length of the current line.
 // ok=false if go-smtp's layout changed.
 func lineLimiter(c *smtp.Conn) (limit, cur *int, ok bool) {
-	v := reflect.ValueOf(c)
-	if v.Kind() != reflect.Pointer || v.IsNil() {
+	st, ok := lineLimitReader(c)
+	if !ok {
 		return nil, nil, false
 	}
-	f := v.Elem().FieldByName("lineLimitReader")
-	if !f.IsValid() || f.Kind() != reflect.Pointer || f.Type().Elem().Name() != "lineLimitReader" ||
-		f.Type().Elem().PkgPath() != "github.com/emersion/go-smtp" || f.IsNil() {
-		return nil, nil, false
-	}
-	st := reflect.NewAt(f.Type().Elem(), *(*unsafe.Pointer)(unsafe.Pointer(f.UnsafeAddr()))).Elem()
 	l, n := st.FieldByName("LineLimit"), st.FieldByName("curLineLength")
 	if !l.IsValid() || l.Kind() != reflect.Int || !n.IsValid() || n.Kind() != reflect.Int {
 		return nil, nil, false

@@ -35,6 +35,7 @@ type fakeStore struct {
 	uidValidity uint32
 	subs        map[chan store.Event]string
 	expungeErr  error
+	mailboxErr  error // Mailbox fails (a resync)
 	expunges    int // calls to Expunge
 	panicOn     string
 }
@@ -67,6 +68,11 @@ func (f *fakeStore) Mailbox(account, name string) (store.Mailbox, error) {
 	}
 	if name != "INBOX" {
 		return store.Mailbox{}, store.ErrNoSuchMailbox
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mailboxErr != nil {
+		return store.Mailbox{}, f.mailboxErr
 	}
 	return store.Mailbox{Name: name, UIDValidity: f.uidValidity}, nil
 }
@@ -134,6 +140,17 @@ func (f *fakeStore) Subscribe(account string) (<-chan store.Event, func()) {
 			delete(f.subs, ch)
 			close(ch)
 		}
+	}
+}
+
+// dropSubscribers closes every subscription, as the store does with a
+// subscriber that fell behind: the next sync resyncs.
+func (f *fakeStore) dropSubscribers() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ch := range f.subs {
+		delete(f.subs, ch)
+		close(ch)
 	}
 }
 

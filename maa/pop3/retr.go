@@ -3,6 +3,7 @@ package pop3
 import (
 	"errors"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 
@@ -41,11 +42,14 @@ func (ss *session) cmdTOP(args string) error {
 		ss.errf("Usage: TOP msg lines")
 		return nil
 	}
-	lines, err := strconv.ParseUint(f[1], 10, 31)
+	// Any non-negative number (RFC 1939 section 7); past the body's
+	// lines it is the whole body, as Dovecot takes 2^64-1.
+	lines, err := strconv.ParseUint(f[1], 10, 64)
 	if err != nil {
 		ss.errf("Invalid number of lines")
 		return nil
 	}
+	lines = min(lines, math.MaxInt32)
 	n, e := ss.message(f[0])
 	if e == nil {
 		return nil

@@ -42,9 +42,17 @@ func TestRETRAndTOP(t *testing.T) {
 	if got := c.rawMulti(); got != "From: b@example.test\r\nSubject: two\r\n\r\nline 1\r\nline 2\r\n" {
 		t.Errorf("TOP 2 2 = %q", got)
 	}
-	c.cmdOK("TOP 2 99")
-	if got := c.rawMulti(); got != msg2 {
-		t.Errorf("TOP 2 99 = %q", got)
+	// Any non-negative count (RFC 1939 section 7), past 2^31 too.
+	for _, n := range []string{"99", "4294967295", "18446744073709551615"} {
+		c.cmdOK("TOP 2 " + n)
+		if got := c.rawMulti(); got != msg2 {
+			t.Errorf("TOP 2 %s = %q", n, got)
+		}
+	}
+	for _, n := range []string{"18446744073709551616", "-1"} {
+		if got := c.cmd("TOP 2 " + n); !strings.HasPrefix(got, "-ERR") {
+			t.Errorf("TOP 2 %s: %q, want -ERR", n, got)
+		}
 	}
 	c.cmdOK("TOP 1 1")
 	if got := c.rawMulti(); got != "From: a@example.test\r\nSubject: one\r\n\r\nHello\r\n" {

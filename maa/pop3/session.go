@@ -272,7 +272,11 @@ func (ss *session) dispatch(line string) error {
 		// An account deleted or disabled meanwhile ends the session (as
 		// IMAP's BYE), before a command that would find its messages gone.
 		if err := ss.drop.sync(); err != nil {
-			return err
+			// The maildrop's state is unknown: the session ends, its
+			// deletions not made, with the error's id (it ended without
+			// a word).
+			ss.internalError(err)
+			return errAbort
 		}
 		if ss.drop.accountGone {
 			ss.log.Info("session ended: account deleted")

@@ -126,16 +126,23 @@ func (ss *session) cmdRSET(args string) error {
 // \Seen, as IMAP would have set it.
 func (ss *session) update() error {
 	d := ss.drop
-	if err := d.sync(); err != nil {
-		return err
+	// A failure ends the session too (RFC 1939 section 6: -ERR, and the
+	// UPDATE state has no other command to take): the maildrop is
+	// released, and what was marked stays.
+	failed := func(what string, err error, n int) error {
+		id := errorID()
+		ss.log.Error(what, "err_id", id, "err", err, "messages", n)
+		ss.errf(codeSysTemp+"Some deleted messages not removed, try again later (id %s)", id)
+		return errAbort
 	}
 	uids := d.toRemove()
+	if err := d.sync(); err != nil {
+		return failed("maildrop state at QUIT unknown", err, len(uids))
+	}
+	uids = d.toRemove()
 	if len(uids) > 0 {
 		if _, err := ss.srv.Store.Expunge(ss.account, inbox, uids); err != nil {
-			id := errorID()
-			ss.log.Error("expunge at QUIT failed", "err_id", id, "err", err, "messages", len(uids))
-			ss.errf(codeSysTemp+"Some deleted messages not removed, try again later (id %s)", id)
-			return errAbort
+			return failed("expunge at QUIT failed", err, len(uids))
 		}
 	}
 	if seen := d.toMarkSeen(); len(seen) > 0 {

@@ -100,6 +100,29 @@ func TestQUITExpungeFails(t *testing.T) {
 	}
 }
 
+// TestQuitSyncFails: when the maildrop's state cannot be read at QUIT
+// (its event stream lost and the store failing), QUIT gets -ERR
+// [SYS/TEMP] with an error id, deletes nothing and ends the session; the
+// session ended without a word.
+func TestQuitSyncFails(t *testing.T) {
+	srv, st := newTestServer(t)
+	st.add(alice, msg1)
+	st.add(alice, msg2)
+	c := login(t, serve(t, srv, false))
+	c.cmdOK("DELE 1")
+	st.mu.Lock()
+	st.mailboxErr = errors.New("disk on fire")
+	st.mu.Unlock()
+	st.dropSubscribers()
+	if reply := c.cmd("QUIT"); !strings.HasPrefix(reply, "-ERR [SYS/TEMP]") || strings.Contains(reply, "fire") {
+		t.Errorf("QUIT = %q", reply)
+	}
+	c.expectEOF()
+	if msgs, _ := st.Messages(alice, "INBOX"); len(msgs) != 2 || st.expunges != 0 {
+		t.Errorf("%d messages left, %d expunges; want 2 and none", len(msgs), st.expunges)
+	}
+}
+
 // TestUIDLStable: the same message keeps its unique id in a new session,
 // and a new message gets a new one.
 func TestUIDLStable(t *testing.T) {

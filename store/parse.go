@@ -233,7 +233,7 @@ func looseMsgID(v string) string {
 		}
 	}
 	v = strings.Join(strings.Fields(v), "")
-	if strings.ContainsAny(v, "<>\"") {
+	if strings.ContainsAny(v, "<>") {
 		return ""
 	}
 	return v
@@ -241,8 +241,15 @@ func looseMsgID(v string) string {
 
 // looseMsgIDs takes the <...> ids out of an In-Reply-To or References
 // field that does not parse as ids alone (text around them, as old mail
-// readers wrote: `<id@host> (Your message of ...)`).
+// readers wrote: `<id@host> (Your message of ...)`), or the one id of a
+// field that is an id without angle brackets.
 func looseMsgIDs(v string) []string {
+	if !strings.Contains(v, "<") {
+		if f := strings.Fields(mailsyntax.StripComments(v)); len(f) == 1 && strings.Contains(f[0], "@") {
+			return []string{f[0]}
+		}
+		return nil
+	}
 	var ids []string
 	for len(ids) < maxAddresses {
 		i := strings.IndexByte(v, '<')

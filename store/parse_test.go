@@ -271,6 +271,16 @@ func TestEnvelopeFields(t *testing.T) {
 	if lang := strings.Join(sp.Extended.Language, ","); lang != "en-US,fr" {
 		t.Errorf("language %q, want en-US,fr", lang)
 	}
+	for _, c := range []struct{ field, want string }{
+		{"id3@x", "id3@x"},
+		{`<"quoted"@example.com> (comment)`, `"quoted"@example.com`},
+		{`Your message of "Tue, 1 Jan 2030"`, ""},
+	} {
+		bi := parseBlobInfo([]byte("In-Reply-To: "+c.field+"\r\n\r\nx\r\n"), Options{})
+		if got := strings.Join(bi.Envelope.InReplyTo, " "); got != c.want {
+			t.Errorf("In-Reply-To %s: %q, want %q", c.field, got, c.want)
+		}
+	}
 	for _, id := range []string{"<  spaced@example.com  >", "<a b@c>"} {
 		bi := parseBlobInfo([]byte("Message-ID: "+id+"\r\n\r\nx\r\n"), Options{})
 		if want := strings.ReplaceAll(strings.Trim(id, "<> "), " ", ""); bi.Envelope.MessageID != want {

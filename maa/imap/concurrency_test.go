@@ -337,11 +337,22 @@ func TestFetchStoreExpungedInView(t *testing.T) {
 	if n := fetches(b.expect("b4 OK")); n != 2 {
 		t.Errorf("STORE 1:3 with 2 expunged: %d FETCH responses, want 2", n)
 	}
-	b.send("b5 NOOP")
-	if lines := b.expect("b5 OK"); !slices.Contains(lines, "* 2 EXPUNGE\r\n") {
-		t.Errorf("NOOP after: %q, want * 2 EXPUNGE", lines)
+	// By UID, the expunge is told with the reply, and it is OK (RFC 9051
+	// sections 6.4.9 and 7.5.1).
+	b.send("b5 UID FETCH 2 (FLAGS)")
+	if lines := b.expect("b5 OK"); !slices.Contains(lines, "* 2 EXPUNGE\r\n") || len(lines) != 2 {
+		t.Errorf("UID FETCH of the expunged message: %q, want * 2 EXPUNGE and OK", lines)
+	}
+	a.send("a2 MOVE 2 Archive") // UID 3
+	a.expect("a2 OK")
+	b.send(`b6 UID STORE 3 +FLAGS (\Seen)`)
+	if lines := b.expect("b6 OK"); !slices.Contains(lines, "* 2 EXPUNGE\r\n") || len(lines) != 2 {
+		t.Errorf("UID STORE of the expunged message: %q, want * 2 EXPUNGE and OK", lines)
 	}
 	msgs, _ := e.st.Messages(testAlice, "INBOX")
+	if len(msgs) != 1 {
+		t.Fatalf("INBOX holds %d messages, want 1", len(msgs))
+	}
 	for _, m := range msgs {
 		if !slices.Contains(m.Flags, `\Flagged`) {
 			t.Errorf("UID %d not flagged: %v", m.UID, m.Flags)

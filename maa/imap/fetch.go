@@ -35,8 +35,9 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 	if err != nil {
 		return err
 	}
-	if allExpunged(entries) {
-		// RFC 2180 section 4.1.2: NO, rather than OK with no data.
+	if bySeq(numSet) && allExpunged(entries) {
+		// RFC 2180 section 4.1.2: NO, rather than OK with no data. (A
+		// UID FETCH gets the EXPUNGEs, and OK.)
 		return errExpungedMeanwhile
 	}
 	seen, err := ss.markSeen(entries, options)
@@ -90,6 +91,14 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 		}
 	}
 	return nil
+}
+
+// bySeq tells a command's sequence numbers from its UIDs: expunges may
+// not be sent with the first (RFC 9051 section 7.5.1), and are sent with
+// the second.
+func bySeq(numSet imapv2.NumSet) bool {
+	_, ok := numSet.(imapv2.SeqSet)
+	return ok
 }
 
 // allExpunged tells whether entries are some messages, all of them

@@ -22,8 +22,9 @@ func (ss *session) Store(w *imapserver.FetchWriter, numSet imapv2.NumSet, flags 
 	}
 	uids := uidsOf(entries)
 	if len(uids) == 0 {
-		if len(entries) > 0 {
+		if bySeq(numSet) && len(entries) > 0 {
 			// RFC 2180 section 4.2.2: NO, not OK for flags never set.
+			// (A UID STORE gets the EXPUNGEs, and OK.)
 			return errExpungedMeanwhile
 		}
 		return nil

@@ -413,3 +413,32 @@ sys.exit(0 if all(ok) else 1)
 		t.Fatalf("dkimpy: %s", out)
 	}
 }
+
+// TestSignObsoleteNames: fields with white space before the colon (RFC
+// 5322 section 4.5) are signed as the fields verifiers and readers take
+// them for ("Subject : x" was left out of h=), and a header Go's
+// textproto refuses (a tab before a colon, a control character) is signed
+// (it failed the signing: a 451 every time).
+func TestSignObsoleteNames(t *testing.T) {
+	ks := keys(t)
+	msg := "From: alice@example.test\r\nSubject : spaced\r\nTo\t: bob@example.test\r\nX-Ctl\x01: z\r\n\r\nbody\r\n"
+	sigs, err := Sign(ks, []byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := regexp.MustCompile(`[;\s]h=([^;]*);`).FindSubmatch(bytes.ReplaceAll(sigs, []byte("\r\n "), nil))
+	if h == nil || strings.ReplaceAll(string(h[1]), " ", "") != "From:Subject:To:From" {
+		t.Errorf("signed headers %q", h)
+	}
+	signed := append(sigs, msg...)
+	for _, v := range verify(t, ks, signed) {
+		if v.Err != nil {
+			t.Errorf("verification %+v: %v", v, v.Err)
+		}
+	}
+	for _, v := range verify(t, ks, bytes.Replace(signed, []byte("spaced"), []byte("spoofed"), 1)) {
+		if v.Err == nil {
+			t.Errorf("Subject : changed: signature %s still verifies", v.Domain)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package dkim
 
 import (
-	"bufio"
 	"bytes"
 	"crypto"
 	"errors"
@@ -12,6 +11,7 @@ import (
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
+	"github.com/posthorn/posthorn/internal/mailsyntax"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -123,22 +123,30 @@ func Sign(keys []store.DKIMKey, msg ...[]byte) ([]byte, error) {
 
 // headerKeys returns the h= list for msg: each SignedHeaders field as many
 // times as it occurs, and From once more (oversigning).
+// The fields are counted as the signer (go-msgauth) and verifiers find
+// them: by name without the white space the obsolete syntax allows
+// before the colon ("Subject : x" is a Subject, RFC 5322 section 4.5; it
+// was left unsigned), and a header Go's textproto refuses (a tab before
+// a colon, a control character) is no error (it was a 451 every time).
 func headerKeys(msg [][]byte) ([]string, error) {
-	parts := make([]io.Reader, len(msg))
-	for i, p := range msg {
-		parts[i] = bytes.NewReader(p)
+	var hdr []byte // the parts joined up to the empty line, not the body
+	for _, p := range msg {
+		if i := bytes.Index(p, []byte("\r\n\r\n")); i >= 0 {
+			hdr = append(hdr, p[:i+4]...)
+			break
+		}
+		hdr = append(hdr, p...)
+		if mailsyntax.HeaderLen(hdr) < len(hdr) {
+			break
+		}
 	}
-	r := textproto.NewReader(bufio.NewReader(io.MultiReader(parts...)))
-	h, err := r.ReadMIMEHeader()
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("dkim: reading the header: %w", err)
-	}
-	if len(h.Values("From")) == 0 {
+	h := mailsyntax.Fields(hdr[:mailsyntax.HeaderLen(hdr)])
+	if len(h["From"]) == 0 {
 		return nil, errors.New("dkim: message has no From header field")
 	}
 	var keys []string
 	for _, name := range SignedHeaders {
-		for range h.Values(name) {
+		for range h[textproto.CanonicalMIMEHeaderKey(name)] {
 			keys = append(keys, name)
 		}
 	}

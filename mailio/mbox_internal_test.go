@@ -58,6 +58,9 @@ func TestParseHeader(t *testing.T) {
 		"\r\nno header\r\n":                 false,
 		"just some text\r\nmore text\r\n":   false,
 		"Subject: x\r\nbroken line\r\n\r\n": false,
+		"Subject : x\r\nTo\t: y\r\n\r\n":    true, // RFC 5322 section 4.5
+		": x\r\n\r\n":                       false,
+		"Sub ject: x\r\n\r\n":               false,
 	} {
 		if _, err := parseHeader([]byte(body)); (err == nil) != ok {
 			t.Errorf("%q: err = %v", body, err)

@@ -3,10 +3,12 @@ package mailio
 import (
 	"bytes"
 	"errors"
-	"io"
+	"fmt"
 	"net/mail"
 	"strings"
 	"time"
+
+	"github.com/posthorn/posthorn/internal/mailsyntax"
 )
 
 // maxMessageBytes bounds one imported message; a larger one is skipped
@@ -33,16 +35,42 @@ func crlf(b []byte) []byte {
 }
 
 // parseHeader checks that body starts with a well-formed header of at least
-// one field and returns it.
+// one field and returns it. A field name may have white space before its
+// colon (the obsolete syntax of RFC 5322 section 4.5, which mail readers
+// and Dovecot take): Go's net/mail refused such a message.
 func parseHeader(body []byte) (mail.Header, error) {
-	m, err := mail.ReadMessage(bytes.NewReader(body))
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, errors.New("malformed header: " + err.Error())
-	}
-	if m == nil || len(m.Header) == 0 {
+	hdr := body[:mailsyntax.HeaderLen(body)]
+	fields := mailsyntax.HeaderFields(hdr)
+	if len(fields) == 0 {
 		return nil, errNoHeader
 	}
-	return m.Header, nil
+	for _, f := range fields {
+		name, _, ok := bytes.Cut(f, []byte(":"))
+		if name = bytes.TrimRight(name, " \t"); !ok || !validFieldName(name) {
+			line, _, _ := bytes.Cut(f, []byte("\n"))
+			return nil, fmt.Errorf("malformed header: not a field: %q", trimLine(line))
+		}
+	}
+	return mail.Header(mailsyntax.Fields(hdr)), nil
+}
+
+// validFieldName: RFC 5322 section 2.2, printable ASCII but the colon.
+func validFieldName(name []byte) bool {
+	for _, c := range name {
+		if c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return len(name) > 0
+}
+
+// trimLine shortens a line quoted in an error.
+func trimLine(b []byte) string {
+	b = bytes.TrimRight(b, "\r")
+	if len(b) > 60 {
+		return string(b[:60]) + "..."
+	}
+	return string(b)
 }
 
 // statusFlags maps the Status: and X-Status: fields that mutt and

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/mail"
 	"strings"
 	"time"
@@ -55,20 +54,20 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 	if parts = mta.EndHeader(body); parts == nil {
 		parts = [][]byte{body}
 	}
-	readers := make([]io.Reader, len(parts))
-	for i, p := range parts {
-		readers[i] = bytes.NewReader(p)
+	// The header as readers take it: "From :" is a From field (RFC 5322
+	// section 4.5), which Go's net/mail kept apart from "From", and a tab
+	// before a colon failed its parse.
+	first := parts[0]
+	if len(parts) == 1 {
+		first = first[:mailsyntax.HeaderLen(first)]
 	}
-	m, err := mail.ReadMessage(io.MultiReader(readers...))
-	if err != nil {
-		return nil, nil, errBadHeader
-	}
-	if len(m.Header["From"]) > 1 {
+	header := mail.Header(mailsyntax.Fields(first))
+	if len(header["From"]) > 1 {
 		// RFC 5322 section 3.6 allows one; clients differ in which of
 		// several they show, and only one would be checked below.
 		return nil, nil, errManyFrom
 	}
-	from, err := m.Header.AddressList("From")
+	from, err := header.AddressList("From")
 	if err != nil || len(from) == 0 {
 		return nil, nil, errNoFrom
 	}
@@ -86,10 +85,10 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 	now := time.Now()
 	var pre bytes.Buffer
 	writeReceived(&pre, s.Hostname, ss, now)
-	if m.Header.Get("Date") == "" {
+	if len(header["Date"]) == 0 {
 		fmt.Fprintf(&pre, "Date: %s\r\n", now.Format(time.RFC1123Z))
 	}
-	if m.Header.Get("Message-Id") == "" {
+	if len(header["Message-Id"]) == 0 {
 		fmt.Fprintf(&pre, "Message-ID: <%s.%s@%s>\r\n", ss.id, newID(), s.Hostname)
 	}
 	sig, err := s.sign(ss, domainOf(from[0].Address), append([][]byte{pre.Bytes()}, parts...)...)

@@ -196,6 +196,41 @@ func TestSenderIdentity(t *testing.T) {
 	}
 }
 
+// TestObsoleteFieldNames: a field with white space before its colon is
+// the field of its name (RFC 5322 section 4.5), as readers and verifiers
+// take it. "From : other" passed the sender check (Go's net/mail kept it
+// apart from "From"), and readers showed that From; a tab before a colon
+// or a control character in a field name got 451 every time; "Date :"
+// got a second Date.
+func TestObsoleteFieldNames(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	if _, err := dkim.Ensure(env.Server.Store, harness.Domain); err != nil {
+		t.Fatal(err)
+	}
+	env.AddUser("bob@example.test", "bob password 123")
+	for _, c := range []struct {
+		name, header, want string
+	}{
+		{"other From alone", "From : Other <bob@example.test>\r\n", "550 5.7.1"},
+		{"other From and own", "From : Other <bob@example.test>\r\nFrom: <" + harness.User + ">\r\n", "550 5.6.0"},
+		{"tab before a colon", "From: <" + harness.User + ">\r\nSubject\t: tabbed\r\n", "250"},
+		{"control character", "From: <" + harness.User + ">\r\nX-Ctl\x01: z\r\n", "250"},
+		{"Date and Message-ID", "From: <" + harness.User + ">\r\nDate : Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID : <m@x>\r\n", "250"},
+	} {
+		if got := rawSubmit(t, env, c.header+"To: <"+harness.User+">\r\n\r\nbody"); !strings.HasPrefix(got, c.want) {
+			t.Errorf("%s: %q, want %s", c.name, got, c.want)
+		}
+	}
+	msgs := storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages delivered, want 3", len(msgs))
+	}
+	last := string(msgs[2])
+	if strings.Count(strings.ToLower(last), "\r\ndate") != 1 || strings.Count(strings.ToLower(last), "\r\nmessage-id") != 1 {
+		t.Errorf("a second Date or Message-ID added:\n%s", last)
+	}
+}
+
 // rawSubmit speaks SMTP by hand on 465 and returns the reply to the end
 // of data: go-smtp's client would turn a bare LF into CRLF.
 func rawSubmit(t *testing.T, env *harness.Env, body string) string {

@@ -43,8 +43,6 @@ var (
 		Message: "Message has no valid From: header field"}
 	errManyFrom = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "Message has more than one From: header field"}
-	errBadHeader = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-		Message: "Message header cannot be parsed"}
 	errBareEOL = &smtp.SMTPError{Code: codePolicy, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
 		Message: "Message refused: bare CR, bare LF or NUL in data (RFC 5321 section 2.3.8)"}
 	errBadAddress = &smtp.SMTPError{Code: codeBadMailbox, EnhancedCode: smtp.EnhancedCode{5, 1, 3},

@@ -6,6 +6,7 @@ package mailsyntax
 
 import (
 	"bytes"
+	"net/textproto"
 	"strings"
 )
 
@@ -33,6 +34,27 @@ func HeaderFields(hdr []byte) [][]byte {
 		}
 		out = append(out, hdr[:n])
 		hdr = hdr[n:]
+	}
+	return out
+}
+
+// Fields returns the fields of a header by name, as mail readers take
+// them: the name without the white space the obsolete syntax allows
+// before the colon (RFC 5322 section 4.5), in canonical form
+// (textproto.CanonicalMIMEHeaderKey), the value unfolded and trimmed. A
+// line without a colon is no field. Go's net/mail and net/textproto
+// refuse such a header, or keep "From " apart from "From".
+func Fields(hdr []byte) map[string][]string {
+	out := map[string][]string{}
+	for _, f := range HeaderFields(hdr) {
+		name, value, ok := bytes.Cut(f, []byte(":"))
+		name = bytes.TrimRight(name, " \t")
+		if !ok || len(name) == 0 {
+			continue
+		}
+		value = bytes.ReplaceAll(bytes.ReplaceAll(value, []byte("\r\n"), nil), []byte("\n"), nil)
+		key := textproto.CanonicalMIMEHeaderKey(string(name))
+		out[key] = append(out[key], strings.TrimSpace(string(value)))
 	}
 	return out
 }

@@ -40,3 +40,16 @@ func TestStripComments(t *testing.T) {
 		t.Errorf("TransferEncoding: %q", got)
 	}
 }
+
+func TestFields(t *testing.T) {
+	h := Fields([]byte("From : a@x\r\nfrom\t: b@y\r\nSubject: one\r\n two\r\nX-Ctl\x01: z\r\nno colon\r\n: empty\r\n"))
+	if got := h["From"]; len(got) != 2 || got[0] != "a@x" || got[1] != "b@y" {
+		t.Errorf("From: %q", got)
+	}
+	if got := h["Subject"]; len(got) != 1 || got[0] != "one two" {
+		t.Errorf("Subject: %q", got)
+	}
+	if len(h) != 3 {
+		t.Errorf("fields %q, want From, Subject and the control one", h)
+	}
+}

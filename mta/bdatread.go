@@ -3,6 +3,7 @@ package mta
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net/textproto"
 	"reflect"
@@ -36,6 +37,13 @@ import (
 // copies the chunk or drops it. The limit is back on, the count at zero,
 // at the first read after the chunk. While go-smtp's limit is off for a
 // DATA body (LiftLineLimit), octets go through as they come.
+//
+// It also counts the session's bad commands in go-smtp's place. go-smtp
+// ends a session at its fourth with "500 Too many errors" (a client that
+// pipelined takes that 500 for the reply to its MAIL, a permanent one,
+// and bounces the message); from EHLO on, it is ended at the
+// maxBadCommands'th, as Postfix does at its hard error limit, with a 421
+// (go-smtp's reply to a failed read).
 type bdatReader struct {
 	r          io.Reader // what the limiter read before
 	limit, cur *int      // the limiter's fields (see lineLimiter)
@@ -46,7 +54,16 @@ type bdatReader struct {
 	long       bool      // the line is longer than line holds: no BDAT
 	chunk      int64     // chunk octets still to hand over
 	owed       bool      // the limit is to be put back
+	errCount   *int      // go-smtp's count of bad commands (nil: not found)
+	bad        int       // bad commands so far
 }
+
+// maxBadCommands ends a session, as Postfix's smtpd_hard_error_limit.
+const maxBadCommands = 20
+
+// errTooManyCommands ends a session at its maxBadCommands'th bad command:
+// go-smtp answers a failed read with 421 and closes.
+var errTooManyCommands = errors.New("too many bad commands")
 
 // maxBDATLine is how much of a command line is kept to recognise BDAT.
 const maxBDATLine = 512
@@ -73,6 +90,9 @@ func WatchChunks(c *smtp.Conn) {
 		return
 	}
 	cr := &bdatReader{r: fr.Interface().(io.Reader), limit: limit, cur: cur, max: max}
+	if f := reflect.ValueOf(c).Elem().FieldByName("errCount"); f.IsValid() && f.Kind() == reflect.Int {
+		cr.errCount = (*int)(unsafe.Pointer(f.UnsafeAddr()))
+	}
 	// What go-smtp read before (commands pipelined behind the EHLO) is
 	// in its buffer: follow it, and count the line it ends in.
 	if br, ok := textReader(c); ok {
@@ -130,6 +150,14 @@ func (r *bdatReader) Read(p []byte) (int, error) {
 		n, err := r.fill(p[:min(int64(len(p)), r.chunk)])
 		r.chunk -= int64(n)
 		return n, err
+	}
+	if *r.limit != 0 && r.errCount != nil {
+		// The command before has been answered.
+		r.bad += *r.errCount
+		*r.errCount = 0
+		if r.bad >= maxBadCommands {
+			return 0, errTooManyCommands
+		}
 	}
 	n, err := r.fill(p)
 	if *r.limit == 0 || n == 0 {

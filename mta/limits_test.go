@@ -76,6 +76,14 @@ func TestCommandChecks(t *testing.T) {
 	d.Cmd("DATA", "503 5.5.1")
 	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
 	d.Cmd("DATA", "503 5.5.1") // no recipient
+	// No control character in an address (RFC 5321 section 4.1.2): a
+	// bare CR went into the stored Return-Path.
+	d.Cmd("RCPT TO:<alice@example.test\rX-Spam-Flag:NO>", "501 5.5.2")
+	d.Cmd("RCPT TO:<ali\x00ce@example.test>", "501 5.5.2")
+	d.Cmd("RSET", "250")
+	d.Cmd("MAIL FROM:<bob@remote.example\rX-Spam-Flag:NO>", "501 5.5.2")
+	d.Cmd("MAIL FROM:<bob\x00@remote.example>", "501 5.5.2")
+	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
 	d.Cmd("RCPT TO:<alice@example.test> "+strings.Repeat("X", 700), "500")
 	if !d.Closed() {
 		t.Error("connection open after an over-long line")
@@ -778,5 +786,33 @@ func TestBDATLongLines(t *testing.T) {
 	d2.Send("NOOP " + strings.Repeat("x", 5000) + "\r\n")
 	if got := d2.Reply(); !strings.HasPrefix(got, "500") {
 		t.Errorf("over-long command: %q, want 500", got)
+	}
+}
+
+// TestBadCommandLimit: go-smtp ended a session at its fourth bad command,
+// with an extra "500 Too many errors" that a pipelining client took for
+// the reply to its next command (a permanent one: the message bounced).
+// From EHLO on, a session takes 19 and is ended with 421 after the 20th,
+// as Postfix at its hard error limit.
+func TestBadCommandLimit(t *testing.T) {
+	_, _, addr := startTestServer(t, nil)
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	for range 5 {
+		d.Cmd("FOOO", "500")
+	}
+	d.Send("MAIL FROM:<bob@remote.example>\r\nRSET\r\n")
+	d.Expect("250")
+	d.Expect("250")
+	for range 14 {
+		d.Cmd("FOOO", "500")
+	}
+	d.Cmd("FOOO", "500") // the 20th
+	d.Send("NOOP\r\n")
+	if got := d.Reply(); !strings.HasPrefix(got, "421") {
+		t.Errorf("after the 20th bad command: %q, want 421", got)
+	}
+	if !d.Closed() {
+		t.Error("session open after 20 bad commands")
 	}
 }

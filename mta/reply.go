@@ -68,6 +68,8 @@ var (
 		Message: "Nested MAIL command: send RSET first"}
 	errBadUTF8 = &smtp.SMTPError{Code: codeSyntaxParam, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
 		Message: "Address is not valid UTF-8"}
+	errControlInAddress = &smtp.SMTPError{Code: codeSyntaxParam, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+		Message: "Control character in address"}
 	errNeedUTF8 = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
 		Message: "Non-ASCII address without SMTPUTF8 (RFC 6531 section 3.4)"}
 	errTimeout = &smtp.SMTPError{Code: codeClosing, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
@@ -152,8 +154,16 @@ func formatReply(e *smtp.SMTPError) string {
 // CheckCharset refuses an address that is not valid UTF-8, or that is
 // not ASCII in a transaction begun without SMTPUTF8 (RFC 6531 section
 // 3.4): written into Return-Path and Received, it would be 8-bit header
-// text the message never declared.
+// text the message never declared. A control character (CR, NUL...) is
+// in no address (RFC 5321 section 4.1.2): go-smtp's parser took them, and
+// a bare CR went into the stored Return-Path, past the bare-CR rule of
+// the data.
 func CheckCharset(addr string, smtpUTF8 bool) error {
+	for i := 0; i < len(addr); i++ {
+		if addr[i] < ' ' || addr[i] == 0x7f {
+			return errControlInAddress
+		}
+	}
 	for i := 0; i < len(addr); i++ {
 		if addr[i] >= 0x80 {
 			if !utf8.ValidString(addr) {

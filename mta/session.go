@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -320,17 +321,34 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// validIPv4Literal: IPv4-address-literal of RFC 5321 section 4.1.3.
+func validIPv4Literal(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return false
+	}
+	for _, p := range parts {
+		n, err := strconv.Atoi(p)
+		if len(p) == 0 || len(p) > 3 || err != nil || p[0] == '+' || p[0] == '-' || n > 255 {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidHELO checks an EHLO/HELO argument: a domain (RFC 5321 section
 // 4.1.2 Domain) or an address literal ("[192.0.2.1]", "[IPv6:...]").
 func ValidHELO(h string) bool {
 	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		// RFC 5321 section 4.1.3: an IPv6 literal in any of its forms,
+		// "::ffff:127.0.0.1" among them; an IPv4 one of four Snum, up
+		// to three digits each ("127.000.000.001"), which Go's parser
+		// refuses with leading zeros.
 		lit := h[1 : len(h)-1]
 		if v6, ok := strings.CutPrefix(lit, "IPv6:"); ok {
-			ip := net.ParseIP(v6)
-			return ip != nil && ip.To4() == nil
+			return strings.Contains(v6, ":") && net.ParseIP(v6) != nil
 		}
-		ip := net.ParseIP(lit)
-		return ip != nil && ip.To4() != nil
+		return validIPv4Literal(lit)
 	}
 	h = strings.TrimSuffix(h, ".")
 	if h == "" || len(h) > 253 || !utf8.ValidString(h) {

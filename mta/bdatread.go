@@ -81,7 +81,8 @@ func WatchChunks(c *smtp.Conn) {
 	if !fr.IsValid() || fr.Type() != reflect.TypeFor[io.Reader]() || !fr.CanSet() {
 		return
 	}
-	if _, done := fr.Interface().(*bdatReader); done {
+	if cr, done := fr.Interface().(*bdatReader); done {
+		cr.pullBack(c) // a new EHLO in the session
 		return
 	}
 	limit, cur, ok := lineLimiter(c)
@@ -93,50 +94,46 @@ func WatchChunks(c *smtp.Conn) {
 	if f := reflect.ValueOf(c).Elem().FieldByName("errCount"); f.IsValid() && f.Kind() == reflect.Int {
 		cr.errCount = (*int)(unsafe.Pointer(f.UnsafeAddr()))
 	}
-	// What go-smtp read before (commands pipelined behind the EHLO) is
-	// in its buffer: follow it, and count the line it ends in.
-	if br, ok := textReader(c); ok {
-		buffered, _ := br.Peek(br.Buffered())
-		*cur = cr.skip(buffered)
-	}
 	fr.Set(reflect.ValueOf(io.Reader(cr)))
+	cr.pullBack(c)
+}
+
+// pullBack takes back into the reader what go-smtp's buffer holds past
+// the command line it has just taken (commands pipelined behind an EHLO,
+// or behind the end of a DATA body), so that those commands too come a
+// line at a time, followed and counted: go-smtp would run them out of
+// its buffer without reading. The limiter counts them again as they
+// come: its count starts at zero, at the start of a line.
+func (r *bdatReader) pullBack(c *smtp.Conn) {
+	br, ok := textReader(c)
+	if !ok || br.Buffered() == 0 {
+		return
+	}
+	rest, _ := br.Peek(br.Buffered())
+	r.held = append(bytes.Clone(rest), r.held...)
+	br.Discard(len(rest))
+	*r.cur = 0
+	r.line, r.long = r.line[:0], false
+}
+
+// watcher returns the bdatReader of c, if it has one.
+func watcher(c *smtp.Conn) (*bdatReader, bool) {
+	ll, ok := lineLimitReader(c)
+	if !ok {
+		return nil, false
+	}
+	if fr := ll.FieldByName("R"); fr.IsValid() && fr.CanInterface() {
+		r, ok := fr.Interface().(*bdatReader)
+		return r, ok
+	}
+	return nil, false
 }
 
 // heldBack is the number of octets read from the connection that the
 // bdatReader of c holds back from go-smtp, if it has one.
 func heldBack(c *smtp.Conn) int {
-	ll, ok := lineLimitReader(c)
-	if !ok {
-		return 0
-	}
-	if fr := ll.FieldByName("R"); fr.IsValid() && fr.CanInterface() {
-		if r, ok := fr.Interface().(*bdatReader); ok {
-			return len(r.held)
-		}
-	}
-	return 0
-}
-
-// skip follows octets go-smtp has read already, and returns the length of
-// the command line they end in (0 in a chunk or at a line end).
-func (r *bdatReader) skip(b []byte) int {
-	for len(b) > 0 {
-		if r.chunk > 0 {
-			k := min(int64(len(b)), r.chunk)
-			r.chunk -= k
-			b = b[k:]
-			if r.chunk == 0 {
-				r.owed = true
-			}
-			continue
-		}
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			r.follow(b)
-			return len(b)
-		}
-		r.follow(b[:i+1])
-		b = b[i+1:]
+	if r, ok := watcher(c); ok {
+		return len(r.held)
 	}
 	return 0
 }

@@ -105,6 +105,11 @@ func LiftLineLimit(c *smtp.Conn, r io.Reader) (restore func()) {
 	saved := *limit
 	*limit = 0
 	return func() {
+		if w, ok := watcher(c); ok {
+			*limit = saved
+			w.pullBack(c) // the commands after the body come through it
+			return
+		}
 		rest, _ := br.Peek(br.Buffered())
 		*limit, *cur = saved, len(rest)-(bytes.LastIndexByte(rest, '\n')+1)
 	}

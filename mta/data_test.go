@@ -68,7 +68,7 @@ func TestValidHelo(t *testing.T) {
 		"": false, "a..b": false, "-x.org": false, "[1.2.3]": false, "exa mple": false, "x/y": false,
 		"[IPv6:192.0.2.1]": false,
 		// RFC 5321 section 4.1.3: any IPv6 form, Snum of up to 3 digits.
-		"[IPv6:::ffff:127.0.0.1]": true, "[127.000.000.001]": true, "[IPv6:::1]": true,
+		"[IPv6:::ffff:127.0.0.1]": true, "[127.000.000.001]": true, "[IPv6:::1]": true, "[ipv6:::1]": true,
 		"[256.1.1.1]": false, "[1.2.3.0004]": false, "[1.2.3.+4]": false, "[1.2.3.4.5]": false,
 	} {
 		if ValidHELO(h) != ok {

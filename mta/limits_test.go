@@ -815,4 +815,23 @@ func TestBadCommandLimit(t *testing.T) {
 	if !d.Closed() {
 		t.Error("session open after 20 bad commands")
 	}
+
+	// Bad commands in one write with the EHLO, or after a DATA body's
+	// final dot, were run out of go-smtp's buffer, and counted by it.
+	d2 := Dial(t, addr)
+	d2.Send("EHLO client.example\r\n" + strings.Repeat("FOOO\r\n", 5) + "MAIL FROM:<bob@remote.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+	d2.Expect("250")
+	for range 5 {
+		d2.Expect("500")
+	}
+	d2.Expect("250")
+	d2.Expect("250")
+	d2.Expect("354")
+	d2.Send("Subject: x\r\n\r\nbody\r\n.\r\n" + strings.Repeat("\r\n", 5) + "MAIL FROM:<bob@remote.example>\r\n")
+	d2.Expect("250")
+	for range 5 {
+		d2.Expect("50")
+	}
+	d2.Expect("250")
+	d2.Cmd("QUIT", "221")
 }

@@ -345,7 +345,8 @@ func ValidHELO(h string) bool {
 		// to three digits each ("127.000.000.001"), which Go's parser
 		// refuses with leading zeros.
 		lit := h[1 : len(h)-1]
-		if v6, ok := strings.CutPrefix(lit, "IPv6:"); ok {
+		if len(lit) > 5 && strings.EqualFold(lit[:5], "IPv6:") { // ABNF strings ignore case
+			v6 := lit[5:]
 			return strings.Contains(v6, ":") && net.ParseIP(v6) != nil
 		}
 		return validIPv4Literal(lit)

@@ -10,9 +10,11 @@ build:
 	$(GO) build -o $(BIN) ./cmd/posthorn
 
 vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-# Everything CI runs: vet, every test with the race detector (which
+# Everything CI runs: gofmt and vet, every test with the race detector (which
 # includes the short crash test, the hostile-input tests and every fuzz
 # target's seeds), then a few seconds of fuzzing per target.
 test: vet

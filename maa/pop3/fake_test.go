@@ -36,7 +36,7 @@ type fakeStore struct {
 	subs        map[chan store.Event]string
 	expungeErr  error
 	mailboxErr  error // Mailbox fails (a resync)
-	expunges    int // calls to Expunge
+	expunges    int   // calls to Expunge
 	panicOn     string
 }
 

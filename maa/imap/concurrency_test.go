@@ -275,12 +275,7 @@ func TestCopyExpungedInView(t *testing.T) {
 	e.deliver(testAlice, "INBOX", testMessage(1, "one"))
 	e.deliver(testAlice, "INBOX", testMessage(2, "two"))
 	e.deliver(testAlice, "INBOX", testMessage(3, "three"))
-	a := e.rawLogin(t, testAlice)
-	b := e.rawLogin(t, testAlice)
-	for _, c := range []*rawClient{a, b} {
-		c.send("s SELECT INBOX")
-		c.expect("s OK")
-	}
+	a, b := e.twoOnInbox(t, testAlice)
 	a.send("a1 MOVE 1 Archive")
 	a.expect("a1 OK")
 	// b has not been told: its message 1 is the one a moved.
@@ -309,12 +304,7 @@ func TestFetchStoreExpungedInView(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		e.deliver(testAlice, "INBOX", testMessage(i, "m"))
 	}
-	a := e.rawLogin(t, testAlice)
-	b := e.rawLogin(t, testAlice)
-	for _, c := range []*rawClient{a, b} {
-		c.send("s SELECT INBOX")
-		c.expect("s OK")
-	}
+	a, b := e.twoOnInbox(t, testAlice)
 	a.send("a1 MOVE 2 Archive")
 	a.expect("a1 OK")
 	b.send("b1 FETCH 2 (UID FLAGS)")

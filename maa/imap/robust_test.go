@@ -33,6 +33,17 @@ func (e *testEnv) rawLogin(t *testing.T, user string) *rawClient {
 	return c
 }
 
+// twoOnInbox logs in twice as user, both sessions with INBOX selected.
+func (e *testEnv) twoOnInbox(t *testing.T, user string) (a, b *rawClient) {
+	t.Helper()
+	a, b = e.rawLogin(t, user), e.rawLogin(t, user)
+	for _, c := range []*rawClient{a, b} {
+		c.send("s SELECT INBOX")
+		c.expect("s OK")
+	}
+	return a, b
+}
+
 // send writes a line; the CRLF is added.
 func (c *rawClient) send(format string, args ...any) {
 	c.t.Helper()
@@ -444,12 +455,7 @@ func TestFetchEmptyHeaderList(t *testing.T) {
 func TestNewKeywordFlagsUpdate(t *testing.T) {
 	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
 	e.deliver(testAlice, "INBOX", testMessage(1, "one"))
-	a := e.rawLogin(t, testAlice)
-	b := e.rawLogin(t, testAlice)
-	for _, c := range []*rawClient{a, b} {
-		c.send("s SELECT INBOX")
-		c.expect("s OK")
-	}
+	a, b := e.twoOnInbox(t, testAlice)
 	a.send("a STORE 1 +FLAGS ($Foo)")
 	a.expect("a OK")
 	b.send("b NOOP")

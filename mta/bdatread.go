@@ -164,8 +164,24 @@ func (r *bdatReader) Read(p []byte) (int, error) {
 		r.held = append(bytes.Clone(p[i+1:n]), r.held...)
 		n = i + 1
 	}
+	if len(r.line) == 0 && startTLSWithArgs(p[:n]) {
+		// go-smtp starts TLS at any line that begins with STARTTLS
+		// ("STARTTLS foo", "STARTTLSX"); RFC 3207 section 4 has no
+		// parameters, and such a line gets 501. Changed so, go-smtp
+		// refuses it as a bad command (501 5.5.2).
+		p[7] = '_'
+	}
 	r.follow(p[:n])
 	return n, err
+}
+
+// startTLSWithArgs: a whole command line that starts with STARTTLS and is
+// not STARTTLS alone.
+func startTLSWithArgs(line []byte) bool {
+	if !bytes.HasSuffix(line, []byte("\n")) || len(line) < 8 || !bytes.EqualFold(line[:8], []byte("STARTTLS")) {
+		return false
+	}
+	return len(bytes.TrimRight(line[8:], " \t\r\n")) > 0
 }
 
 // fill reads what is held, or else from r.

@@ -835,3 +835,16 @@ func TestBadCommandLimit(t *testing.T) {
 	d2.Expect("250")
 	d2.Cmd("QUIT", "221")
 }
+
+// TestStartTLSWithArguments: go-smtp started TLS at any line beginning
+// with STARTTLS; with parameters (or run on), it is 501 (RFC 3207 section
+// 4), and the plaintext session goes on; STARTTLS alone starts TLS.
+func TestStartTLSWithArguments(t *testing.T) {
+	_, _, addr := startTestServer(t, func(s *Server) { s.TLS = selfSigned(t) })
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	d.Cmd("STARTTLS foo", "501")
+	d.Cmd("STARTTLSX", "501")
+	d.Cmd("NOOP", "250")
+	d.Cmd("STARTTLS", "220")
+}

@@ -45,23 +45,12 @@ func parseHeader(body []byte) (mail.Header, error) {
 		return nil, errNoHeader
 	}
 	for _, f := range fields {
-		name, _, ok := bytes.Cut(f, []byte(":"))
-		if name = bytes.TrimRight(name, " \t"); !ok || !validFieldName(name) {
+		if name, _, ok := mailsyntax.FieldName(f); !ok || !mailsyntax.ValidFieldName(name) {
 			line, _, _ := bytes.Cut(f, []byte("\n"))
 			return nil, fmt.Errorf("malformed header: not a field: %q", trimLine(line))
 		}
 	}
 	return mail.Header(mailsyntax.Fields(hdr)), nil
-}
-
-// validFieldName: RFC 5322 section 2.2, printable ASCII but the colon.
-func validFieldName(name []byte) bool {
-	for _, c := range name {
-		if c <= ' ' || c >= 0x7f || c == ':' {
-			return false
-		}
-	}
-	return len(name) > 0
 }
 
 // trimLine shortens a line quoted in an error.

@@ -57,11 +57,7 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 	// The header as readers take it: "From :" is a From field (RFC 5322
 	// section 4.5), which Go's net/mail kept apart from "From", and a tab
 	// before a colon failed its parse.
-	first := parts[0]
-	if len(parts) == 1 {
-		first = first[:mailsyntax.HeaderLen(first)]
-	}
-	header := mail.Header(mailsyntax.Fields(first))
+	header := mail.Header(mailsyntax.Fields(parts[0][:headerEnd(parts)]))
 	if len(header["From"]) > 1 {
 		// RFC 5322 section 3.6 allows one; clients differ in which of
 		// several they show, and only one would be checked below.
@@ -98,25 +94,29 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 	return append(sig, pre.Bytes()...), parts, nil
 }
 
+// headerEnd is where the header ends in parts[0], the first of prepare's
+// parts: at its empty line or, when EndHeader split the message, at the
+// end of the part.
+func headerEnd(parts [][]byte) int {
+	if len(parts) == 1 {
+		return mailsyntax.HeaderLen(parts[0])
+	}
+	return len(parts[0])
+}
+
 // dropBcc takes the Bcc: and Resent-Bcc: fields out of the header, as
 // Postfix's cleanup does (message_drop_headers): the blind copies' own
 // addresses must not reach the other recipients (RFC 5322 section
 // 3.6.3). Clients rarely send one (mutt does, with write_bcc). parts is
-// prepare's: the header is the first part's, up to its empty line or, when
-// EndHeader split the message, the whole first part. Only when there is
+// prepare's (see headerEnd). Only when there is
 // such a field is a new first part made (the header's size), before the
 // message is signed.
 func dropBcc(parts [][]byte) [][]byte {
-	first := parts[0]
-	end := len(first)
-	if len(parts) == 1 {
-		end = mailsyntax.HeaderLen(first)
-	}
+	first, end := parts[0], headerEnd(parts)
 	var kept []byte
 	found, off := false, 0
 	for _, f := range mailsyntax.HeaderFields(first[:end]) {
-		name, _, _ := bytes.Cut(f, []byte(":"))
-		name = bytes.TrimSpace(name)
+		name, _, _ := mailsyntax.FieldName(f)
 		if bytes.EqualFold(name, []byte("Bcc")) || bytes.EqualFold(name, []byte("Resent-Bcc")) {
 			if !found {
 				kept = append(kept, first[:off]...)

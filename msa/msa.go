@@ -221,7 +221,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 			Message: "HELO/EHLO needs a domain name or an address literal"}
 	}
 	mta.NoteTLS(c)
-	mta.WatchChunks(c)
+	mta.WatchCommands(c)
 	id := newID()
 	_, isTLS := c.TLSConnectionState()
 	sess := &session{

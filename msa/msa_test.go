@@ -414,13 +414,12 @@ func TestLongLines(t *testing.T) {
 // TestBDATLongLinesTLS: after STARTTLS, a BDAT chunk that starts inside a
 // long line, in the write of its command, leaves the next command alone
 // (go-smtp counted the chunk's octets as a command line: see
-// mta.WatchChunks).
+// mta.WatchCommands).
 func TestBDATLongLinesTLS(t *testing.T) {
 	env := harness.Start(t, harness.Options{})
 	c := smtptest.Dial(t, env.Addr("submission"))
 	c.Cmd("EHLO client.example", "250")
-	c.Cmd("STARTTLS", "220")
-	s := smtptest.New(t, tls.Client(c.Conn, env.ClientTLS()))
+	s := c.StartTLS(env.ClientTLS())
 	s.Cmd("EHLO client.example", "250")
 	s.Cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+harness.User+"\x00"+harness.Password)), "235")
 	msg := testMessage(harness.User, harness.User, "bdat") + strings.Repeat("Y", 9000) + "\r\nend\r\n"

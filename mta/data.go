@@ -85,7 +85,7 @@ func AllowExactSize(r io.Reader) {
 // it back on. The limit is for command lines: a message's lines are
 // bounded only by its size, as Postfix takes them (RFC 5321 section
 // 4.5.3.1 asks for no limits where possible, and bulk and HTML senders
-// exceed 998). go-smtp itself lifts it for BDAT chunks (bdatReader keeps
+// exceed 998). go-smtp itself lifts it for BDAT chunks (cmdReader keeps
 // it off their octets). Bytes of the next
 // command pipelined after the final dot passed the limiter uncounted:
 // restore counts those of the line they leave open. If go-smtp's layout

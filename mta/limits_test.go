@@ -623,12 +623,7 @@ func TestTimeoutUnderSTARTTLS(t *testing.T) {
 	})
 	d := Dial(t, addr)
 	d.Cmd("EHLO client.example", "250")
-	d.Cmd("STARTTLS", "220")
-	tc := tls.Client(d.Conn, &tls.Config{InsecureSkipVerify: true})
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	td := smtptest.New(t, tc)
+	td := d.StartTLS(&tls.Config{InsecureSkipVerify: true})
 	td.Cmd("EHLO client.example", "250")
 	td.Send("NOOP") // no CRLF: a TLS record whose last octet is not LF
 	var lines []string
@@ -736,7 +731,7 @@ func TestShutdownCutDataLogged(t *testing.T) {
 // count after the chunk: the next command (or the BDAT LAST) got "500
 // Too long line" and the session ended. A chunk it refuses was dropped
 // with the limit on: a long line in it ended the session too, where RFC
-// 3030 section 2 has the chunk read and dropped. (See bdatReader.)
+// 3030 section 2 has the chunk read and dropped. (See cmdReader.)
 func TestBDATLongLines(t *testing.T) {
 	_, st, addr := startTestServer(t, nil)
 	msg := "Subject: long line via BDAT\r\n\r\n" + strings.Repeat("Y", 9000) + "\r\nend\r\n"

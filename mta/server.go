@@ -242,7 +242,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, errBadHelo
 	}
 	NoteTLS(c)
-	WatchChunks(c)
+	WatchCommands(c)
 	return newSession(b.srv, c), nil
 }
 

@@ -259,7 +259,7 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), er
 	}
 	// Bytes already buffered when DATA was read were sent before our 354:
 	// RFC 2920 section 3.1 makes DATA the last command of a group. They
-	// may be in go-smtp's reader, in the bdatReader under it (which hands
+	// may be in go-smtp's reader, in the cmdReader under it (which hands
 	// it commands a line at a time) or, past its 4 KiB, in the read-ahead
 	// under that (in plaintext; under TLS the TLS layer holds them).
 	pipelined := br.Buffered() > 0 || heldBack(s.conn) > 0 || readAhead(s.conn.Conn()) > 0

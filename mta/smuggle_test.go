@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/posthorn/posthorn/internal/smtptest"
 )
 
 // SmugglingForms are the end-of-data look-alikes of SMTP smuggling
@@ -193,12 +191,7 @@ func RunSmugglingTLS(t *testing.T, addr, rcpt string, stored func() int) {
 	before := stored()
 	d := Dial(t, addr)
 	d.Cmd("EHLO client.example", "250")
-	d.Cmd("STARTTLS", "220")
-	tc := tls.Client(d.Conn, &tls.Config{InsecureSkipVerify: true})
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	d = smtptest.New(t, tc)
+	d = d.StartTLS(&tls.Config{InsecureSkipVerify: true})
 	d.Cmd("EHLO client.example", "250")
 	d.Cmd("MAIL FROM:<bob@remote.example>", "250")
 	d.Cmd("RCPT TO:<"+rcpt+">", "250")

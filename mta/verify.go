@@ -386,7 +386,7 @@ func authorDomains(body []byte) ([]string, error) {
 	for _, f := range mailsyntax.HeaderFields(hdr) {
 		// "From :" is a From field too (RFC 5322 section 4.5), as the
 		// store and every reader take it.
-		if name, value, ok := bytes.Cut(f, []byte(":")); ok && strings.EqualFold(string(bytes.TrimRight(name, " \t")), "From") {
+		if name, value, ok := mailsyntax.FieldName(f); ok && strings.EqualFold(string(name), "From") {
 			from, n = value, n+1
 		}
 	}

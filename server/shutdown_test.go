@@ -108,9 +108,7 @@ func TestShutdownTellsTLSSessions(t *testing.T) {
 	for _, name := range []string{"submission", "smtp"} {
 		c := smtptest.Dial(t, env.Addr(name))
 		c.Cmd("EHLO client.example", "250")
-		c.Cmd("STARTTLS", "220")
-		sc := tls.Client(c.Conn, env.ClientTLS())
-		sessions[name] = smtptest.New(t, sc)
+		sessions[name] = c.StartTLS(env.ClientTLS())
 		sessions[name].Cmd("EHLO client.example", "250")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -104,7 +104,7 @@ func (p *mimeParser) header(b []byte) (textproto.Header, int) {
 			// White space before the colon is obsolete syntax (RFC 5322
 			// section 4.5), kept as the IMAP section locator keeps it.
 			colon := bytes.IndexByte(body, ':')
-			if colon > 0 && validFieldName(bytes.TrimRight(body[:colon], " \t")) && n < p.maxFields && p.budget > 0 {
+			if colon > 0 && mailsyntax.ValidFieldName(bytes.TrimRight(body[:colon], " \t")) && n < p.maxFields && p.budget > 0 {
 				kept = appendLine(kept, body)
 				n++
 				p.budget--
@@ -138,19 +138,6 @@ func parseHeaderBytes(kept []byte) textproto.Header {
 		return textproto.Header{}
 	}
 	return h
-}
-
-// validFieldName: printable US-ASCII except ':' (RFC 5322 section 2.2).
-func validFieldName(k []byte) bool {
-	if len(k) == 0 {
-		return false
-	}
-	for _, c := range k {
-		if c < 33 || c > 126 {
-			return false
-		}
-	}
-	return true
 }
 
 // envelope builds the ENVELOPE (RFC 9051 section 7.5.2): subject and

@@ -47,8 +47,7 @@ func HeaderFields(hdr []byte) [][]byte {
 func Fields(hdr []byte) map[string][]string {
 	out := map[string][]string{}
 	for _, f := range HeaderFields(hdr) {
-		name, value, ok := bytes.Cut(f, []byte(":"))
-		name = bytes.TrimRight(name, " \t")
+		name, value, ok := FieldName(f)
 		if !ok || len(name) == 0 {
 			continue
 		}
@@ -57,6 +56,26 @@ func Fields(hdr []byte) map[string][]string {
 		out[key] = append(out[key], strings.TrimSpace(string(value)))
 	}
 	return out
+}
+
+// FieldName splits a header field (as HeaderFields gives it) at its
+// colon: the name without the white space the obsolete syntax allows
+// before the colon (RFC 5322 section 4.5), and the value as it is. ok is
+// false when there is no colon.
+func FieldName(f []byte) (name, value []byte, ok bool) {
+	name, value, ok = bytes.Cut(f, []byte(":"))
+	return bytes.TrimRight(name, " \t"), value, ok
+}
+
+// ValidFieldName: a field name of RFC 5322 section 2.2, printable ASCII
+// but the colon (which FieldName has cut off).
+func ValidFieldName(name []byte) bool {
+	for _, c := range name {
+		if c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return len(name) > 0
 }
 
 // lineEnd returns the index after the line of b that starts at i.

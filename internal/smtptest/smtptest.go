@@ -6,6 +6,7 @@ package smtptest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"strings"
@@ -77,6 +78,18 @@ func (s *Conn) Cmd(line, prefix string) string {
 	s.t.Helper()
 	s.Send(line + "\r\n")
 	return s.Expect(prefix)
+}
+
+// StartTLS sends STARTTLS, makes the TLS handshake with cfg on the
+// connection, and returns the client that speaks inside it.
+func (s *Conn) StartTLS(cfg *tls.Config) *Conn {
+	s.t.Helper()
+	s.Cmd("STARTTLS", "220")
+	tc := tls.Client(s.Conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		s.t.Fatalf("TLS handshake: %v", err)
+	}
+	return New(s.t, tc)
 }
 
 // Closed reports whether the server closed the connection (within 10

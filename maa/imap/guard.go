@@ -396,7 +396,7 @@ func (c *guardConn) emit(p []byte) (int, error) {
 			return len(p), nil
 		}
 	}
-	if q, ok := hideCaps(p, c.out.lineStart()); ok {
+	if q, ok := hideCaps(p, c.out.lineStart); ok {
 		c.out.see(q)
 		if _, err := c.write(q); err != nil {
 			return 0, err
@@ -418,15 +418,15 @@ const hiddenCap = " UTF8=ACCEPT"
 
 // hideCaps removes hiddenCap from the capability list that p starts with
 // ("* CAPABILITY ..." or a "[CAPABILITY ...]" response code), when p
-// starts a response line (start) and holds that line whole; go-imap
-// writes each such response at once.
-func hideCaps(p []byte, start bool) ([]byte, bool) {
+// starts a response line (start, asked only then: every write comes here)
+// and holds that line whole; go-imap writes each such response at once.
+func hideCaps(p []byte, start func() bool) ([]byte, bool) {
 	i := bytes.IndexByte(p, '\n')
-	if !start || i < 0 {
+	if i < 0 {
 		return p, false
 	}
 	line := p[:i+1]
-	if !bytes.HasPrefix(line, []byte("* CAPABILITY ")) && !bytes.Contains(line, []byte(" [CAPABILITY ")) {
+	if !bytes.HasPrefix(line, []byte("* CAPABILITY ")) && !bytes.Contains(line, []byte(" [CAPABILITY ")) || !start() {
 		return p, false
 	}
 	for j := 0; ; {

@@ -135,11 +135,10 @@ func (ss *session) update() error {
 		ss.errf(codeSysTemp+"Some deleted messages not removed, try again later (id %s)", id)
 		return errAbort
 	}
-	uids := d.toRemove()
 	if err := d.sync(); err != nil {
-		return failed("maildrop state at QUIT unknown", err, len(uids))
+		return failed("maildrop state at QUIT unknown", err, len(d.toRemove()))
 	}
-	uids = d.toRemove()
+	uids := d.toRemove()
 	if len(uids) > 0 {
 		if _, err := ss.srv.Store.Expunge(ss.account, inbox, uids); err != nil {
 			return failed("expunge at QUIT failed", err, len(uids))

@@ -14,8 +14,14 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// bdatReader keeps go-smtp's command line limit (its lineLimitReader)
-// off the octets of BDAT chunks (RFC 3030). go-smtp v0.25.1 counts line
+// cmdReader is the reader under go-smtp's command line limiter (its
+// lineLimitReader): it hands go-smtp its commands a line at a time, and
+// their BDAT chunks apart. It mends three things of go-smtp v0.25.1: the
+// line limit on BDAT chunks, the bad command limit, and STARTTLS with
+// parameters.
+//
+// It keeps the command line limit off the octets of BDAT chunks (RFC
+// 3030). go-smtp v0.25.1 counts line
 // lengths in what it reads from the connection, a bufio fill at a time,
 // not in the lines it takes, and BDAT broke it twice:
 //
@@ -44,7 +50,10 @@ import (
 // and bounces the message); from EHLO on, it is ended at the
 // maxBadCommands'th, as Postfix does at its hard error limit, with a 421
 // (go-smtp's reply to a failed read).
-type bdatReader struct {
+//
+// And go-smtp starts TLS at any line that begins with STARTTLS; one with
+// parameters gets 501 (see startTLSWithArgs).
+type cmdReader struct {
 	r          io.Reader // what the limiter read before
 	limit, cur *int      // the limiter's fields (see lineLimiter)
 	max        int       // the limit to put back after a chunk
@@ -68,11 +77,11 @@ var errTooManyCommands = errors.New("too many bad commands")
 // maxBDATLine is how much of a command line is kept to recognise BDAT.
 const maxBDATLine = 512
 
-// WatchChunks puts a bdatReader under go-smtp's line limiter of c.
-// Sessions call it in NewSession (go-smtp's goroutine, no
-// read running); after STARTTLS go-smtp makes a new limiter, and a new
-// session. If go-smtp's layout changed, it does nothing.
-func WatchChunks(c *smtp.Conn) {
+// WatchCommands puts a cmdReader under go-smtp's line limiter of c.
+// Sessions call it in NewSession (go-smtp's goroutine, no read running);
+// after STARTTLS go-smtp makes a new limiter, and a new session. If
+// go-smtp's layout changed, it does nothing.
+func WatchCommands(c *smtp.Conn) {
 	ll, ok := lineLimitReader(c)
 	if !ok {
 		return
@@ -81,7 +90,7 @@ func WatchChunks(c *smtp.Conn) {
 	if !fr.IsValid() || fr.Type() != reflect.TypeFor[io.Reader]() || !fr.CanSet() {
 		return
 	}
-	if cr, done := fr.Interface().(*bdatReader); done {
+	if cr, done := fr.Interface().(*cmdReader); done {
 		cr.pullBack(c) // a new EHLO in the session
 		return
 	}
@@ -90,7 +99,7 @@ func WatchChunks(c *smtp.Conn) {
 	if !ok || *limit == 0 || max == 0 {
 		return
 	}
-	cr := &bdatReader{r: fr.Interface().(io.Reader), limit: limit, cur: cur, max: max}
+	cr := &cmdReader{r: fr.Interface().(io.Reader), limit: limit, cur: cur, max: max}
 	if f := reflect.ValueOf(c).Elem().FieldByName("errCount"); f.IsValid() && f.Kind() == reflect.Int {
 		cr.errCount = (*int)(unsafe.Pointer(f.UnsafeAddr()))
 	}
@@ -104,7 +113,7 @@ func WatchChunks(c *smtp.Conn) {
 // line at a time, followed and counted: go-smtp would run them out of
 // its buffer without reading. The limiter counts them again as they
 // come: its count starts at zero, at the start of a line.
-func (r *bdatReader) pullBack(c *smtp.Conn) {
+func (r *cmdReader) pullBack(c *smtp.Conn) {
 	br, ok := textReader(c)
 	if !ok || br.Buffered() == 0 {
 		return
@@ -116,21 +125,21 @@ func (r *bdatReader) pullBack(c *smtp.Conn) {
 	r.line, r.long = r.line[:0], false
 }
 
-// watcher returns the bdatReader of c, if it has one.
-func watcher(c *smtp.Conn) (*bdatReader, bool) {
+// watcher returns the cmdReader of c, if it has one.
+func watcher(c *smtp.Conn) (*cmdReader, bool) {
 	ll, ok := lineLimitReader(c)
 	if !ok {
 		return nil, false
 	}
 	if fr := ll.FieldByName("R"); fr.IsValid() && fr.CanInterface() {
-		r, ok := fr.Interface().(*bdatReader)
+		r, ok := fr.Interface().(*cmdReader)
 		return r, ok
 	}
 	return nil, false
 }
 
 // heldBack is the number of octets read from the connection that the
-// bdatReader of c holds back from go-smtp, if it has one.
+// cmdReader of c holds back from go-smtp, if it has one.
 func heldBack(c *smtp.Conn) int {
 	if r, ok := watcher(c); ok {
 		return len(r.held)
@@ -138,7 +147,7 @@ func heldBack(c *smtp.Conn) int {
 	return 0
 }
 
-func (r *bdatReader) Read(p []byte) (int, error) {
+func (r *cmdReader) Read(p []byte) (int, error) {
 	if r.owed && r.chunk == 0 {
 		*r.limit, *r.cur, r.owed = r.max, 0, false
 	}
@@ -185,7 +194,7 @@ func startTLSWithArgs(line []byte) bool {
 }
 
 // fill reads what is held, or else from r.
-func (r *bdatReader) fill(p []byte) (int, error) {
+func (r *cmdReader) fill(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -209,7 +218,7 @@ func (r *bdatReader) fill(p []byte) (int, error) {
 
 // follow takes the octets of a command line handed over (one line at
 // most, its end last); at the end of a BDAT line, the chunk follows.
-func (r *bdatReader) follow(b []byte) {
+func (r *cmdReader) follow(b []byte) {
 	end := b[len(b)-1] == '\n'
 	if !r.long {
 		if len(r.line)+len(b) > maxBDATLine {
@@ -234,8 +243,7 @@ func (r *bdatReader) follow(b []byte) {
 // ok when it is a BDAT that a chunk of size octets follows.
 func bdatSize(line string) (size int64, ok bool) {
 	line = strings.TrimRight(line, "\r\n")
-	if len(line) < 6 || !strings.EqualFold(line[:4], "BDAT") || line[4] != ' ' ||
-		strings.HasPrefix(strings.ToUpper(line), "STARTTLS") {
+	if len(line) < 6 || !strings.EqualFold(line[:4], "BDAT") || line[4] != ' ' {
 		return 0, false
 	}
 	args := strings.Fields(strings.TrimSpace(line[5:]))

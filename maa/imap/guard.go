@@ -547,6 +547,7 @@ type literalGuard struct {
 	cmdLen   int64  // bytes of the current command, outside literals
 	cmd      []byte // the start of the command's first line, up to cmdPrefixMax
 	fetch    bool   // the command is a FETCH
+	enable   bool   // the command is an ENABLE
 	win      []byte // the end of the FETCH command, for an empty header list
 
 	// appendLit: the literal being passed on is an APPEND's, and paren:
@@ -734,7 +735,7 @@ func (g *literalGuard) filter(in []byte, full bool) (out, rest int, ref *refusal
 func (g *literalGuard) newCommand() {
 	g.cmd = g.cmd[:0]
 	g.cmdLen = 0
-	g.fetch = false
+	g.fetch, g.enable = false, false
 	g.win = g.win[:0]
 	g.plusLine = false
 	g.emptyHeaderList.Store(false)
@@ -761,9 +762,35 @@ func (g *literalGuard) see(seg []byte) {
 		g.cmd = append(g.cmd, seg[:min(len(seg), cmdPrefixMax-len(g.cmd))]...)
 		c := g.command()
 		g.fetch = c == "FETCH" || c == "UID FETCH"
+		g.enable = c == "ENABLE"
 	}
 	if g.fetch {
 		g.watchFetch(seg)
+	}
+	if g.enable {
+		g.watchEnable(seg)
+	}
+}
+
+// watchEnable keeps an ENABLE command from enabling UTF8=ACCEPT, which the
+// server does not offer (see hiddenCap): imapserver enables it whatever
+// CAPABILITY said, and then reads names as modified UTF-7 all the same,
+// so that a client in UTF-8 mode could not name "R&D" (mutt and neomutt
+// send the ENABLE to any server with ENABLE). The last octet of the
+// capability is changed, in seg, before it reaches the parser: imapserver
+// then takes it for one it does not know and leaves it out of ENABLED, as
+// Dovecot answers. The command may come in pieces: the capability is
+// recognised at its last octet, which is in seg.
+func (g *literalGuard) watchEnable(seg []byte) {
+	const utf8Accept = " UTF8=ACCEPT"
+	for k, b := range seg {
+		if len(g.win) == fetchWindow {
+			g.win = g.win[:copy(g.win, g.win[1:])]
+		}
+		g.win = append(g.win, b)
+		if hasSuffixFold(g.win, utf8Accept) {
+			seg[k] = '_'
+		}
 	}
 }
 

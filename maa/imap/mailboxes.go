@@ -53,9 +53,12 @@ func validSpecialUse(s string) bool {
 	return false
 }
 
-// Delete implements DELETE (RFC 9051 section 6.3.5). INBOX cannot be
-// deleted; a mailbox with children is refused, as Dovecot does, since the
-// store has no \Noselect placeholders.
+// Delete implements DELETE (RFC 9051 section 6.3.4). INBOX cannot be
+// deleted. A mailbox with children is deleted, its messages with it, and
+// its children stay: its name is then listed \Noselect while they exist
+// (see listEntries), as in Dovecot, and mbsync's "Remove Both" deletes a
+// tree parent first. Such a name cannot be deleted (RFC 9051: it has
+// inferiors and \Noselect).
 func (ss *session) Delete(name string) error {
 	name, err := checkName(name)
 	if err != nil {
@@ -68,10 +71,13 @@ func (ss *session) Delete(name string) error {
 	if err != nil {
 		return ss.storeError("delete", err)
 	}
+	exists, children := false, false
 	for _, mb := range boxes {
-		if strings.HasPrefix(mb.Name, name+string(Delim)) {
-			return noErr(imapv2.ResponseCodeHasChildren, "Mailbox has children, delete them first")
-		}
+		exists = exists || mb.Name == name
+		children = children || strings.HasPrefix(mb.Name, name+string(Delim))
+	}
+	if !exists && children {
+		return noErr(imapv2.ResponseCodeHasChildren, "Mailbox does not exist, only mailboxes under it")
 	}
 	// Deleting the selected mailbox: this session is not ended, as the
 	// others that have it selected are (hub.deleted); it sees every

@@ -1,9 +1,11 @@
 package imap
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	imapv2 "github.com/emersion/go-imap/v2"
 )
@@ -59,9 +61,6 @@ func TestMailboxLifecycle(t *testing.T) {
 	if got = listNames(t, l); !hasAttr(got["Work"], imapv2.MailboxAttrHasChildren) || !hasAttr(got["Sent"], imapv2.MailboxAttrHasNoChildren) {
 		t.Fatalf("LIST %%: %v", got)
 	}
-	if err := c.Delete("Work").Wait(); imapCode(err) != imapv2.ResponseCodeHasChildren {
-		t.Fatalf("DELETE with children: %v", err)
-	}
 	if err := c.Rename("Work", "Jobs", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -73,10 +72,41 @@ func TestMailboxLifecycle(t *testing.T) {
 	if _, ok := got["Work/Projects"]; ok {
 		t.Fatalf("old name still listed: %v", keys(got))
 	}
-	for _, n := range []string{"Jobs/Projects/Posthorn", "Jobs/Projects", "Jobs"} {
+	// A parent is deleted with its messages; its children stay, under a
+	// \Noselect name that cannot be deleted or selected (RFC 9051 6.3.4),
+	// as in Dovecot. mbsync's "Remove Both" deletes a tree parent first.
+	e.deliver(testAlice, "Jobs", testMessage(1, "in the parent"))
+	if err := c.Delete("Jobs").Wait(); err != nil {
+		t.Fatalf("DELETE with children: %v", err)
+	}
+	l, _ = c.List("", "Jobs*", nil).Collect()
+	got = listNames(t, l)
+	if len(got) != 3 || !hasAttr(got["Jobs"], imapv2.MailboxAttrNoSelect) || !hasAttr(got["Jobs"], imapv2.MailboxAttrHasChildren) {
+		t.Fatalf("LIST after DELETE of the parent: %v", got)
+	}
+	if _, err := c.Select("Jobs", nil).Wait(); err == nil {
+		t.Fatal("SELECT of the deleted parent succeeded")
+	}
+	if err := c.Delete("Jobs").Wait(); imapCode(err) != imapv2.ResponseCodeHasChildren {
+		t.Fatalf("DELETE of a \\Noselect name with children: %v", err)
+	}
+	if err := c.Create("Jobs", nil).Wait(); err != nil {
+		t.Fatalf("CREATE of the deleted parent: %v", err)
+	}
+	if mb, err := c.Select("Jobs", nil).Wait(); err != nil || mb.NumMessages != 0 {
+		t.Fatalf("the parent made again: %v, %v", mb, err)
+	}
+	if err := c.Unselect().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"Jobs", "Jobs/Projects", "Jobs/Projects/Posthorn"} {
 		if err := c.Delete(n).Wait(); err != nil {
 			t.Fatalf("DELETE %s: %v", n, err)
 		}
+	}
+	l, _ = c.List("", "Jobs*", nil).Collect()
+	if len(l) != 0 {
+		t.Fatalf("LIST after deleting the tree: %v", listNames(t, l))
 	}
 	if err := c.Delete("INBOX").Wait(); err == nil {
 		t.Fatal("DELETE INBOX succeeded")
@@ -328,6 +358,27 @@ func TestNoUTF8Accept(t *testing.T) {
 	c.send(`3 LIST "" "R*"`)
 	if got := strings.Join(c.expect("3 OK"), ""); !strings.Contains(got, `"R&-D"`) && !strings.Contains(got, ` R&-D`) {
 		t.Errorf("LIST: %q", got)
+	}
+	// ENABLE UTF8=ACCEPT, which mutt and neomutt send to any server
+	// with ENABLE, enables nothing (as in Dovecot): names stay modified
+	// UTF-7. The capability may come in pieces.
+	for i, parts := range [][]string{{"4 ENABLE UTF8=ACCEPT\r\n"}, {"5 ENABLE IMAP4rev1 utf8=ac", "cept\r\n"}} {
+		for _, p := range parts {
+			if _, err := conn.Write([]byte(p)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		got := strings.Join(c.expect(fmt.Sprintf("%d OK", i+4)), "")
+		if !strings.Contains(got, "* ENABLED") || strings.Contains(strings.ToUpper(got), "UTF8=ACCEPT") {
+			t.Errorf("ENABLE answered %q", got)
+		}
+	}
+	c.send(`6 SELECT "R&-D"`)
+	c.expect("6 OK")
+	c.send(`7 LIST "" "R*"`)
+	if got := strings.Join(c.expect("7 OK"), ""); !strings.Contains(got, `"R&-D"`) && !strings.Contains(got, ` R&-D`) {
+		t.Errorf("LIST after ENABLE: %q", got)
 	}
 	body := "Subject: caps\r\n\r\n* CAPABILITY IMAP4rev1 UTF8=ACCEPT\r\n1 OK [CAPABILITY IMAP4rev1 UTF8=ACCEPT] x\r\n"
 	e.deliver(testAlice, "R&D", body)

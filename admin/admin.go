@@ -432,7 +432,7 @@ func aliasAdd(ctx context.Context, env *Env, req Request, out io.Writer) error {
 		}
 		targets = append(targets, a)
 	}
-	if err := checkAlias(env.Store, src, targets); err != nil {
+	if err := checkAlias(env, src, targets); err != nil {
 		return err
 	}
 	old, err := env.Store.Alias(src)
@@ -468,7 +468,8 @@ func (w withAlias) Alias(addr string) ([]string, error) {
 // address is an account's) or could not follow: a target in a domain of
 // ours that leads nowhere, or a loop. Mail to it would otherwise be
 // refused at RCPT time, long after the mistake.
-func checkAlias(st store.Store, src string, targets []string) error {
+func checkAlias(env *Env, src string, targets []string) error {
+	st := env.Store
 	if !strings.HasPrefix(src, "@") {
 		if _, err := st.Account(src); err == nil {
 			return fmt.Errorf("%s is an account: an alias of the same address would never be used", src)
@@ -476,7 +477,12 @@ func checkAlias(st store.Store, src string, targets []string) error {
 			return err
 		}
 	}
+	// The server's own name, as delivery resolves it: postmaster@ the
+	// host name leads back into our domains.
 	agent := &mda.Agent{Store: withAlias{st, src, targets}}
+	if env.Config != nil {
+		agent.Hostname = env.Config.Hostname
+	}
 	for _, t := range targets {
 		_, err := agent.Resolve(t)
 		switch {

@@ -14,11 +14,15 @@
 //     exact address, then the same two for "user" without its "+tag"
 //     (subaddressing; the message goes to INBOX), then the domain's
 //     catch-all alias "@domain", which has the lowest priority; then,
-//     for postmaster only, the domain's oldest account (RFC 5321 section
-//     4.5.1 requires postmaster to be accepted).
-//   - Alias targets in our domains are resolved again, so aliases nest;
-//     an address met twice on one path, or a nesting deeper than
-//     maxAliasDepth, is ErrAliasLoop. Targets elsewhere are Route.Remote.
+//     for postmaster only, the domain's oldest account, or the server's
+//     postmaster for a domain without accounts (RFC 5321 section 4.5.1
+//     requires postmaster to be accepted).
+//   - Alias targets in our domains, and postmaster at the server's own
+//     name, are resolved again, so aliases nest; an address met twice on
+//     one path, or a nesting deeper than maxAliasDepth, is ErrAliasLoop.
+//     A target that leads nowhere (a member deleted or disabled) is left
+//     out while another takes the message. Targets elsewhere are
+//     Route.Remote.
 //   - Deliver hands every local account to store.Deliver in one call: the
 //     body is stored once, the per-recipient Return-Path and Delivered-To
 //     (RFC 5321 section 4.4; RFC 9228) go in store.Delivery.Prefix, and
@@ -136,17 +140,24 @@ func (a *Agent) Resolve(address string) (Route, error) {
 	if err != nil {
 		return Route{}, err
 	}
-	if !ok {
-		if a.Hostname != "" && domain == strings.ToLower(strings.TrimSuffix(a.Hostname, ".")) {
-			return a.hostPostmaster(local)
-		}
-		return Route{}, ErrNotOurDomain
-	}
 	var r Route
-	if err := a.expand(local, domain, 0, map[string]bool{}, &r); err != nil {
+	switch {
+	case ok:
+		err = a.expand(local, domain, 0, map[string]bool{}, &r)
+	case a.isHost(domain):
+		err = a.hostPostmaster(local, 0, map[string]bool{}, &r)
+	default:
+		err = ErrNotOurDomain
+	}
+	if err != nil {
 		return Route{}, err
 	}
 	return r, nil
+}
+
+// isHost tells whether domain is the server's own name.
+func (a *Agent) isHost(domain string) bool {
+	return a.Hostname != "" && domain == strings.ToLower(strings.TrimSuffix(a.Hostname, "."))
 }
 
 // splitAddress validates an address and returns its lower-case parts.
@@ -259,7 +270,20 @@ func (a *Agent) expandExact(addr, via string, depth int, seen map[string]bool, r
 	return true, a.expandTargets(targets, depth, seen, r)
 }
 
+// expandTargets adds where an alias's targets lead to r. A target that
+// leads nowhere (an account deleted or disabled since the alias was made)
+// is left out, with a warning, while another target takes the message,
+// as Postfix delivers to a list's other members: one gone member must not
+// have the whole alias refuse mail. When none does, that is the error.
+//
+// A target at the server's own name (postmaster@mail.example.org) is
+// resolved here, on the same path, as Resolve does: were it queued as
+// remote, the queue would deliver it locally (it is ours), resolving the
+// alias again on a path of its own, and an alias (or a catch-all) that
+// leads to it would forward one message to itself without end.
 func (a *Agent) expandTargets(targets []string, depth int, seen map[string]bool, r *Route) error {
+	var gone error
+	took := false
 	for _, t := range targets {
 		local, domain, err := splitAddress(t)
 		if err != nil {
@@ -269,13 +293,32 @@ func (a *Agent) expandTargets(targets []string, depth int, seen map[string]bool,
 		if err != nil {
 			return err
 		}
-		if !ours {
+		switch {
+		case ours:
+			err = a.expand(local, domain, depth+1, seen, r)
+		case a.isHost(domain):
+			err = a.hostPostmaster(local, depth+1, seen, r)
+			if errors.Is(err, ErrNotOurDomain) {
+				err = nil
+				addUnique(&r.Remote, local+"@"+domain)
+			}
+		default:
 			addUnique(&r.Remote, local+"@"+domain)
-			continue
 		}
-		if err := a.expand(local, domain, depth+1, seen, r); err != nil {
+		switch {
+		case err == nil:
+			took = true
+		case errors.Is(err, ErrUnknownUser):
+			if a.Logger != nil {
+				a.Logger.Warn("alias target leads nowhere: left out", "target", t)
+			}
+			gone = err
+		default:
 			return err
 		}
+	}
+	if !took && gone != nil {
+		return gone
 	}
 	return nil
 }
@@ -303,22 +346,27 @@ func (a *Agent) postmaster(domain string, r *Route) error {
 		}
 	}
 	if first == nil {
+		if domain != "" {
+			// A domain of aliases only (or forwards): its postmaster is
+			// the server's.
+			return a.postmaster("", r)
+		}
 		return ErrUnknownUser
 	}
 	r.addAccount(first.Address, first.Address)
 	return nil
 }
 
-// hostPostmaster routes postmaster and MAILER-DAEMON at the server's own
-// name (which is not one of its mail domains) to the postmaster of the
-// domain the name is in, when that is ours (mail.example.org: that of
-// example.org), or else to the oldest account.
-func (a *Agent) hostPostmaster(local string) (Route, error) {
+// hostPostmaster adds to r where postmaster and MAILER-DAEMON at the
+// server's own name (which is not one of its mail domains) lead: to the
+// postmaster of the domain the name is in, when that is ours
+// (mail.example.org: that of example.org), or else to the oldest account.
+// Other local parts there are ErrNotOurDomain.
+func (a *Agent) hostPostmaster(local string, depth int, seen map[string]bool, r *Route) error {
 	base, _, _ := strings.Cut(local, "+")
 	if base != "postmaster" && base != "mailer-daemon" {
-		return Route{}, ErrNotOurDomain
+		return ErrNotOurDomain
 	}
-	var r Route
 	host := strings.ToLower(strings.TrimSuffix(a.Hostname, "."))
 	for d := host; ; {
 		_, parent, ok := strings.Cut(d, ".")
@@ -326,19 +374,13 @@ func (a *Agent) hostPostmaster(local string) (Route, error) {
 			break
 		}
 		if served, err := a.Store.HasDomain(parent); err != nil {
-			return Route{}, err
+			return err
 		} else if served {
-			if err := a.expand("postmaster", parent, 0, map[string]bool{}, &r); err != nil {
-				return Route{}, err
-			}
-			return r, nil
+			return a.expand("postmaster", parent, depth, seen, r)
 		}
 		d = parent
 	}
-	if err := a.postmaster("", &r); err != nil {
-		return Route{}, err
-	}
-	return r, nil
+	return a.postmaster("", r)
 }
 
 func addUnique(list *[]string, s string) {

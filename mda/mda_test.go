@@ -199,7 +199,7 @@ func TestPostmaster(t *testing.T) {
 		{"postmaster+dmarc@example.test", []string{"alice@example.test"}, nil},
 		{"postmaster@other.test", []string{"carol@other.test"}, nil}, // the catch-all
 		{"postmaster@aliased.test", []string{"bob@example.test"}, nil},
-		{"postmaster@empty.test", nil, ErrUnknownUser},
+		{"postmaster@empty.test", []string{"alice@example.test"}, nil}, // the server's postmaster
 		{"webmaster@example.test", nil, ErrUnknownUser},
 	}
 	for _, c := range cases {
@@ -234,5 +234,87 @@ func TestHostPostmaster(t *testing.T) {
 		if !errors.Is(err, c.err) || err == nil && !reflect.DeepEqual(r, c.route) {
 			t.Errorf("hostname %q: Resolve(%q) = %+v, %v; want %+v, %v", c.host, c.addr, r, err, c.route, c.err)
 		}
+	}
+}
+
+// TestAliasToHostPostmaster: an alias target at the server's own name is
+// resolved on the alias's own path, as Resolve resolves the address. It
+// was queued as remote, and the queue delivered it locally (it is ours),
+// resolving the alias again: an alias or catch-all leading to
+// postmaster@<hostname> forwarded one message to itself without end.
+func TestAliasToHostPostmaster(t *testing.T) {
+	a, st := newAgent(t)
+	a.Hostname = "mail.example.test"
+	if err := st.AddAlias("abuse@example.test", []string{"postmaster@mail.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.Resolve("abuse@example.test")
+	if err != nil || !reflect.DeepEqual(r, accounts("alice@example.test")) {
+		t.Errorf("abuse@ -> postmaster@host: %+v, %v; want alice's INBOX", r, err)
+	}
+	// postmaster@example.test -> postmaster@mail.example.test is
+	// postmaster@example.test again.
+	if err := st.AddAlias("postmaster@example.test", []string{"postmaster@mail.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"postmaster@example.test", "abuse@example.test", "postmaster@mail.example.test"} {
+		if r, err := a.Resolve(addr); !errors.Is(err, ErrAliasLoop) {
+			t.Errorf("%s: %+v, %v; want an alias loop", addr, r, err)
+		}
+	}
+	// The catch-all form: any unknown address led there.
+	if err := st.DeleteAlias("postmaster@example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAlias("@example.test", []string{"postmaster@mail.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.Resolve("nobody@example.test"); !errors.Is(err, ErrAliasLoop) {
+		t.Errorf("catch-all to postmaster@host: %+v, %v; want an alias loop", r, err)
+	}
+	// Other local parts at the host name are not ours: remote, as before.
+	if err := st.AddAlias("fwd@other.test", []string{"someone@mail.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.Resolve("fwd@other.test"); err != nil || !reflect.DeepEqual(r.Remote, []string{"someone@mail.example.test"}) {
+		t.Errorf("fwd@other.test: %+v, %v", r, err)
+	}
+}
+
+// TestAliasMemberGone: a member of an alias deleted or disabled since it
+// was made is left out; the others get the message, as in Postfix. The
+// alias is refused only when no member is left.
+func TestAliasMemberGone(t *testing.T) {
+	a, st := newAgent(t)
+	for _, u := range []string{"dave@example.test", "erin@example.test"} {
+		if err := st.AddAccount(u, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.AddAlias("grp@example.test", []string{"alice@example.test", "dave@example.test", "erin@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAlias("pair@example.test", []string{"dave@example.test", "erin@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetDisabled("dave@example.test", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteAccount("erin@example.test"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.Resolve("grp@example.test")
+	if err != nil || !reflect.DeepEqual(r, accounts("alice@example.test")) {
+		t.Errorf("grp@: %+v, %v; want alice alone", r, err)
+	}
+	if r, err := a.Resolve("pair@example.test"); !errors.Is(err, ErrUnknownUser) {
+		t.Errorf("pair@ with both members gone: %+v, %v; want no such user", r, err)
+	}
+	// A loop is still an error, whatever the other members.
+	if err := st.AddAlias("mixed@example.test", []string{"alice@example.test", "loop1@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Resolve("mixed@example.test"); !errors.Is(err, ErrAliasLoop) {
+		t.Errorf("mixed@: %v, want an alias loop", err)
 	}
 }

@@ -139,6 +139,9 @@ func TestCLIStopped(t *testing.T) {
 	mustRun(t, "", "--config", cfg, "alias", "add", "a@other.org", "b@other.org", "bob@example.org")
 	mustFail(t, "would make a loop", "--config", cfg, "alias", "add", "b@other.org", "a@other.org")
 	mustFail(t, "would make a loop", "--config", cfg, "alias", "add", "@other.org", "x@other.org")
+	// postmaster@<hostname> is postmaster@example.org: delivery forwarded
+	// one message to itself without end through such an alias.
+	mustFail(t, "would make a loop", "--config", cfg, "alias", "add", "postmaster@example.org", "postmaster@mail.example.org")
 	mustFail(t, "is an account", "--config", cfg, "alias", "add", "bob@example.org", "someone@elsewhere.net")
 	mustFail(t, "is an alias", "--config", cfg, "user", "add", "b@other.org", "--password-stdin")
 	if out := mustRun(t, "", "--config", cfg, "alias", "add", "a@other.org", "bob@example.org"); !strings.Contains(out, "replaces -> b@other.org, bob@example.org") {

@@ -22,6 +22,7 @@ import (
 	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/msa"
+	"github.com/posthorn/posthorn/mta"
 )
 
 // dial opens an authenticated submission session on 587 with STARTTLS.
@@ -455,5 +456,17 @@ func TestDisabledMidSession(t *testing.T) {
 	err = send(c, harness.User, []string{"someone@remote.example"}, testMessage(harness.User, "someone@remote.example", "after"))
 	if code(err) != 550 {
 		t.Fatalf("MAIL after the disable: %v, want 550", err)
+	}
+}
+
+// TestTooManyHops: submission refuses a looping message too (554 5.4.6).
+func TestTooManyHops(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	head := "From: <" + harness.User + ">\r\nSubject: x\r\n" + strings.Repeat("Received: from a by b; Fri, 27 Nov 2026 10:00:00 +0000\r\n", mta.MaxHops) + "\r\n"
+	if got := rawSubmit(t, env, head+"body"); !strings.HasPrefix(got, "554 5.4.6") {
+		t.Errorf("%d Received fields: %q, want 554 5.4.6", mta.MaxHops, got)
+	}
+	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 0 {
+		t.Fatalf("%d messages delivered", n)
 	}
 }

@@ -210,6 +210,11 @@ func (ss *session) Data(r io.Reader) error {
 		return reply(ss.log, mta.ShutdownCut(err, &ss.s.drain))
 	}
 	body := buf[headRoom:]
+	if err := mta.CheckHops(body); err != nil {
+		ss.log.Info("message rejected", "from", ss.from, "reason", "too many hops")
+		ss.s.Metrics.Inc(metrics.Rejected, "via", "submission", "reason", "hops")
+		return err
+	}
 	head, parts, err := ss.s.prepare(ss, body)
 	if err != nil {
 		ss.s.Metrics.Inc(metrics.Rejected, "via", "submission", "reason", "content")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/internal/mailsyntax"
 	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/store"
@@ -58,6 +59,8 @@ var (
 		Message: "SMTP protocol synchronization error: data sent before the 354 reply"}
 	errTooManyBad = &smtp.SMTPError{Code: codeClosing, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
 		Message: "Too many unknown recipients, closing connection"}
+	errTooManyHops = &smtp.SMTPError{Code: codeTransFailed, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
+		Message: "Too many hops (Received fields): routing loop detected"}
 	errDMARCReject = &smtp.SMTPError{Code: codeNoMailbox, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 		Message: "Message rejected by the sender domain's DMARC policy"}
 	// ErrNestedMail answers a MAIL inside a transaction (RFC 5321
@@ -174,6 +177,22 @@ func CheckCharset(addr string, smtpUTF8 bool) error {
 			}
 			return nil
 		}
+	}
+	return nil
+}
+
+// MaxHops is how many Received fields make a message refused as looping:
+// RFC 5321 section 6.3 asks for a large threshold, "normally at least
+// 100" (Postfix's hopcount_limit is 50). Without one, a forwarding loop
+// between two servers (an alias here to an address there that forwards
+// back) would go on for ever.
+const MaxHops = 100
+
+// CheckHops refuses a message with MaxHops Received fields or more (554
+// 5.4.6), on port 25 and on submission.
+func CheckHops(msg []byte) error {
+	if mailsyntax.Hops(msg) >= MaxHops {
+		return errTooManyHops
 	}
 	return nil
 }

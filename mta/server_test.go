@@ -221,3 +221,33 @@ func TestDialogs(t *testing.T) {
 		})
 	}
 }
+
+// TestTooManyHops: a message with MaxHops Received fields is refused as a
+// routing loop (RFC 5321 section 6.3), one with fewer is taken.
+func TestTooManyHops(t *testing.T) {
+	_, st, addr := startTestServer(t, nil)
+	d := Dial(t, addr)
+	d.Cmd("EHLO client.example", "250")
+	for _, c := range []struct {
+		hops int
+		want string
+	}{{MaxHops, "554 5.4.6"}, {MaxHops - 2, "250"}} {
+		var b strings.Builder
+		for i := 0; i < c.hops; i++ {
+			if i%2 == 0 {
+				b.WriteString("Received: from a.example by b.example;\r\n\tFri, 27 Nov 2026 10:00:00 +0000\r\n")
+			} else {
+				b.WriteString("RECEIVED : from c.example by d.example; Fri, 27 Nov 2026 10:00:00 +0000\r\n")
+			}
+		}
+		b.WriteString("Subject: loop\r\n\r\nReceived: in the body does not count\r\n.\r\n")
+		d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+		d.Cmd("RCPT TO:<alice@example.test>", "250")
+		d.Cmd("DATA", "354")
+		d.Send(b.String())
+		d.Expect(c.want)
+	}
+	if n := st.count(); n != 1 {
+		t.Fatalf("%d deliveries, want 1", n)
+	}
+}

@@ -178,6 +178,11 @@ func (s *session) Data(r io.Reader) error {
 		return s.refuse(err, 0, "data")
 	}
 	body := buf[off:]
+	if err := CheckHops(body); err != nil {
+		s.log.Info("message rejected", "from", s.from, "rcpts", s.rcpts, "reason", "too many hops")
+		s.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", "hops")
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.DNSTimeout)
 	v := verify(ctx, s.srv.dns, body, s.spf.verdict())
 	cancel()

@@ -152,3 +152,26 @@ func StripComments(s string) string {
 func TransferEncoding(v string) string {
 	return strings.ToLower(StripComments(v))
 }
+
+// Hops counts the Received fields of the header of msg (RFC 5321 section
+// 6.3: a count over a large threshold means a routing loop). It scans
+// the field names in place, allocating nothing.
+func Hops(msg []byte) int {
+	const name = "received"
+	hdr := msg[:HeaderLen(msg)]
+	n := 0
+	for i := 0; i < len(hdr); i = lineEnd(hdr, i) {
+		rest := hdr[i:]
+		if len(rest) <= len(name) || !bytes.EqualFold(rest[:len(name)], []byte(name)) {
+			continue
+		}
+		j := len(name)
+		for j < len(rest) && (rest[j] == ' ' || rest[j] == '\t') {
+			j++
+		}
+		if j < len(rest) && rest[j] == ':' {
+			n++
+		}
+	}
+	return n
+}

@@ -135,6 +135,11 @@ func Address(s string) (string, error) {
 	if !ok || local == "" {
 		return "", fmt.Errorf("%q is not a valid address", s)
 	}
+	if strings.ContainsAny(local, "%!") {
+		// Old relays route on them (RFC 5321 appendix C): delivery never
+		// does, so no mail would ever reach such an address.
+		return "", fmt.Errorf("%q is not a valid address: mail is never delivered to a local part with '%%' or '!'", s)
+	}
 	d, err := Domain(domain)
 	if err != nil {
 		return "", fmt.Errorf("%q is not a valid address: %v", s, err)

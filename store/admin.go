@@ -46,10 +46,24 @@ func (s *boltStore) DeleteDomain(name string) error {
 				}
 			}
 		}
+		// An alias to an address in the domain: once the domain is gone,
+		// its mail would be forwarded to whoever has the domain then.
+		c := t.tx.Bucket(bucketAliases).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var targets []string
+			if err := json.Unmarshal(v, &targets); err != nil {
+				return fmt.Errorf("alias %s: %w", k, err)
+			}
+			for _, tg := range targets {
+				if strings.TrimSuffix(strings.ToLower(tg[strings.LastIndexByte(tg, '@')+1:]), ".") == d {
+					return fmt.Errorf("domain %s is used by alias %s -> %s: %w", d, k, tg, ErrInUse)
+				}
+			}
+		}
 		dk := t.tx.Bucket(bucketDKIM)
 		prefix := []byte(d + "\x00")
 		var keys [][]byte
-		c := dk.Cursor()
+		c = dk.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 			keys = append(keys, append([]byte(nil), k...))
 		}

@@ -54,7 +54,9 @@ func addressDomain(a string) string {
 }
 
 // validLocalPart accepts RFC 5322 dot-atom text (section 3.2.3) plus
-// UTF-8 (RFC 6532 section 3.2), at most 64 octets (RFC 5321 4.5.3.1.1).
+// UTF-8 (RFC 6532 section 3.2), at most 64 octets (RFC 5321 4.5.3.1.1),
+// minus '%' and '!': delivery never routes on them (see package mda), so
+// an account or alias so named could never get mail.
 func validLocalPart(s string) bool {
 	if s == "" || len(s) > 64 || !utf8.ValidString(s) {
 		return false
@@ -66,7 +68,7 @@ func validLocalPart(s string) bool {
 		switch {
 		case r >= 0x80:
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-		case strings.ContainsRune("!#$%&'*+-/=?^_`{|}~.", r):
+		case strings.ContainsRune("#$&'*+-/=?^_`{|}~.", r):
 		default:
 			return false
 		}

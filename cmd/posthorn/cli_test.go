@@ -107,6 +107,10 @@ func TestCLIStopped(t *testing.T) {
 	// Bad input: one line naming the problem, non-zero exit, store unchanged.
 	mustFail(t, "not served here", "--config", cfg, "user", "add", "x@nowhere.org", "--password-stdin")
 	mustFail(t, "not a valid address", "--config", cfg, "user", "add", "not an address", "--password-stdin")
+	// Delivery never routes on '%' or '!' (RFC 5321 appendix C): such an
+	// account would never get mail.
+	mustFail(t, "not a valid address", "--config", cfg, "user", "add", "a%b@example.org", "--password-stdin")
+	mustFail(t, "not a valid address", "--config", cfg, "user", "add", "a!b@example.org", "--password-stdin")
 	mustFail(t, "not a valid domain", "--config", cfg, "domain", "add", "bad_domain!")
 	mustFail(t, "already exists", "--config", cfg, "user", "add", "bob@example.org", "--password-stdin")
 	if _, err := run(t, "\n", "--config", cfg, "user", "add", "carol@example.org", "--password-stdin"); err == nil || !strings.Contains(err.Error(), "empty") {
@@ -130,6 +134,15 @@ func TestCLIStopped(t *testing.T) {
 		t.Errorf("domains changed by failed commands: %q", out)
 	}
 	mustFail(t, "is used by bob@example.org", "--config", cfg, "domain", "del", "example.org")
+	// A domain an alias leads to is in use too: once deleted, the alias
+	// would forward its mail to whoever has the domain then.
+	mustRun(t, "", "--config", cfg, "domain", "add", "gone.org")
+	mustRun(t, "pw\n", "--config", cfg, "user", "add", "u@gone.org", "--password-stdin")
+	mustRun(t, "", "--config", cfg, "alias", "add", "fwd@example.org", "u@gone.org")
+	mustRun(t, "", "--config", cfg, "user", "del", "u@gone.org")
+	mustFail(t, "is used by alias fwd@example.org -> u@gone.org", "--config", cfg, "domain", "del", "gone.org")
+	mustRun(t, "", "--config", cfg, "alias", "del", "fwd@example.org")
+	mustRun(t, "", "--config", cfg, "domain", "del", "gone.org")
 
 	// Aliases the delivery agent could not follow are refused when made,
 	// not when mail comes: loops, targets of ours that lead nowhere, an

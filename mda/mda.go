@@ -133,6 +133,9 @@ type Agent struct {
 // Resolve says where an address leads, or why it does not.
 func (a *Agent) Resolve(address string) (Route, error) {
 	local, domain, err := splitAddress(address)
+	if errors.Is(err, ErrBadAddress) {
+		return Route{}, a.badLocal(address)
+	}
 	if err != nil {
 		return Route{}, err
 	}
@@ -153,6 +156,28 @@ func (a *Agent) Resolve(address string) (Route, error) {
 		return Route{}, err
 	}
 	return r, nil
+}
+
+// badLocal is Resolve's error for an address whose local part we never
+// deliver to: ErrBadAddress at our domains, but ErrNotOurDomain at
+// another host's, whose local parts are its own to read (RFC 5321 section
+// 2.4): submission relays "john doe"@, john%host@ or a 65-octet local
+// part there, as Postfix does, and the queue quotes it on the wire.
+func (a *Agent) badLocal(address string) error {
+	at := strings.LastIndexByte(address, '@')
+	if at <= 0 || strings.Count(address, "@") != 1 || strings.ContainsFunc(address, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return ErrBadAddress
+	}
+	domain := strings.ToLower(strings.TrimSuffix(address[at+1:], "."))
+	if !validDomain(domain) || a.isHost(domain) {
+		return ErrBadAddress
+	}
+	if ours, err := a.Store.HasDomain(domain); err != nil {
+		return err
+	} else if ours {
+		return ErrBadAddress
+	}
+	return ErrNotOurDomain
 }
 
 // isHost tells whether domain is the server's own name.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/posthorn/posthorn/store"
@@ -82,6 +83,14 @@ func TestResolve(t *testing.T) {
 		{"@example.test:alice@remote.example", Route{}, ErrBadAddress},
 		{"alice", Route{}, ErrBadAddress},
 		{".alice@example.test", Route{}, ErrBadAddress},
+		// Another host's local parts are its own to read: relayed on
+		// submission (go-smtp gives a quoted local part unquoted).
+		{"john doe@remote.example", Route{}, ErrNotOurDomain},
+		{"john%host@remote.example", Route{}, ErrNotOurDomain},
+		{"host!john@remote.example", Route{}, ErrNotOurDomain},
+		{strings.Repeat("x", 65) + "@remote.example", Route{}, ErrNotOurDomain},
+		{strings.Repeat("x", 65) + "@example.test", Route{}, ErrBadAddress},
+		{"a\x01b@remote.example", Route{}, ErrBadAddress},
 	}
 	for _, c := range cases {
 		r, err := a.Resolve(c.addr)

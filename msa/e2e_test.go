@@ -253,3 +253,32 @@ func TestE2EAliasForwardsThroughQueue(t *testing.T) {
 	}
 	waitQueueEmpty(t, p.A)
 }
+
+// TestE2ERemoteLocalPartForms: another host's local parts are its own to
+// read (RFC 5321 section 2.4): submission takes "john doe"@ and john%x@
+// there (it refused them, 553), and the queue sends them quoted as
+// needed. b, for its own domain, refuses both: the DSN shows what went
+// over the wire.
+func TestE2ERemoteLocalPartForms(t *testing.T) {
+	p := startPair(t)
+	c, err := dial(t, p.A, alice, pairPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, alice, []string{`"john doe"@b.test`, "john%x@b.test", bob}, testMessage(alice, bob, "forms")); err != nil {
+		t.Fatal(err)
+	}
+	waitMessages(t, p.B.Server.Store, bob, 1)
+	waitMessages(t, p.A.Server.Store, alice, 1)
+	waitQueueEmpty(t, p.A)
+	dsns := storetest.Bodies(t, p.A.Server.Store, alice, "INBOX")
+	if len(dsns) != 1 {
+		t.Fatalf("%d messages in alice's INBOX, want one DSN", len(dsns))
+	}
+	d := string(dsns[0])
+	for _, want := range []string{`Final-Recipient: rfc822; "john doe"@b.test`, "Final-Recipient: rfc822; john%x@b.test", "Diagnostic-Code: smtp; 550"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, d)
+		}
+	}
+}

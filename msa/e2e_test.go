@@ -150,7 +150,8 @@ func TestE2EQueueWaitsForRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := send(c, alice, []string{bob}, testMessage(alice, bob, "patience")); err != nil {
+	// The domain's trailing dot is not sent on (RFC 5321 section 4.1.2).
+	if err := send(c, alice, []string{bob + "."}, testMessage(alice, bob, "patience")); err != nil {
 		t.Fatal(err)
 	}
 	// The entry stays queued, with a failed attempt recorded.
@@ -162,6 +163,9 @@ func TestE2EQueueWaitsForRemote(t *testing.T) {
 		}
 		if len(es) != 1 {
 			t.Fatalf("%d queue entries, want 1", len(es))
+		}
+		if got := es[0].Recipients[0].Address; got != bob {
+			t.Fatalf("queued for %q, want %q", got, bob)
 		}
 		if es[0].Attempts > 0 {
 			if es[0].Recipients[0].Done || es[0].LastError == "" {

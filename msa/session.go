@@ -149,6 +149,9 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if ss.account == "" {
 		return errAuthRequired
 	}
+	// A domain may come with a trailing dot (a fully qualified name);
+	// RFC 5321 section 4.1.2 has none, and a strict next hop refuses it.
+	to = strings.TrimSuffix(to, ".")
 	at := strings.LastIndexByte(to, '@')
 	if at <= 0 || at == len(to)-1 {
 		return errBadAddress

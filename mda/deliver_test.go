@@ -41,9 +41,7 @@ func TestDeliverPastAFullMailbox(t *testing.T) {
 	a, st := newAgent(t)
 	q := &fakeQueue{}
 	a.Queue = q
-	if err := st.SetQuota("alice@example.test", 10); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Fill(t, st, "alice@example.test")
 	body := []byte("Subject: full\r\n\r\nhello\r\n")
 	env := Envelope{From: "x@remote.example", Recipients: []string{"alice+news@example.test", "bob@example.test"}, Junk: true}
 	res, err := a.Deliver(context.Background(), env, body)
@@ -68,9 +66,7 @@ func TestDeliverPastAFullMailbox(t *testing.T) {
 		t.Errorf("queued %+v %q, want %+v with the body", q.entries[0], q.bodies[0], want)
 	}
 
-	if err := st.SetQuota("bob@example.test", 10); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Fill(t, st, "bob@example.test")
 	_, err = a.Deliver(context.Background(), Envelope{From: "x@remote.example", Recipients: []string{"alice@example.test", "bob@example.test"}}, body)
 	if !errors.Is(err, store.ErrOverQuota) {
 		t.Errorf("every mailbox full: %v, want ErrOverQuota", err)
@@ -88,9 +84,7 @@ func TestDeliverFullMailboxesAndRemote(t *testing.T) {
 	q := &fakeQueue{}
 	a.Queue = q
 	for _, acct := range []string{"alice@example.test", "bob@example.test", "carol@other.test"} {
-		if err := st.SetQuota(acct, 10); err != nil {
-			t.Fatal(err)
-		}
+		storetest.Fill(t, st, acct)
 	}
 	res, err := a.Deliver(context.Background(), Envelope{From: "x@remote.example", Recipients: []string{"team@example.test"}},
 		[]byte("Subject: t\r\n\r\nhi\r\n"))

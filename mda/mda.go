@@ -64,6 +64,10 @@ var (
 	ErrBadAddress = errors.New("address not accepted")
 	// ErrAliasLoop: an alias expands into itself or too deep.
 	ErrAliasLoop = errors.New("alias loop")
+	// ErrQuotaTooSmall: the message is larger than a recipient's whole
+	// quota: no mailbox clean-up would make room, so it is a permanent
+	// failure (552 5.2.3), where a full mailbox is a temporary one.
+	ErrQuotaTooSmall = errors.New("message larger than the mailbox quota")
 	// ErrNoQueue: an alias forwards to a remote address but no outbound
 	// queue is wired; the sender should retry later (a temporary failure).
 	ErrNoQueue = errors.New("remote delivery is not available")
@@ -427,6 +431,9 @@ func (a *Agent) CheckQuota(r Route, size int64) error {
 		if err != nil {
 			return err
 		}
+		if acct.QuotaBytes > 0 && size > acct.QuotaBytes {
+			return fmt.Errorf("%w: %s", ErrQuotaTooSmall, addr)
+		}
 		if acct.QuotaBytes > 0 && acct.UsedBytes+size >= acct.QuotaBytes {
 			return fmt.Errorf("%w: %s", store.ErrOverQuota, addr)
 		}
@@ -517,6 +524,12 @@ func (a *Agent) deliverLocal(ctx context.Context, env Envelope, route Route, bod
 			to[i] = c.to
 		}
 		d, err := a.Store.Deliver(ctx, body, to)
+		if errors.Is(err, store.ErrOverQuota) && a.neverFit(copies, len(body)) {
+			// A copy of it is queued for each that cannot take it when
+			// another recipient takes the message (below): the queue
+			// then bounces it at once.
+			err = fmt.Errorf("%w (%v)", ErrQuotaTooSmall, err)
+		}
 		if !errors.Is(err, store.ErrOverQuota) || a.Queue == nil || round >= len(route.Accounts) {
 			return d, full, err
 		}
@@ -551,6 +564,18 @@ func (a *Agent) splitFull(copies []localCopy, size int) (room []localCopy, full 
 		}
 	}
 	return room, full, nil
+}
+
+// neverFit tells whether no account of copies could take body of size
+// octets even empty: each has a quota smaller than its copy.
+func (a *Agent) neverFit(copies []localCopy, size int) bool {
+	for _, c := range copies {
+		acct, err := a.Store.Account(c.to.Account)
+		if err != nil || acct.QuotaBytes <= 0 || int64(len(c.to.Prefix)+size) <= acct.QuotaBytes {
+			return false
+		}
+	}
+	return len(copies) > 0
 }
 
 // deferFull queues the copies of full mailboxes. The queue's worker

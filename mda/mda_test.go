@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/posthorn/posthorn/internal/storetest"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -153,9 +154,7 @@ func TestDeliverJunkAndQuota(t *testing.T) {
 	if msgs, _ := st.Messages("bob@example.test", "Junk"); len(msgs) != 1 {
 		t.Errorf("Junk has %d messages", len(msgs))
 	}
-	if err := st.SetQuota("alice@example.test", 10); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Fill(t, st, "alice@example.test")
 	r, _ := a.Resolve("alice@example.test")
 	if err := a.CheckQuota(r, 100); !errors.Is(err, store.ErrOverQuota) {
 		t.Errorf("CheckQuota: %v", err)

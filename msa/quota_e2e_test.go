@@ -17,9 +17,7 @@ func TestSubmitPastAFullMailbox(t *testing.T) {
 	env.AddUser("bob@example.test", "pw-bob-123456")
 	env.AddUser("full@example.test", "pw-full-123456")
 	st := env.Server.Store
-	if err := st.SetQuota("full@example.test", 1); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Fill(t, st, "full@example.test")
 	c, err := dial(t, env, harness.User, harness.Password)
 	if err != nil {
 		t.Fatal(err)
@@ -50,9 +48,7 @@ func TestSubmitRemoteAndFullMailbox(t *testing.T) {
 	p := startPair(t)
 	p.A.AddUser("full@a.test", pairPass)
 	st := p.A.Server.Store
-	if err := st.SetQuota("full@a.test", 1); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Fill(t, st, "full@a.test")
 	c, err := dial(t, p.A, alice, pairPass)
 	if err != nil {
 		t.Fatal(err)

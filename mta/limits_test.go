@@ -92,8 +92,8 @@ func TestCommandChecks(t *testing.T) {
 
 func TestQuotaAndAliases(t *testing.T) {
 	_, st, addr := startTestServer(t, nil)
-	st.accounts["full@example.test"] = store.Account{Address: "full@example.test", QuotaBytes: 100, UsedBytes: 100}
-	st.accounts["bob@example.test"] = store.Account{Address: "bob@example.test", QuotaBytes: 10000}
+	st.accounts["full@example.test"] = store.Account{Address: "full@example.test", QuotaBytes: 100000, UsedBytes: 100000}
+	st.accounts["bob@example.test"] = store.Account{Address: "bob@example.test", QuotaBytes: 10000, UsedBytes: 5000}
 	st.aliases["team@example.test"] = []string{"alice@example.test", "bob@example.test"}
 	st.aliases["loop1@example.test"] = []string{"loop2@example.test"}
 	st.aliases["loop2@example.test"] = []string{"loop1@example.test"}
@@ -105,8 +105,13 @@ func TestQuotaAndAliases(t *testing.T) {
 	d.Cmd("RCPT TO:<loop1@example.test>", "550 5.4.6")
 	d.Cmd("RCPT TO:<fwd@example.test>", "451 4.4.3") // no queue wired
 	d.Cmd("RSET", "250")
+	d.Cmd("MAIL FROM:<x@remote.example> SIZE=6000", "250")
+	d.Cmd("RCPT TO:<bob@example.test>", "452 4.2.2") // SIZE over what is left
+	d.Cmd("RSET", "250")
+	// Larger than the whole quota: no clean-up would make room, and a
+	// temporary reply would have the sender retry for days.
 	d.Cmd("MAIL FROM:<x@remote.example> SIZE=20000", "250")
-	d.Cmd("RCPT TO:<bob@example.test>", "452 4.2.2") // SIZE over quota
+	d.Cmd("RCPT TO:<bob@example.test>", "552 5.2.3")
 	d.Cmd("RSET", "250")
 	d.Cmd("MAIL FROM:<x@remote.example>", "250")
 	d.Cmd("RCPT TO:<team@example.test>", "250")

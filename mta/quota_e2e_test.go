@@ -39,9 +39,7 @@ func TestE2EFullMailboxDoesNotHoldBackOthers(t *testing.T) {
 		env.AddUser(u, "pw-"+u)
 	}
 	st := env.Server.Store
-	if err := st.SetQuota("full@example.test", 1); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Fill(t, st, "full@example.test")
 	rcpts := []string{harness.User, "full+news@example.test", "bob@example.test"}
 	if err := send(env.Addr("smtp"), "carol@example.test", rcpts, testMessage, nil); err != nil {
 		t.Fatalf("one full mailbox failed the message: %v", err)
@@ -102,5 +100,40 @@ func TestE2EDeliveredToKeepsTag(t *testing.T) {
 	got := storetest.Texts(t, env.Server.Store, harness.User, "INBOX")
 	if len(got) != 1 || !strings.HasPrefix(got[0], "Return-Path: <x@remote.example>\r\nDelivered-To: alice+news@example.test\r\n") {
 		t.Errorf("alice has %d messages, the first:\n%s", len(got), got)
+	}
+}
+
+// TestE2EMessageLargerThanQuota: a message larger than a recipient's
+// whole quota fails permanently for that recipient, where a full mailbox
+// is a temporary failure retried for days: alone, at the end of DATA (552
+// 5.2.3); with another recipient, it is delivered to the other and the
+// sender gets a failure DSN at once.
+func TestE2EMessageLargerThanQuota(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	for _, u := range []string{"small@example.test", "carol@example.test"} {
+		env.AddUser(u, "pw-"+u)
+	}
+	st := env.Server.Store
+	if err := st.SetQuota("small@example.test", 20); err != nil {
+		t.Fatal(err)
+	}
+	err := send(env.Addr("smtp"), "carol@example.test", []string{"small@example.test"}, testMessage, nil)
+	if err == nil || !strings.Contains(err.Error(), "552") {
+		t.Fatalf("alone: %v, want 552 5.2.3", err)
+	}
+	if err := send(env.Addr("smtp"), "carol@example.test", []string{"small@example.test", harness.User}, testMessage, nil); err != nil {
+		t.Fatalf("with another recipient: %v", err)
+	}
+	if n := len(storetest.Texts(t, st, harness.User, "INBOX")); n != 1 {
+		t.Errorf("the other recipient has %d messages", n)
+	}
+	dsn := waitMailbox(t, st, "carol@example.test", 1)[0]
+	for _, want := range []string{"Final-Recipient: rfc822; small@example.test", "Action: failed", "Status: 5.2.3"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+	if n := len(storetest.Texts(t, st, "small@example.test", "INBOX")); n != 0 {
+		t.Errorf("small@ has %d messages", n)
 	}
 }

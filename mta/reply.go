@@ -47,6 +47,8 @@ var (
 		Message: "Cannot forward mail for this address now, try again later"}
 	errOverQuota = &smtp.SMTPError{Code: codeMailboxFull, EnhancedCode: smtp.EnhancedCode{4, 2, 2},
 		Message: "Mailbox full, try again later"}
+	errQuotaTooSmall = &smtp.SMTPError{Code: codeTooBig, EnhancedCode: smtp.EnhancedCode{5, 2, 3},
+		Message: "Message larger than the mailbox quota"}
 	errNoSpace = &smtp.SMTPError{Code: codeMailboxFull, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
 		Message: "Insufficient system storage, try again later"}
 	errTooBig = &smtp.SMTPError{Code: codeTooBig, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
@@ -103,6 +105,8 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 		return errAliasLoop
 	case errors.Is(err, mda.ErrNoQueue):
 		return errNoQueue
+	case errors.Is(err, mda.ErrQuotaTooSmall):
+		return errQuotaTooSmall
 	case errors.Is(err, store.ErrOverQuota):
 		return errOverQuota
 	case store.NoSpace(err):

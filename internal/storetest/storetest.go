@@ -3,7 +3,9 @@
 package storetest
 
 import (
+	"context"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/posthorn/posthorn/store"
@@ -46,4 +48,24 @@ func Texts(t testing.TB, st store.Store, account, mailbox string) []string {
 		out = append(out, string(b))
 	}
 	return out
+}
+
+// Fill makes account's mailbox full: a 4 KiB message goes to its Archive,
+// and its quota is set to one octet more than it then uses (so that a
+// recipient check without a size lets it through). A message smaller than
+// the quota could fit once mail is deleted (a full mailbox, a temporary
+// failure), where one larger than the whole quota never could.
+func Fill(t testing.TB, st store.Store, account string) {
+	t.Helper()
+	body := []byte("Subject: filler\r\n\r\n" + strings.Repeat("x", 4096) + "\r\n")
+	if _, err := st.Deliver(context.Background(), body, []store.Delivery{{Account: account, Mailbox: "Archive"}}); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := st.Account(account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetQuota(account, acct.UsedBytes+1); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -72,6 +72,8 @@ func localResult(rcpt string, err error) result {
 	switch {
 	case err == nil:
 		r.Delivered = true
+	case errors.Is(err, mda.ErrQuotaTooSmall):
+		r.Permanent, r.Status, r.Diag = true, "5.2.3", "message larger than the mailbox quota"
 	case errors.Is(err, store.ErrOverQuota):
 		r.Status, r.Diag = "4.2.2", "mailbox full" // RFC 3463 section 3.3
 	case errors.Is(err, mda.ErrUnknownUser):

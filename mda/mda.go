@@ -524,14 +524,11 @@ func (a *Agent) deliverLocal(ctx context.Context, env Envelope, route Route, bod
 			to[i] = c.to
 		}
 		d, err := a.Store.Deliver(ctx, body, to)
-		if errors.Is(err, store.ErrOverQuota) && a.neverFit(copies, len(body)) {
-			// A copy of it is queued for each that cannot take it when
-			// another recipient takes the message (below): the queue
-			// then bounces it at once.
-			err = fmt.Errorf("%w (%v)", ErrQuotaTooSmall, err)
-		}
-		if !errors.Is(err, store.ErrOverQuota) || a.Queue == nil || round >= len(route.Accounts) {
+		if !errors.Is(err, store.ErrOverQuota) {
 			return d, full, err
+		}
+		if a.Queue == nil || round >= len(route.Accounts) {
+			return nil, nil, a.tooSmall(copies, len(body), err)
 		}
 		room, over, cerr := a.splitFull(copies, len(body))
 		if cerr != nil {
@@ -540,8 +537,11 @@ func (a *Agent) deliverLocal(ctx context.Context, env Envelope, route Route, bod
 		full = append(full, over...)
 		if len(room) == 0 {
 			if len(route.Remote) == 0 {
-				return nil, nil, err
+				return nil, nil, a.tooSmall(copies, len(body), err)
 			}
+			// Accepted for the remote ones: the queue delivers a full
+			// mailbox's copy later, and bounces at once one that can
+			// never take it.
 			return nil, full, nil
 		}
 		copies = room
@@ -566,16 +566,18 @@ func (a *Agent) splitFull(copies []localCopy, size int) (room []localCopy, full 
 	return room, full, nil
 }
 
-// neverFit tells whether no account of copies could take body of size
-// octets even empty: each has a quota smaller than its copy.
-func (a *Agent) neverFit(copies []localCopy, size int) bool {
+// tooSmall is the error of a message of size octets that none of copies
+// could take (err, store.ErrOverQuota): ErrQuotaTooSmall when no account
+// of theirs could take it even empty (each has a quota smaller than its
+// copy), and err when a clean-up would make room.
+func (a *Agent) tooSmall(copies []localCopy, size int, err error) error {
 	for _, c := range copies {
-		acct, err := a.Store.Account(c.to.Account)
-		if err != nil || acct.QuotaBytes <= 0 || int64(len(c.to.Prefix)+size) <= acct.QuotaBytes {
-			return false
+		acct, aerr := a.Store.Account(c.to.Account)
+		if aerr != nil || acct.QuotaBytes <= 0 || int64(len(c.to.Prefix)+size) <= acct.QuotaBytes {
+			return err
 		}
 	}
-	return len(copies) > 0
+	return fmt.Errorf("%w (%v)", ErrQuotaTooSmall, err)
 }
 
 // deferFull queues the copies of full mailboxes. The queue's worker

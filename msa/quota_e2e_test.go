@@ -69,3 +69,29 @@ func TestSubmitRemoteAndFullMailbox(t *testing.T) {
 		t.Errorf("bob has %d copies, want 1", n)
 	}
 }
+
+// TestSubmitRemoteAndQuotaTooSmall: with a remote recipient queued, a
+// local one whose whole quota is smaller than the message does not fail
+// the submission (the client would send it again to all): it is bounced.
+func TestSubmitRemoteAndQuotaTooSmall(t *testing.T) {
+	p := startPair(t)
+	p.A.AddUser("small@a.test", pairPass)
+	st := p.A.Server.Store
+	if err := st.SetQuota("small@a.test", 20); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial(t, p.A, alice, pairPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, alice, []string{bob, "small@a.test"}, testMessage(alice, bob, "too big here")); err != nil {
+		t.Fatalf("message refused: %v", err)
+	}
+	waitMessages(t, p.B.Server.Store, bob, 1)
+	dsn := string(waitMessages(t, st, alice, 1)[0])
+	for _, want := range []string{"Final-Recipient: rfc822; small@a.test", "Action: failed", "Status: 5.2.3"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+}

@@ -247,7 +247,7 @@ func (ss *session) route(ctx context.Context, msg []byte) error {
 	if len(ss.local) > 0 {
 		env := mda.Envelope{From: ss.from, Recipients: ss.local, SMTPUTF8: ss.utf8}
 		res, err := ss.s.MDA.Deliver(ctx, env, msg)
-		if errors.Is(err, store.ErrOverQuota) && len(ss.remote) > 0 {
+		if (errors.Is(err, store.ErrOverQuota) || errors.Is(err, mda.ErrQuotaTooSmall)) && len(ss.remote) > 0 {
 			// Every local mailbox is full, but the message is accepted
 			// for the remote recipients already: the local copies wait
 			// in the queue for room, as the MDA queues a full mailbox's

@@ -65,6 +65,7 @@ type cmdReader struct {
 	owed       bool      // the limit is to be put back
 	errCount   *int      // go-smtp's count of bad commands (nil: not found)
 	bad        int       // bad commands so far
+	host       string    // the server's name, for RCPT TO:<Postmaster>
 }
 
 // maxBadCommands ends a session, as Postfix's smtpd_hard_error_limit.
@@ -99,7 +100,7 @@ func WatchCommands(c *smtp.Conn) {
 	if !ok || *limit == 0 || max == 0 {
 		return
 	}
-	cr := &cmdReader{r: fr.Interface().(io.Reader), limit: limit, cur: cur, max: max}
+	cr := &cmdReader{r: fr.Interface().(io.Reader), limit: limit, cur: cur, max: max, host: c.Server().Domain}
 	if f := reflect.ValueOf(c).Elem().FieldByName("errCount"); f.IsValid() && f.Kind() == reflect.Int {
 		cr.errCount = (*int)(unsafe.Pointer(f.UnsafeAddr()))
 	}
@@ -180,8 +181,30 @@ func (r *cmdReader) Read(p []byte) (int, error) {
 		// refuses it as a bad command (501 5.5.2).
 		p[7] = '_'
 	}
+	if len(r.line) == 0 && r.host != "" {
+		if q, ok := postmasterRcpt(p[:n], r.host); ok && len(q) <= len(p) {
+			n = copy(p, q)
+		}
+	}
 	r.follow(p[:n])
 	return n, err
+}
+
+// postmasterRcpt rewrites a whole command line "RCPT TO:<Postmaster>"
+// (any case, parameters kept) as "RCPT TO:<postmaster@host>": RFC 5321
+// sections 4.1.1.3 and 4.5.1 have every server take that form, without a
+// domain, for its postmaster, and go-smtp's parser refuses an address
+// without "@" (501).
+func postmasterRcpt(line []byte, host string) ([]byte, bool) {
+	const verb, pm = "RCPT TO:", "<postmaster>"
+	if !bytes.HasSuffix(line, []byte("\n")) || len(line) < len(verb) || !bytes.EqualFold(line[:len(verb)], []byte(verb)) {
+		return nil, false
+	}
+	rest := bytes.TrimLeft(line[len(verb):], " ")
+	if len(rest) < len(pm) || !bytes.EqualFold(rest[:len(pm)], []byte(pm)) {
+		return nil, false
+	}
+	return append([]byte(verb+"<postmaster@"+host+">"), rest[len(pm):]...), true
 }
 
 // startTLSWithArgs: a whole command line that starts with STARTTLS and is

@@ -273,6 +273,21 @@ func TestE2EHostPostmaster(t *testing.T) {
 	if n := len(storetest.Bodies(t, env.Server.Store, harness.User, "INBOX")); n != 1 {
 		t.Fatalf("%d messages for %s, want 1", n, harness.User)
 	}
+	// RCPT TO:<Postmaster>, without a domain, in any case (RFC 5321
+	// section 4.5.1: MUST be supported); go-smtp answered 501.
+	c := smtptest.Dial(t, env.Addr("smtp"))
+	c.Cmd("EHLO client.example", "250")
+	c.Cmd("MAIL FROM:<bob@remote.example>", "250")
+	c.Cmd("RCPT TO:<Postmaster>", "250")
+	c.Cmd("RCPT TO:<POSTMASTER>", "250")
+	c.Cmd("RCPT TO:<postmaster.x>", "501")
+	c.Cmd("DATA", "354")
+	c.Send(testMessage + ".\r\n")
+	c.Expect("250")
+	msgs := storetest.Texts(t, env.Server.Store, harness.User, "INBOX")
+	if len(msgs) != 2 || !strings.Contains(msgs[1], "Delivered-To: "+harness.User+"\r\n") {
+		t.Fatalf("after RCPT TO:<Postmaster>: %d messages, the last:\n%s", len(msgs), msgs[len(msgs)-1])
+	}
 }
 
 // TestE2EHeaderWithoutEmptyLine: a message whose header runs into its body

@@ -19,6 +19,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/net/idna"
+
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/store"
@@ -147,9 +149,18 @@ func Address(s string) (string, error) {
 	return local + "@" + d, nil
 }
 
-// Domain checks and lower-cases a domain name.
+// Domain checks and lower-cases a domain name. One with non-ASCII labels
+// (bücher.example) is kept in A-labels (xn--bcher-kva.example), the form
+// of DNS, as delivery reads addresses.
 func Domain(s string) (string, error) {
 	d := strings.TrimSuffix(strings.ToLower(s), ".")
+	if strings.ContainsFunc(d, func(r rune) bool { return r >= 0x80 }) {
+		a, err := idna.Lookup.ToASCII(d)
+		if err != nil {
+			return "", fmt.Errorf("%q is not a valid domain name: %v", s, err)
+		}
+		d = a
+	}
 	if d == "" || len(d) > 253 || !strings.Contains(d, ".") {
 		return "", fmt.Errorf("%q is not a valid domain name", s)
 	}

@@ -50,6 +50,8 @@ import (
 	"log/slog"
 	"strings"
 
+	"golang.org/x/net/idna"
+
 	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/metrics"
 	"github.com/posthorn/posthorn/store"
@@ -200,6 +202,11 @@ func splitAddress(address string) (local, domain string, err error) {
 	if !validLocal(local) {
 		return "", "", ErrBadAddress
 	}
+	if a, ok := aLabels(domain); ok {
+		// A domain in U-labels (café.example, RFC 6531) is the same as
+		// in A-labels (RFC 5890 section 2.3.2.1): ours are kept so.
+		domain = a
+	}
 	if !validDomain(domain) {
 		// Address literals and anything else that is not a host name
 		// are never one of our domains.
@@ -224,6 +231,18 @@ func validLocal(s string) bool {
 		}
 	}
 	return true
+}
+
+// aLabels converts a domain name with non-ASCII labels to A-labels; ok is
+// false when it has none, or cannot be converted.
+func aLabels(domain string) (string, bool) {
+	for i := 0; i < len(domain); i++ {
+		if domain[i] >= 0x80 {
+			a, err := idna.Lookup.ToASCII(domain)
+			return a, err == nil
+		}
+	}
+	return "", false
 }
 
 func validDomain(s string) bool {

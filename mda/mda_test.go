@@ -326,3 +326,24 @@ func TestAliasMemberGone(t *testing.T) {
 		t.Errorf("mixed@: %v, want an alias loop", err)
 	}
 }
+
+// TestResolveULabels: a domain of ours written in U-labels is the same
+// domain (RFC 5890 section 2.3.2.1): mail to x@café.example reaches the
+// account of xn--caf-dma.example (on submission it was sent out).
+func TestResolveULabels(t *testing.T) {
+	a, st := newAgent(t)
+	if err := st.AddDomain("xn--caf-dma.example"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAccount("x@xn--caf-dma.example", "x"); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"x@café.example", "X@CAFÉ.example.", "x@xn--caf-dma.example"} {
+		if r, err := a.Resolve(addr); err != nil || !reflect.DeepEqual(r.Accounts, []string{"x@xn--caf-dma.example"}) {
+			t.Errorf("%s: %+v, %v", addr, r, err)
+		}
+	}
+	if _, err := a.Resolve("x@thé.example"); !errors.Is(err, ErrNotOurDomain) {
+		t.Errorf("another U-label domain: %v", err)
+	}
+}

@@ -143,6 +143,11 @@ func TestCLIStopped(t *testing.T) {
 	mustFail(t, "is used by alias fwd@example.org -> u@gone.org", "--config", cfg, "domain", "del", "gone.org")
 	mustRun(t, "", "--config", cfg, "alias", "del", "fwd@example.org")
 	mustRun(t, "", "--config", cfg, "domain", "del", "gone.org")
+	// A domain in U-labels is kept in A-labels, as delivery reads it.
+	if out := mustRun(t, "", "--config", cfg, "domain", "add", "Bücher.org"); !strings.Contains(out, "domain xn--bcher-kva.org added") {
+		t.Errorf("domain add Bücher.org: %q", out)
+	}
+	mustRun(t, "", "--config", cfg, "domain", "del", "bücher.org")
 
 	// Aliases the delivery agent could not follow are refused when made,
 	// not when mail comes: loops, targets of ours that lead nowhere, an

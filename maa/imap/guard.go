@@ -197,6 +197,16 @@ func (c *guardConn) read(p []byte) (int, error) {
 				if err == nil {
 					continue
 				}
+				if n == 0 && timedOut(err) && !g.inLine && !g.contLine && g.skip == 0 && g.drop == 0 {
+					// Autologout between commands (RFC 9051 section
+					// 5.4), announced with BYE (section 7.1.5) as
+					// Dovecot does. imapserver would read again, for a
+					// command's time, then close without a word.
+					c.s.Logger.Info("imap: autologout, client silent", "remote", c.RemoteAddr().String())
+					c.write([]byte("* BYE Autologout: idle for too long\r\n"))
+					c.closing.Store(true)
+					return 0, errGuard
+				}
 				return 0, err
 			}
 			n += m
@@ -610,6 +620,12 @@ const (
 )
 
 var errGuard = errors.New("imap: command refused, connection closed")
+
+// timedOut: err is a read deadline passing.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
 
 // resolve settles the line end last passed on, now that the parser asks
 // for more: cont and tagged say whether a continuation request ("+") and a

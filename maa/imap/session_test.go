@@ -182,12 +182,17 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	start := time.Now()
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.ReadAll(r)
+	rest, err := io.ReadAll(r)
 	if err != nil {
 		t.Fatalf("connection not closed by the server: %v", err)
 	}
 	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("closed after %v", d)
+	}
+	// Announced (RFC 9051 section 7.1.5), as Dovecot does; it closed
+	// without a word.
+	if string(rest) != "* BYE Autologout: idle for too long\r\n" {
+		t.Errorf("before the close: %q", rest)
 	}
 }
 

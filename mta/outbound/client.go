@@ -380,6 +380,13 @@ func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool,
 		return fail(err)
 	}
 	lines, err := expect(br, 250)
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && (se.Code == 500 || se.Code == 502) {
+		// EHLO is not known (a server older than ESMTP): no STARTTLS
+		// either, and go-smtp's client falls back to HELO (RFC 5321
+		// section 3.2: the client SHOULD), as Postfix does.
+		lines, err = nil, nil
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -402,7 +409,6 @@ func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool,
 		if h.RequireTLS {
 			return fail(errSTSNoTLS)
 		}
-		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			return conn, nil // refused: go on in clear text
 		}

@@ -142,3 +142,31 @@ func TestRemoteSizeLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestHELOFallback: a server that refuses EHLO as an unknown command gets
+// HELO (RFC 5321 section 3.2: the client SHOULD fall back), as from
+// Postfix. The mail was deferred at every attempt, then bounced.
+func TestHELOFallback(t *testing.T) {
+	m := startRawMX(t)
+	m.noEHLO = true
+	e := newQueueEnv(t, m.port)
+	e.Q.RetryInitial, e.Q.RetryMax = time.Hour, time.Hour
+	e.mx(t, "remote.test")
+	e.run(t)
+	e.enqueueBody(t, "Subject: old\r\n\r\nHello\r\n", nil, "bob@remote.test")
+	r := m.wait(t)
+	if strings.Join(r.Rcpts, ",") != "bob@remote.test" || !strings.Contains(r.Data, "Hello") {
+		t.Fatalf("received %+v", r)
+	}
+	e.waitEmpty(t)
+	helo := false
+	for _, c := range m.commands() {
+		helo = helo || strings.HasPrefix(c, "HELO ")
+		if strings.Contains(c, "BODY=") || strings.Contains(c, "SIZE=") {
+			t.Errorf("ESMTP parameter sent after HELO: %q", c)
+		}
+	}
+	if !helo {
+		t.Errorf("no HELO in %q", m.commands())
+	}
+}

@@ -319,6 +319,9 @@ type rawMX struct {
 	maxRcpts int      // 452 4.5.3 after this many RCPTs per transaction; 0: none
 	// stallData: after 354, read nothing more until the test ends.
 	stallData bool
+	// noEHLO: EHLO is refused as an unknown command (a pre-ESMTP
+	// server); HELO is taken.
+	noEHLO bool
 	stop      chan struct{}
 
 	mu   sync.Mutex
@@ -369,6 +372,10 @@ func (m *rawMX) serve(c net.Conn) {
 		verb := strings.ToUpper(strings.Fields(line + " x")[0])
 		switch verb {
 		case "EHLO":
+			if m.noEHLO {
+				reply("502 5.5.2 Error: command not recognized")
+				continue
+			}
 			lines := append([]string{"raw.test"}, m.ext...)
 			for i, l := range lines {
 				sep := "-"

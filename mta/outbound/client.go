@@ -417,7 +417,13 @@ func (q *Queue) prelude(ctx context.Context, conn net.Conn, h host, useTLS bool,
 	// RFC 3207 section 4.2: nothing may follow the 220; anything that
 	// did would be read as if it came over TLS.
 	if br.Buffered() > 0 {
-		return fail(errInjection)
+		// The host is tried again in clear text, on a new connection,
+		// as after a failed handshake: whoever can inject a reply can
+		// strip STARTTLS as well (RFC 7435), and Postfix delivers too.
+		if h.RequireTLS {
+			return fail(tlsRequired(h, errInjection))
+		}
+		return fail(&tlsFailure{errInjection})
 	}
 	tc := tls.Client(conn, q.tlsConfig(h.Name, h.RequireTLS, log))
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -616,15 +622,27 @@ func classify(err error) (status, diag string, permanent bool) {
 		status, diag, _ = classify(te.err)
 		return "4" + status[1:], diag, false
 	case errors.As(err, &se):
+		// Diagnostic-Code is the reply as the server sent it (RFC 3464
+		// section 2.3.6): an enhanced code only if it had one.
 		ec := se.EnhancedCode
+		diag = fmt.Sprintf("smtp; %d %s", se.Code, se.Message)
 		if ec == smtp.EnhancedCodeNotSet || ec == smtp.NoEnhancedCode {
 			ec = smtp.EnhancedCode{se.Code / 100, 0, 0}
+		} else {
+			diag = fmt.Sprintf("smtp; %d %d.%d.%d %s", se.Code, ec[0], ec[1], ec[2], se.Message)
 		}
 		status = fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
-		return status, fmt.Sprintf("smtp; %d %s %s", se.Code, status, se.Message), se.Code >= 500
+		return status, diag, se.Code >= 500
 	case errors.As(err, &re):
 		return re.Status, re.Msg, re.Permanent
-	default:
+	case errors.Is(err, errNeedTLS):
+		return "4.7.4", err.Error(), false // RFC 3463 (RFC 7504): TLS required
+	}
+	// RFC 3463: X.4.1 no answer from the host (the connection could not
+	// be made), X.4.2 a bad connection (made, then lost or timed out).
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
 		return "4.4.1", err.Error(), false
 	}
+	return "4.4.2", err.Error(), false
 }

@@ -1,10 +1,16 @@
 package outbound_test
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/outbound"
 	"github.com/posthorn/posthorn/store"
@@ -168,5 +174,28 @@ func TestHELOFallback(t *testing.T) {
 	}
 	if !helo {
 		t.Errorf("no HELO in %q", m.commands())
+	}
+}
+
+// TestClassify: the Diagnostic-Code of a DSN is the reply as the server
+// sent it (RFC 3464 section 2.3.6), with no enhanced code made up; a
+// connection that could not be made is X.4.1, one lost or timed out after
+// it was made X.4.2 (RFC 3463).
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		err          error
+		status, diag string
+		permanent    bool
+	}{
+		{&smtp.SMTPError{Code: 550, EnhancedCode: smtp.NoEnhancedCode, Message: "Mailbox unavailable"}, "5.0.0", "smtp; 550 Mailbox unavailable", true},
+		{&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}, "5.1.1", "smtp; 550 5.1.1 no such user", true},
+		{&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCodeNotSet, Message: "later"}, "4.0.0", "smtp; 451 later", false},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}, "4.4.1", "dial tcp: connection refused", false},
+		{fmt.Errorf("ending the message: %w", io.EOF), "4.4.2", "ending the message: EOF", false},
+	} {
+		status, diag, perm := outbound.Classify(c.err)
+		if status != c.status || diag != c.diag || perm != c.permanent {
+			t.Errorf("%v: %q %q %v, want %q %q %v", c.err, status, diag, perm, c.status, c.diag, c.permanent)
+		}
 	}
 }

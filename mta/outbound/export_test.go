@@ -24,3 +24,6 @@ func PolicyMode(q *Queue, domain string) string {
 
 // SetWriteTimeout sets the bound on each write to a remote server.
 func SetWriteTimeout(q *Queue, d time.Duration) { q.writeTimeout = d }
+
+// Classify is classify: the status, diagnostic and permanence of an error.
+var Classify = classify

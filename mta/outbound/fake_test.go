@@ -322,7 +322,7 @@ type rawMX struct {
 	// noEHLO: EHLO is refused as an unknown command (a pre-ESMTP
 	// server); HELO is taken.
 	noEHLO bool
-	stop      chan struct{}
+	stop   chan struct{}
 
 	mu   sync.Mutex
 	cmds []string

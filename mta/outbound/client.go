@@ -598,6 +598,12 @@ func toCRLF(body []byte) []byte {
 // failAll gives every recipient the outcome of err.
 func failAll(rcpts []string, err error, remote string) []result {
 	status, diag, permanent := classify(err)
+	if se := (*smtp.SMTPError)(nil); !errors.As(err, &se) {
+		// Remote-MTA is the MTA that reported the status (RFC 3464
+		// section 2.3.5): none did for a refusal of ours (the remote's
+		// SIZE, no 8BITMIME), a lost connection or a timeout.
+		remote = ""
+	}
 	out := make([]result, len(rcpts))
 	for i, r := range rcpts {
 		out[i] = result{Address: r, Permanent: permanent, Status: status, Diag: diag, RemoteMTA: remote}

@@ -122,17 +122,30 @@ func buildDSN(hostname string, e store.QueueEntry, header []byte, rs []result, a
 	if e.SMTPUTF8 {
 		reportType, headersType = "global-delivery-status", "message/global-headers"
 	}
-	fmt.Fprintf(&b, "Content-Type: multipart/report; report-type=%s;\r\n\tboundary=\"%s\"\r\n\r\n", reportType, boundary)
-	b.WriteString("This is a MIME-encapsulated delivery status notification.\r\n")
-
-	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", boundary)
-	writeHuman(&b, hostname, rs, action, retryUntil)
-
-	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: message/%s\r\n\r\n", boundary, reportType)
-	writeStatus(&b, hostname, e, rs, action, now, retryUntil)
-
-	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary, headersType)
-	b.Write(toCRLF(header))
+	var human, status bytes.Buffer
+	writeHuman(&human, hostname, rs, action, retryUntil)
+	writeStatus(&status, hostname, e, rs, action, now, retryUntil)
+	header = toCRLF(header)
+	// A part with octets over 127 (a UTF-8 address or diagnostic, the
+	// original's raw header) is 8bit, and so is the whole: the default,
+	// 7bit, has none (RFC 2045 section 6.1).
+	eightBit := !isASCII(human.String()) || !isASCII(status.String()) || !isASCII(string(header))
+	fmt.Fprintf(&b, "Content-Type: multipart/report; report-type=%s;\r\n\tboundary=\"%s\"\r\n", reportType, boundary)
+	if eightBit {
+		b.WriteString("Content-Transfer-Encoding: 8bit\r\n")
+	}
+	b.WriteString("\r\nThis is a MIME-encapsulated delivery status notification.\r\n")
+	part := func(contentType string, body []byte) {
+		fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: %s\r\n", boundary, contentType)
+		if !isASCII(string(body)) {
+			b.WriteString("Content-Transfer-Encoding: 8bit\r\n")
+		}
+		b.WriteString("\r\n")
+		b.Write(body)
+	}
+	part("text/plain; charset=utf-8", human.Bytes())
+	part("message/"+reportType, status.Bytes())
+	part(headersType, header)
 	fmt.Fprintf(&b, "\r\n--%s--\r\n", boundary)
 	return b.Bytes()
 }

@@ -1,8 +1,13 @@
 package outbound
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/store"
 )
 
 func TestHumanDuration(t *testing.T) {
@@ -21,5 +26,32 @@ func TestHumanDuration(t *testing.T) {
 		if got := humanDuration(tc.d); got != tc.want {
 			t.Errorf("humanDuration(%v) = %q, want %q", tc.d, got, tc.want)
 		}
+	}
+}
+
+// TestDSN8bitAndRemoteMTA: a DSN part with octets over 127 (here the
+// original's raw header) says 8bit, and so does the whole (RFC 2045
+// section 6.1: the default, 7bit, has none); the others say nothing.
+// Remote-MTA is given only for a status a remote server reported (RFC
+// 3464 section 2.3.5), not for a refusal of ours such as the remote's
+// SIZE.
+func TestDSN8bitAndRemoteMTA(t *testing.T) {
+	e := store.QueueEntry{ID: "q1", From: "alice@local.test", Created: time.Now()}
+	header := []byte("From: alice@local.test\r\nX-Note: Grüße\r\n\r\n")
+	remote := failAll([]string{"bob@remote.test"}, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no"}, "mx.remote.test")
+	ours := failAll([]string{"carol@remote.test"}, &routeError{Status: "5.3.4", Msg: "message too big for the server", Permanent: true}, "mx.remote.test")
+	dsn := string(buildDSN("mail.local.test", e, header, append(remote, ours...), actionFailed, time.Now(), time.Time{}))
+	head, _, _ := strings.Cut(dsn, "\r\n\r\n")
+	if !strings.Contains(head, "\r\nContent-Transfer-Encoding: 8bit") {
+		t.Errorf("no 8bit at the top:\n%s", head)
+	}
+	if !strings.Contains(dsn, "Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\nFrom:") {
+		t.Errorf("the header part is not 8bit:\n%s", dsn)
+	}
+	if strings.Count(dsn, "Content-Transfer-Encoding: 8bit") != 2 {
+		t.Errorf("8bit on an ASCII part:\n%s", dsn)
+	}
+	if strings.Count(dsn, "Remote-MTA: dns; mx.remote.test") != 1 {
+		t.Errorf("Remote-MTA, want it for bob only:\n%s", dsn)
 	}
 }

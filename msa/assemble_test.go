@@ -68,3 +68,31 @@ func TestAssemble(t *testing.T) {
 	}
 	release()
 }
+
+// TestFoldLongLines: lines over 998 octets (without CRLF) are broken with
+// CRLF SP into lines of at most 998; others, and parts without such a
+// line, are left as they are.
+func TestFoldLongLines(t *testing.T) {
+	x := func(n int) string { return strings.Repeat("x", n) }
+	for _, c := range []struct{ in, want string }{
+		{"a\r\n" + x(998) + "\r\n", "a\r\n" + x(998) + "\r\n"},
+		{x(999) + "\r\nb\r\n", x(998) + "\r\n x\r\nb\r\n"},
+		{"S: " + x(2000) + "\r\n", "S: " + x(995) + "\r\n " + x(997) + "\r\n " + x(8) + "\r\n"},
+		{x(1000), x(998) + "\r\n xx"}, // no line end
+	} {
+		got := foldLongLines([][]byte{[]byte(c.in)})
+		if string(got[0]) != c.want {
+			t.Errorf("%d octets: got %q", len(c.in), got[0])
+		}
+		for _, l := range strings.Split(string(got[0]), "\r\n") {
+			if len(l) > 998 {
+				t.Errorf("a line of %d octets left", len(l))
+			}
+		}
+	}
+	in := [][]byte{[]byte("short\r\n"), []byte(x(1200) + "\r\n")}
+	out := foldLongLines(in)
+	if &out[0][0] != &in[0][0] || len(in[1]) != 1202 {
+		t.Error("a part without a long line was copied, or the input changed")
+	}
+}

@@ -286,3 +286,31 @@ func TestE2ERemoteLocalPartForms(t *testing.T) {
 		}
 	}
 }
+
+// TestE2ELongLinesFoldedForRemote: a line longer than 998 octets (RFC
+// 5321 section 4.5.3.1.6, RFC 5322 section 2.1.1) is broken with CRLF SP
+// before a message for another host is signed, as Postfix does when it
+// sends: the receiver gets no longer line, and the signature holds.
+func TestE2ELongLinesFoldedForRemote(t *testing.T) {
+	p := startPair(t)
+	c, err := dial(t, p.A, alice, pairPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("0123456789", 250) // 2,500 octets
+	if err := send(c, alice, []string{bob}, testMessage(alice, bob, "long")+long+"\r\nend\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	m := string(waitMessages(t, p.B.Server.Store, bob, 1)[0])
+	for _, l := range strings.Split(m, "\r\n") {
+		if len(l) > 998 {
+			t.Fatalf("a line of %d octets reached the remote", len(l))
+		}
+	}
+	if got := strings.ReplaceAll(m, "\r\n ", ""); !strings.Contains(got, "\r\n"+long+"\r\nend\r\n") {
+		t.Errorf("the long line, unfolded, is not the one sent:\n%s", m)
+	}
+	if ar := headerField(m, "Authentication-Results"); !strings.Contains(ar, "dkim=pass") {
+		t.Errorf("b's Authentication-Results %q lacks dkim=pass", ar)
+	}
+}

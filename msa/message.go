@@ -78,6 +78,9 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 		}
 	}
 	parts = dropBcc(parts)
+	if len(ss.remote) > 0 {
+		parts = foldLongLines(parts)
+	}
 	now := time.Now()
 	var pre bytes.Buffer
 	writeReceived(&pre, s.Hostname, ss, now)
@@ -92,6 +95,63 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 		return nil, nil, err
 	}
 	return append(sig, pre.Bytes()...), parts, nil
+}
+
+// maxLine is the longest line SMTP carries, without its CRLF (RFC 5321
+// section 4.5.3.1.6, RFC 5322 section 2.1.1).
+const maxLine = 998
+
+// foldLongLines breaks the lines of parts longer than maxLine by putting
+// CRLF SP into them, as Postfix does when it sends (smtp_line_length_limit,
+// "to minimize the damage to MIME formatted mail"), so that a message for
+// another host carries none that a strict receiver would refuse or cut.
+// It is done before the message is signed, so that the DKIM signature
+// holds. A part without such a line is kept as it is.
+func foldLongLines(parts [][]byte) [][]byte {
+	out := parts
+	for i, p := range parts {
+		if !hasLongLine(p) {
+			continue
+		}
+		if &out[0] == &parts[0] {
+			out = append([][]byte(nil), parts...)
+		}
+		var b bytes.Buffer
+		b.Grow(len(p) + len(p)/maxLine*3)
+		for len(p) > 0 {
+			line := p
+			if j := bytes.IndexByte(p, '\n'); j >= 0 {
+				line = p[:j+1]
+			}
+			p = p[len(line):]
+			text := bytes.TrimSuffix(line, []byte("\r\n"))
+			end := line[len(text):]
+			for n := maxLine; len(text) > n; n = maxLine - 1 {
+				b.Write(text[:n])
+				b.WriteString("\r\n ")
+				text = text[n:]
+			}
+			b.Write(text)
+			b.Write(end)
+		}
+		out[i] = b.Bytes()
+	}
+	return out
+}
+
+// hasLongLine: p has a line longer than maxLine octets, without its CRLF.
+func hasLongLine(p []byte) bool {
+	for len(p) > 0 {
+		j := bytes.IndexByte(p, '\n')
+		if j < 0 {
+			return len(p) > maxLine
+		}
+		if n := len(bytes.TrimSuffix(p[:j+1], []byte("\r\n"))); n > maxLine {
+			return true
+		}
+		p = p[j+1:]
+	}
+	return false
 }
 
 // headerEnd is where the header ends in parts[0], the first of prepare's

@@ -289,6 +289,11 @@ func (ss *session) Reset() {
 	ss.tx.End(&ss.s.drain)
 }
 
+// inPlace: part is body itself, not a copy (foldLongLines makes one).
+func inPlace(body, part []byte) bool {
+	return len(part) == len(body) && (len(body) == 0 || &part[0] == &body[0])
+}
+
 // Logout implements smtp.Session.
 func (ss *session) Logout() error {
 	ss.tx.End(&ss.s.drain)
@@ -296,12 +301,12 @@ func (ss *session) Logout() error {
 }
 
 // assemble puts head and parts (see prepare: the first starts the body,
-// buf[headRoom:]) together: in buf when parts is the body alone and head
-// fits in its room, as they nearly always do, or else in a copy, for
-// which it holds budget (ErrNoRoom if there is none). give gives that
-// back; it is never nil.
+// buf[headRoom:]) together: in buf when parts is the body alone, as it
+// was read, and head fits in its room, as they nearly always do, or else
+// in a copy, for which it holds budget (ErrNoRoom if there is none). give
+// gives that back; it is never nil.
 func assemble(budget *membudget.Budget, buf, head []byte, parts [][]byte) (msg []byte, give func(), err error) {
-	if len(head) <= headRoom && len(parts) == 1 {
+	if len(head) <= headRoom && len(parts) == 1 && inPlace(buf[headRoom:], parts[0]) {
 		msg = buf[headRoom-len(head):]
 		copy(msg, head)
 		return msg, func() {}, nil

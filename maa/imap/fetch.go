@@ -247,7 +247,7 @@ func (f *fetcher) message(e entry) error {
 		rw.WriteUID(imapv2.UID(e.uid))
 	}
 	if o.Flags || f.seen[e.uid] {
-		rw.WriteFlags(toFlags(e.m.Flags))
+		rw.WriteFlags(toFlags(f.ss.withRecent(e.m.Flags, e.recent)))
 	}
 	if o.RFC822Size {
 		rw.WriteRFC822Size(e.m.Size)

@@ -57,10 +57,12 @@ func (ss *session) fetchFast(gc *guardConn, f *fetcher, entries []entry) error {
 		buf = buf[:0]
 		return err
 	}
+	rev2 := ss.rev2()
 	for _, e := range entries {
 		if e.m == nil {
 			continue // expunged meanwhile; reported at the next chance
 		}
+		e.recent = e.recent && !rev2 // \Recent is gone from IMAP4rev2
 		line, ok := appendFastFetch(buf, e, o)
 		if !ok {
 			if err := flush(); err != nil {
@@ -109,6 +111,12 @@ func appendFastFetch(b []byte, e entry, o *imapv2.FetchOptions) (out []byte, ok 
 				b = append(b, ' ')
 			}
 			b = append(b, fl...)
+		}
+		if e.recent {
+			if len(e.m.Flags) > 0 {
+				b = append(b, ' ')
+			}
+			b = append(b, `\Recent`...)
 		}
 		b = append(b, ')')
 		sep = true

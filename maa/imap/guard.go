@@ -558,7 +558,10 @@ type literalGuard struct {
 	cmd      []byte // the start of the command's first line, up to cmdPrefixMax
 	fetch    bool   // the command is a FETCH
 	enable   bool   // the command is an ENABLE
-	win      []byte // the end of the FETCH command, for an empty header list
+	// rev2: the client asked to ENABLE IMAP4rev2, which imapserver
+	// grants: no \Recent then (RFC 9051 removed it).
+	rev2 atomic.Bool
+	win  []byte // the end of the FETCH command, for an empty header list
 
 	// appendLit: the literal being passed on is an APPEND's, and paren:
 	// its header followed "UTF8 (~", so ")" must follow it. The guard
@@ -798,7 +801,7 @@ func (g *literalGuard) see(seg []byte) {
 // Dovecot answers. The command may come in pieces: the capability is
 // recognised at its last octet, which is in seg.
 func (g *literalGuard) watchEnable(seg []byte) {
-	const utf8Accept = " UTF8=ACCEPT"
+	const utf8Accept, rev2 = " UTF8=ACCEPT", " IMAP4REV2"
 	for k, b := range seg {
 		if len(g.win) == fetchWindow {
 			g.win = g.win[:copy(g.win, g.win[1:])]
@@ -806,6 +809,9 @@ func (g *literalGuard) watchEnable(seg []byte) {
 		g.win = append(g.win, b)
 		if hasSuffixFold(g.win, utf8Accept) {
 			seg[k] = '_'
+		}
+		if hasSuffixFold(g.win[:len(g.win)-1], rev2) && (b == ' ' || b == '\r' || b == '\n') {
+			g.rev2.Store(true)
 		}
 	}
 }

@@ -161,8 +161,20 @@ func (ss *session) statusData(mb store.Mailbox, options *imapv2.StatusOptions) (
 		HighestModSeq: mb.HighestModSeq,
 	}
 	n, unseen, size := mb.Messages, mb.Unseen, mb.Size
-	var zero uint32
-	data.NumMessages, data.NumUnseen, data.Size, data.NumRecent = &n, &unseen, &size, &zero
+	var recent uint32
+	if options.NumRecent {
+		// The messages no session has had as \Recent yet (RFC 3501
+		// section 6.3.10), known for a mailbox selected since the server
+		// started.
+		var err error
+		recent, err = ss.s.hub.recentCount(ss.account, mb.Name, mb.UIDValidity, mb.UIDNext, func() ([]store.Message, error) {
+			return ss.s.Store.Messages(ss.account, mb.Name)
+		})
+		if err != nil {
+			return nil, ss.storeError("status", err)
+		}
+	}
+	data.NumMessages, data.NumUnseen, data.Size, data.NumRecent = &n, &unseen, &size, &recent
 	if options.NumDeleted || options.DeletedStorage {
 		msgs, err := ss.s.Store.Messages(ss.account, mb.Name)
 		if err != nil {

@@ -247,6 +247,10 @@ func (sc *searcher) match(c *imapv2.SearchCriteria, e *entry) (bool, error) {
 	return true, nil
 }
 
+// isRecentFlag: f is \Recent (SEARCH RECENT, NEW and OLD), which is
+// the session's, not in the stored flags.
+func isRecentFlag(f imapv2.Flag) bool { return strings.EqualFold(string(f), `\Recent`) }
+
 func (sc *searcher) matchCheap(c *imapv2.SearchCriteria, e *entry) bool {
 	m := e.m
 	for _, set := range c.SeqNum {
@@ -260,12 +264,12 @@ func (sc *searcher) matchCheap(c *imapv2.SearchCriteria, e *entry) bool {
 		}
 	}
 	for _, f := range c.Flag {
-		if !hasFlag(m.Flags, string(f)) {
+		if !hasFlag(m.Flags, string(f)) && !(isRecentFlag(f) && e.recent) {
 			return false
 		}
 	}
 	for _, f := range c.NotFlag {
-		if hasFlag(m.Flags, string(f)) {
+		if hasFlag(m.Flags, string(f)) || isRecentFlag(f) && e.recent {
 			return false
 		}
 	}

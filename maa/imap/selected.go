@@ -40,14 +40,17 @@ func (ss *session) Select(name string, options *imapv2.SelectOptions) (*imapv2.S
 	ss.sel = v
 	ss.searchRes = nil
 	t := v.t
-	t.mu.RLock()
-	defer t.mu.RUnlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.claimRecent(v)
+	v.recentSent = len(v.recent)
 	data := &imapv2.SelectData{
 		Flags:          t.flagList(),
 		PermanentFlags: permanentFlags,
 		NumMessages:    v.count(),
 		UIDNext:        imapv2.UID(t.nextUID),
 		UIDValidity:    t.uidValidity,
+		NumRecent:      uint32(v.recentSent), // IMAP4rev1 only: imapserver leaves it out for IMAP4rev2
 	}
 	if v.readOnly {
 		data.PermanentFlags = nil

@@ -51,9 +51,11 @@ func (ss *session) Store(w *imapserver.FetchWriter, numSet imapv2.NumSet, flags 
 // writeFlags writes FETCH (UID FLAGS) for messages the client knows.
 func (ss *session) writeFlags(w *imapserver.FetchWriter, msgs []store.Message) error {
 	seqs := make([]uint32, len(msgs))
+	recent := make([]bool, len(msgs))
 	ss.sel.t.mu.RLock()
 	for i := range msgs {
 		seqs[i] = ss.sel.seqOf(msgs[i].UID)
+		recent[i] = ss.sel.isRecent(msgs[i].UID)
 	}
 	ss.sel.t.mu.RUnlock()
 	for i := range msgs {
@@ -62,7 +64,7 @@ func (ss *session) writeFlags(w *imapserver.FetchWriter, msgs []store.Message) e
 		}
 		rw := w.CreateMessage(seqs[i])
 		rw.WriteUID(imapv2.UID(msgs[i].UID))
-		rw.WriteFlags(toFlags(msgs[i].Flags))
+		rw.WriteFlags(toFlags(ss.withRecent(msgs[i].Flags, recent[i])))
 		if err := rw.Close(); err != nil {
 			return err
 		}

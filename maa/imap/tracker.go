@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"slices"
@@ -21,9 +22,15 @@ type hub struct {
 	store  store.Store
 	logger *slog.Logger
 
-	mu      sync.Mutex
-	boxes   map[boxKey]*tracker
-	logins  map[string]map[*session]struct{} // logged-in sessions by account
+	mu     sync.Mutex
+	boxes  map[boxKey]*tracker
+	logins map[string]map[*session]struct{} // logged-in sessions by account
+	// recent keeps, for a mailbox no session has open, where its
+	// \Recent messages begin (see tracker.recentFrom): from when its
+	// last tracker went, or from the first mail that came while none
+	// was open. In memory only: after a restart, mail that came before
+	// the first IMAP login is not \Recent.
+	recent  map[boxKey]recentMark
 	stop    chan struct{}
 	done    chan struct{}
 	started bool
@@ -61,9 +68,14 @@ func (h *hub) settle() {
 
 type boxKey struct{ account, mailbox string }
 
+// recentMark is where the \Recent messages of a mailbox begin, for the
+// UIDVALIDITY it was taken under.
+type recentMark struct{ uidValidity, from uint32 }
+
 func newHub(st store.Store, logger *slog.Logger) *hub {
 	return &hub{store: st, logger: logger, boxes: map[boxKey]*tracker{}, logins: map[string]map[*session]struct{}{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		recent: map[boxKey]recentMark{},
+		stop:   make(chan struct{}), done: make(chan struct{})}
 }
 
 // start subscribes lazily, at the first login: the store may not accept
@@ -156,6 +168,9 @@ func (h *hub) dispatch(ev store.Event) {
 	}
 	t := h.lookup(ev.Account, ev.Mailbox)
 	if t == nil {
+		if ev.Kind == store.EventAppend && len(ev.UIDs) > 0 {
+			h.markRecent(boxKey{ev.Account, ev.Mailbox}, ev.UIDs[0])
+		}
 		return
 	}
 	switch ev.Kind {
@@ -380,7 +395,7 @@ func (h *hub) open(ss *session, mailbox string) (*view, error) {
 		t = nil
 	}
 	if t == nil {
-		t = &tracker{hub: h, key: k, views: map[*view]struct{}{}}
+		t = &tracker{hub: h, key: k, views: map[*view]struct{}{}, recentMark: h.recent[k]}
 		t.mu.Lock() // held until loaded: events for it wait
 		h.boxes[k] = t
 		t.refs++
@@ -413,12 +428,54 @@ func (h *hub) release(t *tracker) {
 	t.refs--
 	if t.refs == 0 {
 		t.mu.Lock()
-		k := t.key
+		k, mark, gone := t.key, recentMark{t.uidValidity, t.recentFrom}, t.gone || t.loadErr != nil
 		t.mu.Unlock()
 		if h.boxes[k] == t {
 			delete(h.boxes, k)
+			if !gone {
+				h.recent[k] = mark
+			}
 		}
 	}
+}
+
+// markRecent notes that mail from uid on came to a mailbox no session has
+// open: the first to select it will have it \Recent. A mark already
+// there is earlier, and stays.
+func (h *hub) markRecent(k boxKey, uid uint32) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.recent[k]; !ok && h.boxes[k] == nil {
+		h.recent[k] = recentMark{from: uid} // UIDVALIDITY unknown: taken as the mailbox's
+	}
+}
+
+// recentCount is the number of messages of a mailbox not yet \Recent in
+// any session (STATUS RECENT): those from its mark on, if it has one.
+func (h *hub) recentCount(account, mailbox string, uidValidity, uidNext uint32, msgs func() ([]store.Message, error)) (uint32, error) {
+	k := boxKey{account, mailbox}
+	h.mu.Lock()
+	mark, ok := h.recent[k]
+	if t := h.boxes[k]; t != nil {
+		t.mu.RLock()
+		mark, ok = recentMark{t.uidValidity, t.recentFrom}, t.loadErr == nil && !t.gone
+		t.mu.RUnlock()
+	}
+	h.mu.Unlock()
+	if !ok || mark.uidValidity != uidValidity && mark.uidValidity != 0 || mark.from == 0 || mark.from >= uidNext {
+		return 0, nil
+	}
+	all, err := msgs()
+	if err != nil {
+		return 0, err
+	}
+	var n uint32
+	for _, m := range all {
+		if m.UID >= mark.from {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // tracker is the shared state of one selected mailbox: its message index
@@ -435,9 +492,16 @@ type tracker struct {
 	uidValidity uint32
 	msgs        []store.Message // sorted by UID
 	nextUID     uint32          // every UID below was applied (or expunged)
-	gone        bool            // the mailbox was deleted
-	views       map[*view]struct{}
-	appended    chan struct{} // closed and replaced at every append
+	// recentFrom: the messages from this UID on are \Recent (RFC 3501
+	// section 2.3.2) to no session yet. SELECT takes them for its
+	// session; a new message goes to a session that has the mailbox
+	// selected read-write, if any. recentMark is the hub's mark at
+	// creation, which load takes if its UIDVALIDITY is the mailbox's.
+	recentFrom uint32
+	recentMark recentMark
+	gone       bool // the mailbox was deleted
+	views      map[*view]struct{}
+	appended   chan struct{} // closed and replaced at every append
 
 	// keywords are those in the FLAGS response: defaultKeywords and
 	// every keyword seen in the mailbox since it was loaded. flagsGen
@@ -524,7 +588,24 @@ func (t *tracker) load() error {
 	if n := len(msgs); n > 0 && msgs[n-1].UID >= t.nextUID {
 		t.nextUID = msgs[n-1].UID + 1
 	}
+	t.recentFrom = t.nextUID
+	if m := t.recentMark; (m.uidValidity == t.uidValidity || m.uidValidity == 0) && m.from > 0 && m.from < t.recentFrom {
+		t.recentFrom = m.from
+	}
 	return nil
+}
+
+// claimRecent makes the messages not yet \Recent anywhere \Recent in v
+// (SELECT; EXAMINE shows them without taking them, RFC 3501 section
+// 6.3.2); t.mu is held.
+func (t *tracker) claimRecent(v *view) {
+	i, _ := slices.BinarySearchFunc(t.msgs, t.recentFrom, func(m store.Message, uid uint32) int { return cmp.Compare(m.UID, uid) })
+	for _, m := range t.msgs[i:] {
+		v.addRecent(m.UID)
+	}
+	if !v.readOnly {
+		t.recentFrom = t.nextUID
+	}
 }
 
 // noteKeywords adds the keywords of flags not listed yet; t.mu is held.
@@ -604,6 +685,14 @@ func (t *tracker) applyAppend(msgs []store.Message) {
 		added = true
 	}
 	if added {
+		// New mail is \Recent to one session (RFC 3501 section 2.3.2):
+		// one that has the mailbox selected read-write, if any.
+		for v := range t.views {
+			if !v.readOnly && !v.ended {
+				t.claimRecent(v)
+				break
+			}
+		}
 		t.notifyAll()
 	}
 	t.wakeAppendWaiters()
@@ -704,6 +793,7 @@ func (t *tracker) expungeLocked(uids []uint32) {
 			if uid <= v.maxUID {
 				v.addGhost(uid)
 			}
+			delete(v.recent, uid)
 		}
 	}
 	t.notifyAll()
@@ -795,6 +885,23 @@ type view struct {
 	storing  map[uint32]struct{} // UIDs this view is changing (beginStore)
 	notify   chan struct{}       // set while IDLE
 	flagsGen uint64              // the tracker's flagsGen when FLAGS was last sent
+	// recent are the UIDs \Recent in this session (IMAP4rev1), and
+	// recentSent their number as last reported (SELECT, RECENT).
+	recent     map[uint32]struct{}
+	recentSent int
+}
+
+func (v *view) addRecent(uid uint32) {
+	if v.recent == nil {
+		v.recent = map[uint32]struct{}{}
+	}
+	v.recent[uid] = struct{}{}
+}
+
+// isRecent: uid is \Recent in v; t.mu is held.
+func (v *view) isRecent(uid uint32) bool {
+	_, ok := v.recent[uid]
+	return ok
 }
 
 func (v *view) close() {
@@ -846,11 +953,13 @@ func (v *view) seqOf(uid uint32) uint32 {
 	return uint32(v.t.rank(uid) + g + boolInt(isGhost))
 }
 
-// entry is one message of a client view: m is nil for a ghost.
+// entry is one message of a client view: m is nil for a ghost. recent:
+// it is \Recent in the view.
 type entry struct {
-	seq uint32
-	uid uint32
-	m   *store.Message
+	seq    uint32
+	uid    uint32
+	m      *store.Message
+	recent bool
 }
 
 // walk calls fn for the client view's messages in sequence order from
@@ -868,7 +977,7 @@ func (v *view) walk(from uint32, fn func(e entry) bool) {
 			e = entry{seq: seq, uid: v.ghosts[g]}
 			g++
 		} else {
-			e = entry{seq: seq, uid: v.t.msgs[i].UID, m: &v.t.msgs[i]}
+			e = entry{seq: seq, uid: v.t.msgs[i].UID, m: &v.t.msgs[i], recent: v.isRecent(v.t.msgs[i].UID)}
 			i++
 		}
 		if seq >= from && !fn(e) {

@@ -15,6 +15,9 @@ type update struct {
 	seq     uint32 // FETCH seq (UID uid FLAGS flags)
 	uid     uint32
 	flags   []string
+	// recent: RECENT n (IMAP4rev1; imapserver drops it for IMAP4rev2)
+	recent    uint32
+	hasRecent bool
 	// mailboxFlags: FLAGS (the mailbox's flags, with a new keyword)
 	mailboxFlags []imapv2.Flag
 }
@@ -39,6 +42,10 @@ func (v *view) collect(allowExpunge bool) []update {
 	if last := t.lastUID(); last > v.maxUID {
 		v.maxUID = last
 		out = append(out, update{exists: v.count()})
+		if n := len(v.recent); n != v.recentSent {
+			v.recentSent = n
+			out = append(out, update{recent: uint32(n), hasRecent: true})
+		}
 	}
 	if len(v.flags) > 0 {
 		uids := make([]uint32, 0, len(v.flags))
@@ -52,7 +59,7 @@ func (v *view) collect(allowExpunge bool) []update {
 			if i < 0 || seq == 0 {
 				continue
 			}
-			out = append(out, update{seq: seq, uid: uid, flags: t.msgs[i].Flags})
+			out = append(out, update{seq: seq, uid: uid, flags: v.owner.withRecent(t.msgs[i].Flags, v.isRecent(uid))})
 		}
 		v.flags = nil
 	}
@@ -87,6 +94,8 @@ func writeUpdates(w *imapserver.UpdateWriter, ups []update) error {
 		switch {
 		case u.mailboxFlags != nil:
 			err = w.WriteMailboxFlags(u.mailboxFlags)
+		case u.hasRecent:
+			err = w.WriteNumRecent(u.recent)
 		case u.expunge != 0:
 			err = w.WriteExpunge(u.expunge)
 		case u.exists != 0 || u.seq == 0:
@@ -122,6 +131,24 @@ func (v *view) idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 			return nil
 		}
 	}
+}
+
+// withRecent adds \Recent to a message's flags when it is recent in the
+// session and the client has not enabled IMAP4rev2 (which removed it).
+func (ss *session) withRecent(flags []string, recent bool) []string {
+	if !recent || ss == nil || ss.rev2() {
+		return flags
+	}
+	return append(slices.Clip(flags), `\Recent`)
+}
+
+// rev2 tells whether the client enabled IMAP4rev2.
+func (ss *session) rev2() bool {
+	if ss.conn == nil {
+		return false
+	}
+	gc, ok := ss.conn.NetConn().(*guardConn)
+	return ok && gc.g.rev2.Load()
 }
 
 func toFlags(fs []string) []imapv2.Flag {

@@ -1,0 +1,97 @@
+package imap
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// rawLogin opens a plaintext session logged in as alice.
+func rawLogin(t *testing.T, e *testEnv) *rawClient {
+	t.Helper()
+	conn, r, _ := e.dialPlain()
+	c := &rawClient{t: t, conn: conn, r: r}
+	c.send(`l LOGIN %s "%s"`, testAlice, testPass)
+	c.expect("l OK")
+	return c
+}
+
+// cmd sends a command tagged tag and returns its responses, joined.
+func (c *rawClient) cmd(tag, format string, args ...any) string {
+	c.t.Helper()
+	c.send(tag+" "+format, args...)
+	return strings.Join(c.expect(tag+" OK"), "")
+}
+
+// TestRecent: \Recent (RFC 3501 section 2.3.2), for IMAP4rev1 sessions.
+// Mail that came while no session had the mailbox selected is \Recent to
+// the first that selects it, and to no other; new mail is \Recent to one
+// session that has it selected; EXAMINE shows \Recent without taking it;
+// SEARCH RECENT, NEW and OLD, STATUS RECENT and the RECENT response
+// follow it; a client that enabled IMAP4rev2 sees none of it.
+func TestRecent(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	a := rawLogin(t, e) // the hub follows the store from the first login
+	e.deliver(testAlice, "INBOX", testMessage(1, "one"))
+	e.deliver(testAlice, "INBOX", testMessage(2, "two"), `\Seen`)
+
+	ex := rawLogin(t, e)
+	if got := ex.cmd("x1", "EXAMINE INBOX"); !strings.Contains(got, "* 2 RECENT\r\n") {
+		t.Errorf("EXAMINE: %q, want 2 RECENT", got)
+	}
+	if got := ex.cmd("x2", "UNSELECT"); got == "" {
+		t.Fatal("no reply")
+	}
+	if got := a.cmd("a1", "SELECT INBOX"); !strings.Contains(got, "* 2 RECENT\r\n") {
+		t.Errorf("first SELECT: %q, want 2 RECENT", got)
+	}
+	if got := a.cmd("a2", "FETCH 1:* (FLAGS)"); !strings.Contains(got, `* 1 FETCH (FLAGS (\Recent))`) ||
+		!strings.Contains(got, `* 2 FETCH (FLAGS (\Seen \Recent))`) {
+		t.Errorf("FETCH FLAGS: %q", got)
+	}
+	for q, want := range map[string]string{"RECENT": "* SEARCH 1 2\r\n", "NEW": "* SEARCH 1\r\n", "OLD": "* SEARCH\r\n", "UNSEEN RECENT": "* SEARCH 1\r\n"} {
+		if got := a.cmd("a3", "SEARCH %s", q); !strings.HasPrefix(got, want) {
+			t.Errorf("SEARCH %s: %q, want %q", q, got, want)
+		}
+	}
+	b := rawLogin(t, e)
+	if got := b.cmd("b1", "SELECT INBOX"); !strings.Contains(got, "* 0 RECENT\r\n") {
+		t.Errorf("second SELECT: %q, want 0 RECENT", got)
+	}
+	if got := b.cmd("b2", "FETCH 1:* (FLAGS)"); strings.Contains(got, `\Recent`) {
+		t.Errorf("second session: %q", got)
+	}
+	// New mail: \Recent to one of the two.
+	e.deliver(testAlice, "INBOX", testMessage(3, "three"))
+	recentIn := 0
+	for i, c := range []*rawClient{a, b} {
+		got := c.cmd(fmt.Sprintf("n%d", i), "NOOP")
+		if !strings.Contains(got, "* 3 EXISTS\r\n") {
+			t.Errorf("NOOP: %q", got)
+		}
+		flags := c.cmd(fmt.Sprintf("f%d", i), "FETCH 3 (FLAGS)")
+		if strings.Contains(flags, `\Recent`) {
+			recentIn++
+			if !strings.Contains(got, " RECENT\r\n") {
+				t.Errorf("no RECENT response with the new mail: %q", got)
+			}
+		}
+	}
+	if recentIn != 1 {
+		t.Errorf("new mail \\Recent in %d sessions, want 1", recentIn)
+	}
+	// STATUS RECENT: mail no session has taken yet.
+	a.cmd("a4", "LOGOUT")
+	b.cmd("b3", "LOGOUT")
+	e.deliver(testAlice, "INBOX", testMessage(4, "four"))
+	if got := ex.cmd("x3", "STATUS INBOX (RECENT MESSAGES)"); !strings.Contains(got, "RECENT 1") {
+		t.Errorf("STATUS: %q, want RECENT 1", got)
+	}
+	// IMAP4rev2 has no \Recent.
+	r2 := rawLogin(t, e)
+	r2.cmd("r1", "ENABLE IMAP4rev2")
+	got := r2.cmd("r2", "SELECT INBOX") + r2.cmd("r3", "FETCH 1:* (FLAGS)")
+	if strings.Contains(got, "RECENT") || strings.Contains(got, `\Recent`) {
+		t.Errorf("IMAP4rev2 session: %q", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"reflect"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -82,3 +83,32 @@ func shrinkWriter(c *imapserver.Conn) (restore func()) {
 		}
 	}
 }
+
+// idleKeepalive is how often a client in IDLE is sent "* OK Still here",
+// as Dovecot does (imap_idle_notify_interval, 2 minutes): a NAT gateway
+// or firewall that drops connections silent for a few minutes would
+// otherwise cut the client off without either side knowing, and new
+// mail would not be announced until the client's next IDLE (Thunderbird
+// renews it every 29 minutes). One goroutine of the hub does it for
+// every session (hub.keepalives): a timer per connection would cost
+// half a KiB of each idle connection's 24.
+var idleKeepalive = 2 * time.Minute
+
+// keepalive writes "* OK Still here" through c's writer, under the mutex
+// of imapserver's writes.
+func keepalive(c *imapserver.Conn) error {
+	bw, mu := connWriter(c)
+	if bw == nil {
+		return nil
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	c.NetConn().SetWriteDeadline(time.Now().Add(keepaliveWriteTimeout))
+	defer c.NetConn().SetWriteDeadline(time.Time{})
+	bw.WriteString("* OK Still here\r\n")
+	return bw.Flush()
+}
+
+// keepaliveWriteTimeout bounds a keepalive's write to a client that reads
+// nothing.
+const keepaliveWriteTimeout = 10 * time.Second

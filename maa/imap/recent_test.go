@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // rawLogin opens a plaintext session logged in as alice.
@@ -93,5 +94,38 @@ func TestRecent(t *testing.T) {
 	got := r2.cmd("r2", "SELECT INBOX") + r2.cmd("r3", "FETCH 1:* (FLAGS)")
 	if strings.Contains(got, "RECENT") || strings.Contains(got, `\Recent`) {
 		t.Errorf("IMAP4rev2 session: %q", got)
+	}
+}
+
+// TestIdleKeepalive: a client in IDLE, with a mailbox selected or not, is
+// sent "* OK Still here" every idleKeepalive, as Dovecot does, so that a
+// NAT gateway keeps the connection; DONE ends IDLE as before.
+func TestIdleKeepalive(t *testing.T) {
+	old := idleKeepalive
+	idleKeepalive = 30 * time.Millisecond
+	t.Cleanup(func() { idleKeepalive = old })
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	for _, sel := range []bool{false, true} {
+		c := rawLogin(t, e)
+		if sel {
+			c.cmd("s", "SELECT INBOX")
+		}
+		c.send("i IDLE")
+		for n := 0; n < 2; {
+			line, err := c.r.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case strings.HasPrefix(line, "+"):
+			case line == "* OK Still here\r\n":
+				n++
+			default:
+				t.Fatalf("selected %v: %q in IDLE", sel, line)
+			}
+		}
+		c.send("DONE")
+		c.expect("i OK")
+		c.usable()
 	}
 }

@@ -43,6 +43,7 @@ type session struct {
 	// idleMu orders the two (see Idle and Close).
 	idleMu   sync.Mutex
 	idleDone chan struct{} // closed when the running Idle returns
+	idling   bool          // Idle is running (see keepalive)
 	closed   bool
 }
 
@@ -294,10 +295,15 @@ func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error 
 		return nil
 	}
 	done := make(chan struct{})
-	ss.idleDone = done
+	ss.idleDone, ss.idling = done, true
 	sel := ss.sel
 	ss.idleMu.Unlock()
 	defer close(done)
+	defer func() {
+		ss.idleMu.Lock()
+		ss.idling = false
+		ss.idleMu.Unlock()
+	}()
 	if restore := shrinkWriter(ss.conn); restore != nil {
 		defer restore()
 	}
@@ -306,6 +312,20 @@ func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error 
 		return nil
 	}
 	return sel.idle(w, stop)
+}
+
+// keepalive sends "* OK Still here" if the session is in IDLE (see
+// idleKeepalive). idleMu is held through the write, so that IDLE cannot
+// end and another command write meanwhile.
+func (ss *session) keepalive() {
+	ss.idleMu.Lock()
+	defer ss.idleMu.Unlock()
+	if !ss.idling || ss.closed {
+		return
+	}
+	if err := keepalive(ss.conn); err != nil {
+		ss.s.Logger.Debug("imap: IDLE keepalive not written", "err", err)
+	}
 }
 
 func newID() string {

@@ -90,6 +90,33 @@ func (h *hub) startLocked() {
 	// on load the store's state, which includes them.
 	h.seen.Store(h.store.EventSeq())
 	go h.run(ch, cancel)
+	go h.keepalives()
+}
+
+// keepalives sends "* OK Still here" to the sessions in IDLE every
+// idleKeepalive, until the hub closes; apart from the event dispatch, so
+// that a slow client never delays a notification.
+func (h *hub) keepalives() {
+	tick := time.NewTicker(idleKeepalive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-tick.C:
+		}
+		h.mu.Lock()
+		var all []*session
+		for _, m := range h.logins {
+			for ss := range m {
+				all = append(all, ss)
+			}
+		}
+		h.mu.Unlock()
+		for _, ss := range all {
+			ss.keepalive()
+		}
+	}
 }
 
 func (h *hub) close() {

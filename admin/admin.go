@@ -137,16 +137,23 @@ func Address(s string) (string, error) {
 	if !ok || local == "" {
 		return "", fmt.Errorf("%q is not a valid address", s)
 	}
-	if strings.ContainsAny(local, "%!") {
-		// Old relays route on them (RFC 5321 appendix C): delivery never
-		// does, so no mail would ever reach such an address.
-		return "", fmt.Errorf("%q is not a valid address: mail is never delivered to a local part with '%%' or '!'", s)
-	}
 	d, err := Domain(domain)
 	if err != nil {
 		return "", fmt.Errorf("%q is not a valid address: %v", s, err)
 	}
 	return local + "@" + d, nil
+}
+
+// localAddress is Address for an address of ours (an account, an alias):
+// old relays route on '%' and '!' (RFC 5321 appendix C), delivery here
+// never does, so no mail would ever reach such an address. (Another
+// host's may have them: an alias target, say.)
+func localAddress(s string) (string, error) {
+	a, err := Address(s)
+	if err == nil && strings.ContainsAny(a[:strings.LastIndexByte(a, '@')], "%!") {
+		return "", fmt.Errorf("%q is not a valid address: mail is never delivered to a local part with '%%' or '!'", s)
+	}
+	return a, err
 }
 
 // Domain checks and lower-cases a domain name. One with non-ASCII labels
@@ -231,7 +238,7 @@ func userAdd(ctx context.Context, env *Env, req Request, out io.Writer) error {
 	if err := nargs(req, 1, 1, "ADDRESS"); err != nil {
 		return err
 	}
-	a, err := Address(req.Args[0])
+	a, err := localAddress(req.Args[0])
 	if err != nil {
 		return err
 	}
@@ -527,7 +534,7 @@ func aliasSource(arg string) (string, error) {
 		}
 		return "@" + d, nil
 	}
-	return Address(src)
+	return localAddress(src)
 }
 
 func aliasDel(ctx context.Context, env *Env, req Request, out io.Writer) error {

@@ -175,6 +175,9 @@ func (a *Agent) badLocal(address string) error {
 		return ErrBadAddress
 	}
 	domain := strings.ToLower(strings.TrimSuffix(address[at+1:], "."))
+	if d, ok := aLabels(domain); ok {
+		domain = d // café.example is xn--caf-dma.example (see splitAddress)
+	}
 	if !validDomain(domain) || a.isHost(domain) {
 		return ErrBadAddress
 	}
@@ -282,9 +285,10 @@ func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r 
 			return err
 		}
 	}
+	base, _, _ := strings.Cut(local, "+")
 	targets, err := a.Store.Alias("@" + domain)
 	if errors.Is(err, store.ErrNotFound) {
-		if base, _, _ := strings.Cut(local, "+"); base == "postmaster" {
+		if base == "postmaster" {
 			return a.postmaster(domain, r)
 		}
 		return ErrUnknownUser
@@ -292,7 +296,27 @@ func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r 
 	if err != nil {
 		return err
 	}
-	return a.expandTargets(targets, depth, seen, r)
+	if base != "postmaster" {
+		return a.expandTargets(targets, depth, seen, r)
+	}
+	// postmaster by the catch-all: where that leads nowhere (its targets
+	// gone, or back to postmaster), postmaster is still taken (RFC 5321
+	// section 4.5.1), as without a catch-all.
+	var tmp Route
+	err = a.expandTargets(targets, depth, seen, &tmp)
+	if errors.Is(err, ErrUnknownUser) || errors.Is(err, ErrAliasLoop) {
+		return a.postmaster(domain, r)
+	}
+	if err != nil {
+		return err
+	}
+	for i, acct := range tmp.Accounts {
+		r.addAccount(acct, tmp.DeliveredTo[i])
+	}
+	for _, rem := range tmp.Remote {
+		addUnique(&r.Remote, rem)
+	}
+	return nil
 }
 
 // expandExact resolves an address that is an account or an alias; via is
@@ -334,6 +358,13 @@ func (a *Agent) expandTargets(targets []string, depth int, seen map[string]bool,
 	took := false
 	for _, t := range targets {
 		local, domain, err := splitAddress(t)
+		if errors.Is(err, ErrBadAddress) && errors.Is(a.badLocal(t), ErrNotOurDomain) {
+			// Another host's address, with a local part of its own
+			// (john%x@): forwarded as it is.
+			addUnique(&r.Remote, t)
+			took = true
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("alias target %q: %w", t, err)
 		}

@@ -92,6 +92,7 @@ func TestResolve(t *testing.T) {
 		{strings.Repeat("x", 65) + "@remote.example", Route{}, ErrNotOurDomain},
 		{strings.Repeat("x", 65) + "@example.test", Route{}, ErrBadAddress},
 		{"a\x01b@remote.example", Route{}, ErrBadAddress},
+		{"john doe@café.example", Route{}, ErrNotOurDomain},
 	}
 	for _, c := range cases {
 		r, err := a.Resolve(c.addr)
@@ -277,8 +278,25 @@ func TestAliasToHostPostmaster(t *testing.T) {
 	if err := st.AddAlias("@example.test", []string{"postmaster@mail.example.test"}); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := a.Resolve("nobody@example.test"); !errors.Is(err, ErrAliasLoop) {
-		t.Errorf("catch-all to postmaster@host: %+v, %v; want an alias loop", r, err)
+	// The catch-all leads back to postmaster: postmaster is taken all the
+	// same (RFC 5321 section 4.5.1), as the server's, and so is any
+	// address the catch-all takes.
+	for _, addr := range []string{"postmaster@example.test", "nobody@example.test"} {
+		if r, err := a.Resolve(addr); err != nil || !reflect.DeepEqual(r.Accounts, []string{"alice@example.test"}) {
+			t.Errorf("catch-all to postmaster@host, %s: %+v, %v; want alice", addr, r, err)
+		}
+	}
+	if err := st.SetDisabled("alice@example.test", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAlias("@example.test", []string{"alice@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.Resolve("postmaster@example.test"); err != nil || !reflect.DeepEqual(r.Accounts, []string{"bob@example.test"}) {
+		t.Errorf("catch-all to a disabled account: %+v, %v; want postmaster taken, by bob", r, err)
+	}
+	if err := st.SetDisabled("alice@example.test", false); err != nil {
+		t.Fatal(err)
 	}
 	// Other local parts at the host name are not ours: remote, as before.
 	if err := st.AddAlias("fwd@other.test", []string{"someone@mail.example.test"}); err != nil {
@@ -286,6 +304,13 @@ func TestAliasToHostPostmaster(t *testing.T) {
 	}
 	if r, err := a.Resolve("fwd@other.test"); err != nil || !reflect.DeepEqual(r.Remote, []string{"someone@mail.example.test"}) {
 		t.Errorf("fwd@other.test: %+v, %v", r, err)
+	}
+	// Another host's local part is its own: forwarded as it is.
+	if err := st.AddAlias("pct@other.test", []string{"john%x@remote.example"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.Resolve("pct@other.test"); err != nil || !reflect.DeepEqual(r.Remote, []string{"john%x@remote.example"}) {
+		t.Errorf("pct@other.test: %+v, %v", r, err)
 	}
 }
 
@@ -345,5 +370,10 @@ func TestResolveULabels(t *testing.T) {
 	}
 	if _, err := a.Resolve("x@thé.example"); !errors.Is(err, ErrNotOurDomain) {
 		t.Errorf("another U-label domain: %v", err)
+	}
+	// A local part we never deliver to, at our domain in U-labels: not
+	// relayed out as another host's (submission sent it to the Internet).
+	if _, err := a.Resolve("john doe@café.example"); !errors.Is(err, ErrBadAddress) {
+		t.Errorf("john doe@café.example: %v, want ErrBadAddress", err)
 	}
 }

@@ -170,6 +170,17 @@ func (r *cmdReader) Read(p []byte) (int, error) {
 	if *r.limit == 0 || n == 0 {
 		return n, err // a DATA body
 	}
+	// A line that may be RCPT TO:<Postmaster> is taken whole, however it
+	// comes in pieces, to be rewritten (see postmasterRcpt).
+	for len(r.line) == 0 && r.host != "" && err == nil && n < len(p) &&
+		bytes.IndexByte(p[:n], '\n') < 0 && mayBePostmasterRcpt(p[:n]) {
+		m, ferr := r.fill(p[n:])
+		n += m
+		if m == 0 {
+			r.err = ferr // after what was read (fill returns it again)
+			break
+		}
+	}
 	if i := bytes.IndexByte(p[:n], '\n'); i >= 0 && i+1 < n {
 		r.held = append(bytes.Clone(p[i+1:n]), r.held...)
 		n = i + 1
@@ -205,6 +216,24 @@ func postmasterRcpt(line []byte, host string) ([]byte, bool) {
 		return nil, false
 	}
 	return append([]byte(verb+"<postmaster@"+host+">"), rest[len(pm):]...), true
+}
+
+// mayBePostmasterRcpt: b, the start of a command line, may be the start
+// of "RCPT TO:<Postmaster>" (any case, spaces after the colon), or is it
+// with the rest of the line still to come.
+func mayBePostmasterRcpt(b []byte) bool {
+	const verb, pm = "RCPT TO:", "<POSTMASTER>"
+	if len(b) <= len(verb) {
+		return bytes.EqualFold(b, []byte(verb[:len(b)]))
+	}
+	if !bytes.EqualFold(b[:len(verb)], []byte(verb)) {
+		return false
+	}
+	rest := bytes.TrimLeft(b[len(verb):], " ")
+	if len(rest) <= len(pm) {
+		return bytes.EqualFold(rest, []byte(pm[:len(rest)]))
+	}
+	return bytes.EqualFold(rest[:len(pm)], []byte(pm))
 }
 
 // startTLSWithArgs: a whole command line that starts with STARTTLS and is

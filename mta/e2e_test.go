@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -281,6 +282,16 @@ func TestE2EHostPostmaster(t *testing.T) {
 	c.Cmd("RCPT TO:<Postmaster>", "250")
 	c.Cmd("RCPT TO:<POSTMASTER>", "250")
 	c.Cmd("RCPT TO:<postmaster.x>", "501")
+	// The same in pieces, as a slow client or the network may cut it.
+	for _, pieces := range [][]string{{"RCPT TO:<Post", "master>\r\n"}, {"RCPT TO:<postmaster>", "\r\n"}, {"RC", "PT TO:  <postmaster>\r", "\n"}} {
+		for _, p := range pieces {
+			if _, err := c.Conn.Write([]byte(p)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		c.Expect("250")
+	}
 	c.Cmd("DATA", "354")
 	c.Send(testMessage + ".\r\n")
 	c.Expect("250")

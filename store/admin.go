@@ -294,7 +294,7 @@ func (s *boltStore) AddAlias(address string, targets []string) error {
 	}
 	norm := make([]string, 0, len(targets))
 	for _, tg := range targets {
-		n, err := normalizeAddress(tg)
+		n, err := normalizeTarget(tg)
 		if err != nil {
 			return fmt.Errorf("alias %s target: %w", a, err)
 		}

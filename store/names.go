@@ -26,6 +26,17 @@ func normalizeAddress(address string) (string, error) {
 	return a, nil
 }
 
+// normalizeTarget is normalizeAddress for an alias target, which may be
+// another host's address, with '%' or '!' in its local part.
+func normalizeTarget(address string) (string, error) {
+	a := strings.ToLower(strings.TrimSpace(address))
+	local, domain, ok := strings.Cut(a, "@")
+	if !ok || !validLocalPart(strings.NewReplacer("%", "_", "!", "_").Replace(local)) || !validDomain(domain) {
+		return "", fmt.Errorf("address %q: %w", address, ErrInvalidName)
+	}
+	return a, nil
+}
+
 // normalizeDomain lower-cases a domain name and checks its syntax.
 func normalizeDomain(name string) (string, error) {
 	d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))

@@ -181,6 +181,16 @@ func Domain(s string) (string, error) {
 			}
 		}
 	}
+	// A top-level label is never all digits (RFC 3696 section 2): that is
+	// an IP address, which mail reaches as an address literal only.
+	if tld := d[strings.LastIndexByte(d, '.')+1:]; strings.Trim(tld, "0123456789") == "" {
+		return "", fmt.Errorf("%q is not a valid domain name (an IP address?)", s)
+	}
+	if strings.Contains(d, "xn--") {
+		if _, err := idna.Lookup.ToUnicode(d); err != nil {
+			return "", fmt.Errorf("%q is not a valid domain name: %v", s, err)
+		}
+	}
 	return d, nil
 }
 

@@ -113,6 +113,8 @@ func TestCLIStopped(t *testing.T) {
 	mustFail(t, "not a valid address", "--config", cfg, "user", "add", "a!b@example.org", "--password-stdin")
 	mustFail(t, "not a valid address", "--config", cfg, "alias", "add", "a%b@example.org", "bob@example.org")
 	mustFail(t, "not a valid domain", "--config", cfg, "domain", "add", "bad_domain!")
+	mustFail(t, "not a valid domain", "--config", cfg, "domain", "add", "127.0.0.1")
+	mustFail(t, "not a valid domain", "--config", cfg, "domain", "add", "xn--zz.test")
 	mustFail(t, "already exists", "--config", cfg, "user", "add", "bob@example.org", "--password-stdin")
 	if _, err := run(t, "\n", "--config", cfg, "user", "add", "carol@example.org", "--password-stdin"); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty password: %v", err)

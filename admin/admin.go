@@ -355,6 +355,7 @@ func setDisabled(env *Env, req Request, out io.Writer, disabled bool) error {
 	}
 	if disabled {
 		fmt.Fprintf(out, "%s disabled: no logins, no new mail (550 5.1.1); its mail is kept\n", a)
+		noteAliases(env, a, out)
 	} else {
 		fmt.Fprintf(out, "%s enabled\n", a)
 	}
@@ -401,7 +402,31 @@ func userDel(ctx context.Context, env *Env, req Request, out io.Writer) error {
 		return noUser(a, err)
 	}
 	fmt.Fprintf(out, "user %s deleted with its mail\n", a)
+	noteAliases(env, a, out)
 	return nil
+}
+
+// noteAliases says which aliases lead to addr, now that it takes no mail:
+// delivery leaves it out of them (or refuses the alias when nothing else
+// is left).
+func noteAliases(env *Env, addr string, out io.Writer) {
+	all, err := env.Store.Aliases()
+	if err != nil {
+		return
+	}
+	var srcs []string
+	for src, targets := range all {
+		for _, t := range targets {
+			if strings.EqualFold(t, addr) {
+				srcs = append(srcs, src)
+				break
+			}
+		}
+	}
+	if len(srcs) > 0 {
+		sort.Strings(srcs)
+		fmt.Fprintf(out, "note: aliases still lead to %s (it is left out of them): %s\n", addr, strings.Join(srcs, ", "))
+	}
 }
 
 func userList(ctx context.Context, env *Env, req Request, out io.Writer) error {

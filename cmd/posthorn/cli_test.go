@@ -142,7 +142,9 @@ func TestCLIStopped(t *testing.T) {
 	mustRun(t, "", "--config", cfg, "domain", "add", "gone.org")
 	mustRun(t, "pw\n", "--config", cfg, "user", "add", "u@gone.org", "--password-stdin")
 	mustRun(t, "", "--config", cfg, "alias", "add", "fwd@example.org", "u@gone.org")
-	mustRun(t, "", "--config", cfg, "user", "del", "u@gone.org")
+	if out := mustRun(t, "", "--config", cfg, "user", "del", "u@gone.org"); !strings.Contains(out, "note: aliases still lead to u@gone.org (it is left out of them): fwd@example.org") {
+		t.Errorf("user del of an alias target: %q", out)
+	}
 	mustFail(t, "is used by alias fwd@example.org -> u@gone.org", "--config", cfg, "domain", "del", "gone.org")
 	mustRun(t, "", "--config", cfg, "alias", "del", "fwd@example.org")
 	mustRun(t, "", "--config", cfg, "domain", "del", "gone.org")

@@ -129,3 +129,17 @@ func TestIdleKeepalive(t *testing.T) {
 		c.usable()
 	}
 }
+
+// TestRecentNotLost: new mail is \Recent to the first session told of it;
+// one that leaves before it is told does not take it with it.
+func TestRecentNotLost(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	a := rawLogin(t, e)
+	a.cmd("a1", "SELECT INBOX")
+	e.deliver(testAlice, "INBOX", testMessage(1, "one"))
+	a.cmd("a2", "UNSELECT")
+	b := rawLogin(t, e)
+	if got := b.cmd("b1", "SELECT INBOX"); !strings.Contains(got, "* 1 RECENT\r\n") {
+		t.Errorf("SELECT after a session left without being told: %q, want 1 RECENT", got)
+	}
+}

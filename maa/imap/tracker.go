@@ -624,7 +624,9 @@ func (t *tracker) load() error {
 
 // claimRecent makes the messages not yet \Recent anywhere \Recent in v
 // (SELECT; EXAMINE shows them without taking them, RFC 3501 section
-// 6.3.2); t.mu is held.
+// 6.3.2); t.mu is held. New mail is taken by the first read-write session
+// told of it (view.collect), as in Dovecot: one that leaves before it is
+// told leaves it \Recent for the next.
 func (t *tracker) claimRecent(v *view) {
 	i, _ := slices.BinarySearchFunc(t.msgs, t.recentFrom, func(m store.Message, uid uint32) int { return cmp.Compare(m.UID, uid) })
 	for _, m := range t.msgs[i:] {
@@ -712,14 +714,6 @@ func (t *tracker) applyAppend(msgs []store.Message) {
 		added = true
 	}
 	if added {
-		// New mail is \Recent to one session (RFC 3501 section 2.3.2):
-		// one that has the mailbox selected read-write, if any.
-		for v := range t.views {
-			if !v.readOnly && !v.ended {
-				t.claimRecent(v)
-				break
-			}
-		}
 		t.notifyAll()
 	}
 	t.wakeAppendWaiters()

@@ -41,6 +41,9 @@ func (v *view) collect(allowExpunge bool) []update {
 	}
 	if last := t.lastUID(); last > v.maxUID {
 		v.maxUID = last
+		if !v.readOnly {
+			t.claimRecent(v) // new mail is \Recent to one session (RFC 3501 section 2.3.2)
+		}
 		out = append(out, update{exists: v.count()})
 		if n := len(v.recent); n != v.recentSent {
 			v.recentSent = n

@@ -105,18 +105,23 @@ func (h *hub) keepalives() {
 			return
 		case <-tick.C:
 		}
-		h.mu.Lock()
-		var all []*session
-		for _, m := range h.logins {
-			for ss := range m {
-				all = append(all, ss)
-			}
-		}
-		h.mu.Unlock()
-		for _, ss := range all {
+		for _, ss := range h.sessions() {
 			ss.keepalive()
 		}
 	}
+}
+
+// sessions lists the logged-in sessions.
+func (h *hub) sessions() []*session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var all []*session
+	for _, m := range h.logins {
+		for ss := range m {
+			all = append(all, ss)
+		}
+	}
+	return all
 }
 
 func (h *hub) close() {
@@ -338,14 +343,7 @@ func (h *hub) kick(account, why string) {
 // byeAll ends every logged-in session with BYE (text), each on a
 // goroutine of its own as in kick, and waits at most wait for them.
 func (h *hub) byeAll(text string, wait time.Duration) {
-	h.mu.Lock()
-	var all []*session
-	for _, m := range h.logins {
-		for ss := range m {
-			all = append(all, ss)
-		}
-	}
-	h.mu.Unlock()
+	all := h.sessions()
 	var wg sync.WaitGroup
 	for _, ss := range all {
 		wg.Add(1)

@@ -35,6 +35,11 @@ func (ss *session) fetch(w *imapserver.FetchWriter, numSet imapv2.NumSet, option
 	if err != nil {
 		return err
 	}
+	if options.Flags {
+		if err := ss.flagsFirst(); err != nil {
+			return err
+		}
+	}
 	if bySeq(numSet) && allExpunged(entries) {
 		// RFC 2180 section 4.1.2: NO, rather than OK with no data. (A
 		// UID FETCH gets the EXPUNGEs, and OK.)

@@ -143,3 +143,27 @@ func TestRecentNotLost(t *testing.T) {
 		t.Errorf("SELECT after a session left without being told: %q, want 1 RECENT", got)
 	}
 }
+
+// TestFlagsBeforeFetch: a keyword new to the mailbox is announced with
+// FLAGS before the FETCH responses that show it (RFC 9051 section
+// 7.3.5), in the reply to the STORE that adds it and in another session's
+// FETCH; it came after them.
+func TestFlagsBeforeFetch(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	e.deliver(testAlice, "INBOX", testMessage(1, "one"))
+	a, b := rawLogin(t, e), rawLogin(t, e)
+	a.cmd("a1", "SELECT INBOX")
+	b.cmd("b1", "SELECT INBOX")
+	check := func(what, got string) {
+		t.Helper()
+		fl, fe := strings.Index(got, "* FLAGS ("), strings.Index(got, "* 1 FETCH")
+		if fl < 0 || fe < 0 || fl > fe || !strings.Contains(got[fl:], "$Newkw") {
+			t.Errorf("%s: %q, want FLAGS with $Newkw before the FETCH", what, got)
+		}
+	}
+	check("STORE", a.cmd("a2", "STORE 1 +FLAGS ($Newkw)"))
+	check("FETCH in another session", b.cmd("b2", "FETCH 1 (FLAGS)"))
+	if got := b.cmd("b3", "NOOP"); strings.Contains(got, "* FLAGS") {
+		t.Errorf("FLAGS sent twice: %q", got)
+	}
+}

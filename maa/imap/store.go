@@ -45,6 +45,9 @@ func (ss *session) Store(w *imapserver.FetchWriter, numSet imapv2.NumSet, flags 
 	if flags.Silent {
 		return nil
 	}
+	if err := ss.flagsFirst(); err != nil {
+		return err
+	}
 	return ss.writeFlags(w, msgs)
 }
 

@@ -69,6 +69,39 @@ func (v *view) collect(allowExpunge bool) []update {
 	return out
 }
 
+// flagsFirst sends FLAGS, when a keyword was added since the session was
+// last told, before a FETCH or STORE writes responses that show it (RFC
+// 9051 section 7.3.5); collect would send it after them.
+func (ss *session) flagsFirst() error {
+	v := ss.sel
+	bw, mu := connWriter(ss.conn)
+	if v == nil || bw == nil {
+		return nil
+	}
+	v.t.mu.Lock()
+	if v.flagsGen == v.t.flagsGen {
+		v.t.mu.Unlock()
+		return nil
+	}
+	v.flagsGen = v.t.flagsGen
+	list := v.t.flagList()
+	v.t.mu.Unlock()
+	b := []byte("* FLAGS (")
+	for i, f := range list {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, f...)
+	}
+	b = append(b, ")\r\n"...)
+	mu.Lock()
+	defer mu.Unlock()
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
 // expungesLocked reports every ghost, highest sequence number first so
 // that each number is valid when the client reads it.
 func (v *view) expungesLocked(out []update) []update {

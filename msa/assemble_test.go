@@ -80,7 +80,11 @@ func TestFoldLongLines(t *testing.T) {
 		{"S: " + x(2000) + "\r\n", "S: " + x(995) + "\r\n " + x(997) + "\r\n " + x(8) + "\r\n"},
 		{x(1000), x(998) + "\r\n xx"}, // no line end
 	} {
-		got := foldLongLines([][]byte{[]byte(c.in)})
+		var held int64
+		got, err := foldLongLines([][]byte{[]byte(c.in)}, nil, &held)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if string(got[0]) != c.want {
 			t.Errorf("%d octets: got %q", len(c.in), got[0])
 		}
@@ -91,8 +95,20 @@ func TestFoldLongLines(t *testing.T) {
 		}
 	}
 	in := [][]byte{[]byte("short\r\n"), []byte(x(1200) + "\r\n")}
-	out := foldLongLines(in)
-	if &out[0][0] != &in[0][0] || len(in[1]) != 1202 {
-		t.Error("a part without a long line was copied, or the input changed")
+	budget := membudget.New(1 << 20)
+	var held int64
+	out, err := foldLongLines(in, budget, &held)
+	if err != nil || &out[0][0] != &in[0][0] || len(in[1]) != 1202 {
+		t.Errorf("a part without a long line was copied, or the input changed (%v)", err)
+	}
+	if held < 1202 || budget.Used() != held {
+		t.Errorf("the copy is not held against the budget: held %d, used %d", held, budget.Used())
+	}
+	budget.Give(held)
+	// No room for the copy: ErrNoRoom (452 4.3.1), nothing more held.
+	small := membudget.New(1024)
+	held = 0
+	if _, err := foldLongLines(in, small, &held); err != membudget.ErrNoRoom || held != 0 || small.Used() != 0 {
+		t.Errorf("over the budget: %v, held %d, used %d", err, held, small.Used())
 	}
 }

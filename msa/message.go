@@ -10,6 +10,7 @@ import (
 
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/internal/mailsyntax"
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/mta"
 )
@@ -79,7 +80,9 @@ func (s *Server) prepare(ss *session, body []byte) (head []byte, parts [][]byte,
 	}
 	parts = dropBcc(parts)
 	if len(ss.remote) > 0 {
-		parts = foldLongLines(parts)
+		if parts, err = foldLongLines(parts, s.budget, &ss.foldHeld); err != nil {
+			return nil, nil, err
+		}
 	}
 	now := time.Now()
 	var pre bytes.Buffer
@@ -106,8 +109,10 @@ const maxLine = 998
 // "to minimize the damage to MIME formatted mail"), so that a message for
 // another host carries none that a strict receiver would refuse or cut.
 // It is done before the message is signed, so that the DKIM signature
-// holds. A part without such a line is kept as it is.
-func foldLongLines(parts [][]byte) [][]byte {
+// holds. A part without such a line is kept as it is. A copy is held
+// against budget, in *held (the caller gives it back once the message is
+// put together); membudget.ErrNoRoom when there is none.
+func foldLongLines(parts [][]byte, budget *membudget.Budget, held *int64) ([][]byte, error) {
 	out := parts
 	for i, p := range parts {
 		if !hasLongLine(p) {
@@ -116,8 +121,12 @@ func foldLongLines(parts [][]byte) [][]byte {
 		if &out[0] == &parts[0] {
 			out = append([][]byte(nil), parts...)
 		}
+		size := len(p) + len(p)/maxLine*3
+		if !budget.Hold(held, *held+int64(size)) {
+			return nil, membudget.ErrNoRoom
+		}
 		var b bytes.Buffer
-		b.Grow(len(p) + len(p)/maxLine*3)
+		b.Grow(size)
 		for len(p) > 0 {
 			line := p
 			if j := bytes.IndexByte(p, '\n'); j >= 0 {
@@ -136,7 +145,7 @@ func foldLongLines(parts [][]byte) [][]byte {
 		}
 		out[i] = b.Bytes()
 	}
-	return out
+	return out, nil
 }
 
 // hasLongLine: p has a line longer than maxLine octets, without its CRLF.

@@ -41,6 +41,7 @@ type session struct {
 	// The transaction.
 	from     string
 	size     int64 // MAIL FROM SIZE=, 0 if none
+	foldHeld int64 // budget held for the folded copy of a message (foldLongLines)
 	utf8     bool
 	eightBit bool
 	local    []string
@@ -213,6 +214,7 @@ func (ss *session) Data(r io.Reader) error {
 		return reply(ss.log, mta.ShutdownCut(err, &ss.s.drain))
 	}
 	body := buf[headRoom:]
+	defer func() { ss.s.budget.Give(ss.foldHeld); ss.foldHeld = 0 }() // see foldLongLines
 	if err := mta.CheckHops(body); err != nil {
 		ss.log.Info("message rejected", "from", ss.from, "reason", "too many hops")
 		ss.s.Metrics.Inc(metrics.Rejected, "via", "submission", "reason", "hops")

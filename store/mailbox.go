@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -110,6 +111,17 @@ func (s *boltStore) RenameMailbox(account, oldName, newName string) error {
 	}
 	return s.update(func(t *txn) error {
 		src, err := t.mailbox(addr, on)
+		if errors.Is(err, ErrNoSuchMailbox) && on != "INBOX" {
+			// A name that is only the parent of others (IMAP lists it
+			// \Noselect): its tree is renamed, as Dovecot does.
+			all, aerr := t.mailboxes(addr)
+			if aerr != nil {
+				return aerr
+			}
+			if slices.ContainsFunc(all, func(mb Mailbox) bool { return strings.HasPrefix(mb.Name, on+"/") }) {
+				err = nil
+			}
+		}
 		if err != nil {
 			return err
 		}

@@ -90,6 +90,18 @@ func TestMailboxLifecycle(t *testing.T) {
 	if err := c.Delete("Jobs").Wait(); imapCode(err) != imapv2.ResponseCodeHasChildren {
 		t.Fatalf("DELETE of a \\Noselect name with children: %v", err)
 	}
+	// RENAME of such a name renames its tree, as in Dovecot.
+	if err := c.Rename("Jobs", "Work", nil).Wait(); err != nil {
+		t.Fatalf("RENAME of a \\Noselect name: %v", err)
+	}
+	l, _ = c.List("", "*", nil).Collect()
+	got = listNames(t, l)
+	if _, ok := got["Work/Projects/Posthorn"]; !ok || !hasAttr(got["Work"], imapv2.MailboxAttrNoSelect) || got["Jobs"] != nil {
+		t.Fatalf("after RENAME of the \\Noselect parent: %v", got)
+	}
+	if err := c.Rename("Work", "Jobs", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Create("Jobs", nil).Wait(); err != nil {
 		t.Fatalf("CREATE of the deleted parent: %v", err)
 	}

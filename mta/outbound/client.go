@@ -598,6 +598,9 @@ func toCRLF(body []byte) []byte {
 // failAll gives every recipient the outcome of err.
 func failAll(rcpts []string, err error, remote string) []result {
 	status, diag, permanent := classify(err)
+	// One bounded line: it goes to the log, the queue entry and the DSN,
+	// and a hostile server's reply may be megabytes long.
+	diag = clean(diag)
 	if se := (*smtp.SMTPError)(nil); !errors.As(err, &se) {
 		// Remote-MTA is the MTA that reported the status (RFC 3464
 		// section 2.3.5): none did for a refusal of ours (the remote's

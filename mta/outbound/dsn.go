@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/mda"
@@ -196,7 +197,11 @@ func writeStatus(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []resu
 		if r.RemoteMTA != "" {
 			fmt.Fprintf(b, "Remote-MTA: dns; %s\r\n", r.RemoteMTA)
 		}
-		if diag := clean(r.Diag); strings.HasPrefix(diag, "smtp; ") {
+		diag := clean(r.Diag)
+		if !e.SMTPUTF8 {
+			diag = asciiOnly(diag)
+		}
+		if strings.HasPrefix(diag, "smtp; ") {
 			fmt.Fprintf(b, "Diagnostic-Code: %s\r\n", diag)
 		} else if diag != "" {
 			fmt.Fprintf(b, "Diagnostic-Code: X-Posthorn; %s\r\n", diag)
@@ -233,17 +238,39 @@ func statusFor(r result, action string) string {
 }
 
 // clean makes a diagnostic one bounded line.
+// A hostile server's reply may be megabytes long, with any octets: it is
+// cut first, so that the work is bounded too, at a character boundary,
+// invalid UTF-8 becomes '?' and control characters (C0, DEL, C1) spaces.
 func clean(s string) string {
+	if len(s) > 4*maxDiag {
+		s = s[:4*maxDiag]
+	}
 	s = strings.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' || r == '\t' || r < 0x20 {
+		if r < 0x20 || r >= 0x7f && r < 0xa0 {
 			return ' '
 		}
 		return r
-	}, s)
+	}, strings.ToValidUTF8(s, "?"))
 	if len(s) > maxDiag {
-		s = s[:maxDiag]
+		cut := maxDiag
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
 	return strings.TrimSpace(s)
+}
+
+// asciiOnly puts '?' for the non-ASCII characters of s: the
+// message/delivery-status part of a DSN is 7bit (RFC 3464 section 2.1);
+// only the global form (RFC 6533), for SMTPUTF8 mail, has UTF-8.
+func asciiOnly(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 0x80 {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func randomHex(n int) string {

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
@@ -53,5 +54,28 @@ func TestDSN8bitAndRemoteMTA(t *testing.T) {
 	}
 	if strings.Count(dsn, "Remote-MTA: dns; mx.remote.test") != 1 {
 		t.Errorf("Remote-MTA, want it for bob only:\n%s", dsn)
+	}
+}
+
+// TestCleanHostileReply: a hostile server's reply, however long and with
+// whatever octets, becomes one bounded line of valid UTF-8 without
+// control characters; in a DSN for mail that is not SMTPUTF8, the
+// message/delivery-status part is ASCII (RFC 3464 section 2.1: 7bit).
+func TestCleanHostileReply(t *testing.T) {
+	reply := strings.Repeat("x", maxDiag-1) + "é" + strings.Repeat("y\x7f\u0085\xff", 5_000_000)
+	got := clean(reply)
+	if len(got) > maxDiag || !utf8.ValidString(got) || strings.ContainsAny(got, "\x7f\u0085") {
+		t.Errorf("clean: %d octets, valid %v: %q", len(got), utf8.ValidString(got), got[len(got)-10:])
+	}
+	if got := clean("a\u0085b\x7fc\xffd\r\ne"); got != "a b c?d  e" {
+		t.Errorf("clean: %q", got)
+	}
+	e := store.QueueEntry{ID: "q1", From: "alice@local.test", Created: time.Now()}
+	rs := failAll([]string{"bob@remote.test"}, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "Benutzer unbekannt: Müller"}, "mx.remote.test")
+	dsn := string(buildDSN("mail.local.test", e, []byte("From: alice@local.test\r\n\r\n"), rs, actionFailed, time.Now(), time.Time{}))
+	_, status, _ := strings.Cut(dsn, "Content-Type: message/delivery-status\r\n")
+	status, _, _ = strings.Cut(status, "\r\n--")
+	if !strings.HasPrefix(status, "\r\n") || !strings.Contains(status, "Diagnostic-Code: smtp; 550 5.1.1 Benutzer unbekannt: M?ller") {
+		t.Errorf("delivery-status part not 7bit:\n%s", status)
 	}
 }

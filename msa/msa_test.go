@@ -331,6 +331,10 @@ func TestUnknownLocalRecipient(t *testing.T) {
 	if code(err) != 550 {
 		t.Fatalf("unknown local rcpt: %v, want 550", err)
 	}
+	// One trailing dot is a fully qualified name; two are no domain.
+	if err := c.Rcpt("x@remote.example..", nil); code(err) != 553 {
+		t.Fatalf("x@remote.example..: %v, want 553", err)
+	}
 }
 
 func TestLimits(t *testing.T) {

@@ -154,8 +154,8 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	// RFC 5321 section 4.1.2 has none, and a strict next hop refuses it.
 	to = strings.TrimSuffix(to, ".")
 	at := strings.LastIndexByte(to, '@')
-	if at <= 0 || at == len(to)-1 {
-		return errBadAddress
+	if at <= 0 || at == len(to)-1 || strings.HasSuffix(to, ".") {
+		return errBadAddress // "..": no domain name
 	}
 	if err := mta.CheckCharset(to, ss.utf8); err != nil {
 		return err

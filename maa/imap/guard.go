@@ -406,6 +406,9 @@ func (c *guardConn) emit(p []byte) (int, error) {
 			return len(p), nil
 		}
 	}
+	if c.g != nil {
+		c.g.noteEnabled(p, c.out.lineStart)
+	}
 	if q, ok := hideCaps(p, c.out.lineStart); ok {
 		c.out.see(q)
 		if _, err := c.write(q); err != nil {
@@ -558,8 +561,8 @@ type literalGuard struct {
 	cmd      []byte // the start of the command's first line, up to cmdPrefixMax
 	fetch    bool   // the command is a FETCH
 	enable   bool   // the command is an ENABLE
-	// rev2: the client asked to ENABLE IMAP4rev2, which imapserver
-	// grants: no \Recent then (RFC 9051 removed it).
+	// rev2: imapserver enabled IMAP4rev2 (see noteEnabled): no \Recent
+	// then (RFC 9051 removed it).
 	rev2 atomic.Bool
 	win  []byte // the end of the FETCH command, for an empty header list
 
@@ -801,7 +804,7 @@ func (g *literalGuard) see(seg []byte) {
 // Dovecot answers. The command may come in pieces: the capability is
 // recognised at its last octet, which is in seg.
 func (g *literalGuard) watchEnable(seg []byte) {
-	const utf8Accept, rev2 = " UTF8=ACCEPT", " IMAP4REV2"
+	const utf8Accept = " UTF8=ACCEPT"
 	for k, b := range seg {
 		if len(g.win) == fetchWindow {
 			g.win = g.win[:copy(g.win, g.win[1:])]
@@ -810,7 +813,20 @@ func (g *literalGuard) watchEnable(seg []byte) {
 		if hasSuffixFold(g.win, utf8Accept) {
 			seg[k] = '_'
 		}
-		if hasSuffixFold(g.win[:len(g.win)-1], rev2) && (b == ' ' || b == '\r' || b == '\n') {
+	}
+}
+
+// noteEnabled sets rev2 when p starts a response (start, asked only
+// then) that is an ENABLED naming IMAP4rev2: imapserver enabled it (a
+// refused ENABLE gets none).
+func (g *literalGuard) noteEnabled(p []byte, start func() bool) {
+	const enabled = "* ENABLED "
+	if len(p) < len(enabled) || !bytes.EqualFold(p[:len(enabled)], []byte(enabled)) || !start() {
+		return
+	}
+	line, _, _ := bytes.Cut(p, []byte("\n"))
+	for _, f := range bytes.Fields(line[len(enabled):]) {
+		if bytes.EqualFold(f, []byte("IMAP4rev2")) {
 			g.rev2.Store(true)
 		}
 	}

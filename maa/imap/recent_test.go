@@ -167,3 +167,38 @@ func TestFlagsBeforeFetch(t *testing.T) {
 		t.Errorf("FLAGS sent twice: %q", got)
 	}
 }
+
+// TestRecentEdges: a refused ENABLE IMAP4rev2 (before LOGIN, or with a
+// syntax error) leaves the session IMAP4rev1, with \Recent; a mailbox
+// deleted and made again under the same name has \Recent mail again (the
+// old one's mark, of another UIDVALIDITY, kept it from being).
+func TestRecentEdges(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	conn, r, _ := e.dialPlain()
+	c := &rawClient{t: t, conn: conn, r: r}
+	c.send("e1 ENABLE IMAP4rev2")
+	c.expect("e1 BAD")
+	c.send(`l LOGIN %s "%s"`, testAlice, testPass)
+	c.expect("l OK")
+	c.send("e2 ENABLE IMAP4rev2 (")
+	c.expect("e2 BAD")
+	if _, err := e.st.CreateMailbox(testAlice, "Box", ""); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd("s1", "SELECT Box")
+	c.cmd("u1", "UNSELECT")
+	e.deliver(testAlice, "Box", testMessage(1, "one"))
+	if got := c.cmd("s2", "SELECT Box") + c.cmd("f1", "FETCH 1 (FLAGS)"); !strings.Contains(got, "* 1 RECENT") || !strings.Contains(got, `\Recent`) {
+		t.Errorf("after refused ENABLEs: %q", got)
+	}
+	c.cmd("u2", "UNSELECT")
+	c.cmd("d1", "DELETE Box")
+	c.cmd("c1", "CREATE Box")
+	e.deliver(testAlice, "Box", testMessage(2, "two"))
+	if got := c.cmd("st", "STATUS Box (RECENT)"); !strings.Contains(got, "RECENT 1") {
+		t.Errorf("STATUS of the mailbox made again: %q", got)
+	}
+	if got := c.cmd("s3", "SELECT Box"); !strings.Contains(got, "* 1 RECENT") {
+		t.Errorf("SELECT of the mailbox made again: %q", got)
+	}
+}

@@ -190,9 +190,11 @@ func (h *hub) dispatch(ev store.Event) {
 		h.kick(ev.Account, "Account disabled")
 		return
 	case store.EventMailboxRename:
+		h.forgetRecent(ev.Account, ev.Mailbox)
 		h.rename(ev.Account, ev.Mailbox, ev.NewName)
 		return
 	case store.EventMailboxDelete:
+		h.forgetRecent(ev.Account, ev.Mailbox)
 		if t := h.lookup(ev.Account, ev.Mailbox); t != nil {
 			h.deleted(t)
 		}
@@ -462,6 +464,15 @@ func (h *hub) release(t *tracker) {
 			}
 		}
 	}
+}
+
+// forgetRecent drops the \Recent mark of a mailbox deleted or renamed
+// away: a mailbox made under the name later is another, whose mail the
+// old mark (of another UIDVALIDITY) would keep from being \Recent.
+func (h *hub) forgetRecent(account, mailbox string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.recent, boxKey{account, mailbox})
 }
 
 // markRecent notes that mail from uid on came to a mailbox no session has

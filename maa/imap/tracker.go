@@ -105,11 +105,30 @@ func (h *hub) keepalives() {
 			return
 		case <-tick.C:
 		}
-		for _, ss := range h.sessions() {
-			ss.keepalive()
+		// A few at a time: a client that reads nothing holds its write
+		// for keepaliveWriteTimeout, and must not hold up the others.
+		all := h.sessions()
+		work := make(chan *session)
+		var wg sync.WaitGroup
+		for range min(keepaliveWorkers, len(all)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ss := range work {
+					ss.keepalive()
+				}
+			}()
 		}
+		for _, ss := range all {
+			work <- ss
+		}
+		close(work)
+		wg.Wait()
 	}
 }
+
+// keepaliveWorkers is how many IDLE keepalives are written at once.
+const keepaliveWorkers = 16
 
 // sessions lists the logged-in sessions.
 func (h *hub) sessions() []*session {

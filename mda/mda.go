@@ -105,6 +105,16 @@ func (r *Route) addAccount(acct, via string) {
 	r.DeliveredTo = append(r.DeliveredTo, via)
 }
 
+// merge adds o's accounts and remote addresses to r, each once.
+func (r *Route) merge(o Route) {
+	for i, acct := range o.Accounts {
+		r.addAccount(acct, o.DeliveredTo[i])
+	}
+	for _, rem := range o.Remote {
+		addUnique(&r.Remote, rem)
+	}
+}
+
 // Envelope is one message's SMTP envelope.
 type Envelope struct {
 	From       string   // reverse path, "" for <>
@@ -310,12 +320,7 @@ func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r 
 	if err != nil {
 		return err
 	}
-	for i, acct := range tmp.Accounts {
-		r.addAccount(acct, tmp.DeliveredTo[i])
-	}
-	for _, rem := range tmp.Remote {
-		addUnique(&r.Remote, rem)
-	}
+	r.merge(tmp)
 	return nil
 }
 
@@ -509,12 +514,7 @@ func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result,
 		if err != nil {
 			return Result{}, fmt.Errorf("recipient %s: %w", rcpt, err)
 		}
-		for i, acct := range r.Accounts {
-			route.addAccount(acct, r.DeliveredTo[i])
-		}
-		for _, rem := range r.Remote {
-			addUnique(&route.Remote, rem)
-		}
+		route.merge(r)
 	}
 	if len(route.Remote) > 0 && a.Queue == nil {
 		return Result{}, ErrNoQueue

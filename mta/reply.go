@@ -166,21 +166,22 @@ func formatReply(e *smtp.SMTPError) string {
 // a bare CR went into the stored Return-Path, past the bare-CR rule of
 // the data.
 func CheckCharset(addr string, smtpUTF8 bool) error {
+	ascii := true
 	for i := 0; i < len(addr); i++ {
-		if addr[i] < ' ' || addr[i] == 0x7f {
+		switch c := addr[i]; {
+		case c < ' ' || c == 0x7f:
 			return errControlInAddress
+		case c >= 0x80:
+			ascii = false
 		}
 	}
-	for i := 0; i < len(addr); i++ {
-		if addr[i] >= 0x80 {
-			if !utf8.ValidString(addr) {
-				return errBadUTF8
-			}
-			if !smtpUTF8 {
-				return errNeedUTF8
-			}
-			return nil
-		}
+	switch {
+	case ascii:
+		return nil
+	case !utf8.ValidString(addr):
+		return errBadUTF8
+	case !smtpUTF8:
+		return errNeedUTF8
 	}
 	return nil
 }

@@ -94,21 +94,24 @@ func shrinkWriter(c *imapserver.Conn) (restore func()) {
 // half a KiB of each idle connection's 24.
 var idleKeepalive = 2 * time.Minute
 
-// keepalive writes "* OK Still here" through c's writer, under the mutex
-// of imapserver's writes.
-func keepalive(c *imapserver.Conn) error {
+// writeUntagged writes line, an untagged response of ours, through c's
+// writer, under the mutex of imapserver's writes, and flushes it; false
+// when imapserver's layout is not the one expected (nothing written).
+func writeUntagged(c *imapserver.Conn, line []byte) (bool, error) {
 	bw, mu := connWriter(c)
 	if bw == nil {
-		return nil
+		return false, nil
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	c.NetConn().SetWriteDeadline(time.Now().Add(keepaliveWriteTimeout))
+	c.NetConn().SetWriteDeadline(time.Now().Add(untaggedWriteTimeout))
 	defer c.NetConn().SetWriteDeadline(time.Time{})
-	bw.WriteString("* OK Still here\r\n")
-	return bw.Flush()
+	if _, err := bw.Write(line); err != nil {
+		return true, err
+	}
+	return true, bw.Flush()
 }
 
-// keepaliveWriteTimeout bounds a keepalive's write to a client that reads
-// nothing.
-const keepaliveWriteTimeout = 10 * time.Second
+// untaggedWriteTimeout bounds writeUntagged's write to a client that
+// reads nothing.
+const untaggedWriteTimeout = 10 * time.Second

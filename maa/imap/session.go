@@ -323,7 +323,7 @@ func (ss *session) keepalive() {
 	if !ss.idling || ss.closed {
 		return
 	}
-	if err := keepalive(ss.conn); err != nil {
+	if _, err := writeUntagged(ss.conn, []byte("* OK Still here\r\n")); err != nil {
 		ss.s.Logger.Debug("imap: IDLE keepalive not written", "err", err)
 	}
 }

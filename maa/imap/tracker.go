@@ -106,7 +106,7 @@ func (h *hub) keepalives() {
 		case <-tick.C:
 		}
 		// A few at a time: a client that reads nothing holds its write
-		// for keepaliveWriteTimeout, and must not hold up the others.
+		// for untaggedWriteTimeout, and must not hold up the others.
 		all := h.sessions()
 		work := make(chan *session)
 		var wg sync.WaitGroup
@@ -203,6 +203,7 @@ func (h *hub) lookup(account, mailbox string) *tracker {
 func (h *hub) dispatch(ev store.Event) {
 	switch ev.Kind {
 	case store.EventAccountDelete:
+		h.forgetRecent(ev.Account, "")
 		h.kick(ev.Account, "Account deleted")
 		return
 	case store.EventAccountDisable:
@@ -486,12 +487,21 @@ func (h *hub) release(t *tracker) {
 }
 
 // forgetRecent drops the \Recent mark of a mailbox deleted or renamed
-// away: a mailbox made under the name later is another, whose mail the
-// old mark (of another UIDVALIDITY) would keep from being \Recent.
+// away (mailbox "": of every mailbox of a deleted account): a mailbox made
+// under the name later is another, whose mail the old mark would keep
+// from being \Recent.
 func (h *hub) forgetRecent(account, mailbox string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.recent, boxKey{account, mailbox})
+	if mailbox != "" {
+		delete(h.recent, boxKey{account, mailbox})
+		return
+	}
+	for k := range h.recent {
+		if k.account == account {
+			delete(h.recent, k)
+		}
+	}
 }
 
 // markRecent notes that mail from uid on came to a mailbox no session has
@@ -549,9 +559,9 @@ type tracker struct {
 	nextUID     uint32          // every UID below was applied (or expunged)
 	// recentFrom: the messages from this UID on are \Recent (RFC 3501
 	// section 2.3.2) to no session yet. SELECT takes them for its
-	// session; a new message goes to a session that has the mailbox
-	// selected read-write, if any. recentMark is the hub's mark at
-	// creation, which load takes if its UIDVALIDITY is the mailbox's.
+	// session, and so does the first read-write session told of new
+	// mail (claimRecent). recentMark is the hub's mark at creation,
+	// which load takes if its UIDVALIDITY is the mailbox's.
 	recentFrom uint32
 	recentMark recentMark
 	gone       bool // the mailbox was deleted

@@ -74,16 +74,15 @@ func (v *view) collect(allowExpunge bool) []update {
 // 9051 section 7.3.5); collect would send it after them.
 func (ss *session) flagsFirst() error {
 	v := ss.sel
-	bw, mu := connWriter(ss.conn)
-	if v == nil || bw == nil {
+	if v == nil {
 		return nil
 	}
 	v.t.mu.Lock()
-	if v.flagsGen == v.t.flagsGen {
+	gen := v.t.flagsGen
+	if v.flagsGen == gen {
 		v.t.mu.Unlock()
 		return nil
 	}
-	v.flagsGen = v.t.flagsGen
 	list := v.t.flagList()
 	v.t.mu.Unlock()
 	b := []byte("* FLAGS (")
@@ -93,13 +92,13 @@ func (ss *session) flagsFirst() error {
 		}
 		b = append(b, f...)
 	}
-	b = append(b, ")\r\n"...)
-	mu.Lock()
-	defer mu.Unlock()
-	if _, err := bw.Write(b); err != nil {
-		return err
+	written, err := writeUntagged(ss.conn, append(b, ")\r\n"...))
+	if written {
+		v.t.mu.Lock()
+		v.flagsGen = max(v.flagsGen, gen)
+		v.t.mu.Unlock()
 	}
-	return bw.Flush()
+	return err
 }
 
 // expungesLocked reports every ghost, highest sequence number first so

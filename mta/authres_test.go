@@ -22,16 +22,24 @@ func TestAuthResMailFromInjection(t *testing.T) {
 	z.add(t, `spfpass.test. 300 IN TXT "v=spf1 ip4:127.0.0.1 -all"`)
 	_, st, addr := startTestServer(t, func(s *Server) { s.Resolver = z.resolver() })
 	msg := "From: u@nodmarc.test\r\nSubject: x\r\n\r\ny\r\n"
-	for i, c := range []struct{ mailFrom, want string }{
-		{`<"x; dkim=pass header.d=paypal.example; dmarc=pass header.from=paypal.example; y"@spfpass.test>`, "smtp.mailfrom=spfpass.test;"},
-		{`<"a\"b"@spfpass.test>`, "smtp.mailfrom=spfpass.test;"},
-		{`<"x\\"@spfpass.test>`, "smtp.mailfrom=spfpass.test;"},
-		{`<"x(y"@spfpass.test>`, "smtp.mailfrom=spfpass.test;"},
-		{`<x@spfpass.test;dkim=pass>`, "spf=none;"},
-		{`<bob.smith+tag@spfpass.test>`, "smtp.mailfrom=bob.smith+tag@spfpass.test;"},
-		{`<"bob"@spfpass.test>`, "smtp.mailfrom=bob@spfpass.test;"},
+	for i, c := range []struct{ mailFrom, want, helo string }{
+		{`<"x; dkim=pass header.d=paypal.example; dmarc=pass header.from=paypal.example; y"@spfpass.test>`, "smtp.mailfrom=spfpass.test;", ""},
+		{`<"a\"b"@spfpass.test>`, "smtp.mailfrom=spfpass.test;", ""},
+		{`<"x\\"@spfpass.test>`, "smtp.mailfrom=spfpass.test;", ""},
+		{`<"x(y"@spfpass.test>`, "smtp.mailfrom=spfpass.test;", ""},
+		{`<x@spfpass.test;dkim=pass>`, "spf=none;", ""},
+		{`<bob.smith+tag@spfpass.test>`, "smtp.mailfrom=bob.smith+tag@spfpass.test;", ""},
+		{`<"bob"@spfpass.test>`, "smtp.mailfrom=bob@spfpass.test;", ""},
+		// Address literals are quoted: "[" is a tspecial (P7a of the probe:
+		// parsers refused the whole field).
+		{`<a@[127.0.0.1]>`, `smtp.mailfrom="a@[127.0.0.1]";`, ""},
+		{`<>`, `smtp.helo="[127.0.0.1]";`, "[127.0.0.1]"},
 	} {
-		if got := transaction(t, addr, "client.example", c.mailFrom, msg); !strings.HasPrefix(got, "250") {
+		helo := c.helo
+		if helo == "" {
+			helo = "client.example"
+		}
+		if got := transaction(t, addr, helo, c.mailFrom, msg); !strings.HasPrefix(got, "250") {
 			t.Fatalf("MAIL FROM:%s: got %q", c.mailFrom, got)
 		}
 		ar := ourAuthResults(t, st.bodies[i])

@@ -257,22 +257,24 @@ func (d dmarcVerdict) severity() int {
 func dmarcFor(ctx context.Context, res spf.DNSResolver, from string, v verdicts) dmarcVerdict {
 	d := dmarcVerdict{from: from, policy: "none"}
 	org := orgDomain(from)
-	opts := &dmarc.LookupOptions{LookupTXT: lookupTXT(ctx, res)}
-	rec, err := dmarc.LookupWithOptions(from, opts)
+	rec, err := lookupDMARC(ctx, res, from)
 	sub := false
-	if errors.Is(err, dmarc.ErrNoPolicy) && org != from {
-		rec, err = dmarc.LookupWithOptions(org, opts)
+	if errors.Is(err, errNoDMARC) && org != from {
+		rec, err = lookupDMARC(ctx, res, org)
 		sub = true
 	}
 	switch {
-	case errors.Is(err, dmarc.ErrNoPolicy):
+	case errors.Is(err, errNoDMARC):
 		d.result = "none"
 		return d
-	case dmarc.IsTempFail(err):
+	case errors.Is(err, errManyDMARC):
+		d.result, d.reason = "none", err.Error()
+		return d
+	case errors.Is(err, errDMARCTemp):
 		d.result = "temperror"
 		return d
 	case err != nil:
-		d.result = "permerror"
+		d.result, d.reason = "permerror", err.Error()
 		return d
 	}
 	if aligned(v, from, rec) {
@@ -474,7 +476,7 @@ func (s *session) traceFields(id string, v verdicts) []byte {
 	host := s.srv.Hostname
 	var b bytes.Buffer
 	b.WriteString("Authentication-Results: ")
-	b.WriteString(foldAuthRes(authres.Format(host, v.results(s.conn.Hostname(), s.from))))
+	b.WriteString(foldAuthRes(quoteLiterals(authres.Format(host, v.results(s.conn.Hostname(), s.from)))))
 	b.WriteString("\r\n")
 	tlsState, isTLS := s.conn.TLSConnectionState()
 	proto := "ESMTP"
@@ -494,6 +496,39 @@ func (s *session) traceFields(id string, v verdicts) []byte {
 	}
 	b.WriteString("; " + time.Now().Format(time.RFC1123Z) + "\r\n")
 	return b.Bytes()
+}
+
+// quoteLiterals quotes the property values that hold an address literal
+// (smtp.helo=[192.0.2.1], smtp.mailfrom=a@[192.0.2.1]), which
+// authres.Format leaves bare: a pvalue is a token or quoted-string, or an
+// address with a domain-name (RFC 8601 section 2.2), and "[" and "]" are
+// tspecials, so parsers refuse the whole field. The values come from
+// authDomain and authMailbox, which let no '"' or '\' through.
+func quoteLiterals(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			j := mailsyntax.SkipQuoted(s, i)
+			b.WriteString(s[i:min(j+1, len(s))])
+			i = j
+			continue
+		case '(':
+			j := mailsyntax.SkipComment(s, i)
+			b.WriteString(s[i:min(j+1, len(s))])
+			i = j
+			continue
+		case '=':
+			end := i + 1 + strings.IndexAny(s[i+1:]+" ", " ;")
+			if v := s[i+1 : end]; strings.Contains(v, "[") {
+				b.WriteString(`="` + v + `"`)
+				i = end - 1
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // foldAuthRes puts each result of authres.Format on its own line: it

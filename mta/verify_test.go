@@ -83,6 +83,22 @@ func TestDMARC(t *testing.T) {
 		`_dmarc.reject.test. 300 IN TXT "v=DMARC1; p=reject"`,
 		`_dmarc.quarantine.test. 300 IN TXT "v=DMARC1; p=quarantine; sp=reject"`,
 		`_dmarc.strict.test. 300 IN TXT "v=DMARC1; p=reject; aspf=s; adkim=s"`,
+		// Probe P7a: a bad optional tag, or a keyword in capitals, threw
+		// the whole record away (dmarc=permerror, delivered); of two
+		// records the first was applied; "v = DMARC1" was not seen.
+		`_dmarc.caps.test. 300 IN TXT "v=DMARC1; p=Reject; ASPF=S"`,
+		`_dmarc.badpct.test. 300 IN TXT "v=DMARC1; p=reject; pct=abc"`,
+		`_dmarc.badfo.test. 300 IN TXT "v=DMARC1; p=reject; fo=x; rf=iodef; ri=-1"`,
+		`_dmarc.spaces.test. 300 IN TXT "v = DMARC1 ; p = reject"`,
+		`_dmarc.two.test. 300 IN TXT "v=DMARC1; p=reject"`,
+		`_dmarc.two.test. 300 IN TXT "v=DMARC1; p=none"`,
+		`_dmarc.twoorg.test. 300 IN TXT "v=DMARC1; p=none"`,
+		`_dmarc.twoorg.test. 300 IN TXT "v=DMARC1; p=reject"`,
+		`_dmarc.nop.test. 300 IN TXT "v=DMARC1; rua=mailto:dmarc@nop.test"`,
+		`_dmarc.nopnorua.test. 300 IN TXT "v=DMARC1; pct=50"`,
+		`_dmarc.badsp.test. 300 IN TXT "v=DMARC1; p=reject; sp=never"`,
+		`_dmarc.v2.test. 300 IN TXT "v=DMARC2; p=reject"`,
+		`_dmarc.notfirst.test. 300 IN TXT "p=reject; v=DMARC1"`,
 	)
 	z.setServfail("_dmarc.broken.test")
 	msg := func(from string) []byte {
@@ -113,6 +129,18 @@ func TestDMARC(t *testing.T) {
 		{"strict spf alignment", "strict.test", pass("sub.strict.test"), nil, "fail", "reject"},
 		{"strict dkim alignment", "strict.test", spfVerdict{}, []dkimVerdict{{result: "pass", domain: "strict.test"}}, "pass", "none"},
 		{"dns failure", "broken.test", spfVerdict{}, nil, "temperror", "none"},
+		{"keywords in capitals", "caps.test", pass("sub.caps.test"), nil, "fail", "reject"},
+		{"bad pct ignored", "badpct.test", spfVerdict{}, nil, "fail", "reject"},
+		{"bad fo, rf and ri ignored", "badfo.test", spfVerdict{}, nil, "fail", "reject"},
+		{"white space around =", "spaces.test", spfVerdict{}, nil, "fail", "reject"},
+		{"two records: no DMARC", "two.test", spfVerdict{}, nil, "none", "none"},
+		{"two records the other way: no DMARC", "twoorg.test", spfVerdict{}, nil, "none", "none"},
+		{"two records at the organizational domain", "sub.twoorg.test", spfVerdict{}, nil, "none", "none"},
+		{"no p= but rua: p=none", "nop.test", spfVerdict{}, nil, "fail", "none"},
+		{"no p= nor rua", "nopnorua.test", spfVerdict{}, nil, "permerror", "none"},
+		{"bad sp= without rua", "badsp.test", spfVerdict{}, nil, "permerror", "none"},
+		{"other version", "v2.test", spfVerdict{}, nil, "none", "none"},
+		{"v= not first", "notfirst.test", spfVerdict{}, nil, "none", "none"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

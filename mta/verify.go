@@ -98,7 +98,7 @@ func checkSPF(ctx context.Context, res spf.DNSResolver, ip net.IP, helo, from st
 	if from == "" {
 		v.domain, v.helo = helo, true
 	}
-	r, _ := spf.CheckHostWithSender(ip, helo, from, spf.WithResolver(res), spf.WithContext(ctx))
+	r, _ := spf.CheckHostWithSender(ip, helo, from, spf.WithResolver(spfResolver{res}), spf.WithContext(ctx))
 	v.result = string(r)
 	return v
 }

@@ -89,6 +89,10 @@ func TestDropOurAuthResults(t *testing.T) {
 		{`Authentication-Results: "mail.example.test." 1 (x); dkim=pass`, true},
 		{`Authentication-Results: "mail\.example.test"; dkim=pass`, true},
 		{`Authentication-Results: "Mail.Example.Test"`, true},
+		// P7a: white space inside the quotes, which a reader that trims
+		// takes for our authserv-id.
+		{"Authentication-Results: \"mail.example.test\r\n \"; dmarc=pass", true},
+		{`Authentication-Results: " mail.example.test	"; dmarc=pass`, true},
 		{"Authentication-Results: mail.example.test; none", true},
 		{"Authentication-Results : mail.example.test; dkim=pass", true},
 		{"Authentication-Results: other.example; dkim=pass", false},

@@ -686,7 +686,7 @@ func dropOurAuthResults(body []byte, host string) []byte {
 	for _, f := range mailsyntax.HeaderFields(hdr) {
 		name, value, ok := bytes.Cut(f, []byte(":"))
 		if ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Authentication-Results") &&
-			strings.EqualFold(strings.TrimSuffix(authservID(string(value)), "."), host) {
+			strings.EqualFold(strings.TrimSuffix(strings.TrimSpace(authservID(string(value))), "."), host) {
 			continue
 		}
 		out.Write(f)
@@ -696,7 +696,8 @@ func dropOurAuthResults(body []byte, host string) []byte {
 }
 
 // authservID returns the authserv-id an Authentication-Results value
-// starts with, unquoted.
+// starts with, unquoted. (White space inside the quotes stays; the caller
+// trims it: a reader that trims would take " host " for host.)
 func authservID(v string) string {
 	i := skipCFWS(v, 0)
 	if i < len(v) && v[i] == '"' {

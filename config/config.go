@@ -127,7 +127,9 @@ type Limits struct {
 	// MaxDataInFlight bounds the bytes of the message bodies being
 	// received at once (SMTP, submission, IMAP APPEND together); one that
 	// finds no room is refused for now. 0: four times max_message_bytes,
-	// and at least 256 MiB.
+	// and at least 256 MiB. One client on port 25 (an IPv4 address, an
+	// IPv6 /64) holds at most a quarter of it, or one message of
+	// max_message_bytes if that is more.
 	MaxDataInFlight int64 `toml:"max_data_in_flight"`
 }
 

@@ -848,3 +848,73 @@ func TestStartTLSWithArguments(t *testing.T) {
 	d.Cmd("NOOP", "250")
 	d.Cmd("STARTTLS", "220")
 }
+
+// TestDataBudgetShare: one client (P7r of the probe: 50 connections from
+// one address, each leaving 5.5 MB of a body it never ended) held the
+// whole budget, and every other client's mail, on every port, got 452.
+// A client now holds at most a quarter of it (or one message of the
+// largest size), and other clients' mail goes through meanwhile.
+func TestDataBudgetShare(t *testing.T) {
+	s, st, addr := startTestServer(t, func(s *Server) { s.MaxMessageBytes = 128 << 10; s.MaxDataInFlight = 1 << 20 })
+	body := func(kib int) string { return strings.Repeat(strings.Repeat("y", 1022)+"\r\n", kib) }
+	begin := func(from string) *Dialog {
+		t.Helper()
+		dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := dl.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		d := smtptest.New(t, c)
+		d.Expect("220")
+		d.Cmd("EHLO client.example", "250")
+		d.Cmd("MAIL FROM:<bob@remote.example>", "250")
+		d.Cmd("RCPT TO:<alice@example.test>", "250")
+		d.Cmd("DATA", "354")
+		return d
+	}
+	var held []*Dialog
+	for i := 0; i < 8; i++ {
+		d := begin("127.0.0.2")
+		d.Send("Subject: hold\r\n\r\n" + body(120))
+		held = append(held, d)
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.budget.Used() < 200<<10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server holds %d bytes of the bodies", s.budget.Used())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the rest is read (and not kept)
+	if used := s.budget.Used(); used > 300<<10 {
+		t.Errorf("one client holds %d bytes of a budget of 1 MiB, want at most a quarter", used)
+	}
+	other := begin("127.0.0.1")
+	other.Send("Subject: other\r\n\r\n" + body(100) + ".\r\n")
+	other.Expect("250")
+	refused := 0
+	for _, d := range held {
+		d.Send(".\r\n")
+		if r := d.Reply(); strings.HasPrefix(r, "452 4.3.1") {
+			refused++
+		} else if !strings.HasPrefix(r, "250") {
+			t.Errorf("held transfer: %q", r)
+		}
+	}
+	if refused == 0 || refused == len(held) {
+		t.Errorf("%d of the %d held transfers refused, want some", refused, len(held))
+	}
+	if n := st.count(); n != 1+len(held)-refused {
+		t.Errorf("%d messages stored, want %d", n, 1+len(held)-refused)
+	}
+	for _, d := range held {
+		d.Cmd("QUIT", "221")
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.budget.Used() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes still held", s.budget.Used())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -13,7 +13,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/auth"
 	"github.com/posthorn/posthorn/internal/connlimit"
+	"github.com/posthorn/posthorn/internal/membudget"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/metrics"
 )
@@ -35,6 +37,10 @@ type session struct {
 	inTx     bool // MAIL was accepted; Reset ends the transaction
 	tx       Tx   // the transaction as shutdown counts it
 	bdat     BDATGuard
+	// budget is this client's share of the server's budget for bodies
+	// in flight (membudget.For): one client cannot take it all.
+	budget     *membudget.Budget
+	budgetDone func()
 }
 
 func newSession(srv *Server, c *smtp.Conn) *session {
@@ -42,6 +48,7 @@ func newSession(srv *Server, c *smtp.Conn) *session {
 	ip := net.ParseIP(connlimit.ClientIP(c.Conn().RemoteAddr()))
 	s := &session{srv: srv, conn: c, ip: ip,
 		log: srv.Logger.With("conn", id, "remote", ip.String())}
+	s.budget, s.budgetDone = srv.budget.For(auth.Prefix(c.Conn().RemoteAddr()), srv.MaxMessageBytes)
 	s.log.Debug("session", "helo", c.Hostname())
 	return s
 }
@@ -56,6 +63,7 @@ func (s *session) Reset() {
 // Logout implements smtp.Session.
 func (s *session) Logout() error {
 	s.tx.End(&s.srv.drain)
+	s.budgetDone()
 	return nil
 }
 
@@ -210,10 +218,10 @@ func (s *session) Data(r io.Reader) error {
 			size += len(p)
 		}
 		var held int64
-		if !s.srv.budget.Hold(&held, int64(size)) {
+		if !s.budget.Hold(&held, int64(size)) {
 			return s.refuse(errNoRoom, len(body), "data")
 		}
-		defer s.srv.budget.Give(held)
+		defer s.budget.Give(held)
 		nb := make([]byte, traceRoom, size)
 		for _, p := range parts {
 			nb = append(nb, p...)
@@ -248,7 +256,7 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), er
 	if !ok {
 		// BDAT: chunks are counted, not dot-terminated, so only the line
 		// endings need a look. Or go-smtp's reader changed shape.
-		b, rel, err := readBounded(r, traceRoom, s.srv.MaxMessageBytes, s.srv.budget)
+		b, rel, err := readBounded(r, traceRoom, s.srv.MaxMessageBytes, s.budget)
 		release = rel
 		if err != nil {
 			return nil, 0, release, err
@@ -275,7 +283,7 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), er
 	limits := dataLimits{
 		max: s.srv.MaxMessageBytes, hint: hint, headroom: traceRoom, conn: s.conn.Conn(), start: time.Now(),
 		timeout: s.srv.DataTimeout, rate: s.srv.MinDataRate, idle: s.srv.CommandTimeout,
-		budget: s.srv.budget,
+		budget: s.budget,
 	}
 	restore := LiftLineLimit(s.conn, r)
 	buf, release, err = readStrictData(br, limits)

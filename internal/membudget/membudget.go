@@ -14,6 +14,7 @@ package membudget
 import (
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 )
 
@@ -30,7 +31,24 @@ var ErrNoRoom = errors.New("too many message bodies being received at once")
 type Budget struct {
 	max  int64
 	used atomic.Int64
+	// parent: this is a client's share of parent (see For); what it
+	// holds counts against both.
+	parent *Budget
+	mu     sync.Mutex
+	shares map[string]*share // of the root, by client
 }
+
+type share struct {
+	b     *Budget
+	users int
+}
+
+// ShareDiv divides a budget into the most one client may hold: a quarter,
+// which is at least one message of the largest size (DefaultSize). One
+// client that opens many connections and leaves each with a body it never
+// ends then holds a quarter of the budget, not all of it, and every other
+// client still gets its mail through.
+const ShareDiv = 4
 
 // DefaultSize is the budget of a server whose messages may be as large as
 // maxMessage bytes: four such messages, and at least 256 MiB.
@@ -55,6 +73,38 @@ func (b *Budget) Used() int64 {
 	return b.used.Load()
 }
 
+// For returns the share of the budget of the client key (an address or
+// prefix, "" for none: then b itself): Max/ShareDiv of it, or least if
+// more (the largest message, so that one client can always send one),
+// held against b too. done gives the share up once the client's
+// connection ends; connections of the same client share one.
+func (b *Budget) For(key string, least int64) (c *Budget, done func()) {
+	if b == nil || key == "" {
+		return b, func() {}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	sh := b.shares[key]
+	if sh == nil {
+		if b.shares == nil {
+			b.shares = map[string]*share{}
+		}
+		sh = &share{b: &Budget{max: max(b.max/ShareDiv, min(least, b.max)), parent: b}}
+		b.shares[key] = sh
+	}
+	sh.users++
+	var once sync.Once
+	return sh.b, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if sh.users--; sh.users == 0 {
+				delete(b.shares, key)
+			}
+		})
+	}
+}
+
 // Hold makes *held, the budget a transfer holds, cover need bytes, and
 // reports whether it could. On false *held is unchanged.
 func (b *Budget) Hold(held *int64, need int64) bool {
@@ -62,17 +112,32 @@ func (b *Budget) Hold(held *int64, need int64) bool {
 		return true
 	}
 	more := (need - *held + Step - 1) / Step * Step
-	if b.used.Add(more) > b.max {
-		b.used.Add(-more)
+	if !b.take(more) {
 		return false
 	}
 	*held += more
 	return true
 }
 
+// take adds n to what b and its parent hold, if both have room.
+func (b *Budget) take(n int64) bool {
+	if b.used.Add(n) > b.max {
+		b.used.Add(-n)
+		return false
+	}
+	if b.parent != nil && !b.parent.take(n) {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
 // Give returns what a transfer held.
 func (b *Budget) Give(held int64) {
-	if b != nil && held > 0 {
+	if held <= 0 {
+		return
+	}
+	for ; b != nil; b = b.parent {
 		b.used.Add(-held)
 	}
 }

@@ -203,3 +203,53 @@ func TestReadAll(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestFor: a client's share is a quarter of the budget (or the least
+// asked), counts against the budget too, is shared by the client's
+// connections and goes when the last one is done.
+func TestFor(t *testing.T) {
+	b := New(64 * Step)
+	a1, done1 := b.For("192.0.2.1", 0)
+	a2, done2 := b.For("192.0.2.1", 0)
+	if a1 != a2 || a1.Max() != 16*Step {
+		t.Fatalf("shares %p %p of %d, want one of %d", a1, a2, a1.Max(), 16*Step)
+	}
+	var h1, h2 int64
+	if !a1.Hold(&h1, 10*Step) || a2.Hold(&h2, 7*Step) || !a2.Hold(&h2, 6*Step) {
+		t.Fatal("the client's share did not bound its two transfers together")
+	}
+	if b.Used() != 16*Step {
+		t.Fatalf("budget used %d, want %d", b.Used(), 16*Step)
+	}
+	c, doneC := b.For("192.0.2.2", 40*Step)
+	var hc int64
+	if c.Max() != 40*Step || !c.Hold(&hc, 40*Step) {
+		t.Fatalf("other client: share %d, want 40 steps held", c.Max())
+	}
+	var hd int64
+	if d, _ := b.For("192.0.2.3", 0); d.Hold(&hd, 9*Step) {
+		t.Fatal("held more than the whole budget has left")
+	}
+	a1.Give(h1)
+	a2.Give(h2)
+	c.Give(hc)
+	if b.Used() != 0 || a1.Used() != 0 {
+		t.Fatalf("left held: %d, %d", b.Used(), a1.Used())
+	}
+	done1()
+	done1() // twice is once
+	if a3, _ := b.For("192.0.2.1", 0); a3 != a1 {
+		t.Fatal("share dropped while a connection still had it")
+	}
+	done2()
+	doneC()
+	if self, done := b.For("", 0); self != b {
+		t.Fatal(`For("") is not the budget itself`)
+	} else {
+		done()
+	}
+	var nb *Budget
+	if s, _ := nb.For("x", 0); s != nil {
+		t.Fatal("nil budget gave a share")
+	}
+}

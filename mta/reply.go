@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"unicode/utf8"
@@ -136,7 +137,8 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 func clientGone(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, smtp.ErrDataReset)
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, smtp.ErrDataReset) ||
+		errors.Is(err, errClientTimeout) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)

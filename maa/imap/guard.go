@@ -329,6 +329,13 @@ func (c *guardConn) refuse(r *refusal) {
 func (c *guardConn) startTLS() error {
 	tag := c.g.startTLS
 	c.g.startTLS = ""
+	if !c.g.interceptTLS {
+		// On implicit TLS, or after STARTTLS: BAD, as RFC 9051 section
+		// 6.2.1 has it and Dovecot answers (imapserver says NO, which
+		// would mean our TLS is not set up).
+		_, err := c.write([]byte(tag + " BAD TLS is already active\r\n"))
+		return err
+	}
 	if c.authed.Load() || c.s.TLS == nil {
 		// The lines behind it go on to the parser, as commands.
 		_, err := c.write([]byte(tag + " BAD STARTTLS not available\r\n"))
@@ -588,9 +595,9 @@ type literalGuard struct {
 
 	failed error
 	// interceptTLS: STARTTLS is done by guardConn (the plaintext
-	// listener); startTLS is then its tag, until it is answered.
-	// Elsewhere a STARTTLS line is a command like any other, which
-	// imapserver refuses: no upgrade can happen above the guard.
+	// listener). startTLS is the tag of a STARTTLS taken, until it is
+	// answered: on a TLS connection with BAD (no upgrade can happen above
+	// the guard).
 	interceptTLS bool
 	startTLS     string
 }
@@ -866,7 +873,7 @@ func (g *literalGuard) endOfLine() (n int64, nonSync, isLit bool, ref *refusal) 
 	line := bytes.TrimRight(g.line, "\r\n")
 	first := !g.contLine
 	g.line, g.lineLen, g.inLine, g.plusLine = g.line[:0], 0, false, false
-	if first && !g.discard && g.interceptTLS {
+	if first && !g.discard {
 		if f := bytes.Fields(g.cmd); len(f) == 2 && bytes.EqualFold(f[1], []byte("STARTTLS")) {
 			g.startTLS = string(f[0])
 			return 0, false, false, nil

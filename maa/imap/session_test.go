@@ -447,12 +447,13 @@ func TestLiteralGuardScan(t *testing.T) {
 		string(g.held) != "c LOGIN x y\r\n" {
 		t.Fatalf("STARTTLS taken: %q %v %q %q", got, ref, g.startTLS, g.held)
 	}
-	// Elsewhere STARTTLS is a command like any other (imapserver refuses
-	// it) and the guard goes on watching.
+	// On TLS it is taken too, to be answered BAD (TestSTARTTLSOverTLS),
+	// and what follows stays for the next read.
 	g = &literalGuard{appendLimit: 100}
 	in = "a STARTTLS\r\nb APPEND INBOX {99999+}\r\n"
-	if got, ref := guardRun(g, in, 4096, parserReads); got != "a STARTTLS\r\n" || ref == nil || !strings.HasPrefix(ref.reply, "b BAD") {
-		t.Fatalf("after a refused STARTTLS: %q %v", got, ref)
+	if got, ref := guardRun(g, in, 4096, parserReads); got != "" || ref != nil || g.startTLS != "a" ||
+		string(g.held) != "b APPEND INBOX {99999+}\r\n" {
+		t.Fatalf("STARTTLS on TLS: %q %v %q %q", got, ref, g.startTLS, g.held)
 	}
 }
 
@@ -695,4 +696,45 @@ func TestCorkedWriteDeadlines(t *testing.T) {
 	if d.sets != n+3 || !d.last.IsZero() {
 		t.Errorf("uncorked: %d of 3 deadline changes went through", d.sets-n)
 	}
+}
+
+// TestSTARTTLSOverTLS: STARTTLS on implicit TLS, or a second one after
+// STARTTLS, is BAD (RFC 9051 section 6.2.1), as Dovecot answers; go-imap
+// said NO, which tells of a server whose TLS is not set up (P7h of the
+// probe). The session goes on.
+func TestSTARTTLSOverTLS(t *testing.T) {
+	e := newTestEnv(t)
+	check := func(conn net.Conn, r *bufio.Reader) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "s STARTTLS\r\nn NOOP\r\n")
+		for _, want := range []string{"s BAD ", "n OK "} {
+			l, err := r.ReadString('\n')
+			if err != nil || !strings.HasPrefix(l, want) {
+				t.Fatalf("got %q (%v), want %q...", l, err, want)
+			}
+		}
+	}
+	c, err := tls.Dial("tcp", e.implicit, e.tls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	r.ReadString('\n') // greeting
+	check(c, r)
+
+	p, err := net.Dial("tcp", e.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	pr := bufio.NewReader(p)
+	pr.ReadString('\n')
+	fmt.Fprintf(p, "a STARTTLS\r\n")
+	if l, _ := pr.ReadString('\n'); !strings.HasPrefix(l, "a OK") {
+		t.Fatalf("STARTTLS: %q", l)
+	}
+	u := tls.Client(p, e.tls)
+	check(u, bufio.NewReader(u))
 }

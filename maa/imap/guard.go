@@ -463,12 +463,26 @@ func hideCaps(p []byte, start func() bool) ([]byte, bool) {
 }
 
 // Close, and the deadlines, belong to the TLS connection once handed over.
+// What a cork holds goes out first (a BYE written in the middle of a long
+// FETCH, with the end of the response before it), within closeFlushWait,
+// unless a write is stuck on the connection.
 func (c *guardConn) Close() error {
 	if c.detached.Load() {
 		return nil
 	}
+	if c.wmu.TryLock() {
+		if len(c.pending) > 0 {
+			c.Conn.SetWriteDeadline(time.Now().Add(closeFlushWait))
+			c.flushLocked()
+		}
+		c.wmu.Unlock()
+	}
 	return c.Conn.Close()
 }
+
+// closeFlushWait bounds Close's flush of a cork to a client that reads
+// nothing.
+const closeFlushWait = 5 * time.Second
 
 func (c *guardConn) SetDeadline(t time.Time) error {
 	if c.detached.Load() {

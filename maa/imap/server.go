@@ -303,7 +303,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	err := s.appending.Wait(ctx)
-	s.hub.byeAll("Server shutting down", time.Second)
+	s.hub.byeAll(ctx, "Server shutting down")
 	s.mu.Lock()
 	var open []*deadlineConn
 	for c := range s.open {

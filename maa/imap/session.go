@@ -92,8 +92,8 @@ func (ss *session) Close() error {
 // bye ends the session from outside (hub.kick): an untagged BYE, then
 // the connection is closed, which ends the command loop and Close runs.
 func (ss *session) bye(text string) {
-	ss.log().Info("imap session ended: " + text)
-	ss.conn.Bye(text)
+	err := ss.conn.Bye(text)
+	ss.log().Info("imap session ended: "+text, "bye_sent", err == nil)
 }
 
 // Login implements LOGIN (RFC 9051 section 6.2.3). imapserver has already

@@ -89,3 +89,63 @@ func expectLine(t *testing.T, r *bufio.Reader, prefix string) {
 		}
 	}
 }
+
+// TestShutdownDuringFetch: a FETCH streaming to a slow reader when the
+// server shuts down gets its BYE between two whole responses; it was cut
+// inside a literal after a second, with no BYE (P7l of the probe).
+func TestShutdownDuringFetch(t *testing.T) {
+	e := newTestEnv(t, func(s *Server) { s.AllowPlaintextAuth = true })
+	big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("y", 98)+"\r\n", 2000)
+	for i := 0; i < 40; i++ {
+		e.deliver(testAlice, "INBOX", big)
+	}
+	conn, r, _ := e.dialPlain()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "l LOGIN %s \"%s\"\r\n", testAlice, testPass)
+	expectLine(t, r, "l OK")
+	fmt.Fprintf(conn, "s SELECT INBOX\r\n")
+	expectLine(t, r, "s OK")
+	fmt.Fprintf(conn, "f FETCH 1:* BODY.PEEK[]\r\n")
+	done := make(chan error, 1)
+	started := false
+	whole := 0
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("connection ended after %d whole responses without BYE: %v", whole, err)
+		}
+		if strings.HasPrefix(l, "* BYE") {
+			break
+		}
+		if i := strings.LastIndexByte(l, '{'); i >= 0 && strings.HasSuffix(l, "}\r\n") {
+			var n int
+			fmt.Sscanf(l[i:], "{%d}", &n)
+			for left := n; left > 0; {
+				k, err := r.Discard(min(left, 4096))
+				if err != nil {
+					t.Fatalf("literal cut after %d of %d bytes (response %d): %v", n-left+k, n, whole+1, err)
+				}
+				left -= k
+				time.Sleep(time.Millisecond) // a slow reader
+			}
+			if l, err = r.ReadString('\n'); err != nil || l != ")\r\n" {
+				t.Fatalf("response %d ends with %q (%v)", whole+1, l, err)
+			}
+			whole++
+			if !started {
+				started = true
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					done <- e.srv.Shutdown(ctx)
+				}()
+			}
+		}
+	}
+	if !started || whole == 40 {
+		t.Fatalf("%d responses before BYE: the shutdown did not come during the FETCH", whole)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}

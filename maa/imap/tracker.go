@@ -2,6 +2,7 @@ package imap
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"log/slog"
 	"slices"
@@ -363,8 +364,10 @@ func (h *hub) kick(account, why string) {
 }
 
 // byeAll ends every logged-in session with BYE (text), each on a
-// goroutine of its own as in kick, and waits at most wait for them.
-func (h *hub) byeAll(text string, wait time.Duration) {
+// goroutine of its own as in kick, and waits for them until ctx is done.
+// A session writing a response (a long FETCH) gets its BYE once that
+// response is out, between two responses, not cut inside a literal.
+func (h *hub) byeAll(ctx context.Context, text string) {
 	all := h.sessions()
 	var wg sync.WaitGroup
 	for _, ss := range all {
@@ -378,7 +381,7 @@ func (h *hub) byeAll(text string, wait time.Duration) {
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(wait):
+	case <-ctx.Done():
 	}
 }
 

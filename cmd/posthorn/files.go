@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -49,13 +50,17 @@ func backupAction(c *cli.Context) error {
 	if _, err := os.Stat(dst); err == nil && !c.Bool("force") {
 		return fmt.Errorf("%s exists; use --force to overwrite it", dst)
 	}
+	// The signal handler goes in first: a Ctrl-C just after the file is
+	// made must remove it too.
+	setTemp, stop := removeOnSignal()
+	defer stop()
 	f, err := os.CreateTemp(filepath.Dir(dst), ".posthorn-backup-*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
+	setTemp(tmp)
 	defer os.Remove(tmp)
-	defer removeOnSignal(tmp)()
 	err = runAdmin(c, admin.Request{Command: "backup", Args: []string{dst}, Download: f})
 	if err == nil {
 		err = f.Sync()
@@ -84,23 +89,34 @@ func backupAction(c *cli.Context) error {
 	return nil
 }
 
-// removeOnSignal removes path and exits if the command is interrupted
-// (Ctrl-C, SIGTERM, SIGHUP) before the returned stop is called: an exit by
-// signal runs no deferred removal, and would leave the temporary file.
-func removeOnSignal(path string) (stop func()) {
+// removeOnSignal removes the path given to set and exits if the command
+// is interrupted (Ctrl-C, SIGTERM, SIGHUP) before the returned stop is
+// called: an exit by signal runs no deferred removal, and would leave the
+// temporary file.
+func removeOnSignal() (set func(path string), stop func()) {
+	var mu sync.Mutex
+	var path string
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		select {
 		case sig := <-sigs:
-			os.Remove(path)
+			mu.Lock()
+			if path != "" {
+				os.Remove(path)
+			}
 			fmt.Fprintf(os.Stderr, "posthorn: interrupted (%s): no backup written\n", sig)
 			os.Exit(130)
 		case <-done:
 		}
 	}()
-	return func() {
+	set = func(p string) {
+		mu.Lock()
+		path = p
+		mu.Unlock()
+	}
+	return set, func() {
 		signal.Stop(sigs)
 		close(done)
 	}

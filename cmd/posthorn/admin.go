@@ -67,7 +67,9 @@ func openStore(cfg *config.Config) (store.Store, error) {
 		if _, cerr := control.Call(sock, admin.Request{Command: "domain list"}); cerr == nil {
 			return nil, fmt.Errorf("a server is already running on %s (its control socket %s answers): stop it first", dir, sock)
 		}
-		return nil, fmt.Errorf("%s is in use by another process, but no server answers on its control socket %s", cfg.DataPath("posthorn.db"), sock)
+		// A stopping server closes its socket first and lets go of the
+		// store last (up to 30 s later), as does one still starting.
+		return nil, fmt.Errorf("%s is in use by another process, but no server answers on its control socket %s (a server that is stopping or starting: try again in a moment)", cfg.DataPath("posthorn.db"), sock)
 	}
 	return st, err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/posthorn/posthorn/auth"
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/harness"
+	"github.com/posthorn/posthorn/store"
 )
 
 // run runs the CLI in-process and returns its output and error.
@@ -418,4 +419,18 @@ func TestCLIUserDisable(t *testing.T) {
 	if msgs, err := env.Server.Store.Messages(harness.User, "INBOX"); err != nil || len(msgs) != 1 {
 		t.Errorf("INBOX after disable and enable: %d messages, %v", len(msgs), err)
 	}
+}
+
+// TestCLIStoreHeldWithoutSocket: a store held by a process whose control
+// socket does not answer is what a server that is stopping (it closes
+// the socket first and the store last) or starting looks like; the
+// message said only "no server answers" (P7l of the probe).
+func TestCLIStoreHeldWithoutSocket(t *testing.T) {
+	cfgPath := initDir(t)
+	st, err := store.Open(filepath.Join(filepath.Dir(cfgPath), "data", "posthorn.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	mustFail(t, "a server that is stopping or starting: try again in a moment", "--config", cfgPath, "user", "list")
 }

@@ -143,8 +143,14 @@ func validCIDR(s string, max int) bool {
 	if s == "" || len(s) > 3 || s[0] == '0' && len(s) > 1 {
 		return false
 	}
-	n, err := strconv.Atoi(s)
-	return err == nil && n >= 0 && n <= max && !strings.ContainsAny(s, "+-")
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n <= max
 }
 
 // validDomainSpec: domain-spec = macro-string domain-end, domain-end =

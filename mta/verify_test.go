@@ -159,6 +159,7 @@ func TestDMARCPolicyOverSMTP(t *testing.T) {
 		`_dmarc.quarantine.test. 300 IN TXT "v=DMARC1; p=quarantine"`,
 		`good.test. 300 IN TXT "v=spf1 ip4:127.0.0.1 -all"`,
 		`_dmarc.good.test. 300 IN TXT "v=DMARC1; p=reject"`,
+		`_dmarc.sloppy.test. 300 IN TXT "v = DMARC1; p=Reject; pct=abc; fo=x"`,
 	)
 	_, st, addr := startTestServer(t, func(s *Server) { s.Resolver = z.resolver() })
 	send := func(from, want string) {
@@ -172,6 +173,9 @@ func TestDMARCPolicyOverSMTP(t *testing.T) {
 		d.Expect(want)
 	}
 	send("reject.test", "550 5.7.1")
+	// P7a: a record with a bad optional tag and "p=Reject" is still
+	// p=reject (RFC 7489 section 6.3); it let the spoof into the inbox.
+	send("sloppy.test", "550 5.7.1")
 	if st.count() != 0 {
 		t.Fatalf("p=reject failure stored")
 	}

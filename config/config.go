@@ -114,11 +114,11 @@ type Outbound struct {
 // Limits bound what one client can cost.
 type Limits struct {
 	MaxRecipients       int      `toml:"max_recipients"`         // per message
-	MaxLineBytes        int      `toml:"max_line_bytes"`         // command line length
+	MaxLineBytes        int      `toml:"max_line_bytes"`         // SMTP and POP3 command line length (POP3: at least 1100, for SASL); IMAP has its own 48 KiB, which long UID sets need
 	MaxConnections      int      `toml:"max_connections"`        // all protocols together
 	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"` // per client address, all protocols together
-	CommandTimeout      Duration `toml:"command_timeout"`        // SMTP/POP3 idle between commands
-	DataTimeout         Duration `toml:"data_timeout"`           // SMTP DATA, also bounded by MinDataRate
+	CommandTimeout      Duration `toml:"command_timeout"`        // SMTP/POP3 idle between commands, and for the next bytes in DATA
+	DataTimeout         Duration `toml:"data_timeout"`           // one SMTP DATA/BDAT transfer (25 and submission), plus 1 s per KiB received
 	IMAPIdleTimeout     Duration `toml:"imap_idle_timeout"`      // IMAP inactivity (RFC 9051: at least 30 min)
 	MaxBadRecipients    int      `toml:"max_bad_recipients"`     // unknown RCPTs before the session is cut
 	DefaultQuotaBytes   int64    `toml:"default_quota_bytes"`    // for new accounts; 0: none

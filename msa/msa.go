@@ -91,9 +91,15 @@ type Server struct {
 	// finds no room gets 452 4.3.1. nil: a budget of this server's own
 	// (membudget.DefaultSize).
 	Budget *membudget.Budget
-	// CommandTimeout bounds each read and write, including one DATA
-	// transfer as a whole; 0: 5 minutes.
+	// CommandTimeout bounds each read and write; 0: 5 minutes. In a
+	// message transfer (DATA, BDAT) it bounds the wait for the next
+	// bytes, and the transfer as a whole takes at most DataTimeout (0:
+	// 10 minutes) plus the time its bytes take at MinDataRate bytes per
+	// second (0: 1024), as on port 25 (see mta.PaceData): a large
+	// attachment over a slow uplink is not cut.
 	CommandTimeout time.Duration
+	DataTimeout    time.Duration
+	MinDataRate    int64
 
 	Logger  *slog.Logger
 	Metrics *metrics.Registry

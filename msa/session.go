@@ -202,7 +202,10 @@ func (ss *session) Data(r io.Reader) error {
 	// mta.LiftLineLimit).
 	restore := mta.LiftLineLimit(ss.conn, r)
 	mta.AllowExactSize(r)
+	stop := mta.PaceData(ss.conn.Conn(), durationOr(ss.s.DataTimeout, 10*time.Minute), ss.s.MinDataRate,
+		durationOr(ss.s.CommandTimeout, 5*time.Minute))
 	buf, release, err := ss.s.budget.ReadAll(r, headRoom, ss.s.maxMessageBytes(), ss.size, smtp.ErrDataTooLarge)
+	stop()
 	restore()
 	defer release()
 	ss.bdat.Cut(err)
@@ -211,7 +214,9 @@ func (ss *session) Data(r io.Reader) error {
 		if errors.As(err, &se) {
 			return se // too big
 		}
-		return reply(ss.log, mta.ShutdownCut(err, &ss.s.drain))
+		r := reply(ss.log, mta.ShutdownCut(err, &ss.s.drain))
+		mta.EndAtTimeout(ss.conn, r)
+		return r
 	}
 	body := buf[headRoom:]
 	defer func() { ss.s.budget.Give(ss.foldHeld); ss.foldHeld = 0 }() // see foldLongLines

@@ -8,7 +8,6 @@ import (
 	"net"
 	"reflect"
 	"sync"
-	"time"
 	"unsafe"
 
 	"github.com/emersion/go-smtp"
@@ -140,27 +139,12 @@ type dataLimits struct {
 	// headroom is room left free before the body for our trace header
 	// fields, so that adding them does not copy the message.
 	headroom int
-	conn     net.Conn
-	start    time.Time
-	timeout  time.Duration // base budget
-	rate     int64         // minimum bytes per second on top of it
-	idle     time.Duration // longest wait for the next bytes
 	// budget, if set, is shared by every DATA transfer of the server: the
 	// body is kept only while it has room (see package membudget).
 	budget *membudget.Budget
 	// lineByLine turns off the whole-lines path (cleanLines), for tests
 	// that compare the two.
 	lineByLine bool
-}
-
-// deadline is the time by which the next bytes must have arrived, having
-// received n bytes so far.
-func (l dataLimits) deadline(n int64) time.Time {
-	total := l.start.Add(l.timeout + time.Duration(n/l.rate)*time.Second)
-	if idle := time.Now().Add(l.idle); idle.Before(total) {
-		return idle
-	}
-	return total
 }
 
 // readStrictData reads a DATA body up to and including the end-of-data
@@ -211,14 +195,8 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 		}
 		return !tooBig && !noRoom
 	}
-	var received int64
 	atLineStart, prevCR := true, false
-	nextDeadline := int64(0)
 	for {
-		if received >= nextDeadline && l.conn != nil {
-			l.conn.SetReadDeadline(l.deadline(received))
-			nextDeadline = received + 64<<10
-		}
 		if atLineStart && !bad && !l.lineByLine {
 			// Whole clean lines already buffered go in one piece; the
 			// loop below sees only the rest (a dot-line, a bad line, a
@@ -229,12 +207,10 @@ func readStrictData(br *bufio.Reader, l dataLimits) (buf []byte, release func(),
 					body.Write(rest[:n])
 				}
 				br.Discard(n)
-				received += int64(n)
 				continue
 			}
 		}
 		line, err := br.ReadSlice('\n')
-		received += int64(len(line))
 		if err != nil && err != bufio.ErrBufferFull {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {

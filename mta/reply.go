@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -118,6 +119,11 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 	case errors.Is(err, membudget.ErrNoRoom):
 		log.Warn("message refused for now: too many bodies being received at once")
 		return errNoRoom
+	case errors.Is(err, errClientTimeout) || errors.Is(err, os.ErrDeadlineExceeded):
+		// The client stopped sending in a message transfer: 421, and the
+		// caller ends the session (see EndAtTimeout).
+		log.Info("message not received: the client timed out", "err", err)
+		return errTimeout
 	case clientGone(err):
 		// The client's doing, not ours: no error to alert on. The reply
 		// goes nowhere, or ends an aborted BDAT transfer.
@@ -134,6 +140,20 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 // clientGone reports whether err is the client's ending of a transfer:
 // the connection closed or reset inside DATA or BDAT, or a BDAT transfer
 // aborted by RSET (go-smtp's ErrDataReset).
+// EndAtTimeout ends the session of c if r is the reply to a client that
+// stopped sending in a message transfer (Reply): the 421 4.4.2 is written
+// at once and the connection closed, as at a timeout between commands,
+// so that nothing the client sends later is read out of step.
+func EndAtTimeout(c *smtp.Conn, r error) {
+	if r != error(errTimeout) {
+		return
+	}
+	nc := c.Conn()
+	nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(nc, formatReply(errTimeout))
+	c.Close()
+}
+
 func clientGone(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||

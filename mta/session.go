@@ -252,6 +252,7 @@ func (s *session) Data(r io.Reader) error {
 // the use of buf.
 func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), err error) {
 	release = func() {}
+	defer PaceData(s.conn.Conn(), s.srv.DataTimeout, s.srv.MinDataRate, s.srv.CommandTimeout)()
 	br, markEOF, ok := rawData(r)
 	if !ok {
 		// BDAT: chunks are counted, not dot-terminated, so only the line
@@ -280,11 +281,7 @@ func (s *session) readBody(r io.Reader) (buf []byte, off int, release func(), er
 	if s.mailOpts != nil {
 		hint = s.mailOpts.Size
 	}
-	limits := dataLimits{
-		max: s.srv.MaxMessageBytes, hint: hint, headroom: traceRoom, conn: s.conn.Conn(), start: time.Now(),
-		timeout: s.srv.DataTimeout, rate: s.srv.MinDataRate, idle: s.srv.CommandTimeout,
-		budget: s.budget,
-	}
+	limits := dataLimits{max: s.srv.MaxMessageBytes, hint: hint, headroom: traceRoom, budget: s.budget}
 	restore := LiftLineLimit(s.conn, r)
 	buf, release, err = readStrictData(br, limits)
 	restore()
@@ -320,9 +317,7 @@ func (s *session) refuse(err error, size int, stage string) error {
 	s.log.Info("message rejected", "from", s.from, "rcpts", s.rcpts, "size", size,
 		"stage", stage, "code", r.Code, "reason", errString(err))
 	s.srv.Metrics.Inc(metrics.Rejected, "via", "smtp", "reason", stage)
-	if r == errTimeout {
-		s.hangup(errTimeout)
-	}
+	EndAtTimeout(s.conn, r)
 	return r
 }
 

@@ -48,6 +48,65 @@ type timeoutConn struct {
 	wmu      sync.Mutex               // held while writing: a reply is whole, and Hangup sees it done
 	partial  bool                     // the last octet read was not LF
 	set      *Conns                   // nil if counted in none
+	pace     atomic.Pointer[pace]     // a message transfer's deadlines, while one runs (see PaceData)
+}
+
+// pace holds the deadlines of a message transfer (RFC 5321 section
+// 4.5.3.2): each read waits at most idle for the next bytes, and the
+// transfer as a whole takes at most timeout plus the time its bytes take
+// at rate bytes per second. A slow but steady sender of a large message
+// is not cut; one that trickles is.
+type pace struct {
+	start   time.Time
+	timeout time.Duration
+	rate    int64
+	idle    time.Duration
+	n       atomic.Int64 // bytes read since start
+}
+
+func (p *pace) deadline() time.Time {
+	total := p.start.Add(p.timeout + time.Duration(p.n.Load()/p.rate)*time.Second)
+	if idle := time.Now().Add(p.idle); idle.Before(total) {
+		return idle
+	}
+	return total
+}
+
+// PaceData sets the read deadlines of c's connection for a message
+// transfer, until stop is called: every read waits at most idle for
+// bytes, and the whole transfer takes at most timeout plus the time the
+// bytes received so far take at rate bytes per second (0: 1024). c may
+// be the TLS connection over it. Without a timeoutConn under c the
+// transfer gets one deadline, timeout from now.
+func PaceData(c net.Conn, timeout time.Duration, rate int64, idle time.Duration) (stop func()) {
+	if rate <= 0 {
+		rate = 1024
+	}
+	w, ok := timeoutConnOf(c)
+	if !ok {
+		c.SetReadDeadline(time.Now().Add(timeout))
+		return func() {}
+	}
+	p := &pace{start: time.Now(), timeout: timeout, rate: rate, idle: idle}
+	w.pace.Store(p)
+	return func() { w.pace.CompareAndSwap(p, nil) }
+}
+
+// timeoutConnOf finds the timeoutConn under c, through TLS too.
+func timeoutConnOf(c net.Conn) (*timeoutConn, bool) {
+	for range 8 {
+		switch t := c.(type) {
+		case *timeoutConn:
+			return t, true
+		case *tls.Conn:
+			c = t.NetConn()
+		case interface{ Unwrap() net.Conn }:
+			c = t.Unwrap()
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
 }
 
 // Conns is the set of an SMTP server's open connections, which it wraps
@@ -157,7 +216,14 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 	if c.timedOut.Load() {
 		return 0, errClientTimeout
 	}
+	pc := c.pace.Load()
+	if pc != nil {
+		c.Conn.SetReadDeadline(pc.deadline())
+	}
 	n, err := c.Conn.Read(p)
+	if pc != nil {
+		pc.n.Add(int64(n))
+	}
 	if n > 0 {
 		c.busy.Store(true)
 		c.partial = p[n-1] != '\n'

@@ -55,6 +55,7 @@ func (s *Server) wireMSA() ([]service, []worker, error) {
 			MaxRecipients:      c.Limits.MaxRecipients,
 			MaxLineBytes:       c.Limits.MaxLineBytes,
 			CommandTimeout:     c.Limits.CommandTimeout.Duration,
+			DataTimeout:        c.Limits.DataTimeout.Duration,
 			Logger:             s.Logger.With("component", "msa"),
 			Metrics:            s.Metrics,
 		}

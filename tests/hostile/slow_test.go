@@ -1,12 +1,16 @@
 package hostile
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/harness"
 )
 
 // TestSlowConnections opens 2,000 connections (SMTP, IMAP, POP3) that each
@@ -75,5 +79,79 @@ func TestSlowConnections(t *testing.T) {
 	// The second byte of each, then they go away.
 	for i, c := range conns {
 		c.Write([]byte(targets[i%len(targets)].first))
+	}
+}
+
+// TestSlowSteadyData sends messages in small pieces with pauses shorter
+// than command_timeout, on port 25 and on submission, as a large
+// attachment goes over a slow uplink (RFC 5321 section 4.5.3.2: the
+// timeout is per read, not per transfer). A sender that keeps sending is
+// not cut at command_timeout; one that trickles for longer than
+// data_timeout (plus the time its bytes take at 1 KiB/s) is, with 421.
+func TestSlowSteadyData(t *testing.T) {
+	env := start(t, func(c *config.Config) {
+		c.Limits.CommandTimeout.Duration = time.Second
+		c.Limits.DataTimeout.Duration = 4 * time.Second
+	})
+	for _, listener := range []string{"smtp", "submission"} {
+		for _, steady := range []bool{true, false} {
+			name := listener + "/trickle"
+			if steady {
+				name = listener + "/steady"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				tc := dial(t, env.Addr(listener))
+				tc.deadline(20 * time.Second)
+				tc.expectSMTP(220)
+				tc.write("EHLO client.test\r\n")
+				tc.expectSMTP(250)
+				if listener == "submission" {
+					auth := base64.StdEncoding.EncodeToString([]byte("\x00" + harness.User + "\x00" + harness.Password))
+					tc.write("AUTH PLAIN " + auth + "\r\n")
+					tc.expectSMTP(235)
+				}
+				tc.write("MAIL FROM:<" + harness.User + ">\r\n")
+				tc.expectSMTP(250)
+				tc.write("RCPT TO:<" + harness.User + ">\r\n")
+				tc.expectSMTP(250)
+				tc.write("DATA\r\n")
+				tc.expectSMTP(354)
+				tc.write("From: <" + harness.User + ">\r\nSubject: " + name + "\r\n\r\n")
+				start := time.Now()
+				// Steady: 2.5 s of pieces 250 ms apart, past
+				// command_timeout (1 s) but within data_timeout (4 s).
+				// Trickle: the same pieces until the server hangs up.
+				for i := 0; !steady || i < 10; i++ {
+					if _, err := tc.c.Write([]byte(fmt.Sprintf("line %d\r\n", i))); err != nil {
+						break
+					}
+					if !steady && time.Since(start) > 8*time.Second {
+						t.Fatal("trickling sender not cut after 8 s")
+					}
+					time.Sleep(250 * time.Millisecond)
+					if !steady { // has the server answered?
+						tc.c.SetReadDeadline(time.Now().Add(time.Millisecond))
+						if _, err := tc.r.Peek(1); err == nil {
+							break
+						}
+						tc.deadline(20 * time.Second)
+					}
+				}
+				if steady {
+					tc.write(".\r\n")
+					tc.expectSMTP(250)
+					return
+				}
+				code, lines := tc.smtpReply()
+				took := time.Since(start)
+				if code != 421 || !strings.Contains(lines[0], "4.4.2") {
+					t.Errorf("trickling sender got %q, want 421 4.4.2", lines)
+				}
+				if took < 3500*time.Millisecond {
+					t.Errorf("trickling sender cut after %v, before data_timeout (4 s)", took.Round(time.Millisecond))
+				}
+			})
+		}
 	}
 }

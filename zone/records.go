@@ -22,7 +22,8 @@
 //     mta-sts host is a CNAME to the hostname, whose https listener serves
 //     the policy (senders fetch it over TLS only). TLS-RPT asks for reports to postmaster (RFC 8460
 //     section 3).
-//   - RFC 6186 SRV records announce submission, IMAP and POP3; a listener
+//   - RFC 6186 SRV records announce submission, IMAP and POP3, implicit
+//     TLS and IMAP preferred (lower priority numbers); a listener
 //     that is off is published as "0 0 0 ." which says the service is not
 //     offered (RFC 6186 section 4, RFC 2782).
 //   - TXT values longer than 255 bytes are split into several quoted
@@ -114,14 +115,21 @@ func MTASTSID(cfg *config.Config) string {
 	return strings.ToLower(enc[:20])
 }
 
-// srvServices are the RFC 6186 services, with the listener behind each.
-var srvServices = []struct{ service, listener, what string }{
-	{"submission", "submission", "mail submission with STARTTLS (RFC 6186)"},
-	{"submissions", "submissions", "mail submission with implicit TLS (RFC 8314)"},
-	{"imap", "imap", "IMAP with STARTTLS (RFC 6186)"},
-	{"imaps", "imaps", "IMAP with implicit TLS (RFC 6186)"},
-	{"pop3", "pop3", "POP3 with STARTTLS (RFC 6186)"},
-	{"pop3s", "pop3s", "POP3 with implicit TLS (RFC 6186)"},
+// srvServices are the RFC 6186 services, with the listener behind each
+// and its priority: implicit TLS before STARTTLS (RFC 8314 section 5.1),
+// and IMAP before POP3 (RFC 6186 section 3.4: the protocol a domain
+// prefers gets the lower number), so that a client that reads SRV records
+// picks what the server does best.
+var srvServices = []struct {
+	service, listener, what string
+	priority                int
+}{
+	{"submission", "submission", "mail submission with STARTTLS (RFC 6186)", 10},
+	{"submissions", "submissions", "mail submission with implicit TLS (RFC 8314)", 0},
+	{"imap", "imap", "IMAP with STARTTLS (RFC 6186)", 10},
+	{"imaps", "imaps", "IMAP with implicit TLS (RFC 6186)", 0},
+	{"pop3", "pop3", "POP3 with STARTTLS (RFC 6186)", 30},
+	{"pop3s", "pop3s", "POP3 with implicit TLS (RFC 6186)", 20},
 }
 
 // Records returns the records to publish for domain, given its DKIM keys.
@@ -171,7 +179,7 @@ func Records(cfg *config.Config, domain string, keys []store.DKIMKey) []Record {
 		value := "0 0 0 ."
 		comment := "SRV: " + s.what + " is not offered"
 		if p := ListenerPort(cfg, s.listener); p != 0 {
-			value = fmt.Sprintf("0 1 %d %s", p, host)
+			value = fmt.Sprintf("%d 1 %d %s", s.priority, p, host)
 			comment = "SRV: " + s.what + " for mail clients"
 		}
 		rs = append(rs, Record{"_" + s.service + "._tcp." + d, "SRV", value, comment})

@@ -162,6 +162,16 @@ func TestZoneParses(t *testing.T) {
 	if off.Port != 0 || off.Target != "." {
 		t.Errorf("disabled pop3 SRV = %v, want 0 0 0 .", off)
 	}
+	// Implicit TLS before STARTTLS (RFC 8314 section 5.1), IMAP before
+	// POP3 (RFC 6186 section 3.4): lower numbers first.
+	prio := func(service string) int {
+		return int(byName["_"+service+"._tcp.example.test."][0].(*dns.SRV).Priority)
+	}
+	for _, p := range [][2]string{{"submissions", "submission"}, {"imaps", "imap"}, {"imap", "pop3s"}} {
+		if prio(p[0]) >= prio(p[1]) {
+			t.Errorf("SRV priority of %s %d, of %s %d: want %[1]s first", p[0], prio(p[0]), p[1], prio(p[1]))
+		}
+	}
 	checkDKIM(t, byName, keys)
 }
 

@@ -186,7 +186,9 @@ var obsZones = map[string]int{
 
 // ParseDate parses a Date field as the ENVELOPE and SEARCH SENT* see it
 // (RFC 5322 section 3.3, with the obsolete zones of section 4.3, military
-// zones taken as -0000 as it says); the zero time when it does not parse.
+// zones taken as -0000 as it says, and a missing zone too: "-0000" is a
+// local time in an unknown zone, section 3.3); the zero time when it does
+// not parse.
 func ParseDate(v string) time.Time {
 	v = mailsyntax.StripComments(v)
 	if v == "" {
@@ -202,7 +204,14 @@ func ParseDate(v string) time.Time {
 	}
 	t, err := netmail.ParseDate(v)
 	if err != nil {
-		return time.Time{}
+		// No zone at all: the time of day is the last word.
+		f := strings.Fields(v)
+		if len(f) == 0 || strings.Count(f[len(f)-1], ":") == 0 {
+			return time.Time{}
+		}
+		if t, err = netmail.ParseDate(v + " -0000"); err != nil {
+			return time.Time{}
+		}
 	}
 	return t
 }

@@ -212,7 +212,7 @@ func (sc *searcher) match(c *imapv2.SearchCriteria, e *entry) (bool, error) {
 		return false, nil
 	}
 	info := sc.infos[e.m.BlobID]
-	if !sc.matchEnvelope(c, info) {
+	if !sc.matchEnvelope(c, e, info) {
 		return false, nil
 	}
 	for _, h := range c.Header {
@@ -316,13 +316,20 @@ func dateOnly(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 }
 
-func (sc *searcher) matchEnvelope(c *imapv2.SearchCriteria, info store.BlobInfo) bool {
+// matchEnvelope: SENTBEFORE, SENTON and SENTSINCE look at the Date field,
+// or at the internal date when there is none or it does not parse (as
+// SORT does, RFC 5256 section 2.2), so that SENTBEFORE d and SENTSINCE d
+// together find every message.
+func (sc *searcher) matchEnvelope(c *imapv2.SearchCriteria, e *entry, info store.BlobInfo) bool {
 	if c.SentSince.IsZero() && c.SentBefore.IsZero() {
 		return true
 	}
 	var date time.Time
 	if info.Envelope != nil {
 		date = info.Envelope.Date
+	}
+	if date.IsZero() {
+		date = e.m.InternalDate
 	}
 	return dateIn(date, c.SentSince, c.SentBefore)
 }

@@ -46,6 +46,8 @@ func TestSearch(t *testing.T) {
 		{"uid", imapv2.SearchCriteria{UID: []imapv2.UIDSet{{{Start: 2, Stop: 0}}}}, []imapv2.UID{2, 3, 4, 5}},
 		{"seq", imapv2.SearchCriteria{SeqNum: []imapv2.SeqSet{imapv2.SeqSetNum(1, 4)}}, []imapv2.UID{1, 4}},
 		{"sentbefore", imapv2.SearchCriteria{SentBefore: time.Date(2006, 1, 3, 0, 0, 0, 0, time.UTC)}, []imapv2.UID{1, 2, 3, 5}},
+		// No Date field: the internal date stands in (RFC 5256 section 2.2).
+		{"sentsince-no-date", imapv2.SearchCriteria{SentSince: time.Now().Add(-48 * time.Hour)}, []imapv2.UID{4}},
 		{"since", imapv2.SearchCriteria{Since: time.Now().Add(-48 * time.Hour)}, []imapv2.UID{1, 2, 3, 4, 5}},
 	}
 	for _, tc := range cases {

@@ -355,10 +355,13 @@ func (f *fetcher) section(mr *msgReader, s *imapv2.FetchItemBodySection) (prepar
 		case imapv2.PartSpecifierMIME:
 			return rangeOf(mr, p.start, p.hdrEnd, s.Partial), nil
 		}
-		target = p
-		if p.mediaType == "message/rfc822" {
-			target = span{start: p.hdrEnd, end: p.end, hdrEnd: -1}
+		// HEADER, HEADER.FIELDS and TEXT of a part exist only for a
+		// message/rfc822 part (RFC 9051 section 6.4.5): of any other,
+		// an empty string, as for a part that does not exist.
+		if p.mediaType != "message/rfc822" {
+			return prepared{}, nil
 		}
+		target = span{start: p.hdrEnd, end: p.end, hdrEnd: -1}
 	}
 	hdr, hdrEnd, err := f.header(mr, target)
 	if err != nil {

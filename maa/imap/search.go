@@ -386,121 +386,156 @@ func addrsContain(addrs []imapv2.Address, needle string) bool {
 	return false
 }
 
-// matchText streams the message once for all BODY and TEXT keys: BODY
-// looks after the header, TEXT everywhere (case-insensitive, raw bytes).
+// matchText streams the message for the BODY and TEXT keys. BODY looks in
+// the text a reader sees (bodyContains); TEXT in the header too, as
+// written and with its encoded words decoded, and in the header of every
+// body part.
 func (sc *searcher) matchText(c *imapv2.SearchCriteria, e *entry, info store.BlobInfo) (bool, error) {
 	blob, err := sc.ss.s.Store.OpenMessage(*e.m)
 	if err != nil {
 		return false, sc.ss.internalError("search", err)
 	}
 	defer blob.Close()
-	bodyStart := int64(-1)
-	if info.HeaderLen > 0 {
-		bodyStart = int64(len(e.m.Prefix)) + info.HeaderLen
-	} else {
-		mr := &msgReader{ra: blob, size: blob.Size()}
-		if _, end, err := mr.headerInto(sc.buf[:0], 0, mr.size); err == nil {
-			bodyStart = end
-		} else {
-			return false, sc.ss.internalError("search", err)
-		}
-	}
 	mr := &msgReader{ra: blob, size: blob.Size()}
-	var decoded string // the header, its encoded words decoded, once read
+	if info.HeaderLen > 0 {
+		mr.hdrLen = int64(len(e.m.Prefix)) + info.HeaderLen
+	}
+	var hdr, decoded string // the header, as written and decoded, once read
 	read := false
 	for _, s := range c.Text {
-		ok, err := sc.contains(mr, 0, s, info)
-		if err != nil {
-			return false, sc.textErr(err)
-		}
-		if !ok {
-			// TEXT matches the header as SUBJECT, FROM and HEADER do:
-			// with its RFC 2047 encoded words decoded.
-			if !read {
-				hdr, _, err := mr.headerInto(sc.buf[:0], 0, bodyStart)
-				if err != nil {
-					return false, sc.ss.internalError("search", err)
-				}
-				sc.buf = hdr[:0]
-				read = true
-				if bytes.Contains(hdr, []byte("=?")) {
-					decoded = strings.ToLower(decodeHeader(unfold(hdr)))
-				}
+		if !read {
+			h, _, err := mr.headerInto(sc.buf[:0], 0, mr.size)
+			if err != nil {
+				return false, sc.ss.internalError("search", err)
 			}
-			ok = strings.Contains(decoded, strings.ToLower(s))
+			sc.buf = h[:0]
+			hdr = strings.ToLower(string(h))
+			decoded = hdr
+			if strings.Contains(hdr, "=?") {
+				decoded = strings.ToLower(decodeHeader(unfold(h)))
+			}
+			read = true
 		}
-		if !ok {
-			return false, nil
+		needle := strings.ToLower(s)
+		if strings.Contains(hdr, needle) || strings.Contains(decoded, needle) {
+			continue
+		}
+		ok, err := sc.bodyContains(mr, s, info, true)
+		if err != nil || !ok {
+			return false, sc.textErr(err)
 		}
 	}
 	for _, s := range c.Body {
-		if ok, err := sc.contains(mr, bodyStart, s, info); err != nil || !ok {
+		if ok, err := sc.bodyContains(mr, s, info, false); err != nil || !ok {
 			return false, sc.textErr(err)
 		}
 	}
 	return true, nil
 }
 
-// contains looks for s in the raw bytes from start on, then in the decoded
-// content of the text parts whose raw bytes are not their text: in base64
-// or quoted-printable, or in a charset other than UTF-8 (RFC 9051 6.4.4
-// asks for a match in the text, whatever its encoding; the SEARCH string
-// is UTF-8).
-func (sc *searcher) contains(mr *msgReader, start int64, s string, info store.BlobInfo) (bool, error) {
-	ok, err := streamContains(io.NewSectionReader(mr.ra, start, mr.size-start), s)
-	if ok || err != nil {
-		return ok, err
+// bodyContains reports whether s is in the text of the message's body
+// (RFC 9051 section 6.4.4): the content of its text parts with their
+// Content-Transfer-Encoding undone and their charset turned into UTF-8
+// (the SEARCH string is UTF-8), and the header of each message/rfc822
+// part. Boundaries, the MIME headers of parts (unless mimeHeaders, for
+// TEXT) and parts that are not text are not what a reader sees, and
+// searching them found nearly every message with an attachment (a short
+// word is somewhere in most base64), as Dovecot does not.
+func (sc *searcher) bodyContains(mr *msgReader, s string, info store.BlobInfo, mimeHeaders bool) (bool, error) {
+	if info.BodyStructure == nil {
+		// Not described (never so for a message the store parsed): the
+		// raw body.
+		_, start, err := mr.headerInto(sc.buf[:0], 0, mr.size)
+		if err != nil {
+			return false, err
+		}
+		return streamContains(io.NewSectionReader(mr.ra, start, mr.size-start), s)
 	}
-	for _, tp := range encodedTextParts(info.BodyStructure, nil, nil) {
+	for _, tp := range textParts(info.BodyStructure, nil, nil) {
+		if !tp.text && !tp.message && !mimeHeaders {
+			continue
+		}
 		sp, err := mr.findPart(tp.path)
 		if err != nil {
 			continue
 		}
-		dec, err := decoder(sp.encoding, io.NewSectionReader(mr.ra, sp.hdrEnd, sp.end-sp.hdrEnd))
-		if err != nil {
-			continue
-		}
-		if tp.charset != "" && gomessage.CharsetReader != nil {
-			if dec, err = gomessage.CharsetReader(tp.charset, dec); err != nil {
-				continue
+		if mimeHeaders && len(tp.path) > 0 && sp.start > 0 {
+			if ok, err := streamContains(io.NewSectionReader(mr.ra, sp.start, sp.hdrEnd-sp.start), s); ok || err != nil {
+				return ok, err
 			}
 		}
-		if ok, _ := streamContains(dec, s); ok {
+		switch {
+		case tp.message:
+			// An attached message's header: as written and decoded.
+			hdr, _, err := mr.headerInto(nil, sp.hdrEnd, sp.end)
+			if err != nil {
+				return false, err
+			}
+			needle := strings.ToLower(s)
+			if strings.Contains(strings.ToLower(string(hdr)), needle) ||
+				strings.Contains(strings.ToLower(decodeHeader(unfold(hdr))), needle) {
+				return true, nil
+			}
+			continue
+		case !tp.text:
+			continue
+		}
+		raw := io.NewSectionReader(mr.ra, sp.hdrEnd, sp.end-sp.hdrEnd)
+		r, err := decoder(sp.encoding, raw)
+		if err != nil {
+			r = raw // an unknown encoding: its bytes as they are
+		}
+		if tp.charset != "" && gomessage.CharsetReader != nil {
+			if cr, err := gomessage.CharsetReader(tp.charset, r); err == nil {
+				r = cr
+			}
+		}
+		ok, err := streamContains(r, s)
+		if ok {
 			return true, nil
+		}
+		if err != nil && r == io.Reader(raw) {
+			return false, err // reading the store failed; a decoding error ends the part only
 		}
 	}
 	return false, nil
 }
 
-// textPart is a text part whose raw bytes are not its text: path locates
-// it, charset is its charset when that is not UTF-8 or ASCII.
-type textPart struct {
-	path    []int
-	charset string
+// searchPart is a part of a message that BODY searches: the content of a
+// text part (text), in charset when that is not UTF-8 or ASCII, or the
+// header of an attached message (message); or neither, a part whose MIME
+// header only TEXT searches. path locates it.
+type searchPart struct {
+	path          []int
+	charset       string
+	text, message bool
 }
 
-// encodedTextParts lists the text parts in base64 or quoted-printable, or
-// in a charset other than UTF-8 and ASCII.
-func encodedTextParts(bs imapv2.BodyStructure, path []int, out []textPart) []textPart {
+// textParts lists the parts of a body structure in order, with the part
+// numbers of RFC 9051 section 6.4.5: the body of a message that is not
+// multipart is its part 1, and so is that of an attached message.
+func textParts(bs imapv2.BodyStructure, path []int, out []searchPart) []searchPart {
 	switch p := bs.(type) {
 	case *imapv2.BodyStructureMultiPart:
 		for i, c := range p.Children {
-			out = encodedTextParts(c, append(slices.Clone(path), i+1), out)
+			out = textParts(c, append(slices.Clone(path), i+1), out)
 		}
 	case *imapv2.BodyStructureSinglePart:
-		enc := strings.ToLower(p.Encoding)
+		if len(path) == 0 {
+			path = []int{1}
+		}
 		cs := strings.ToLower(p.Params["charset"])
 		if cs == "utf-8" || cs == "us-ascii" || cs == "utf8" || cs == "ascii" {
 			cs = ""
 		}
-		if strings.EqualFold(p.Type, "text") && (enc == "base64" || enc == "quoted-printable" || cs != "") {
-			if len(path) == 0 {
-				path = []int{1}
+		sp := searchPart{path: path, charset: cs, text: strings.EqualFold(p.Type, "text"), message: p.MessageRFC822 != nil}
+		out = append(out, sp)
+		if m := p.MessageRFC822; m != nil && m.BodyStructure != nil {
+			inner := path
+			if _, multi := m.BodyStructure.(*imapv2.BodyStructureMultiPart); !multi {
+				inner = append(slices.Clone(path), 1)
 			}
-			out = append(out, textPart{path, cs})
-		}
-		if p.MessageRFC822 != nil && len(path) > 0 {
-			out = encodedTextParts(p.MessageRFC822.BodyStructure, path, out)
+			out = textParts(m.BodyStructure, inner, out)
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -231,5 +232,71 @@ func TestSearchResSaveAlone(t *testing.T) {
 	c.send("a SEARCH RETURN (SAVE COUNT) 2:3")
 	if lines := c.expect("a OK"); len(lines) != 2 || !strings.HasPrefix(lines[0], `* ESEARCH (TAG "a") COUNT 2`) {
 		t.Errorf("SAVE COUNT: %q", lines)
+	}
+}
+
+// TestSearchBodyIsText: BODY looks in the text a reader sees (RFC 9051
+// section 6.4.4), as Dovecot does: the decoded content of text parts and
+// the header of an attached message, not the MIME headers, boundaries,
+// preamble, the quoted-printable or base64 source, or an attachment that
+// is not text (probe 8: "charset", "filename", a file name or "=3D" found
+// every multipart message, and a short word most base64). TEXT finds the
+// MIME headers too.
+func TestSearchBodyIsText(t *testing.T) {
+	e := newTestEnv(t)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	e.deliver(testAlice, "INBOX", "From: a@example.test\r\nSubject: mixed\r\nMIME-Version: 1.0\r\n"+
+		"Content-Type: multipart/mixed; boundary=\"XYZBOUND\"\r\n\r\n"+
+		"preamble-marker\r\n--XYZBOUND\r\n"+
+		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"+
+		"caf=C3=A9 qpmarker=3Dvalue\r\n--XYZBOUND\r\n"+
+		"Content-Type: application/octet-stream; name=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"+
+		b64("secret-attachment-word")+"\r\n--XYZBOUND\r\n"+
+		"Content-Type: message/rfc822\r\n\r\n"+
+		"Subject: innermarker\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64\r\n\r\n"+
+		b64("inner decoded w\xf6rd")+"\r\n--XYZBOUND--\r\nepilogue-marker\r\n")
+	e.deliver(testAlice, "INBOX", "From: b@example.test\r\nSubject: plain\r\n\r\nnothing to see\r\n")
+	c := e.login(testAlice)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key, s string
+		want   int // UIDs found: 1, or 0 for none
+	}{
+		{"BODY", "café", 1},
+		{"BODY", "qpmarker=value", 1},
+		{"BODY", "innermarker", 1},
+		{"BODY", "inner decoded wörd", 1},
+		{"BODY", "nothing", 0}, // the other message, not this one: see below
+		{"BODY", "caf=C3", 0},
+		{"BODY", "=3D", 0},
+		{"BODY", "XYZBOUND", 0},
+		{"BODY", "preamble-marker", 0},
+		{"BODY", "epilogue-marker", 0},
+		{"BODY", "octet-stream", 0},
+		{"BODY", "report.pdf", 0},
+		{"BODY", "secret-attachment-word", 0},
+		{"BODY", b64("secret-attachment-word")[:8], 0},
+		{"TEXT", "report.pdf", 1},
+		{"TEXT", "mixed", 1},
+		{"TEXT", "café", 1},
+	} {
+		crit := imapv2.SearchCriteria{Body: []string{tc.s}}
+		if tc.key == "TEXT" {
+			crit = imapv2.SearchCriteria{Text: []string{tc.s}}
+		}
+		crit.UID = []imapv2.UIDSet{{{Start: 1, Stop: 1}}}
+		res, err := c.UIDSearch(&crit, nil).Wait()
+		if err != nil {
+			t.Fatalf("%s %q: %v", tc.key, tc.s, err)
+		}
+		if got := len(res.AllUIDs()); got != tc.want {
+			t.Errorf("%s %q found %d of message 1, want %d", tc.key, tc.s, got, tc.want)
+		}
+	}
+	res, err := c.UIDSearch(&imapv2.SearchCriteria{Body: []string{"nothing to see"}}, nil).Wait()
+	if err != nil || len(res.AllUIDs()) != 1 || res.AllUIDs()[0] != 2 {
+		t.Errorf("BODY of a plain message: %v %v", res.AllUIDs(), err)
 	}
 }

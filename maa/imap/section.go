@@ -123,18 +123,22 @@ func headerLen(b []byte) int {
 
 // findPart walks a part path (RFC 9051 section 6.4.5): part numbers index
 // the children of a multipart; a message/rfc822 part is opened to reach
-// its own parts; part 1 of a non-multipart entity is the entity itself.
-// A multipart without delimiter lines is not one, as in BODYSTRUCTURE.
+// its own parts; part 1 of a non-multipart message (the top level, or one
+// opened) is its body, and a non-multipart part has no parts of its own
+// ("1.1" of a single-part message does not exist). A multipart without
+// delimiter lines is not one, as in BODYSTRUCTURE.
 func (mr *msgReader) findPart(path []int) (span, error) {
 	cur, err := mr.entity(0, mr.size, "")
 	if err != nil {
 		return span{}, err
 	}
 	for i, n := range path {
+		opened := i == 0 // cur is a message, not a part
 		if i > 0 && cur.mediaType == "message/rfc822" {
 			if cur, err = mr.entity(cur.hdrEnd, cur.end, ""); err != nil {
 				return span{}, err
 			}
+			opened = true
 		}
 		if strings.HasPrefix(cur.mediaType, "multipart/") {
 			next, err := mr.child(cur, n)
@@ -148,7 +152,7 @@ func (mr *msgReader) findPart(path []int) (span, error) {
 			cur.mediaType, _ = store.ContentType("", cur.inDigest)
 			cur.boundary = ""
 		}
-		if n != 1 {
+		if n != 1 || !opened {
 			return span{}, errNoPart
 		}
 	}

@@ -231,7 +231,16 @@ func TestSectionProbeMessages(t *testing.T) {
 	}{
 		{1, []int{1}, imapv2.PartSpecifierNone, "--foo\r\nContent-Type: text/plain\r\n\r\nbody of no boundary\r\n--foo--\r\n"},
 		{1, []int{2}, imapv2.PartSpecifierNone, ""},
-		{1, []int{1, 1}, imapv2.PartSpecifierNone, "--foo\r\nContent-Type: text/plain\r\n\r\nbody of no boundary\r\n--foo--\r\n"},
+		// A non-multipart message has a part 1 only (RFC 9051 section
+		// 6.4.5), and HEADER and TEXT exist only for message/rfc822
+		// parts: empty strings, as Dovecot gives (probe 8).
+		{1, []int{1, 1}, imapv2.PartSpecifierNone, ""},
+		{0, []int{1, 1}, imapv2.PartSpecifierNone, ""},
+		{0, []int{1}, imapv2.PartSpecifierHeader, ""},
+		{0, []int{1}, imapv2.PartSpecifierText, ""},
+		{0, []int{1}, imapv2.PartSpecifierNone, "x\r\n"},
+		{3, []int{2}, imapv2.PartSpecifierHeader, ""},
+		{3, []int{2, 1}, imapv2.PartSpecifierNone, ""},
 		{3, []int{1}, imapv2.PartSpecifierHeader, "From: one@example.org\r\nSubject: first digest item\r\n\r\n"},
 		{3, []int{1}, imapv2.PartSpecifierText, "body one"},
 		{3, []int{1, 1}, imapv2.PartSpecifierNone, "body one"},

@@ -476,22 +476,39 @@ func addUnique(list *[]string, s string) {
 	*list = append(*list, s)
 }
 
-// CheckQuota returns store.ErrOverQuota when one of the route's accounts
-// cannot take size more bytes (size 0: when it is already full). It lets
-// the SMTP server refuse a recipient at RCPT time (452 4.2.2) instead of
-// failing the whole message at the end of DATA.
+// CheckQuota refuses a recipient at RCPT time (452 4.2.2, or 552 5.2.3
+// for a message larger than a whole quota) instead of failing the whole
+// message at the end of DATA, when no target of its route could take size
+// more bytes (size 0: when none has room left). An alias with several
+// targets is refused only when every one is full: one full member does
+// not hold the message back from the others (Deliver stores it for them
+// and queues the full one's copy, or bounces that copy alone), as Postfix
+// and Dovecot deliver to each member of a list on its own. A route with a
+// remote target is never refused here.
 func (a *Agent) CheckQuota(r Route, size int64) error {
+	if len(r.Remote) > 0 {
+		return nil
+	}
+	var tooSmall, full string
 	for _, addr := range r.Accounts {
 		acct, err := a.Store.Account(addr)
 		if err != nil {
 			return err
 		}
-		if acct.QuotaBytes > 0 && size > acct.QuotaBytes {
-			return fmt.Errorf("%w: %s", ErrQuotaTooSmall, addr)
+		switch {
+		case acct.QuotaBytes > 0 && size > acct.QuotaBytes:
+			tooSmall = addr
+		case acct.QuotaBytes > 0 && acct.UsedBytes+size >= acct.QuotaBytes:
+			full = addr
+		default:
+			return nil // this one has room
 		}
-		if acct.QuotaBytes > 0 && acct.UsedBytes+size >= acct.QuotaBytes {
-			return fmt.Errorf("%w: %s", store.ErrOverQuota, addr)
-		}
+	}
+	switch {
+	case full != "":
+		return fmt.Errorf("%w: %s", store.ErrOverQuota, full)
+	case tooSmall != "":
+		return fmt.Errorf("%w: %s", ErrQuotaTooSmall, tooSmall)
 	}
 	return nil
 }

@@ -1,9 +1,12 @@
 package mta_test
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/config"
 	"github.com/posthorn/posthorn/harness"
@@ -135,5 +138,76 @@ func TestE2EMessageLargerThanQuota(t *testing.T) {
 	}
 	if n := len(storetest.Texts(t, st, "small@example.test", "INBOX")); n != 0 {
 		t.Errorf("small@ has %d messages", n)
+	}
+}
+
+// TestE2EAliasWithFullMember: an alias is refused at RCPT only when every
+// target is full (452 4.2.2) or too small for the SIZE announced (552
+// 5.2.3). With one full member and one with room, RCPT and DATA get 250,
+// with and without SIZE, also when SIZE is larger than the full member's
+// whole quota: the member with room has the message at once (probe 8:
+// one full member refused the whole list, permanently with such a SIZE).
+func TestE2EAliasWithFullMember(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	for _, u := range []string{"bob@example.test", "full@example.test", "small@example.test"} {
+		env.AddUser(u, "pw-"+u)
+	}
+	st := env.Server.Store
+	storetest.Fill(t, st, "full@example.test")
+	if err := st.SetQuota("small@example.test", 20); err != nil {
+		t.Fatal(err)
+	}
+	for alias, targets := range map[string][]string{
+		"team@example.test":    {"full@example.test", "bob@example.test"},
+		"allfull@example.test": {"full@example.test"},
+		"tiny@example.test":    {"small@example.test"},
+	} {
+		if err := st.AddAlias(alias, targets); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := smtp.Dial(env.Addr("smtp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.example"); err != nil {
+		t.Fatal(err)
+	}
+	rcpt := func(size int64, to string) error {
+		if err := c.Reset(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Mail("carol@remote.example", &smtp.MailOptions{Size: size}); err != nil {
+			t.Fatal(err)
+		}
+		return c.Rcpt(to, nil)
+	}
+	acct, err := st.Account("full@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigSize := acct.QuotaBytes + 1
+	for _, size := range []int64{0, 100, bigSize} {
+		if err := rcpt(size, "team@example.test"); err != nil {
+			t.Fatalf("SIZE=%d: RCPT of the alias with one full member: %v", size, err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, testMessage)
+		if err := w.Close(); err != nil {
+			t.Fatalf("SIZE=%d: DATA: %v", size, err)
+		}
+	}
+	if n := len(storetest.Texts(t, st, "bob@example.test", "INBOX")); n != 3 {
+		t.Errorf("bob has %d messages, want 3", n)
+	}
+	if err := rcpt(100, "allfull@example.test"); err == nil || !strings.Contains(err.Error(), "452") {
+		t.Errorf("an alias to full mailboxes only: %v, want 452 4.2.2", err)
+	}
+	if err := rcpt(100, "tiny@example.test"); err == nil || !strings.Contains(err.Error(), "552") {
+		t.Errorf("an alias to a quota smaller than SIZE: %v, want 552 5.2.3", err)
 	}
 }

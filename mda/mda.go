@@ -668,6 +668,10 @@ func (a *Agent) enqueue(ctx context.Context, env Envelope, junk bool, to []strin
 	e := store.QueueEntry{From: env.From, NoBounce: env.From == "", Junk: junk, SMTPUTF8: env.SMTPUTF8}
 	for _, r := range to {
 		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
+		// An alias target with a non-ASCII local part needs SMTPUTF8
+		// (RFC 6531 section 3.2), and its DSN a global-delivery-status
+		// (RFC 6533), whatever the incoming transaction used.
+		e.SMTPUTF8 = e.SMTPUTF8 || !isASCII(r)
 	}
 	q, err := a.Queue.Enqueue(ctx, e, body)
 	if err != nil {
@@ -684,4 +688,13 @@ func (a *Agent) enqueue(ctx context.Context, env Envelope, junk bool, to []strin
 // address that reached the account (Route.DeliveredTo).
 func Prefix(from, recipient string) []byte {
 	return []byte("Return-Path: <" + smtpaddr.Quote(from) + ">\r\nDelivered-To: " + recipient + "\r\n")
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -377,3 +377,29 @@ func TestResolveULabels(t *testing.T) {
 		t.Errorf("john doe@café.example: %v, want ErrBadAddress", err)
 	}
 }
+
+// TestForwardToUTF8AddressIsSMTPUTF8: a message forwarded to an alias
+// target with a non-ASCII local part is queued as SMTPUTF8, whatever the
+// incoming transaction used (RFC 6531 section 3.2), so that the queue
+// sends it with SMTPUTF8 and a DSN for it is a global-delivery-status
+// (RFC 6533); an ASCII target keeps the transaction's flag.
+func TestForwardToUTF8AddressIsSMTPUTF8(t *testing.T) {
+	a, st := newAgent(t)
+	q := &fakeQueue{}
+	a.Queue = q
+	if err := st.AddAlias("eai@example.test", []string{"josé@remote.example"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAlias("plain@example.test", []string{"jose@remote.example"}); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("Subject: hi\r\n\r\nhello\r\n")
+	for _, to := range []string{"eai@example.test", "plain@example.test"} {
+		if _, err := a.Deliver(context.Background(), Envelope{From: "x@remote.example", Recipients: []string{to}}, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(q.entries) != 2 || !q.entries[0].SMTPUTF8 || q.entries[1].SMTPUTF8 {
+		t.Errorf("queued %+v, want the first SMTPUTF8 only", q.entries)
+	}
+}

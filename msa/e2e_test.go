@@ -314,3 +314,33 @@ func TestE2ELongLinesFoldedForRemote(t *testing.T) {
 		t.Errorf("b's Authentication-Results %q lacks dkim=pass", ar)
 	}
 }
+
+// TestE2EAliasForwardsToUTF8Address: an alias to a remote address with a
+// non-ASCII local part forwards a message that came without SMTPUTF8 (as
+// nearly all mail does) with SMTPUTF8, which the next hop offers (RFC 6531
+// section 3.2). Probe 8: the queue used SMTPUTF8 only when the incoming
+// transaction had, so every such message failed with a false "does not
+// support SMTPUTF8" (and, from a remote sender, without a DSN).
+func TestE2EAliasForwardsToUTF8Address(t *testing.T) {
+	p := startPair(t)
+	const jose = "josé@b.test"
+	p.B.AddUser(jose, pairPass)
+	if err := p.A.Server.Store.AddAlias("fwd@a.test", []string{jose}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial(t, p.A, alice, pairPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, alice, []string{"fwd@a.test"}, testMessage(alice, "fwd@a.test", "to an EAI mailbox")); err != nil {
+		t.Fatal(err)
+	}
+	msgs := waitMessages(t, p.B.Server.Store, jose, 1)
+	if !strings.Contains(string(msgs[0]), "Subject: to an EAI mailbox") {
+		t.Fatalf("wrong message:\n%s", msgs[0])
+	}
+	waitQueueEmpty(t, p.A)
+	if n := len(storetest.Bodies(t, p.A.Server.Store, alice, "INBOX")); n != 0 {
+		t.Errorf("the sender got %d messages (a DSN?)", n)
+	}
+}

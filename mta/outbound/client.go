@@ -174,7 +174,13 @@ func envelopeFor(c *smtp.Client, e store.QueueEntry, hostName string, rcpts []st
 		return env, &routeError{Permanent: true, Status: "5.3.4",
 			Msg: fmt.Sprintf("message size %d exceeds the limit of %s (%d bytes)", len(body), hostName, limit)}
 	}
-	if ok, _ := c.Extension("SMTPUTF8"); ok && e.SMTPUTF8 {
+	// SMTPUTF8 when the entry asks for it or an envelope address needs
+	// it (an entry queued before the flag was set for an alias target).
+	needUTF8 := e.SMTPUTF8 || !isASCII(e.From)
+	for _, r := range rcpts {
+		needUTF8 = needUTF8 || !isASCII(r)
+	}
+	if ok, _ := c.Extension("SMTPUTF8"); ok && needUTF8 {
 		env.opts.UTF8 = true
 		env.from = smtpaddr.Quote(e.From)
 		for _, r := range rcpts {

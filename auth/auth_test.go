@@ -53,7 +53,8 @@ func newFake(t *testing.T, p Params, users map[string]string) *fakeStore {
 var client = &net.TCPAddr{IP: net.ParseIP("192.0.2.55"), Port: 40000}
 
 func TestAuthenticate(t *testing.T) {
-	f := newFake(t, TestParams, map[string]string{"alice@example.test": "s3cret", "carol@example.test": "pw"})
+	f := newFake(t, TestParams, map[string]string{"alice@example.test": "s3cret", "carol@example.test": "pw",
+		"jörg@xn--bcher-kva.test": "pw-jörg"})
 	c := f.accounts["carol@example.test"]
 	c.Disabled = true
 	f.accounts["carol@example.test"] = c
@@ -64,6 +65,13 @@ func TestAuthenticate(t *testing.T) {
 	got, err := a.Authenticate(ctx, client, "  Alice@Example.TEST ", "s3cret")
 	if err != nil || got != "alice@example.test" {
 		t.Fatalf("good login: %q, %v", got, err)
+	}
+	// The domain as its user sees it (U-labels) is the one the store
+	// keeps in A-labels (probe 8: such logins failed everywhere).
+	for _, user := range []string{"jörg@bücher.test", "JÖRG@Bücher.TEST", "jörg@xn--bcher-kva.test"} {
+		if got, err := a.Authenticate(ctx, client, user, "pw-jörg"); err != nil || got != "jörg@xn--bcher-kva.test" {
+			t.Errorf("login as %q: %q, %v", user, got, err)
+		}
 	}
 	for _, c := range []struct{ user, pw string }{
 		{"alice@example.test", "S3cret"},

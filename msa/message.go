@@ -7,6 +7,9 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/internal/mailsyntax"
@@ -275,10 +278,20 @@ func cleanLineEndings(b []byte) bool {
 	return true
 }
 
+// domainOf returns the domain of an address, lower case and in A-labels
+// (RFC 5890), as the store keeps domains and as DKIM's d= and DMARC name
+// them: a From of jörg@bücher.example (RFC 6532) is signed for
+// xn--bcher-kva.example.
 func domainOf(addr string) string {
 	i := strings.LastIndexByte(addr, '@')
 	if i < 0 {
 		return ""
 	}
-	return strings.ToLower(addr[i+1:])
+	d := strings.ToLower(addr[i+1:])
+	if strings.ContainsFunc(d, func(r rune) bool { return r >= utf8.RuneSelf }) {
+		if a, err := idna.Lookup.ToASCII(d); err == nil {
+			d = strings.ToLower(a)
+		}
+	}
+	return d
 }

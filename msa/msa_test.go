@@ -474,3 +474,43 @@ func TestTooManyHops(t *testing.T) {
 		t.Fatalf("%d messages delivered", n)
 	}
 }
+
+// TestSignsUTF8FromDomain: a From whose domain is written in U-labels
+// (jörg@bücher.test, the natural form in an SMTPUTF8 message, RFC 6532)
+// is signed with its domain's keys, which the store keeps under the
+// A-labels; the user logs in with that form too. Probe 8: such mail went
+// out unsigned (failing DMARC), and the login failed.
+func TestSignsUTF8FromDomain(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	const domain, user, uFrom = "xn--bcher-kva.test", "jörg@xn--bcher-kva.test", "jörg@bücher.test"
+	env.AddDomain(domain)
+	env.AddUser(user, "pw-jörg-123")
+	if _, err := dkim.Ensure(env.Server.Store, domain); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial(t, env, uFrom, "pw-jörg-123")
+	if err != nil {
+		t.Fatalf("login as %s: %v", uFrom, err)
+	}
+	if err := c.Mail(uFrom, &smtp.MailOptions{UTF8: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(user, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "From: <"+uFrom+">\r\nTo: <"+uFrom+">\r\nSubject: idn\r\n\r\nHallo.\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	msgs := storetest.Bodies(t, env.Server.Store, user, "INBOX")
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages in INBOX, want 1", len(msgs))
+	}
+	if m := string(msgs[0]); !strings.Contains(m, "DKIM-Signature: ") || !strings.Contains(m, "d="+domain) {
+		t.Errorf("not signed for %s:\n%s", domain, m)
+	}
+}

@@ -276,9 +276,19 @@ func validDomain(s string) bool {
 	return true
 }
 
+// fellKey marks in expand's seen set an address that is no account or
+// alias and went to the catch-all ("@domain" marks the catch-all). No
+// address has a colon.
+const fellKey = "catch-all:"
+
 // expand adds where local@domain leads to r.
 func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r *Route) error {
 	addr := local + "@" + domain
+	if seen[addr] && seen[fellKey+addr] {
+		// No account or alias, and the catch-all led back here: an
+		// unknown user (its account deleted since), not a loop.
+		return ErrUnknownUser
+	}
 	if depth > maxAliasDepth || seen[addr] {
 		return fmt.Errorf("%w: %s", ErrAliasLoop, addr)
 	}
@@ -296,7 +306,17 @@ func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r 
 		}
 	}
 	base, _, _ := strings.Cut(local, "+")
-	targets, err := a.Store.Alias("@" + domain)
+	catchAll := "@" + domain
+	if seen[catchAll] {
+		// The catch-all led here, and this address would take it
+		// again: a target that is no account or alias (one deleted
+		// since) is an unknown user, not a routing loop.
+		if base == "postmaster" {
+			return a.postmaster(domain, r)
+		}
+		return ErrUnknownUser
+	}
+	targets, err := a.Store.Alias(catchAll)
 	if errors.Is(err, store.ErrNotFound) {
 		if base == "postmaster" {
 			return a.postmaster(domain, r)
@@ -306,6 +326,9 @@ func (a *Agent) expand(local, domain string, depth int, seen map[string]bool, r 
 	if err != nil {
 		return err
 	}
+	seen[catchAll], seen[fellKey+addr] = true, true
+	defer delete(seen, catchAll)
+	defer delete(seen, fellKey+addr)
 	if base != "postmaster" {
 		return a.expandTargets(targets, depth, seen, r)
 	}

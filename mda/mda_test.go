@@ -403,3 +403,28 @@ func TestForwardToUTF8AddressIsSMTPUTF8(t *testing.T) {
 		t.Errorf("queued %+v, want the first SMTPUTF8 only", q.entries)
 	}
 }
+
+// TestCatchAllToDeletedAccount: a catch-all whose target was deleted
+// leads unknown addresses, the deleted account and aliases to it to "no
+// such user" (550 5.1.1), not to a routing loop (5.4.6): the target falls
+// into the catch-all that led to it (probe 8). A real loop stays one.
+func TestCatchAllToDeletedAccount(t *testing.T) {
+	a, st := newAgent(t)
+	for _, al := range [][2]string{{"@example.test", "hal@example.test"}, {"info@example.test", "hal@example.test"},
+		{"loopx@example.test", "loopy@example.test"}, {"loopy@example.test", "loopx@example.test"}} {
+		if err := st.AddAlias(al[0], []string{al[1]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, addr := range []string{"hal@example.test", "nobody@example.test", "info@example.test"} {
+		if r, err := a.Resolve(addr); !errors.Is(err, ErrUnknownUser) {
+			t.Errorf("%s: %+v, %v; want no such user", addr, r, err)
+		}
+	}
+	if _, err := a.Resolve("loopx@example.test"); !errors.Is(err, ErrAliasLoop) {
+		t.Errorf("loopx@: %v, want an alias loop", err)
+	}
+	if r, err := a.Resolve("postmaster@example.test"); err != nil || len(r.Accounts) != 1 {
+		t.Errorf("postmaster@: %+v, %v", r, err)
+	}
+}

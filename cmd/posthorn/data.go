@@ -129,7 +129,10 @@ func storeCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.App.Writer, "compacted %s: %d -> %d bytes in use\n", db, before, after)
+				// before counts the pages deleted mail left free: what
+				// was given back, not mail.
+				fmt.Fprintf(c.App.Writer, "compacted %s: %d -> %d bytes (%s of free space given back)\n",
+					db, before, after, admin.ByteSize(max(before-after, 0)))
 				return nil
 			}),
 		},

@@ -72,15 +72,25 @@ func backupAction(c *cli.Context) error {
 		// What came is a whole store, as restore will want it.
 		err = store.Verify(tmp)
 	}
+	// The copy has every page of the live file, those that deleted mail
+	// left free too (a store that once held much mail gave backups of
+	// its old size): it is compacted into the file kept, as store
+	// compact does.
+	var compacted string
 	if err == nil {
-		err = os.Chmod(tmp, 0o600)
+		if compacted, err = compactTemp(tmp, setTemp); err == nil {
+			defer os.Remove(compacted) // once renamed, nothing
+		}
+	}
+	if err == nil {
+		err = os.Chmod(compacted, 0o600)
 	}
 	var fi os.FileInfo
 	if err == nil {
-		fi, err = os.Stat(tmp)
+		fi, err = os.Stat(compacted)
 	}
 	if err == nil {
-		err = os.Rename(tmp, dst)
+		err = os.Rename(compacted, dst)
 	}
 	if err != nil {
 		return fmt.Errorf("backup to %s: %w", dst, err)
@@ -89,13 +99,34 @@ func backupAction(c *cli.Context) error {
 	return nil
 }
 
-// removeOnSignal removes the path given to set and exits if the command
+// compactTemp compacts the store file tmp into a new temporary file beside
+// it, which it returns, and removes tmp. setTemp is told each file to
+// remove at an interruption.
+func compactTemp(tmp string, setTemp func(...string)) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(tmp), ".posthorn-backup-*")
+	if err != nil {
+		return "", err
+	}
+	out := f.Name()
+	f.Close()
+	setTemp(tmp, out)
+	os.Remove(out) // store.Compact makes it
+	if err := store.Compact(tmp, out); err != nil {
+		os.Remove(out)
+		return "", err
+	}
+	os.Remove(tmp)
+	setTemp(out)
+	return out, nil
+}
+
+// removeOnSignal removes the paths given to set and exits if the command
 // is interrupted (Ctrl-C, SIGTERM, SIGHUP) before the returned stop is
 // called: an exit by signal runs no deferred removal, and would leave the
 // temporary file.
-func removeOnSignal() (set func(path string), stop func()) {
+func removeOnSignal() (set func(paths ...string), stop func()) {
 	var mu sync.Mutex
-	var path string
+	var paths []string
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -103,17 +134,17 @@ func removeOnSignal() (set func(path string), stop func()) {
 		select {
 		case sig := <-sigs:
 			mu.Lock()
-			if path != "" {
-				os.Remove(path)
+			for _, p := range paths {
+				os.Remove(p)
 			}
 			fmt.Fprintf(os.Stderr, "posthorn: interrupted (%s): no backup written\n", sig)
 			os.Exit(130)
 		case <-done:
 		}
 	}()
-	set = func(p string) {
+	set = func(p ...string) {
 		mu.Lock()
-		path = p
+		paths = p
 		mu.Unlock()
 	}
 	return set, func() {

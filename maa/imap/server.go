@@ -383,6 +383,13 @@ type deadlineConn struct {
 // (imapserver sets one before each of its writes anyway).
 const deadlineSlack = time.Second
 
+// Read reads from the connection, its next segments acknowledged at once
+// (see quickAck).
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	quickAck(c.Conn)
+	return c.Conn.Read(p)
+}
+
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 	if max := time.Now().Add(c.s.IdleTimeout); t.IsZero() || t.After(max) {
 		t = max

@@ -220,7 +220,7 @@ func TestGarbageInput(t *testing.T) {
 	expectTagged(t, r, "z OK")
 }
 
-func expectTagged(t *testing.T, r *bufio.Reader, prefix string) string {
+func expectTagged(t testing.TB, r *bufio.Reader, prefix string) string {
 	t.Helper()
 	tag, _, _ := strings.Cut(prefix, " ")
 	for {

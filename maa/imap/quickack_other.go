@@ -1,0 +1,8 @@
+//go:build !linux
+
+package imap
+
+import "net"
+
+// quickAck: TCP_QUICKACK is Linux's; elsewhere nothing.
+func quickAck(net.Conn) {}

@@ -2,8 +2,10 @@ package mailio
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/posthorn/posthorn/store"
 )
@@ -31,29 +34,41 @@ type maildirFolder struct {
 	mailbox string // the store's name for it
 }
 
-// ImportMaildir appends every message of a Maildir++ directory to account:
-// the top level's cur/ and new/ go to INBOX, ".Sub.Folder" to
-// "Sub/Folder", ".INBOX.Sub" to "INBOX/Sub" (see folderName); missing
-// mailboxes are created. A folder's messages get UIDs in the order of
-// their file names' delivery times, then of the rest of the names compared
-// naturally (see maildirCompare). Flags come from the file names, the
-// internal date from the files' modification times. Malformed messages are
-// skipped and listed in Result.Errors. It is EncodeMaildir and Import
-// joined by a pipe.
+// ImportMaildir appends every message of a Maildir directory to account:
+// the top level's cur/ and new/ go to INBOX; in Maildir++, ".Sub.Folder"
+// to "Sub/Folder" and ".INBOX.Sub" to "INBOX/Sub" (see folderName); in
+// the fs layout, "Sub/Folder/cur" to "Sub/Folder" (see maildirFolders);
+// missing mailboxes are created, and those the Maildir's subscription
+// file names are subscribed. A folder's messages get UIDs in the order of
+// their file names' delivery times, then of the rest of the names
+// compared naturally (see maildirCompare). Flags come from the file
+// names, the internal date from the files' modification times. Malformed
+// messages, and directories that hold no folder, are skipped and listed
+// in Result.Errors. It is EncodeMaildir and Import joined by a pipe.
 func ImportMaildir(ctx context.Context, st store.Store, dir, account string, progress Progress) (Result, error) {
 	return pipeImport(ctx, st, account, progress, func(w io.Writer) error { return EncodeMaildir(w, dir) })
 }
 
-// readMaildir reads a Maildir++ directory into s: every folder's mailbox
-// first, then the messages, folder by folder.
+// readMaildir reads a Maildir directory into s: every folder's mailbox
+// first, then the messages, folder by folder. A directory that holds no
+// folder is reported as skipped, so that what is left behind is said:
+// the user retires the old server on the count printed.
 func readMaildir(s sink, dir string) error {
-	folders, err := maildirFolders(dir)
+	folders, ignored, err := maildirFolders(dir)
 	if err != nil {
 		return err
 	}
 	for _, f := range folders {
 		if err := s.create(f.mailbox); err != nil {
 			return err
+		}
+	}
+	if err := readSubscriptions(s, dir, folders); err != nil {
+		return err
+	}
+	for _, d := range ignored {
+		if !s.skip(d.name, d.why) {
+			return nil
 		}
 	}
 	for _, f := range folders {
@@ -64,41 +79,104 @@ func readMaildir(s sink, dir string) error {
 	return nil
 }
 
-// maildirFolders finds the folders of a Maildir++ directory.
-func maildirFolders(dir string) ([]maildirFolder, error) {
+// maildirFolders finds the folders of a Maildir directory, in both of
+// Dovecot's layouts: Maildir++ (".Sub.Folder" beside cur/, the default,
+// and Courier's) and fs ("Sub/Folder/cur", LAYOUT=fs), where the top
+// level is INBOX either way. A folder is a directory with cur/ or new/
+// (a copy may have lost the empty one: git, zip and some backup tools
+// keep no empty directories). ignored lists, relative to dir, the
+// directories that hold no folder.
+func maildirFolders(dir string) (folders []maildirFolder, ignored []ignoredDir, err error) {
 	if !isMaildir(dir) {
-		return nil, fmt.Errorf("%s is not a Maildir (no cur/ and new/)", dir)
+		return nil, nil, fmt.Errorf("%s is not a Maildir (no cur/ or new/)", dir)
 	}
-	folders := []maildirFolder{{path: dir, mailbox: "INBOX"}}
+	folders = []maildirFolder{{path: dir, mailbox: "INBOX"}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !e.IsDir() || len(name) < 2 || name[0] != '.' || name == ".." {
-			continue
-		}
 		p := filepath.Join(dir, name)
-		if !isMaildir(p) {
+		switch {
+		case !e.IsDir() || name == "cur" || name == "new" || name == "tmp" || name == "." || name == "..":
+		case strings.HasPrefix(name, "courierimap"):
+			// Courier's keywords and ACLs, not mail.
+		case name[0] == '.':
+			mbox, err := folderName(name[1:])
+			switch {
+			case !isMaildir(p):
+				ignored = append(ignored, ignoredDir{name, errNotFolder})
+			case err != nil:
+				ignored = append(ignored, ignoredDir{name, fmt.Errorf("not a folder name (%w): not imported", err)})
+			default:
+				folders = append(folders, maildirFolder{path: p, mailbox: mbox})
+			}
+		default:
+			found, err := fsFolders(p, []string{componentName(name)}, &folders)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !found {
+				ignored = append(ignored, ignoredDir{name, errNotFolder})
+			}
+		}
+	}
+	return folders, ignored, nil
+}
+
+// fsFolders adds the folders at and under p, a directory of the fs
+// layout whose mailbox name is the components path (each directory's
+// name, modified UTF-7 decoded: dots are part of it), and reports whether
+// it found any. A directory without cur/ or new/ but with folders under
+// it is their parent, which Dovecot lists as \NoSelect; the store has no
+// such mailbox, and creating the children makes it.
+func fsFolders(p string, path []string, folders *[]maildirFolder) (bool, error) {
+	if len(path) > maxFolderDepth {
+		return false, nil
+	}
+	found := false
+	if isMaildir(p) {
+		*folders = append(*folders, maildirFolder{path: p, mailbox: joinFolder(path)})
+		found = true
+	}
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || name == "cur" || name == "new" || name == "tmp" || name[0] == '.' {
 			continue
 		}
-		mbox, err := folderName(name[1:])
+		sub, err := fsFolders(filepath.Join(p, name), append(slices.Clone(path), componentName(name)), folders)
 		if err != nil {
-			return nil, fmt.Errorf("folder %s: %w", name, err)
+			return false, err
 		}
-		folders = append(folders, maildirFolder{path: p, mailbox: mbox})
+		found = found || sub
 	}
-	return folders, nil
+	return found, nil
 }
+
+// ignoredDir is a directory of a Maildir that holds no folder, and why.
+type ignoredDir struct {
+	name string
+	why  error
+}
+
+var errNotFolder = errors.New("not a Maildir folder (no cur/ or new/ in it or under it): not imported")
+
+// maxFolderDepth bounds the fs layout's nesting, as the store bounds a
+// mailbox name's levels.
+const maxFolderDepth = 20
 
 func isMaildir(dir string) bool {
 	for _, sub := range []string{"cur", "new"} {
-		if fi, err := os.Stat(filepath.Join(dir, sub)); err != nil || !fi.IsDir() {
-			return false
+		if fi, err := os.Stat(filepath.Join(dir, sub)); err == nil && fi.IsDir() {
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 // folderName turns a Maildir++ folder name ("Sub.Folder", modified UTF-7)
@@ -114,19 +192,89 @@ func isMaildir(dir string) bool {
 func folderName(s string) (string, error) {
 	parts := strings.Split(s, ".")
 	for i, p := range parts {
-		d, err := decodeUTF7(p)
-		if err != nil {
-			return "", err
+		if p == "" {
+			return "", errors.New("empty name component")
 		}
-		if d == "" {
-			return "", fmt.Errorf("empty name component")
-		}
-		parts[i] = d
+		parts[i] = componentName(p)
 	}
+	return joinFolder(parts), nil
+}
+
+// componentName decodes one level of a folder name from modified UTF-7.
+// One that is not valid modified UTF-7 (made by a script, or another
+// server) is taken as it is written, as Dovecot lists it, rather than
+// failing the whole import.
+func componentName(p string) string {
+	if d, err := decodeUTF7(p); err == nil && d != "" {
+		return d
+	}
+	if !utf8.ValidString(p) {
+		return strings.ToValidUTF8(p, "\uFFFD")
+	}
+	return p
+}
+
+// joinFolder joins the levels of a folder name; the first level's INBOX
+// is case-insensitive, as in the store.
+func joinFolder(parts []string) string {
 	if strings.EqualFold(parts[0], "INBOX") {
 		parts[0] = "INBOX"
 	}
-	return strings.Join(parts, "/"), nil
+	return strings.Join(parts, "/")
+}
+
+// readSubscriptions subscribes the folders that the Maildir's
+// subscription file names: Dovecot's "subscriptions" (version 2: "V\t2",
+// an empty line, then a name per line with its levels separated by tabs;
+// version 1: a name per line with "." between levels, as in Maildir++),
+// or Courier's "courierimapsubscribed" ("INBOX.Sub.Folder"). Names are
+// in modified UTF-7. Only folders found are subscribed. Without a file,
+// nothing changes (the account's defaults stay subscribed).
+func readSubscriptions(s sink, dir string, folders []maildirFolder) error {
+	found := map[string]bool{}
+	for _, f := range folders {
+		found[f.mailbox] = true
+	}
+	for _, file := range []string{"subscriptions", "courierimapsubscribed"} {
+		data, err := os.ReadFile(filepath.Join(dir, file))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		lines := strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
+		v2 := len(lines) > 0 && lines[0] == "V\t2"
+		if v2 {
+			lines = lines[1:]
+		}
+		for _, l := range lines {
+			if l == "" {
+				continue
+			}
+			var name string
+			switch {
+			case v2:
+				parts := strings.Split(l, "\t")
+				for i, p := range parts {
+					parts[i] = componentName(p)
+				}
+				name = joinFolder(parts)
+			case file == "courierimapsubscribed" && strings.HasPrefix(strings.ToUpper(l), "INBOX."):
+				// Courier's names have its namespace prefix "INBOX."; its
+				// ".Sub" folder is "INBOX.Sub" there (see folderName).
+				name, _ = folderName(l[len("INBOX."):])
+			default:
+				name, _ = folderName(l)
+			}
+			if found[name] {
+				if err := s.subscribe(name); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // maildirFile is one message file of a folder: sub is "new" or "cur".
@@ -147,6 +295,9 @@ func readFolder(s sink, f maildirFolder) (bool, error) {
 	var files []maildirFile
 	for _, sub := range []string{"new", "cur"} {
 		entries, err := os.ReadDir(filepath.Join(f.path, sub))
+		if os.IsNotExist(err) {
+			continue // a folder with one of the two (see isMaildir)
+		}
 		if err != nil {
 			return false, err
 		}
@@ -234,7 +385,7 @@ func maildirJob(path string, keywords map[byte]string) (job, error) {
 	if err != nil {
 		return job{}, err
 	}
-	body := crlf(raw)
+	body := crlf(stripFromLine(raw))
 	if _, err := parseHeader(body); err != nil {
 		return job{}, err
 	}
@@ -243,6 +394,21 @@ func maildirJob(path string, keywords map[byte]string) (job, error) {
 		Flags:        fileFlags(filepath.Base(path), keywords),
 		InternalDate: fi.ModTime(),
 	}}, nil
+}
+
+// stripFromLine removes an mbox "From " separator line at the start of a
+// message file, as maildirs converted from mbox (mb2md, formail) have and
+// Dovecot serves without it. "From:" and the obsolete "From :" are a
+// header field, not a separator.
+func stripFromLine(raw []byte) []byte {
+	if !bytes.HasPrefix(raw, []byte("From ")) {
+		return raw
+	}
+	line, rest, _ := bytes.Cut(raw, []byte("\n"))
+	if bytes.HasPrefix(bytes.TrimLeft(line[len("From "):], " \t"), []byte(":")) {
+		return raw
+	}
+	return rest
 }
 
 // fileFlags reads the flags of a Maildir file name "unique:2,FLAGS" (some

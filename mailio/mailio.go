@@ -290,6 +290,19 @@ func (a *appender) create(mailbox string) error {
 	return nil
 }
 
+// subscribe subscribes the account to a mailbox the source had
+// subscribed (a folder of a Maildir with a subscription file).
+func (a *appender) subscribe(mailbox string) error {
+	err := a.st.SetSubscribed(a.account, mailbox, true)
+	if errors.Is(err, store.ErrNoSuchMailbox) || errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", mailbox, err)
+	}
+	return nil
+}
+
 // ensureMailbox creates a mailbox that does not exist yet.
 func ensureMailbox(st store.Store, account, name string) error {
 	_, err := st.Mailbox(account, name)

@@ -620,3 +620,61 @@ func BenchmarkImportMbox(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
 }
+
+// TestImportMaildirLayouts: what a Dovecot Maildir may look like besides
+// Maildir++ with both cur/ and new/ (probe 8: each imported INBOX alone
+// and said "skipped 0"): the fs layout (LAYOUT=fs: nested directories,
+// a parent without mail of its own, dots part of a name), folders that
+// lost their empty new/ or cur/ in a copy, a folder name that is not
+// modified UTF-7 (taken as written, as Dovecot lists it), a directory
+// with no folder (reported as skipped), a file that starts with an mbox
+// From_ line, and Dovecot's subscriptions file.
+func TestImportMaildirLayouts(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	dir := t.TempDir()
+	when := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	for _, d := range []string{"cur", ".Maildir++Only/cur", "Archive/new", "Archive/2023/cur", "INBOX/Sub/cur",
+		"Lists/go.dev/cur", "Entw&APw-rfe/cur", ".Bad&Name/cur", "photos/2024", ".Empty"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := "Subject: s\n\nx\n"
+	for _, f := range []string{"cur/1.a:2,S", ".Maildir++Only/cur/2.a:2,", "Archive/new/3.a", "Archive/2023/cur/4.a:2,",
+		"INBOX/Sub/cur/5.a:2,", "Lists/go.dev/cur/6.a:2,", "Entw&APw-rfe/cur/7.a:2,", ".Bad&Name/cur/8.a:2,"} {
+		writeFile(t, filepath.Join(dir, f), msg, when)
+	}
+	writeFile(t, filepath.Join(dir, "cur/9.a:2,"), "From someone@example.org  Mon Jan  1 10:00:00 2018\nSubject: mbox\n\nx\n", when)
+	writeFile(t, filepath.Join(dir, "subscriptions"), "V\t2\n\nArchive\t2023\nEntw&APw-rfe\nNot\tThere\n", when)
+	res, err := mailio.ImportMaildir(context.Background(), st, dir, harness.User, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Imported != 9 || res.Skipped != 2 {
+		t.Errorf("result %+v, want 9 imported and the two directories without mail skipped", res)
+	}
+	for _, d := range []string{"photos", ".Empty"} {
+		if !slices.ContainsFunc(res.Errors, func(e string) bool { return strings.Contains(e, d) }) {
+			t.Errorf("%s not reported: %q", d, res.Errors)
+		}
+	}
+	for mbox, n := range map[string]int{"INBOX": 2, "Maildir++Only": 1, "Archive": 1, "Archive/2023": 1, "INBOX/Sub": 1,
+		"Lists/go.dev": 1, "Entwürfe": 1, "Bad&Name": 1} {
+		if got, err := st.Messages(harness.User, mbox); err != nil || len(got) != n {
+			t.Errorf("%s: %d messages, %v; want %d", mbox, len(got), err, n)
+		}
+	}
+	inbox, _ := st.Messages(harness.User, "INBOX")
+	for _, m := range inbox {
+		if b := string(storetest.Body(t, st, m)); strings.HasPrefix(b, "From ") {
+			t.Errorf("the From_ line was kept:\n%s", b)
+		}
+	}
+	for mbox, want := range map[string]bool{"Archive/2023": true, "Entwürfe": true, "INBOX/Sub": false, "Lists/go.dev": false} {
+		mb, err := st.Mailbox(harness.User, mbox)
+		if err != nil || mb.Subscribed != want {
+			t.Errorf("%s subscribed %v, %v; want %v", mbox, mb.Subscribed, err, want)
+		}
+	}
+}

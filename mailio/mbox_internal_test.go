@@ -121,7 +121,11 @@ func TestFolderName(t *testing.T) {
 			t.Errorf("%q: exported as %q, imported as %q, %v", name, maildirName(name), got, err)
 		}
 	}
-	for _, bad := range []string{"Sub..x", "Sub.", "&Jjo"} {
+	// Not valid modified UTF-7: taken as written, as Dovecot lists it.
+	if got, err := folderName("Bad&Name"); err != nil || got != "Bad&Name" {
+		t.Errorf("folderName(Bad&Name) = %q, %v", got, err)
+	}
+	for _, bad := range []string{"Sub..x", "Sub.", ".x"} {
 		if got, err := folderName(bad); err == nil {
 			t.Errorf("folderName(%q) = %q, want an error", bad, got)
 		}

@@ -21,6 +21,7 @@ import (
 // records:
 //
 //	create:  'c' str(mailbox)
+//	subscribe: 'u' str(mailbox)     (a mailbox created before)
 //	message: 'm' str(mailbox) str(where) uvarint(n) n*str(flag) str(date) bytes(body)
 //	skipped: 's' str(where) str(reason)
 //	end:     'e' str(error)        ("" when the source was read whole)
@@ -30,10 +31,11 @@ import (
 // stream that ends without its end record was cut off.
 
 const (
-	recCreate  = 'c'
-	recMessage = 'm'
-	recSkipped = 's'
-	recEnd     = 'e'
+	recCreate    = 'c'
+	recSubscribe = 'u'
+	recMessage   = 'm'
+	recSkipped   = 's'
+	recEnd       = 'e'
 
 	maxField = 64 << 10
 	maxFlags = 1000
@@ -46,6 +48,7 @@ var errCutOff = errors.New("the import stream ended early")
 // the appender (which stores it) or an itemWriter (which encodes it).
 type sink interface {
 	create(mailbox string) error
+	subscribe(mailbox string) error
 	add(j job) bool // false once the import has stopped
 	skip(where string, err error) bool
 }
@@ -76,6 +79,12 @@ func (w *itemWriter) bytes(b []byte) {
 
 func (w *itemWriter) create(mailbox string) error {
 	w.w.WriteByte(recCreate)
+	w.str(mailbox)
+	return w.err
+}
+
+func (w *itemWriter) subscribe(mailbox string) error {
+	w.w.WriteByte(recSubscribe)
 	w.str(mailbox)
 	return w.err
 }
@@ -186,6 +195,14 @@ func decodeItems(r io.Reader, s sink) error {
 				return d.fail(d.err)
 			}
 			if err := s.create(name); err != nil {
+				return err
+			}
+		case recSubscribe:
+			name := d.str()
+			if d.err != nil {
+				return d.fail(d.err)
+			}
+			if err := s.subscribe(name); err != nil {
 				return err
 			}
 		case recMessage:

@@ -166,7 +166,7 @@ func importCommand() *cli.Command {
 				defer f.Close()
 				return mailio.EncodeMbox(w, f, mailbox)
 			}), userFlag, mailboxFlag),
-			sub("maildir", "import a Maildir (folders and flags kept)", "DIR", importAction("import maildir", func(w io.Writer, path, _ string) error {
+			sub("maildir", "import a Maildir, Maildir++ or fs layout (folders, flags, keywords and subscriptions kept)", "DIR", importAction("import maildir", func(w io.Writer, path, _ string) error {
 				return mailio.EncodeMaildir(w, path)
 			}), userFlag),
 		},

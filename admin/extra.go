@@ -267,7 +267,7 @@ func reportImport(out io.Writer, res mailio.Result, err error) error {
 	}
 	fmt.Fprintf(out, "imported %d message(s), skipped %d", res.Imported, res.Skipped)
 	if res.Present > 0 {
-		fmt.Fprintf(out, ", %d already there (not imported again)", res.Present)
+		fmt.Fprintf(out, ", %d already there (not imported again: their flags are not updated, and what the source deleted since stays here)", res.Present)
 	}
 	fmt.Fprintln(out)
 	return err

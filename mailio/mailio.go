@@ -15,13 +15,21 @@
 //     Reading the input overlaps with committing the previous batch. The
 //     internal date is kept (mbox "From " line, else the Date: field;
 //     Maildir file modification time).
-//   - mbox: both mboxo and mboxrd are read (RFC 4155). A "From " line at
-//     the start of the file or after an empty line starts a message; in a
-//     body line ">From ", ">>From "... one '>' is removed, which undoes
-//     mboxrd quoting exactly and mboxo quoting as well as it can be undone.
+//   - mbox (RFC 4155): a message whose header has a Content-Length that
+//     holds (the bytes after that many end the file or are a line break
+//     and a "From " line, perhaps after one empty line) is cut there, its
+//     body taken as written, as mutt and Dovecot read it: Dovecot does not
+//     quote "From " lines in bodies. Otherwise a "From " line at the start
+//     of the file or after an empty line starts a message, and quoted body
+//     lines are unquoted as the format given says: mboxrd (the default)
+//     takes one '>' off ">From ", ">>From "...; mboxo only off ">From ".
+//     The two cannot be told apart from the file (RFC 4155 appendix A).
 //     The empty line before a separator belongs to the mbox format, not to
-//     the message. Status:/X-Status: fields (mutt, Thunderbird) become
-//     flags and stay in the message.
+//     the message. The fields in which mbox writers keep a message's state
+//     (Status:, X-Status:, X-Keywords:, X-UID:, X-IMAP:, X-IMAPbase:,
+//     Content-Length:) become flags and keywords and are removed from the
+//     header, as Dovecot hides them; the "FOLDER INTERNAL DATA"
+//     pseudo-message of UW-IMAP and Dovecot is left out.
 //   - Line endings become CRLF (RFC 5322 section 2.1); lines already ending
 //     in CRLF are kept, so a CRLF Maildir round trip is byte-exact.
 //   - Maildir++: the top level's cur/ and new/ are INBOX; ".Sub.Folder" is

@@ -179,6 +179,8 @@ func FuzzReadMbox(f *testing.F) {
 	f.Add("From a Thu Nov 26 10:00:00 2026\nSubject: x\n\nbody\n>From y\n\n")
 	f.Add("From a\r\n\r\n\r\nFrom b\nFrom c\n\nFrom d\n")
 	f.Add("\n\nFrom \n>>>From \r\r\n\n")
+	f.Add("From a\nContent-Length: 5\n\nFrom \n\nFrom b\nContent-Length: 3\n\nab")
+	f.Add("From a\nContent-Length: 2\n\n\r\r\nFrom b\nX: y\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		_ = readMbox(strings.NewReader(in), func(m mboxMessage) bool {
 			body := string(m.body)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -62,8 +63,11 @@ func trimLine(b []byte) string {
 	return string(b)
 }
 
-// statusFlags maps the Status: and X-Status: fields that mutt and
-// Thunderbird write in mbox files to IMAP flags.
+// statusFlags maps the fields in which mbox writers keep a message's
+// state (mutt, Thunderbird, Dovecot, UW-IMAP) to IMAP flags: Status: R is
+// \Seen (O, old, is no flag); X-Status: A, F, T, D are \Answered,
+// \Flagged, \Draft, \Deleted; X-Keywords: lists keywords, separated by
+// spaces or commas.
 func statusFlags(h mail.Header) []string {
 	var flags []string
 	if strings.Contains(h.Get("Status"), "R") {
@@ -81,7 +85,58 @@ func statusFlags(h mail.Header) []string {
 			flags = append(flags, `\Draft`)
 		}
 	}
+	for _, v := range h["X-Keywords"] {
+		for _, k := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == '\t' || r == ',' }) {
+			if isKeyword(k) {
+				flags = append(flags, k)
+			}
+		}
+	}
 	return flags
+}
+
+// isKeyword says whether s is an IMAP keyword: an atom (RFC 9051 section
+// 9, flag-keyword), so no system flag. Anything else in X-Keywords: is
+// left out rather than refused with the message.
+func isKeyword(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"]\`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// mboxFields are the header fields that belong to the mbox, not to the
+// message: the state that statusFlags reads, the folder's UID data
+// (X-UID:, X-IMAP:, X-IMAPbase:) and the Content-Length that framed it.
+// Dovecot hides them when it serves an mbox; kept, they would show the
+// state of the old server in every copy of the message and make the same
+// message differ by its flags.
+var mboxFields = map[string]bool{
+	"Status": true, "X-Status": true, "X-Keywords": true, "X-Uid": true,
+	"X-Imap": true, "X-Imapbase": true, "Content-Length": true,
+}
+
+// stripMboxFields removes the mboxFields from the header of body (not
+// from those of attached messages or MIME parts).
+func stripMboxFields(body []byte) []byte {
+	n := mailsyntax.HeaderLen(body)
+	fields := mailsyntax.HeaderFields(body[:n])
+	out := make([]byte, 0, len(body))
+	for _, f := range fields {
+		if name, _, ok := mailsyntax.FieldName(f); ok && mboxFields[textproto.CanonicalMIMEHeaderKey(string(name))] {
+			continue
+		}
+		out = append(out, f...)
+	}
+	if len(out) == n {
+		return body
+	}
+	return append(out, body[n:]...)
 }
 
 // headerDate is the Date: field's time, zero if absent or unreadable.

@@ -158,19 +158,56 @@ func importCommand() *cli.Command {
 		Name:  "import",
 		Usage: "import messages into an account",
 		Subcommands: []*cli.Command{
-			sub("mbox", "import an mbox file", "FILE", importAction("import mbox", func(w io.Writer, path, mailbox string) error {
-				f, err := os.Open(path)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				return mailio.EncodeMbox(w, f, mailbox)
-			}), userFlag, mailboxFlag),
+			importMboxCommand(),
 			sub("maildir", "import a Maildir, Maildir++ or fs layout (folders, flags, keywords and subscriptions kept)", "DIR", importAction("import maildir", func(w io.Writer, path, _ string) error {
 				return mailio.EncodeMaildir(w, path)
 			}), userFlag),
 		},
 	}
+}
+
+// importMboxCommand: how quoted "From " lines are unquoted is a choice
+// the user makes, since the file does not say (RFC 4155 appendix A).
+func importMboxCommand() *cli.Command {
+	cmd := sub("mbox", "import an mbox file", "FILE", importMboxAction, userFlag, mailboxFlag, mboxFormatFlag)
+	cmd.Description = `Reads an mbox file as mutt, Dovecot, UW-IMAP, Thunderbird and Postfix's
+local delivery write it. A message whose Content-Length field holds is cut
+at that length, as Dovecot (which does not quote "From " lines in bodies)
+and mutt read it. Otherwise messages are cut at "From " lines after an
+empty line, and quoted body lines are unquoted as --format says:
+  mboxrd  (the default) one '>' comes off ">From ", ">>From "...: for
+          files from tools that say they write mboxrd
+  mboxo   only ">From " loses its '>': mutt, Python's mailbox,
+          Thunderbird and Postfix's local delivery quote this way
+The two cannot be told apart from the file (RFC 4155 appendix A); read as
+the wrong one, only lines that start ">>From " differ.
+Status:, X-Status: and X-Keywords: become flags and keywords; they and
+X-UID:, X-IMAP:, X-IMAPbase: and Content-Length: are removed from the
+stored header, and the folder's "FOLDER INTERNAL DATA" pseudo-message is
+not imported.`
+	return cmd
+}
+
+var mboxFormatFlag = &cli.StringFlag{Name: "format", Value: "mboxrd",
+	Usage: "`FORMAT` of the quoting of \"From \" lines in bodies: mboxrd (every >*From line got one more '>'; tools that say mboxrd) " +
+		"or mboxo (only \"From \" lines were quoted: mutt, Python's mailbox, Thunderbird, Postfix local); the file cannot tell (RFC 4155 appendix A)"}
+
+// importMboxAction checks --format before anything is read or sent, and
+// reads the file in that format here, in the CLI: the import stream
+// carries the messages as they are to be stored.
+func importMboxAction(c *cli.Context) error {
+	format, err := mailio.ParseMboxFormat(c.String("format"))
+	if err != nil {
+		return err
+	}
+	return importAction("import mbox", func(w io.Writer, path, mailbox string) error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return mailio.EncodeMboxFormat(w, f, mailbox, format)
+	})(c)
 }
 
 // errImportEnded stops the reading of a source whose import has ended.

@@ -134,18 +134,7 @@ func (w *itemWriter) end(err error) error {
 // it holds to w as an import stream for mailbox ("" means INBOX). It
 // returns the error of reading r (also sent in the stream) or of writing w.
 func EncodeMbox(w io.Writer, r io.Reader, mailbox string) error {
-	if mailbox == "" {
-		mailbox = "INBOX"
-	}
-	iw := newItemWriter(w)
-	err := iw.create(mailbox)
-	if err == nil {
-		err = readMbox(r, func(m mboxMessage) bool { return handleMbox(iw, m, mailbox) })
-	}
-	if werr := iw.end(err); werr != nil {
-		return werr
-	}
-	return err
+	return EncodeMboxFormat(w, r, mailbox, MboxRD)
 }
 
 // EncodeMaildir reads a Maildir++ directory (see ImportMaildir) and

@@ -309,11 +309,17 @@ func exportMaildir(ctx context.Context, env *Env, req Request, out io.Writer) er
 		return usage("export: nowhere to write (the CLI writes the files)")
 	}
 	p, done := progress(env, "exporting")
-	n, err := mailio.ArchiveMaildir(ctx, env.Store, req.Download, a, p)
+	res, err := mailio.ArchiveMaildir(ctx, env.Store, req.Download, a, p)
 	done()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "exported %d message(s) to %s\n", n, req.Args[0])
+	// Keywords a folder could not hold are not in the export: the user
+	// hears which, and on how many messages, rather than finding out in
+	// the new server.
+	for _, d := range res.Dropped {
+		fmt.Fprintf(out, "warning: %s\n", d)
+	}
+	fmt.Fprintf(out, "exported %d message(s) to %s\n", res.Exported, req.Args[0])
 	return nil
 }

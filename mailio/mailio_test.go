@@ -406,8 +406,8 @@ func TestMaildirRoundTrip(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "export")
 	n, err := mailio.ExportMaildir(ctx, st, dir, harness.User, nil)
-	if err != nil || n != 6 {
-		t.Fatalf("export: %d, %v", n, err)
+	if err != nil || n.Exported != 6 {
+		t.Fatalf("export: %+v, %v", n, err)
 	}
 	for _, p := range []string{"cur", ".Sent/cur", ".Lists.go&AC4-dev/maildirfolder", ".Entw&APw-rfe/cur", ".A&-B/cur"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
@@ -459,8 +459,8 @@ func TestMaildirRoundTripHierarchyAndOrder(t *testing.T) {
 	add("Sub", 200, []string{`\Answered`})
 
 	dir := filepath.Join(t.TempDir(), "export")
-	if n, err := mailio.ExportMaildir(ctx, st, dir, harness.User, nil); err != nil || n != 15 {
-		t.Fatalf("export: %d, %v", n, err)
+	if n, err := mailio.ExportMaildir(ctx, st, dir, harness.User, nil); err != nil || n.Exported != 15 {
+		t.Fatalf("export: %+v, %v", n, err)
 	}
 	// Dovecot's Maildir++ layout: "INBOX/Sub" is .INBOX.Sub, "Sub" is .Sub.
 	for _, p := range []string{".INBOX.Sub/cur", ".Sub/cur"} {
@@ -675,6 +675,136 @@ func TestImportMaildirLayouts(t *testing.T) {
 		mb, err := st.Mailbox(harness.User, mbox)
 		if err != nil || mb.Subscribed != want {
 			t.Errorf("%s subscribed %v, %v; want %v", mbox, mb.Subscribed, err, want)
+		}
+	}
+}
+
+// TestExportSubscriptions: the export writes Dovecot's subscriptions file
+// as Dovecot 2.3 writes it for Maildir++ (checked against 2.3.19): "V\t2",
+// an empty line, one name a line with its levels apart by tabs, each level
+// as in the folder's name (modified UTF-7, '.' encoded). A name whose
+// mailbox was deleted while subscribed stays subscribed, as in IMAP; an
+// unsubscribed mailbox is left out.
+func TestExportSubscriptions(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	ctx := context.Background()
+	for _, mb := range []string{"Archive/2023", "Entwürfe", "Lists/go.dev", "INBOX/Sub", "A&B", "Unsubscribed", "Gone"} {
+		if _, err := st.CreateMailbox(harness.User, mb, store.SpecialNone); err != nil {
+			t.Fatal(err)
+		}
+		if mb != "Unsubscribed" {
+			if err := st.SetSubscribed(harness.User, mb, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.SetSubscribed(harness.User, "Junk", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMailbox(harness.User, "Gone"); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "export")
+	if _, err := mailio.ExportMaildir(ctx, st, dir, harness.User, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "subscriptions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "V\t2\n\n" +
+		"A&-B\n" +
+		"Archive\n" +
+		"Archive\t2023\n" +
+		"Drafts\n" +
+		"Entw&APw-rfe\n" +
+		"Gone\n" +
+		"INBOX\n" +
+		"INBOX\tSub\n" +
+		"Lists\tgo&AC4-dev\n" +
+		"Sent\n" +
+		"Trash\n"
+	if string(got) != want {
+		t.Errorf("subscriptions:\n%q\nwant\n%q", got, want)
+	}
+	// Each name is its folder's name, levels apart by tabs.
+	for _, folder := range []string{".Archive.2023", ".Entw&APw-rfe", ".Lists.go&AC4-dev", ".INBOX.Sub", ".A&-B"} {
+		if _, err := os.Stat(filepath.Join(dir, folder)); err != nil {
+			t.Errorf("folder of a subscription: %v", err)
+		}
+	}
+}
+
+// TestExportKeywordsBeyond26: of a folder's 30 keywords, the 26 most used
+// get letters (ties alphabetical) and the rest are reported, with the
+// number of messages that lost one, not dropped silently.
+func TestExportKeywordsBeyond26(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	ctx := context.Background()
+	const bob = "bob@example.test"
+	env.AddUser(bob, "another password")
+	if _, err := st.CreateMailbox(harness.User, "Tags", store.SpecialNone); err != nil {
+		t.Fatal(err)
+	}
+	kw := func(from, to int) []string {
+		var out []string
+		for i := from; i <= to; i++ {
+			out = append(out, fmt.Sprintf("kw%02d", i))
+		}
+		return out
+	}
+	// kw03..kw29 are on two messages each, kw00..kw02 on one: kw00..kw02
+	// go, and of the 27 tied, kw29, the last in order.
+	flags := [][]string{
+		kw(4, 29),
+		append(kw(4, 29), `\Seen`),
+		kw(0, 1),
+		append(kw(2, 3), `\Flagged`),
+		kw(3, 3),
+		nil,
+	}
+	for i, f := range flags {
+		if _, err := st.Append(ctx, harness.User, "Tags", store.NewMessage{Body: []byte(toCRLF(genMessage(i))), Flags: f}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "export")
+	res, err := mailio.ExportMaildir(ctx, st, dir, harness.User, nil)
+	if err != nil || res.Exported != len(flags) {
+		t.Fatalf("export: %+v, %v", res, err)
+	}
+	want := []mailio.DroppedKeywords{{Mailbox: "Tags", Keywords: []string{"kw00", "kw01", "kw02", "kw29"}, Messages: 4}}
+	if fmt.Sprint(res.Dropped) != fmt.Sprint(want) {
+		t.Errorf("dropped: %+v, want %+v", res.Dropped, want)
+	}
+	if line := res.Dropped[0].String(); !strings.Contains(line, "Tags") || !strings.Contains(line, "kw00 kw01 kw02 kw29") || !strings.Contains(line, "on 4 message(s)") {
+		t.Errorf("report line: %q", line)
+	}
+	kwFile, err := os.ReadFile(filepath.Join(dir, ".Tags", "dovecot-keywords"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(kwFile)), "\n"); len(lines) != 26 {
+		t.Errorf("dovecot-keywords has %d lines, want 26:\n%s", len(lines), kwFile)
+	}
+	res2, err := mailio.ImportMaildir(ctx, st, dir, bob, nil)
+	if err != nil || res2.Skipped != 0 {
+		t.Fatalf("import: %+v, %v", res2, err)
+	}
+	msgs, err := st.Messages(bob, "Tags")
+	if err != nil || len(msgs) != len(flags) {
+		t.Fatalf("Tags: %v, %d messages", err, len(msgs))
+	}
+	wantFlags := [][]string{kw(4, 28), append(kw(4, 28), `\Seen`), nil, {`\Flagged`, "kw03"}, {"kw03"}, nil}
+	for i, m := range msgs {
+		got := slices.Clone(m.Flags)
+		w := slices.Clone(wantFlags[i])
+		slices.Sort(got)
+		slices.Sort(w)
+		if !slices.Equal(got, w) {
+			t.Errorf("message %d came back with %v, want %v", i, got, w)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -435,4 +436,46 @@ func TestCLIStoreHeldWithoutSocket(t *testing.T) {
 	}
 	defer st.Close()
 	mustFail(t, "a server that is stopping or starting: try again in a moment", "--config", cfgPath, "user", "list")
+}
+
+// TestCLIExportSubscriptionsAndKeywords: export maildir writes the
+// subscriptions file (Dovecot listed no subscriptions without it), and
+// names the keywords beyond a folder's 26 that it could not keep, with the
+// folder and the number of messages, rather than dropping them silently.
+func TestCLIExportSubscriptionsAndKeywords(t *testing.T) {
+	cfg := initDir(t)
+	mustRun(t, "pw\n", "--config", cfg, "user", "add", "bob@example.org", "--password-stdin")
+	st, err := store.Open(filepath.Join(filepath.Dir(cfg), "data", "posthorn.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateMailbox("bob@example.org", "Work/Entwürfe", store.SpecialNone); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetSubscribed("bob@example.org", "Work/Entwürfe", true); err != nil {
+		t.Fatal(err)
+	}
+	// 27 keywords (a0 b1 ... z25 a26); z25, the last in order, is on two
+	// messages and kept, and of the 26 on one message, which tie, y24, the
+	// last in order, is not.
+	var kws []string
+	for i := range 27 {
+		kws = append(kws, string(rune('a'+i%26))+fmt.Sprint(i))
+	}
+	for _, flags := range [][]string{kws, {"z25"}} {
+		if _, err := st.Append(context.Background(), "bob@example.org", "Work/Entwürfe", store.NewMessage{Body: []byte("Subject: x\r\n\r\nx\r\n"), Flags: flags}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	exp := filepath.Join(t.TempDir(), "export")
+	out := mustRun(t, "", "--config", cfg, "export", "maildir", exp, "--user", "bob@example.org")
+	if !strings.Contains(out, "exported 2 message(s)") || !strings.Contains(out, "warning: mailbox Work/Entwürfe: 1 keyword(s) not kept") ||
+		!strings.Contains(out, "on 1 message(s): y24\n") {
+		t.Errorf("export:\n%s", out)
+	}
+	subs, err := os.ReadFile(filepath.Join(exp, "subscriptions"))
+	if want := "V\t2\n\nArchive\nDrafts\nINBOX\nJunk\nSent\nTrash\nWork\tEntw&APw-rfe\n"; err != nil || string(subs) != want {
+		t.Errorf("subscriptions: %q, %v; want %q", subs, err, want)
+	}
 }

@@ -164,13 +164,18 @@ func isSeparator(line []byte) bool { return bytes.HasPrefix(line, []byte("From "
 
 // mboxCutter is the state of readMbox.
 type mboxCutter struct {
-	emit         func(mboxMessage) bool
-	format       MboxFormat
-	in           mboxInput
-	cur          *mboxMessage // nil before the first separator
-	buf          bytes.Buffer
-	lineNo, n    int
-	inBody       bool // the current message's header has ended
+	emit      func(mboxMessage) bool
+	format    MboxFormat
+	in        mboxInput
+	cur       *mboxMessage // nil before the first separator
+	buf       bytes.Buffer
+	lineNo, n int
+	inBody    bool // the current message's header has ended
+	// badLengths counts the Content-Lengths of this file that did not
+	// hold. After maxBadLengths, the rest is cut at separators only, so
+	// that a file whose lengths are all wrong is not read ahead (up to
+	// maxMessageBytes) again for every message.
+	badLengths   int
 	prevEmpty    bool // the previous line was empty (or there was none)
 	pendingEmpty bool // an empty line held back: it may be the separator's
 }
@@ -287,7 +292,7 @@ func (c *mboxCutter) flush() bool {
 // not hold) what was read is given back to be read again as lines.
 func (c *mboxCutter) frame() (bool, error) {
 	n, ok := contentLength(c.buf.Bytes())
-	if !ok || c.cur.oversize {
+	if !ok || c.cur.oversize || c.badLengths >= maxBadLengths {
 		return false, nil
 	}
 	body, err := c.in.read(n)
@@ -301,6 +306,7 @@ func (c *mboxCutter) frame() (bool, error) {
 	}
 	if gap < 0 {
 		c.in.unread(body)
+		c.badLengths++
 		return false, nil
 	}
 	c.lineNo += bytes.Count(body, []byte("\n")) + bytes.Count(c.in.discard(gap), []byte("\n"))
@@ -315,6 +321,10 @@ func (c *mboxCutter) frame() (bool, error) {
 	}
 	return true, nil
 }
+
+// maxBadLengths is how many Content-Lengths that do not hold a file may
+// have before the rest of it is cut at separators only.
+const maxBadLengths = 8
 
 // finish emits a message that frame completed; the next line is a
 // separator, or there is none.

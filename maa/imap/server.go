@@ -51,9 +51,11 @@
 //     header sync is a few hundred writes instead of 10,000.
 //   - SEARCH: flags, sizes, dates and sets from the tracker; SUBJECT, FROM,
 //     TO, CC, BCC and SENT* from the stored ENVELOPE; HEADER reads only the
-//     header; BODY and TEXT stream the raw message in 32 KiB chunks and then
-//     the text parts decoded from base64/quoted-printable and from their
-//     charset to UTF-8 (every IANA charset, go-message/charset).
+//     header; BODY streams, in 32 KiB chunks, what a reader sees: the text
+//     parts decoded from base64/quoted-printable and from their charset to
+//     UTF-8 (every IANA charset, go-message/charset) and the headers of
+//     attached messages, not MIME headers, boundaries or attachments that
+//     are not text; TEXT adds the header and the parts' headers.
 //   - A keyword new to a selected mailbox is announced to the sessions
 //     that have it selected with an untagged FLAGS before the FETCH that
 //     shows it (RFC 9051 section 7.3.5); PERMANENTFLAGS has \* and does

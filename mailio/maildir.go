@@ -307,7 +307,26 @@ func readFolder(s sink, f maildirFolder) (bool, error) {
 			}
 		}
 	}
-	slices.SortStableFunc(files, func(x, y maildirFile) int { return maildirCompare(x.name, y.name) })
+	uids, err := readUIDList(f.path)
+	if err != nil {
+		return false, err
+	}
+	slices.SortStableFunc(files, func(x, y maildirFile) int {
+		// Dovecot's UIDs first (the order its clients saw), then the
+		// files it had not numbered yet, by name.
+		ux, okx := uids[baseName(x.name)]
+		uy, oky := uids[baseName(y.name)]
+		switch {
+		case okx && oky:
+			return cmp.Compare(ux, uy)
+		case okx != oky:
+			if okx {
+				return -1
+			}
+			return 1
+		}
+		return maildirCompare(x.name, y.name)
+	})
 	for _, file := range files {
 		where := filepath.Join(f.mailbox, file.sub, file.name)
 		j, err := maildirJob(filepath.Join(f.path, file.sub, file.name), keywords)
@@ -427,6 +446,49 @@ func fileFlags(name string, keywords map[byte]string) []string {
 		}
 	}
 	return flags
+}
+
+// readUIDList reads the UIDs of Dovecot's dovecot-uidlist ("3 V... N..."
+// then "UID [fields] :basename" a line, or "UID basename" in version 1),
+// by the file's base name (before ":2,"): the order of a folder's messages
+// on the old server, which the file names do not always give (deliveries
+// of one second by different processes). A missing or unreadable list
+// leaves the order to the names.
+func readUIDList(dir string) (map[string]uint32, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "dovecot-uidlist"))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	uids := map[string]uint32{}
+	lines := strings.Split(string(data), "\n")
+	for _, l := range lines[1:] { // the first line is the header
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		uid, err := strconv.ParseUint(f[0], 10, 32)
+		if err != nil {
+			continue
+		}
+		name := f[len(f)-1]
+		if i := strings.Index(l, " :"); i >= 0 {
+			name = l[i+2:]
+		}
+		uids[name] = uint32(uid)
+	}
+	return uids, nil
+}
+
+// baseName is a Maildir file name without its flags (":2,FLAGS", or
+// "!2," / ";2," where ':' is not allowed).
+func baseName(name string) string {
+	if i := strings.LastIndexAny(name, ":!;"); i >= 0 && strings.HasPrefix(name[i+1:], "2,") {
+		return name[:i]
+	}
+	return name
 }
 
 // readKeywords reads Dovecot's dovecot-keywords file ("0 Keyword" per

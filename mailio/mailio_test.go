@@ -808,3 +808,32 @@ func TestExportKeywordsBeyond26(t *testing.T) {
 		}
 	}
 }
+
+// TestImportMaildirUIDListOrder: a folder's messages keep the order of
+// Dovecot's dovecot-uidlist, which the file names do not always give
+// (deliveries of one second by different processes; probe 8 saw 20 of an
+// INBOX's UIDs permuted); files it does not list come after, by name.
+func TestImportMaildirUIDListOrder(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	st := env.Server.Store
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "cur"), 0o700)
+	when := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, n := range []string{"100.M1P7.host,S=20:2,S", "100.M2P3.host,S=20:2,", "100.M3P5.host,S=20:2,S", "101.M1P1.host:2,"} {
+		writeFile(t, filepath.Join(dir, "cur", n), "Subject: "+n+"\n\nx\n", when)
+	}
+	writeFile(t, filepath.Join(dir, "dovecot-uidlist"), "3 V1795816490 N4 G2977d31928fc096b635a000083ecc375\n"+
+		"1 :100.M3P5.host,S=20\n2 W30 :100.M1P7.host,S=20\n3 100.M2P3.host,S=20\n", when)
+	if _, err := mailio.ImportMaildir(context.Background(), st, dir, harness.User, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range storetest.Texts(t, st, harness.User, "INBOX") {
+		subj, _, _ := strings.Cut(strings.TrimPrefix(b, "Subject: "), "\r\n")
+		got = append(got, subj)
+	}
+	want := []string{"100.M3P5.host,S=20:2,S", "100.M1P7.host,S=20:2,S", "100.M2P3.host,S=20:2,", "101.M1P1.host:2,"}
+	if !slices.Equal(got, want) {
+		t.Errorf("order %q, want %q", got, want)
+	}
+}

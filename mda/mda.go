@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/idna"
@@ -121,6 +122,9 @@ type Envelope struct {
 	Recipients []string // as given in RCPT TO, each accepted by Resolve
 	Junk       bool     // deliver to Junk instead of INBOX
 	SMTPUTF8   bool     // the transaction used SMTPUTF8 (for the queue's DSNs)
+	// original maps an address an alias led to, to the recipient the
+	// sender gave (set by Deliver, for the queue entries' Original).
+	original map[string]string
 }
 
 // Result says what Deliver did.
@@ -549,13 +553,20 @@ func (a *Agent) CheckRoom(size int64) error { return a.Store.CheckRoom(size) }
 // returned when none does.
 func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result, error) {
 	var route Route
+	orig := map[string]string{} // a target, by what an alias led to: the recipient the sender gave
 	for _, rcpt := range env.Recipients {
 		r, err := a.Resolve(rcpt)
 		if err != nil {
 			return Result{}, fmt.Errorf("recipient %s: %w", rcpt, err)
 		}
 		route.merge(r)
+		for _, t := range append(slices.Clone(r.DeliveredTo), r.Remote...) {
+			if _, ok := orig[t]; !ok && !strings.EqualFold(t, rcpt) {
+				orig[t] = rcpt
+			}
+		}
 	}
+	env.original = orig
 	if len(route.Remote) > 0 && a.Queue == nil {
 		return Result{}, ErrNoQueue
 	}
@@ -690,7 +701,7 @@ func (a *Agent) forward(ctx context.Context, env Envelope, remote []string, body
 func (a *Agent) enqueue(ctx context.Context, env Envelope, junk bool, to []string, body []byte, what string) error {
 	e := store.QueueEntry{From: env.From, NoBounce: env.From == "", Junk: junk, SMTPUTF8: env.SMTPUTF8}
 	for _, r := range to {
-		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r})
+		e.Recipients = append(e.Recipients, store.QueueRecipient{Address: r, Original: env.original[r]})
 		// An alias target with a non-ASCII local part needs SMTPUTF8
 		// (RFC 6531 section 3.2), and its DSN a global-delivery-status
 		// (RFC 6533), whatever the incoming transaction used.

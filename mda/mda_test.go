@@ -428,3 +428,34 @@ func TestCatchAllToDeletedAccount(t *testing.T) {
 		t.Errorf("postmaster@: %+v, %v", r, err)
 	}
 }
+
+// TestQueuedKeepsOriginalRecipient: a copy queued for an alias's target
+// (remote, or a full mailbox) records the recipient the sender gave, for
+// the DSN's Original-Recipient (probe 8: a bounce named only the internal
+// member address); a recipient given as it is records none.
+func TestQueuedKeepsOriginalRecipient(t *testing.T) {
+	a, st := newAgent(t)
+	q := &fakeQueue{}
+	a.Queue = q
+	if err := st.AddAlias("list@example.test", []string{"dave@remote.example", "full@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAccount("full@example.test", "x"); err != nil {
+		t.Fatal(err)
+	}
+	storetest.Fill(t, st, "full@example.test")
+	body := []byte("Subject: hi\r\n\r\nhello\r\n")
+	if _, err := a.Deliver(context.Background(), Envelope{From: "x@remote.example",
+		Recipients: []string{"list@example.test"}}, body); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range q.entries {
+		for _, r := range e.Recipients {
+			got[r.Address] = r.Original
+		}
+	}
+	if got["dave@remote.example"] != "list@example.test" || got["full@example.test"] != "list@example.test" {
+		t.Errorf("queued recipients' originals %v, want list@example.test for both", got)
+	}
+}

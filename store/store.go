@@ -257,7 +257,11 @@ type Event struct {
 
 // QueueRecipient is one recipient of an outbound queue entry.
 type QueueRecipient struct {
-	Address   string
+	Address string
+	// Original is the address the sender gave when an alias led to
+	// Address ("" when it is the same): a DSN names it (RFC 3464 section
+	// 2.3.1), as the sender never saw Address.
+	Original  string `json:",omitempty"`
 	Done      bool   // delivered, bounced or given up: nothing more to do
 	Failed    bool   // Done because of a permanent failure
 	LastError string // last reply or error from the remote side

@@ -124,7 +124,7 @@ func buildDSN(hostname string, e store.QueueEntry, header []byte, rs []result, a
 		reportType, headersType = "global-delivery-status", "message/global-headers"
 	}
 	var human, status bytes.Buffer
-	writeHuman(&human, hostname, rs, action, retryUntil)
+	writeHuman(&human, hostname, e, rs, action, retryUntil)
 	writeStatus(&status, hostname, e, rs, action, now, retryUntil)
 	header = toCRLF(header)
 	// A part with octets over 127 (a UTF-8 address or diagnostic, the
@@ -151,7 +151,7 @@ func buildDSN(hostname string, e store.QueueEntry, header []byte, rs []result, a
 	return b.Bytes()
 }
 
-func writeHuman(b *bytes.Buffer, hostname string, rs []result, action string, retryUntil time.Time) {
+func writeHuman(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []result, action string, retryUntil time.Time) {
 	if action == actionDelayed {
 		fmt.Fprintf(b, "This is the mail system at %s.\r\n\r\n", hostname)
 		b.WriteString("Your message could not be delivered yet to the recipients below.\r\n")
@@ -173,8 +173,23 @@ func writeHuman(b *bytes.Buffer, hostname string, rs []result, action string, re
 		}
 	}
 	for _, r := range rs {
+		if o := originalOf(e, r.Address); o != "" {
+			fmt.Fprintf(b, "<%s> (expanded from <%s>): %s\r\n", r.Address, o, clean(r.Diag))
+			continue
+		}
 		fmt.Fprintf(b, "<%s>: %s\r\n", r.Address, clean(r.Diag))
 	}
+}
+
+// originalOf is the address the sender gave for the recipient addr of e,
+// when an alias led from it to addr; "" otherwise.
+func originalOf(e store.QueueEntry, addr string) string {
+	for _, r := range e.Recipients {
+		if r.Address == addr {
+			return r.Original
+		}
+	}
+	return ""
 }
 
 func writeStatus(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []result, action string, now, retryUntil time.Time) {
@@ -190,6 +205,16 @@ func writeStatus(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []resu
 		addrType := "rfc822"
 		if !isASCII(r.Address) {
 			addrType = "utf-8"
+		}
+		// The address the sender gave, when an alias led to this one
+		// (section 2.3.1; Postfix writes it too): the sender never saw
+		// the final one.
+		if o := originalOf(e, r.Address); o != "" {
+			oType := "rfc822"
+			if !isASCII(o) {
+				oType = "utf-8"
+			}
+			fmt.Fprintf(b, "Original-Recipient: %s; %s\r\n", oType, smtpaddr.Quote(o))
 		}
 		fmt.Fprintf(b, "Final-Recipient: %s; %s\r\n", addrType, smtpaddr.Quote(r.Address))
 		fmt.Fprintf(b, "Action: %s\r\n", action)

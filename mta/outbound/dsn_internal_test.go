@@ -79,3 +79,22 @@ func TestCleanHostileReply(t *testing.T) {
 		t.Errorf("delivery-status part not 7bit:\n%s", status)
 	}
 }
+
+// TestDSNOriginalRecipient: the DSN for a recipient an alias led to names
+// the address the sender gave (RFC 3464 section 2.3.1, as Postfix does),
+// in the report and in the text; one given as it is has no such field.
+func TestDSNOriginalRecipient(t *testing.T) {
+	e := store.QueueEntry{ID: "q1", From: "alice@remote.test", Created: time.Now(), Recipients: []store.QueueRecipient{
+		{Address: "carol@local.test", Original: "team@local.test"}, {Address: "bob@remote.test"}}}
+	rs := failAll([]string{"carol@local.test", "bob@remote.test"}, &routeError{Status: "5.2.2", Msg: "mailbox full", Permanent: true}, "")
+	dsn := string(buildDSN("mail.local.test", e, []byte("From: alice@remote.test\r\n\r\n"), rs, actionFailed, time.Now(), time.Time{}))
+	for _, want := range []string{"Original-Recipient: rfc822; team@local.test\r\nFinal-Recipient: rfc822; carol@local.test",
+		"<carol@local.test> (expanded from <team@local.test>): "} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
+	}
+	if strings.Count(dsn, "Original-Recipient:") != 1 {
+		t.Errorf("Original-Recipient for a recipient given as it is:\n%s", dsn)
+	}
+}

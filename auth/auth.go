@@ -33,8 +33,8 @@ import (
 	"sync"
 
 	"github.com/emersion/go-sasl"
-	"golang.org/x/net/idna"
 
+	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/store"
 )
 
@@ -82,7 +82,9 @@ func (a *Authenticator) authenticate(ctx context.Context, remote net.Addr, usern
 	if len(user) > maxUsername {
 		user = user[:maxUsername]
 	}
-	user = aLabelDomain(user)
+	// The domain as its user sees it, in U-labels, is the one the store
+	// keeps in A-labels (clients use the address as the login).
+	user = smtpaddr.ALabelAddress(user)
 	if a.Limiter != nil {
 		if err := a.Limiter.Wait(ctx, remote, user); err != nil {
 			if errors.Is(err, ErrThrottled) {
@@ -117,28 +119,6 @@ func (a *Authenticator) authenticate(ctx context.Context, remote net.Addr, usern
 	}
 	log.Debug("login", "remote", addrString(remote), "user", acct.Address)
 	return strings.ToLower(acct.Address), nil
-}
-
-// aLabelDomain writes the domain of an address in A-labels, as the store
-// keeps it: a user of jörg@bücher.example logs in as the address they see
-// (clients use the address as the login), which is
-// jörg@xn--bcher-kva.example. An address whose domain does not convert is
-// left as it is (and is no account).
-func aLabelDomain(addr string) string {
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return addr
-	}
-	d := addr[at+1:]
-	for i := 0; i < len(d); i++ {
-		if d[i] >= 0x80 {
-			if a, err := idna.Lookup.ToASCII(d); err == nil {
-				return addr[:at+1] + strings.ToLower(a)
-			}
-			return addr
-		}
-	}
-	return addr
 }
 
 // fail records a failure and returns ErrInvalidCredentials. The reason is

@@ -175,6 +175,9 @@ func subscriptionsFile(mboxes []store.Mailbox, lapsed []string) []byte {
 // reads back.
 var tabEscape = strings.NewReplacer("\x01", "\x011", "\t", "\x01t", "\r", "\x01r", "\n", "\x01n").Replace
 
+// tabUnescape undoes tabEscape, for readSubscriptions.
+var tabUnescape = strings.NewReplacer("\x011", "\x01", "\x01t", "\t", "\x01r", "\r", "\x01n", "\n").Replace
+
 // emptyDir makes dir, or checks that an existing one is empty.
 func emptyDir(dir string) error {
 	entries, err := os.ReadDir(dir)

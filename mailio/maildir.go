@@ -189,15 +189,18 @@ func isMaildir(dir string) bool {
 // its user sees as a top-level one, so it becomes "Sub". A ".INBOX.Sub" is
 // never Courier's top-level "Sub", so no "INBOX." is stripped. The first
 // level's INBOX is case-insensitive, as in the store.
-func folderName(s string) (string, error) {
-	parts := strings.Split(s, ".")
-	for i, p := range parts {
+func folderName(s string) (string, error) { return folderFrom(strings.Split(s, ".")) }
+
+// folderFrom turns the levels of a folder name, each in modified UTF-7,
+// into a store mailbox name.
+func folderFrom(levels []string) (string, error) {
+	for i, p := range levels {
 		if p == "" {
 			return "", errors.New("empty name component")
 		}
-		parts[i] = componentName(p)
+		levels[i] = componentName(p)
 	}
-	return joinFolder(parts), nil
+	return joinFolder(levels), nil
 }
 
 // componentName decodes one level of a folder name from modified UTF-7.
@@ -226,7 +229,8 @@ func joinFolder(parts []string) string {
 // readSubscriptions subscribes the folders that the Maildir's
 // subscription file names: Dovecot's "subscriptions" (version 2: "V\t2",
 // an empty line, then a name per line with its levels separated by tabs;
-// version 1: a name per line with "." between levels, as in Maildir++),
+// version 1: a name per line with "." between levels, as in Maildir++;
+// see subscriptionsFile),
 // or Courier's "courierimapsubscribed" ("INBOX.Sub.Folder"). Names are
 // in modified UTF-7. Only folders found are subscribed. Without a file,
 // nothing changes (the account's defaults stay subscribed).
@@ -255,11 +259,13 @@ func readSubscriptions(s sink, dir string, folders []maildirFolder) error {
 			var name string
 			switch {
 			case v2:
-				parts := strings.Split(l, "\t")
-				for i, p := range parts {
-					parts[i] = componentName(p)
+				// Levels apart by tabs, each escaped as subscriptionsFile
+				// writes it (Dovecot's tab escaping).
+				levels := strings.Split(l, "\t")
+				for i, p := range levels {
+					levels[i] = tabUnescape(p)
 				}
-				name = joinFolder(parts)
+				name, _ = folderFrom(levels)
 			case file == "courierimapsubscribed" && strings.HasPrefix(strings.ToUpper(l), "INBOX."):
 				// Courier's names have its namespace prefix "INBOX."; its
 				// ".Sub" folder is "INBOX.Sub" there (see folderName).
@@ -280,6 +286,8 @@ func readSubscriptions(s sink, dir string, folders []maildirFolder) error {
 // maildirFile is one message file of a folder: sub is "new" or "cur".
 type maildirFile struct {
 	sub, name string
+	// uid is its UID in Dovecot's dovecot-uidlist, 0 if not listed.
+	uid uint32
 }
 
 // readFolder reads the messages of one folder into s, those of new/ and cur/
@@ -289,6 +297,10 @@ type maildirFile struct {
 // It returns false once the import has stopped.
 func readFolder(s sink, f maildirFolder) (bool, error) {
 	keywords, err := readKeywords(f.path)
+	if err != nil {
+		return false, err
+	}
+	uids, err := readUIDList(f.path)
 	if err != nil {
 		return false, err
 	}
@@ -303,27 +315,19 @@ func readFolder(s sink, f maildirFolder) (bool, error) {
 		}
 		for _, e := range entries {
 			if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-				files = append(files, maildirFile{sub, e.Name()})
+				base, _, _ := splitInfo(e.Name())
+				files = append(files, maildirFile{sub: sub, name: e.Name(), uid: uids[base]})
 			}
 		}
-	}
-	uids, err := readUIDList(f.path)
-	if err != nil {
-		return false, err
 	}
 	slices.SortStableFunc(files, func(x, y maildirFile) int {
 		// Dovecot's UIDs first (the order its clients saw), then the
 		// files it had not numbered yet, by name.
-		ux, okx := uids[baseName(x.name)]
-		uy, oky := uids[baseName(y.name)]
 		switch {
-		case okx && oky:
-			return cmp.Compare(ux, uy)
-		case okx != oky:
-			if okx {
-				return -1
-			}
-			return 1
+		case x.uid != 0 && y.uid != 0:
+			return cmp.Compare(x.uid, y.uid)
+		case x.uid != 0 || y.uid != 0:
+			return cmp.Compare(y.uid, x.uid) // the listed one first
 		}
 		return maildirCompare(x.name, y.name)
 	})
@@ -430,15 +434,14 @@ func stripFromLine(raw []byte) []byte {
 	return rest
 }
 
-// fileFlags reads the flags of a Maildir file name "unique:2,FLAGS" (some
-// systems write '!' or ';' for ':', where ':' is not allowed in names).
+// fileFlags reads the flags of a Maildir file name (see splitInfo).
 func fileFlags(name string, keywords map[byte]string) []string {
-	i := strings.LastIndexAny(name, ":!;")
-	if i < 0 || !strings.HasPrefix(name[i+1:], "2,") {
+	_, info, ok := splitInfo(name)
+	if !ok {
 		return nil
 	}
 	var flags []string
-	for _, c := range []byte(name[i+3:]) {
+	for _, c := range []byte(info) {
 		if f, ok := maildirFlags[c]; ok {
 			flags = append(flags, f)
 		} else if k, ok := keywords[c]; ok {
@@ -452,8 +455,8 @@ func fileFlags(name string, keywords map[byte]string) []string {
 // then "UID [fields] :basename" a line, or "UID basename" in version 1),
 // by the file's base name (before ":2,"): the order of a folder's messages
 // on the old server, which the file names do not always give (deliveries
-// of one second by different processes). A missing or unreadable list
-// leaves the order to the names.
+// of one second by different processes). Without a list, the names give
+// the order; a line that does not parse is left out.
 func readUIDList(dir string) (map[string]uint32, error) {
 	data, err := os.ReadFile(filepath.Join(dir, "dovecot-uidlist"))
 	if os.IsNotExist(err) {
@@ -475,20 +478,24 @@ func readUIDList(dir string) (map[string]uint32, error) {
 		}
 		name := f[len(f)-1]
 		if i := strings.Index(l, " :"); i >= 0 {
-			name = l[i+2:]
+			name = strings.TrimSpace(l[i+2:])
 		}
-		uids[name] = uint32(uid)
+		if uid > 0 {
+			uids[name] = uint32(uid)
+		}
 	}
 	return uids, nil
 }
 
-// baseName is a Maildir file name without its flags (":2,FLAGS", or
-// "!2," / ";2," where ':' is not allowed).
-func baseName(name string) string {
+// splitInfo cuts a Maildir file name "unique:2,FLAGS" into its unique
+// part and its flags; ok is false when it has no ":2," (some systems
+// write '!' or ';' for ':', where ':' is not allowed in names), and then
+// the whole name is the unique part.
+func splitInfo(name string) (base, flags string, ok bool) {
 	if i := strings.LastIndexAny(name, ":!;"); i >= 0 && strings.HasPrefix(name[i+1:], "2,") {
-		return name[:i]
+		return name[:i], name[i+3:], true
 	}
-	return name
+	return name, "", false
 }
 
 // readKeywords reads Dovecot's dovecot-keywords file ("0 Keyword" per

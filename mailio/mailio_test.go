@@ -457,6 +457,9 @@ func TestMaildirRoundTripHierarchyAndOrder(t *testing.T) {
 	add("INBOX/Sub", 100, []string{`\Flagged`})
 	add("INBOX/Sub", 101, nil)
 	add("Sub", 200, []string{`\Answered`})
+	// Subscriptions go over too (the export's subscriptions file).
+	st.SetSubscribed(harness.User, "Sub", true)
+	st.SetSubscribed(harness.User, "INBOX/Sub", false)
 
 	dir := filepath.Join(t.TempDir(), "export")
 	if n, err := mailio.ExportMaildir(ctx, st, dir, harness.User, nil); err != nil || n.Exported != 15 {
@@ -501,6 +504,11 @@ func TestMaildirRoundTripHierarchyAndOrder(t *testing.T) {
 		}
 		if !slices.Equal(got, want) {
 			t.Errorf("%s holds messages %v in UID order, want %v", mb, got, want)
+		}
+	}
+	for mb, want := range map[string]bool{"Sub": true, "INBOX/Sub": false} {
+		if m, err := st.Mailbox(bob, mb); err != nil || m.Subscribed != want {
+			t.Errorf("%s subscribed %v, %v; want %v", mb, m.Subscribed, err, want)
 		}
 	}
 	compareAccounts(t, st, harness.User, bob)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/internal/mailsyntax"
+	"github.com/posthorn/posthorn/store"
 )
 
 // maxMessageBytes bounds one imported message; a larger one is skipped
@@ -87,27 +88,12 @@ func statusFlags(h mail.Header) []string {
 	}
 	for _, v := range h["X-Keywords"] {
 		for _, k := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == '\t' || r == ',' }) {
-			if isKeyword(k) {
+			if store.ValidKeyword(k) { // anything else is left out, not refused with the message
 				flags = append(flags, k)
 			}
 		}
 	}
 	return flags
-}
-
-// isKeyword says whether s is an IMAP keyword: an atom (RFC 9051 section
-// 9, flag-keyword), so no system flag. Anything else in X-Keywords: is
-// left out rather than refused with the message.
-func isKeyword(s string) bool {
-	if s == "" || len(s) > 255 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"]\`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // mboxFields are the header fields that belong to the mbox, not to the

@@ -48,10 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
-
-	"golang.org/x/net/idna"
 
 	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/metrics"
@@ -189,7 +186,7 @@ func (a *Agent) badLocal(address string) error {
 		return ErrBadAddress
 	}
 	domain := strings.ToLower(strings.TrimSuffix(address[at+1:], "."))
-	if d, ok := aLabels(domain); ok {
+	if d, ok := smtpaddr.ALabels(domain); ok {
 		domain = d // café.example is xn--caf-dma.example (see splitAddress)
 	}
 	if !validDomain(domain) || a.isHost(domain) {
@@ -219,7 +216,7 @@ func splitAddress(address string) (local, domain string, err error) {
 	if !validLocal(local) {
 		return "", "", ErrBadAddress
 	}
-	if a, ok := aLabels(domain); ok {
+	if a, ok := smtpaddr.ALabels(domain); ok {
 		// A domain in U-labels (café.example, RFC 6531) is the same as
 		// in A-labels (RFC 5890 section 2.3.2.1): ours are kept so.
 		domain = a
@@ -248,18 +245,6 @@ func validLocal(s string) bool {
 		}
 	}
 	return true
-}
-
-// aLabels converts a domain name with non-ASCII labels to A-labels; ok is
-// false when it has none, or cannot be converted.
-func aLabels(domain string) (string, bool) {
-	for i := 0; i < len(domain); i++ {
-		if domain[i] >= 0x80 {
-			a, err := idna.Lookup.ToASCII(domain)
-			return a, err == nil
-		}
-	}
-	return "", false
 }
 
 func validDomain(s string) bool {
@@ -560,9 +545,11 @@ func (a *Agent) Deliver(ctx context.Context, env Envelope, body []byte) (Result,
 			return Result{}, fmt.Errorf("recipient %s: %w", rcpt, err)
 		}
 		route.merge(r)
-		for _, t := range append(slices.Clone(r.DeliveredTo), r.Remote...) {
-			if _, ok := orig[t]; !ok && !strings.EqualFold(t, rcpt) {
-				orig[t] = rcpt
+		for _, targets := range [][]string{r.DeliveredTo, r.Remote} {
+			for _, t := range targets {
+				if _, ok := orig[t]; !ok && !strings.EqualFold(t, rcpt) {
+					orig[t] = rcpt
+				}
 			}
 		}
 	}

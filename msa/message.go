@@ -7,13 +7,11 @@ import (
 	"net/mail"
 	"strings"
 	"time"
-	"unicode/utf8"
-
-	"golang.org/x/net/idna"
 
 	"github.com/posthorn/posthorn/dkim"
 	"github.com/posthorn/posthorn/internal/mailsyntax"
 	"github.com/posthorn/posthorn/internal/membudget"
+	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/mta"
 )
@@ -288,10 +286,8 @@ func domainOf(addr string) string {
 		return ""
 	}
 	d := strings.ToLower(addr[i+1:])
-	if strings.ContainsFunc(d, func(r rune) bool { return r >= utf8.RuneSelf }) {
-		if a, err := idna.Lookup.ToASCII(d); err == nil {
-			d = strings.ToLower(a)
-		}
+	if a, ok := smtpaddr.ALabels(d); ok {
+		return a
 	}
 	return d
 }

@@ -29,20 +29,29 @@ func waitMailbox(t testing.TB, st store.Store, account string, n int) []string {
 	}
 }
 
-// TestE2EFullMailboxDoesNotHoldBackOthers: a message without SIZE= to
-// three accounts, one of them full, gets 250; the two with room have it at
-// once, the sender gets a delay DSN for the full one (4.2.2), and the full
-// one gets its copy from the queue when it has room, with its +tag in
-// Delivered-To. Before, DATA got 452 4.2.2 and nobody got anything.
-func TestE2EFullMailboxDoesNotHoldBackOthers(t *testing.T) {
+// startWithFull starts a server with the accounts bob@, carol@ and
+// full@example.test, full@ with no room for a message, and delay DSNs at
+// once.
+func startWithFull(t *testing.T) *harness.Env {
+	t.Helper()
 	env := harness.Start(t, harness.Options{Configure: func(c *config.Config) {
 		c.Outbound.DelayNotice = config.Duration{Duration: time.Millisecond}
 	}})
 	for _, u := range []string{"bob@example.test", "full@example.test", "carol@example.test"} {
 		env.AddUser(u, "pw-"+u)
 	}
+	storetest.Fill(t, env.Server.Store, "full@example.test")
+	return env
+}
+
+// TestE2EFullMailboxDoesNotHoldBackOthers: a message without SIZE= to
+// three accounts, one of them full, gets 250; the two with room have it at
+// once, the sender gets a delay DSN for the full one (4.2.2), and the full
+// one gets its copy from the queue when it has room, with its +tag in
+// Delivered-To. Before, DATA got 452 4.2.2 and nobody got anything.
+func TestE2EFullMailboxDoesNotHoldBackOthers(t *testing.T) {
+	env := startWithFull(t)
 	st := env.Server.Store
-	storetest.Fill(t, st, "full@example.test")
 	rcpts := []string{harness.User, "full+news@example.test", "bob@example.test"}
 	if err := send(env.Addr("smtp"), "carol@example.test", rcpts, testMessage, nil); err != nil {
 		t.Fatalf("one full mailbox failed the message: %v", err)
@@ -209,5 +218,27 @@ func TestE2EAliasWithFullMember(t *testing.T) {
 	}
 	if err := rcpt(100, "tiny@example.test"); err == nil || !strings.Contains(err.Error(), "552") {
 		t.Errorf("an alias to a quota smaller than SIZE: %v, want 552 5.2.3", err)
+	}
+}
+
+// TestE2EDSNNamesAlias: over port 25, a message to an alias whose member
+// is full: the sender's delay DSN names the member and, as
+// Original-Recipient, the alias the sender wrote to (RFC 3464 section
+// 2.3.1), which is all the sender knows.
+func TestE2EDSNNamesAlias(t *testing.T) {
+	env := startWithFull(t)
+	st := env.Server.Store
+	if err := st.AddAlias("team@example.test", []string{"full@example.test", "bob@example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(env.Addr("smtp"), "carol@example.test", []string{"team@example.test"}, testMessage, nil); err != nil {
+		t.Fatal(err)
+	}
+	dsn := waitMailbox(t, st, "carol@example.test", 1)[0]
+	for _, want := range []string{"Original-Recipient: rfc822; team@example.test\r\nFinal-Recipient: rfc822; full@example.test",
+		"<full@example.test> (expanded from <team@example.test>)", "Action: delayed"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, dsn)
+		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"strings"
 	"syscall"
-	"time"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -145,13 +144,9 @@ func Reply(log *slog.Logger, err error) *smtp.SMTPError {
 // at once and the connection closed, as at a timeout between commands,
 // so that nothing the client sends later is read out of step.
 func EndAtTimeout(c *smtp.Conn, r error) {
-	if r != error(errTimeout) {
-		return
+	if r == error(errTimeout) {
+		hangUp(c, errTimeout)
 	}
-	nc := c.Conn()
-	nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(nc, formatReply(errTimeout))
-	c.Close()
 }
 
 func clientGone(err error) bool {

@@ -166,11 +166,14 @@ func (s *session) checkRoute(route mda.Route) error {
 
 // hangup sends a last reply and closes the connection; go-smtp's own reply
 // to the current command then goes nowhere.
-func (s *session) hangup(e *smtp.SMTPError) {
-	c := s.conn.Conn()
-	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, formatReply(e))
-	s.conn.Close()
+func (s *session) hangup(e *smtp.SMTPError) { hangUp(s.conn, e) }
+
+// hangUp writes a last reply on c and closes it.
+func hangUp(c *smtp.Conn, e *smtp.SMTPError) {
+	nc := c.Conn()
+	nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(nc, formatReply(e))
+	c.Close()
 }
 
 // Data implements smtp.Session for DATA and for BDAT (RFC 3030): it reads

@@ -190,6 +190,10 @@ func normalizeFlags(flags []string) []string {
 	return out
 }
 
+// ValidKeyword says whether s is an IMAP keyword (RFC 9051 section 9,
+// flag-keyword): an atom, not a backslash flag.
+func ValidKeyword(s string) bool { return s != "" && s[0] != '\\' && validFlag(s) }
+
 // validFlag accepts an atom (RFC 9051 section 9, flag-keyword) or a
 // backslash flag.
 func validFlag(f string) bool {

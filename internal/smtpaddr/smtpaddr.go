@@ -7,7 +7,11 @@
 // MAIL FROM to another server or a DSN, that is not an address.
 package smtpaddr
 
-import "strings"
+import (
+	"strings"
+
+	"golang.org/x/net/idna"
+)
 
 // Quote returns addr with its local part as a Dot-string when it is one
 // (RFC 5321 section 4.1.2), and otherwise as a Quoted-string, with '"'
@@ -52,4 +56,33 @@ func isDotString(s string) bool {
 		}
 	}
 	return true
+}
+
+// ALabels returns a domain name with its U-labels turned into A-labels
+// (IDNA2008's lookup profile, RFC 5891 section 5): "bücher.example" is
+// "xn--bcher-kva.example", the form in which the store keeps our domains
+// and DNS knows them. ok is false when the name has no non-ASCII byte (it
+// needs nothing) or cannot be converted.
+func ALabels(domain string) (string, bool) {
+	for i := 0; i < len(domain); i++ {
+		if domain[i] >= 0x80 {
+			a, err := idna.Lookup.ToASCII(domain)
+			return strings.ToLower(a), err == nil
+		}
+	}
+	return "", false
+}
+
+// ALabelAddress returns addr with its domain in A-labels (see ALabels),
+// or as it is when that needs or allows no change: the address a user of
+// jörg@bücher.example types is the account jörg@xn--bcher-kva.example.
+func ALabelAddress(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return addr
+	}
+	if d, ok := ALabels(addr[at+1:]); ok {
+		return addr[:at+1] + d
+	}
+	return addr
 }

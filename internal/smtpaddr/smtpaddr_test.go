@@ -21,3 +21,20 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
+
+func TestALabels(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"jörg@bücher.test", "jörg@xn--bcher-kva.test"},
+		{"jörg@Bücher.TEST", "jörg@xn--bcher-kva.test"},
+		{"a@example.test", "a@example.test"}, // nothing to do
+		{"a@b\u2488.test", "a@b\u2488.test"}, // not convertible: as it is
+		{"no-at-sign", "no-at-sign"},
+	} {
+		if got := ALabelAddress(c.in); got != c.want {
+			t.Errorf("ALabelAddress(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	if _, ok := ALabels("example.test"); ok {
+		t.Error("ALabels of an ASCII name reports a conversion")
+	}
+}

@@ -397,9 +397,6 @@ func (sc *searcher) matchText(c *imapv2.SearchCriteria, e *entry, info store.Blo
 	}
 	defer blob.Close()
 	mr := &msgReader{ra: blob, size: blob.Size()}
-	if info.HeaderLen > 0 {
-		mr.hdrLen = int64(len(e.m.Prefix)) + info.HeaderLen
-	}
 	var hdr, decoded string // the header, as written and decoded, once read
 	read := false
 	for _, s := range c.Text {

@@ -592,9 +592,22 @@ func (s *boltStore) commitSolo(c *call) bool {
 
 // canLog tells whether a commit with a record of recLen bytes can go
 // through the log: in log mode, with no checkpoint due.
+//
+// A checkpoint is due after checkpointCommits commits, checkpointBytes
+// of log, or once checkpointPending pages are held from reuse. bbolt
+// reuses at once a page that a commit since the checkpoint wrote and a
+// later one freed, so the same few pages (the paths to the last leaves
+// of the mailbox and blob trees) take a lone writer's commits over and
+// over: a checkpoint's fdatasync writes them once, however many commits
+// it covers. But a page from the end of the file, or one the
+// checkpoint's reader sees, is held until the next checkpoint once
+// freed: in a file that grows (no free pages left) most are, and the
+// count of held pages ends the interval before the file grows by more
+// than checkpointPending pages of them.
 func (s *boltStore) canLog(recLen int) bool {
 	return s.walOn.Load() && s.reader != nil &&
-		s.sinceCheckpoint+1 < checkpointCommits && s.logBytes+int64(recLen) < checkpointBytes
+		s.sinceCheckpoint+1 < checkpointCommits && s.logBytes+int64(recLen) < checkpointBytes &&
+		s.db.Stats().PendingPageN < checkpointPending
 }
 
 // answer publishes the events of committed calls and answers them. err

@@ -1295,3 +1295,62 @@ func TestBackupHasFreelist(t *testing.T) {
 	// And the store goes on logging after it.
 	walOps(t, s, 6, 4, false)
 }
+
+// TestCheckpointInterval: in a file that grows, whose freed pages are
+// held until the next checkpoint, the count of held pages ends the
+// interval long before checkpointCommits, so the file does not grow by
+// more than about checkpointPending pages of them; once pages are free to
+// reuse, a lone writer's commits go on past that count without a
+// checkpoint, up to checkpointCommits.
+func TestCheckpointInterval(t *testing.T) {
+	holdCheckpoints(t)
+	s, _ := walSetup(t)
+	ctx := context.Background()
+	appendOne := func(i int) {
+		t.Helper()
+		if _, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage(fmt.Sprint(i), 2000)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st0, _ := StatsOf(s)
+	maxHeld := 0
+	const n = 600
+	for i := range n {
+		appendOne(i)
+		maxHeld = max(maxHeld, s.db.Stats().PendingPageN)
+	}
+	st1, _ := StatsOf(s)
+	if st1.Checkpoints-st0.Checkpoints < 2 {
+		t.Fatalf("%d checkpoints in %d appends to a growing file, want several", st1.Checkpoints-st0.Checkpoints, n)
+	}
+	// A commit frees at most a few dozen pages past the bound.
+	if maxHeld > checkpointPending+64 {
+		t.Fatalf("%d pages held from reuse, want at most about %d", maxHeld, checkpointPending)
+	}
+
+	// Expunging everything leaves free pages (and, held until the
+	// checkpoints of the next commits, the pages it freed); from then on
+	// a lone writer's commits reuse the pages freed since the checkpoint.
+	msgs, err := s.Messages(alice, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uids := make([]uint32, len(msgs))
+	for i, m := range msgs {
+		uids[i] = m.UID
+	}
+	if _, err := s.Expunge(alice, "INBOX", uids); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		appendOne(n + i)
+	}
+	st2, _ := StatsOf(s)
+	for i := range n {
+		appendOne(2*n + i)
+	}
+	st3, _ := StatsOf(s)
+	if got := st3.Checkpoints - st2.Checkpoints; got != 0 {
+		t.Fatalf("%d checkpoints in %d appends reusing free pages, want none (checkpointCommits %d)", got, n, checkpointCommits)
+	}
+}

@@ -14,11 +14,11 @@ import (
 // thousand logins each hashing with argon2id's tens of MiB, a big import,
 // a full-body FETCH of a large mailbox — an idle server therefore keeps
 // hundreds of MiB resident that it no longer uses. The trimmer watches the
-// allocation rate; once the process has been quiet for one tick and more
-// than trimMinFree of free heap is still held, it runs debug.FreeOSMemory
-// (one GC, then every free page back to the OS) and releases the database
-// pages the process has mapped while reading (store.ReleaseMapped: they
-// stay in the page cache). Under steady load it does nothing, so it costs
+// allocation rate; once the process has been quiet for one tick it
+// releases the database pages the process has mapped while reading or
+// writing (store.ReleaseMapped: they stay in the page cache) and, if more
+// than trimMinFree of free heap is still held, runs debug.FreeOSMemory
+// (one GC, then every free page back to the OS). Under steady load it does nothing, so it costs
 // no throughput.
 const (
 	trimInterval = time.Second
@@ -46,26 +46,34 @@ func readMem(samples []metrics.Sample) memReading {
 	return r
 }
 
-// trimmer decides, from two consecutive readings, whether to trim. After
-// a trim it waits for new activity before trimming again, so a quiet
-// process pays for one GC, not one per tick.
+// trimmer decides, from two consecutive readings, what to give back.
+// On the first quiet tick after activity it releases the mapped database
+// pages, however little heap is free: after a burst of appends or reads
+// that allocated little garbage (IMAP APPENDs, a POP3 download) the map
+// can hold a gigabyte of the file while the heap holds a few MiB. It
+// frees the heap when more than trimMinFree of it is free. After either
+// it waits for new activity before doing it again, so a quiet process
+// pays for one GC, not one per tick.
 type trimmer struct {
-	last    memReading
-	trimmed bool // nothing allocated worth mentioning since the last trim
+	last     memReading
+	trimmed  bool // heap: nothing allocated worth mentioning since the last trim
+	released bool // mapped pages: likewise since the last release
 }
 
-func (t *trimmer) step(now memReading) bool {
+// step reports whether to free the heap and whether to release the
+// mapped pages.
+func (t *trimmer) step(now memReading) (freeHeap, release bool) {
 	allocated := now.allocs - t.last.allocs
 	t.last = now
 	if allocated >= trimQuietBytes {
-		t.trimmed = false
-		return false // busy: the scavenger and the GC keep up
+		t.trimmed, t.released = false, false
+		return false, false // busy: the scavenger and the GC keep up
 	}
-	if t.trimmed || now.free < trimMinFree {
-		return false
+	release, t.released = !t.released, true
+	if !t.trimmed && now.free >= trimMinFree {
+		freeHeap, t.trimmed = true, true
 	}
-	t.trimmed = true
-	return true
+	return freeHeap, release
 }
 
 // trimMemory runs the trimmer until ctx ends; release, if not nil, is
@@ -84,11 +92,14 @@ func trimMemory(ctx context.Context, release func() error) error {
 			return nil
 		case <-tick.C:
 		}
-		if t.step(readMem(samples)) {
+		freeHeap, releaseMapped := t.step(readMem(samples))
+		if freeHeap {
 			debug.FreeOSMemory()
-			if release != nil {
-				release() // an optimisation: an error changes nothing
-			}
+		}
+		if releaseMapped && release != nil {
+			release() // an optimisation: an error changes nothing
+		}
+		if freeHeap || releaseMapped {
 			// The GC of FreeOSMemory allocates a little; do not count it
 			// as new activity.
 			t.last = readMem(samples)

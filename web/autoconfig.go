@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/posthorn/posthorn/internal/smtpaddr"
 )
 
 // The Thunderbird autoconfig document, clientConfig version 1.1
@@ -119,6 +121,12 @@ func (s *Server) serveAutoconfig(w http.ResponseWriter, r *http.Request) {
 func (s *Server) pickDomain(r *http.Request, domains []string) string {
 	served := func(d string) string {
 		d = strings.TrimSuffix(strings.ToLower(d), ".")
+		// Thunderbird sends the address as the user typed it: a
+		// domain in U-labels is ours under its A-labels, the form
+		// the store keeps (RFC 5891 section 5).
+		if a, ok := smtpaddr.ALabels(d); ok {
+			d = a
+		}
 		for _, x := range domains {
 			if strings.EqualFold(x, d) {
 				return x

@@ -145,6 +145,31 @@ func TestAutoconfigUnknownDomain(t *testing.T) {
 	}
 }
 
+// Thunderbird puts the address in the query as the user typed it: a
+// domain in U-labels is the served domain under its A-labels.
+func TestAutoconfigULabelDomain(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	env.AddDomain("xn--bcher-kva.example")
+	for _, path := range []string{
+		"/mail/config-v1.1.xml?emailaddress=j%C3%B6rg%40b%C3%BCcher.example",
+		"/mail/config-v1.1.xml?emailaddress=jorg%40B%C3%9CCHER.example",
+		"/mail/config-v1.1.xml?emailaddress=jorg%40xn--bcher-kva.example",
+	} {
+		code, body, _ := get(t, env.Addr("http"), "autoconfig.xn--bcher-kva.example", path)
+		if code != 200 {
+			t.Errorf("%s: %d, want 200", path, code)
+			continue
+		}
+		var cc tbConfig
+		if err := xml.Unmarshal([]byte(body), &cc); err != nil {
+			t.Fatal(err)
+		}
+		if cc.Provider.ID != "xn--bcher-kva.example" {
+			t.Errorf("%s: provider %q", path, cc.Provider.ID)
+		}
+	}
+}
+
 // A listener that is off is not announced; never a plain socket.
 func TestAutoconfigOmitsDisabled(t *testing.T) {
 	env := harness.Start(t, harness.Options{Configure: func(c *config.Config) {

@@ -25,7 +25,7 @@ func refusal(service, hostname string) []byte {
 // limitListener counts a listener's connections against s.conns before
 // its server sees them, wrapped by sv.wrapConn if set.
 func (s *Server) limitListener(ln net.Listener, sv service) net.Listener {
-	return &connlimit.Listener{
+	l := &connlimit.Listener{
 		Listener: ln,
 		Limiter:  s.conns,
 		Refusal:  refusal(sv.name, s.Config.Hostname),
@@ -35,4 +35,18 @@ func (s *Server) limitListener(ln net.Listener, sv service) net.Listener {
 		},
 		Wrap: sv.wrapConn,
 	}
+	// The IMAP and POP3 servers count their own open connections, as
+	// the port 25 server does; submission is counted here.
+	if sv.name == "submission" || sv.name == "submissions" {
+		wrap := sv.wrapConn
+		l.Wrap = func(c net.Conn) net.Conn {
+			s.Metrics.Inc(metrics.Connections, "protocol", "submission")
+			if wrap != nil {
+				return wrap(c)
+			}
+			return c
+		}
+		l.Closed = func() { s.Metrics.Dec(metrics.Connections, "protocol", "submission") }
+	}
+	return l
 }

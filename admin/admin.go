@@ -204,7 +204,7 @@ func domainAdd(ctx context.Context, env *Env, req Request, out io.Writer) error 
 	}
 	if err := env.Store.AddDomain(d); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return fmt.Errorf("domain %s already exists", d)
+			return fmt.Errorf("domain %s %w", d, store.ErrExists) // "already exists"
 		}
 		return err
 	}

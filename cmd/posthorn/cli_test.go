@@ -123,6 +123,15 @@ func TestCLIStopped(t *testing.T) {
 	}
 	mustFail(t, "no user", "--config", cfg, "user", "del", "nobody@example.org")
 	mustFail(t, "set up already", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", filepath.Dir(cfg))
+	// --force writes the configuration anew and keeps the store, whose
+	// domain and accounts stay; it prints the records as the first run did.
+	out := mustRun(t, "", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", filepath.Dir(cfg), "--force")
+	if !strings.Contains(out, "served already") || !strings.Contains(out, "_dmarc.example.org.") {
+		t.Errorf("init --force over a set-up directory:\n%s", out)
+	}
+	if out := mustRun(t, "", "--config", cfg, "user", "list"); !strings.Contains(out, "bob@example.org") {
+		t.Errorf("init --force lost the accounts: %q", out)
+	}
 	// A bad name is refused before anything is written, so that the
 	// corrected command finds nothing "set up already".
 	fresh := filepath.Join(t.TempDir(), "fresh")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/posthorn/posthorn/admin"
 	"github.com/posthorn/posthorn/certs"
 	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/store"
 )
 
 //go:embed posthorn.toml.tmpl
@@ -47,7 +49,13 @@ func initCommand() *cli.Command {
 				return err
 			}
 			out := c.App.Writer
-			if err := offlineAdmin(c, cfg, admin.Request{Command: "domain add", Args: []string{domain}}); err != nil {
+			err = offlineAdmin(c, cfg, admin.Request{Command: "domain add", Args: []string{domain}})
+			if errors.Is(err, store.ErrExists) && c.Bool("force") {
+				// --force writes the configuration anew over a store
+				// that already serves the domain: keep it, its keys
+				// and its mail.
+				fmt.Fprintf(out, "domain %s is served already: kept with its DKIM keys\n", domain)
+			} else if err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "\nWrote %s and %s.\n\nPublish these DNS records:\n\n", cfg.Path, cfg.Abs(cfg.DataDir))

@@ -25,6 +25,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/posthorn/posthorn/internal/smtpaddr"
 )
 
 // Config is the whole configuration. The TOML keys are a public interface
@@ -471,9 +473,54 @@ func bad(key, format string, args ...any) error {
 	return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
+// hostnameProblem says what keeps h from being a host name that can be
+// the MX target, the EHLO name and a certificate's name, or "": labels of
+// letters, digits and hyphens (underscores are let through, as some
+// machines' names have them), 1 to 63 bytes, neither starting nor
+// ending with a hyphen, 253 bytes in all, no trailing dot (RFC 1123
+// section 2.1, RFC 5321 section 4.1.2), and not an IP address.
+func hostnameProblem(h string) string {
+	if h == "" {
+		return "it is empty"
+	}
+	if a, ok := smtpaddr.ALabels(h); ok {
+		return fmt.Sprintf("write it in A-labels, %q", a)
+	}
+	if net.ParseIP(h) != nil {
+		return "it is an IP address; use the name whose A record points at it"
+	}
+	if strings.HasSuffix(h, ".") {
+		return "write it without the trailing dot"
+	}
+	if len(h) > 253 {
+		return "longer than 253 bytes"
+	}
+	labels := strings.Split(h, ".")
+	for _, l := range labels {
+		switch {
+		case l == "":
+			return "it has an empty label"
+		case len(l) > 63:
+			return "a label is longer than 63 bytes"
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return "a label starts or ends with a hyphen"
+		}
+		for i := 0; i < len(l); i++ {
+			b := l[i]
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_') {
+				return fmt.Sprintf("%q is not allowed in a host name", string(b))
+			}
+		}
+	}
+	if last := labels[len(labels)-1]; strings.Trim(last, "0123456789") == "" {
+		return "its last label is all digits"
+	}
+	return ""
+}
+
 func (c *Config) validate() error {
-	if c.Hostname == "" || strings.ContainsAny(c.Hostname, " \t\r\n/@") || strings.HasPrefix(c.Hostname, ".") {
-		return bad("hostname", "%q is not a host name", c.Hostname)
+	if msg := hostnameProblem(c.Hostname); msg != "" {
+		return bad("hostname", "%q is not a host name: %s", c.Hostname, msg)
 	}
 	if c.DataDir == "" {
 		return bad("data_dir", "must not be empty")

@@ -83,6 +83,15 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"hostname = \"m.example.org\"\nmax_message_bytes = \"big\"\n", "2: max_message_bytes"},
 		{"max_message_bytes = 10\n", "1: max_message_bytes: 10 is too small"},
 		{"hostname = \"bad host\"\n", "1: hostname: \"bad host\" is not a host name"},
+		// The hostname is the MX target and the EHLO name: each of
+		// these made `posthorn dns` print records that do not work.
+		{"hostname = \"mail..example.org\"\n", "1: hostname: \"mail..example.org\" is not a host name: it has an empty label"},
+		{"hostname = \"-mail.example.org\"\n", "1: hostname: \"-mail.example.org\" is not a host name: a label starts"},
+		{"hostname = \"mail.example.org:25\"\n", "1: hostname: \"mail.example.org:25\" is not a host name: \":\" is not allowed"},
+		{"hostname = \"mail.example.org.\"\n", "1: hostname: \"mail.example.org.\" is not a host name: write it without the trailing dot"},
+		{"hostname = \"192.0.2.1\"\n", "1: hostname: \"192.0.2.1\" is not a host name: it is an IP address"},
+		{"hostname = \"mäil.example.org\"\n", "1: hostname: \"mäil.example.org\" is not a host name: write it in A-labels, \"xn--mil-"},
+		{"hostname = \"" + strings.Repeat("a", 64) + ".example.org\"\n", "1: hostname: \"" + strings.Repeat("a", 64) + ".example.org\" is not a host name: a label is longer than 63"},
 		{"\n\nlog_level = \"loud\"\n", "3: log_level"},
 		{"[listen]\nimap = \"nowhere\"\n", "2: listen.imap: \"nowhere\" is not host:port"},
 		{"[listen]\npop3 = \":99999\"\n", "2: listen.pop3: \":99999\" has no valid port"},

@@ -381,6 +381,14 @@ func (w *keyWalker) value(t reflect.Type, prefix string, v *unstable.Node) error
 				return err
 			}
 		}
+	case unstable.String:
+	default:
+		// go-toml hands a number to UnmarshalText as its text, whose
+		// error then carries neither key nor line.
+		if t == reflect.TypeFor[Duration]() {
+			return &Error{Path: w.path, Key: prefix, Line: w.lines[prefix],
+				Msg: "must be a duration in quotes, such as \"5m\" or \"4h\""}
+		}
 	}
 	return nil
 }

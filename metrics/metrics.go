@@ -37,6 +37,20 @@ var help = map[string]string{
 	DataInFlight: "Bytes held by the message bodies being received (SMTP, submission, IMAP APPEND), against limits.max_data_in_flight.",
 }
 
+// initial lists, for the names whose label values are known in advance,
+// the series written at zero before anything counts them: a series that
+// first appears at 1 hides its first increment from rate() and
+// increase(), and an unlabelled zero that disappears once a labelled
+// series exists looks to Prometheus like a series that ended
+// (https://prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics).
+// Names not listed here are written unlabelled at zero until counted.
+var initial = map[string][][]string{
+	Accepted:     {{"via", "smtp"}, {"via", "submission"}},
+	Delivered:    {{"to", "local"}, {"to", "remote"}},
+	AuthFailures: {{"protocol", "imap"}, {"protocol", "pop3"}, {"protocol", "smtp"}},
+	Connections:  {{"protocol", "imap"}, {"protocol", "pop3"}, {"protocol", "smtp"}, {"protocol", "submission"}},
+}
+
 // Registry holds every series.
 type Registry struct {
 	mu     sync.Mutex
@@ -136,6 +150,13 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	for k, f := range gauges {
 		values[k] = f()
 	}
+	for name, sets := range initial {
+		for _, labels := range sets {
+			if k := key(name, labels); !hasKey(values, k) {
+				values[k] = 0
+			}
+		}
+	}
 	for name := range help { // every known name appears, even at zero
 		found := false
 		for k := range values {
@@ -176,4 +197,9 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+func hasKey(m map[string]int64, k string) bool {
+	_, ok := m[k]
+	return ok
 }

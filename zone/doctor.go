@@ -117,8 +117,16 @@ func checkPolicy(ctx context.Context, cfg *config.Config, res *net.Resolver, dom
 	switch {
 	case err != nil:
 		c.Status, c.Detail = StatusWrong, "senders cannot fetch it: "+err.Error()
-		c.Fix = "serve it: set [listen] https = \":443\", with a certificate that names " + host +
-			" ([tls] acme = true obtains one); or do not publish the MTA-STS records"
+		// The https listener is on (Doctor checks the policy only
+		// then): say which half is missing.
+		var certErr *tls.CertificateVerificationError
+		if errors.As(err, &certErr) {
+			c.Fix = "the https listener's certificate must name " + host + " and be trusted by senders: " +
+				"[tls] acme = true obtains one, or set cert_file to one that names it; until then do not publish the MTA-STS records"
+		} else {
+			c.Fix = "point " + host + " at this server (CNAME " + wantMX + ".) and let port 443 reach the https listener (" +
+				cfg.Listen.HTTPS + "); or do not publish the MTA-STS records"
+		}
 	case mode != want || len(mx) != 1 || !strings.EqualFold(mx[0], wantMX):
 		c.Status = StatusWrong
 		c.Detail = fmt.Sprintf("serves mode %s, mx %s; this server's policy is mode %s, mx %s", mode, strings.Join(mx, " "), want, wantMX)

@@ -299,7 +299,7 @@ func TestDoctorFindsProblems(t *testing.T) {
 		"CNAME autoconfig.example.test.":              {zone.StatusWrong, "CNAME mail.example.test."},
 		"certificate for mail.example.test":           {zone.StatusWrong, "renew"},
 		"outbound queue":                              {zone.StatusWarn, "queue list"},
-		"HTTPS mta-sts.example.test (MTA-STS policy)": {zone.StatusWrong, `https = ":443"`},
+		"HTTPS mta-sts.example.test (MTA-STS policy)": {zone.StatusWrong, "reach the https listener (:443)"},
 		"TXT example.test.":                           {zone.StatusOK, ""},
 		"SRV _pop3._tcp.example.test.":                {zone.StatusOK, ""},
 	}
@@ -361,6 +361,30 @@ func TestDoctorPolicyElsewhere(t *testing.T) {
 	c := statusByName(zone.Doctor(context.Background(), cfg, resolver.New(d.Addr), "example.test", nil,
 		zone.QueueSummary{}, time.Now().Add(90*24*time.Hour)))["HTTPS mta-sts.example.test (MTA-STS policy)"]
 	if c.Status != zone.StatusWrong || !strings.Contains(c.Detail, "mx mx.elsewhere.test") || !strings.Contains(c.Fix, "CNAME mail.example.test.") {
+		t.Fatalf("%+v", c)
+	}
+}
+
+// With the self-signed certificate init makes, senders cannot fetch the
+// policy: the fix says the certificate is what is missing, not to set
+// the https listener, which is set.
+func TestDoctorPolicyUntrustedCertificate(t *testing.T) {
+	cfg := testConfig()
+	servePolicy(t, cfg, zone.MTASTSPolicy(cfg))
+	cfg.Outbound.CAFile = "" // the system's roots do not trust the test CA
+	d := publish(t, zone.Zone(zone.Records(cfg, "example.test", nil)))
+	d.Add(t, "mail.example.test. 300 IN A 127.0.0.1")
+	c := statusByName(zone.Doctor(context.Background(), cfg, resolver.New(d.Addr), "example.test", nil,
+		zone.QueueSummary{}, time.Now().Add(90*24*time.Hour)))["HTTPS mta-sts.example.test (MTA-STS policy)"]
+	if c.Status != zone.StatusWrong || !strings.Contains(c.Fix, "certificate must name mta-sts.example.test") ||
+		strings.Contains(c.Fix, "set [listen] https") {
+		t.Fatalf("%+v", c)
+	}
+	// Nothing answering on the policy port: the fix is the address.
+	cfg.Outbound.MTASTSPort = 1
+	c = statusByName(zone.Doctor(context.Background(), cfg, resolver.New(d.Addr), "example.test", nil,
+		zone.QueueSummary{}, time.Now().Add(90*24*time.Hour)))["HTTPS mta-sts.example.test (MTA-STS policy)"]
+	if c.Status != zone.StatusWrong || !strings.Contains(c.Fix, "port 443 reach the https listener") {
 		t.Fatalf("%+v", c)
 	}
 }

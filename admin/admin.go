@@ -119,6 +119,9 @@ func Execute(ctx context.Context, env *Env, req Request, out io.Writer) error {
 
 func nargs(req Request, min, max int, what string) error {
 	if len(req.Args) < min || (max >= 0 && len(req.Args) > max) {
+		if what == "" {
+			return usage("usage: posthorn %s (it takes no arguments)", req.Command)
+		}
 		return usage("usage: posthorn %s %s", req.Command, what)
 	}
 	return nil

@@ -122,6 +122,8 @@ func TestCLIStopped(t *testing.T) {
 		t.Errorf("empty password: %v", err)
 	}
 	mustFail(t, "no user", "--config", cfg, "user", "del", "nobody@example.org")
+	mustFail(t, "usage: posthorn user list (it takes no arguments)", "--config", cfg, "user", "list", "extra")
+	mustFail(t, "usage: posthorn queue list (it takes no arguments)", "--config", cfg, "queue", "list", "extra")
 	mustFail(t, "set up already", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", filepath.Dir(cfg))
 	// --force writes the configuration anew and keeps the store, whose
 	// domain and accounts stay; it prints the records as the first run did.

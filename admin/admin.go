@@ -704,10 +704,14 @@ func queueRetry(ctx context.Context, env *Env, req Request, out io.Writer) error
 			return fmt.Errorf("no queue entry %s", id)
 		}
 	}
+	when := "now"
+	if env.Queue == nil {
+		when = "as soon as the server runs" // the store is ours: it is stopped
+	}
 	if id == "" {
-		fmt.Fprintln(out, "every queue entry will be retried now")
+		fmt.Fprintf(out, "every queue entry will be retried %s\n", when)
 	} else {
-		fmt.Fprintf(out, "queue entry %s will be retried now\n", id)
+		fmt.Fprintf(out, "queue entry %s will be retried %s\n", id, when)
 	}
 	return nil
 }

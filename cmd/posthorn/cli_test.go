@@ -124,6 +124,10 @@ func TestCLIStopped(t *testing.T) {
 	mustFail(t, "no user", "--config", cfg, "user", "del", "nobody@example.org")
 	mustFail(t, "usage: posthorn user list (it takes no arguments)", "--config", cfg, "user", "list", "extra")
 	mustFail(t, "usage: posthorn queue list (it takes no arguments)", "--config", cfg, "queue", "list", "extra")
+	// Stopped, nothing retries now: the entries are due when serve starts.
+	if out := mustRun(t, "", "--config", cfg, "queue", "retry"); out != "every queue entry will be retried as soon as the server runs\n" {
+		t.Errorf("queue retry of a stopped server: %q", out)
+	}
 	mustFail(t, "set up already", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", filepath.Dir(cfg))
 	// --force writes the configuration anew and keeps the store, whose
 	// domain and accounts stay; it prints the records as the first run did.

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -263,7 +264,7 @@ func decodeError(path string, lines map[string]int, err error) error {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, _ := de.Position()
-		return &Error{Path: path, Key: strings.Join(de.Key(), "."), Line: row, Msg: de.Error()}
+		return &Error{Path: path, Key: strings.Join(de.Key(), "."), Line: row, Msg: typeMessage(de.Error())}
 	}
 	// Type mismatches may come without a position; find the key's line.
 	msg := err.Error()
@@ -279,6 +280,25 @@ func decodeError(path string, lines map[string]int, err error) error {
 	}
 	return &Error{Path: path, Key: key, Line: lines[key], Msg: msg}
 }
+
+// typeMessage says in the file's terms what go-toml's "cannot decode
+// TOML string into struct field config.Config.MaxMessageBytes of type
+// int64" means; other messages are kept.
+func typeMessage(msg string) string {
+	m := typeMismatch.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	want := map[string]string{
+		"int": "a whole number", "int64": "a whole number", "bool": "true or false", "string": "a string in quotes",
+	}[m[2]]
+	if want == "" {
+		return msg
+	}
+	return "must be " + want + ", not a TOML " + m[1]
+}
+
+var typeMismatch = regexp.MustCompile(`cannot decode TOML (\w+) into struct field \S+ of type (\S+)`)
 
 // checkKeys walks the keys of the document in order and returns an error
 // for the first one that is not exactly a key of root (the toml tag names

@@ -117,9 +117,14 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"[limits]\ndefault_quota_bytes = -1\n", "2: limits.default_quota_bytes"},
 		{"max_message_bytes = 10485760\n[limits]\nmax_data_in_flight = 10485760\n", "3: limits.max_data_in_flight: 10485760 is too small"},
 		{"[limits]\nmax_data_in_flight = -1\n", "2: limits.max_data_in_flight"},
-		{"hostname = \"a\"\nhostname = \"b\"\n", "2: "},         // duplicate key
-		{"hostname = \"unterminated\n", "1: "},                  // syntax
-		{"[listen]\nsmtp = 25\n", "2: listen.smtp"},             // wrong type
+		{"hostname = \"a\"\nhostname = \"b\"\n", "2: "}, // duplicate key
+		{"hostname = \"unterminated\n", "1: "},          // syntax
+		{"[listen]\nsmtp = 25\n", "2: listen.smtp"},     // wrong type
+		// A wrong type is said in the file's terms, not Go's.
+		{"max_message_bytes = \"50M\"\n", "1: max_message_bytes: must be a whole number, not a TOML string"},
+		{"allow_plaintext_auth = \"yes\"\n", "1: allow_plaintext_auth: must be true or false, not a TOML string"},
+		{"[outbound]\nworkers = 3.5\n", "2: outbound.workers: must be a whole number, not a TOML float"},
+		{"[listen]\n\nimap = 143\n", "3: listen.imap: must be a string in quotes, not a TOML integer"},
 		{"max_message_bytes = 1e400\n", "1: max_message_bytes"}, // out of range
 
 		// Keys are case-sensitive: go-toml's case-insensitive matching

@@ -142,8 +142,13 @@ func Records(cfg *config.Config, domain string, keys []store.DKIMKey) []Record {
 		{d, "TXT", "v=spf1 mx -all", "SPF: only the MX hosts send mail from " + bare},
 	}
 	if host != d {
-		rs = append(rs, Record{host, "TXT", "v=spf1 a -all",
-			"SPF for the HELO name: bounces (empty sender) are checked against it"})
+		c := "SPF for the HELO name: bounces (empty sender) are checked against it"
+		if !strings.HasSuffix(host, "."+d) {
+			// Pasted into this domain's zone it would be out of
+			// zone (ignored, or named host.domain by a provider's form).
+			c += "; it belongs in the zone of " + strings.TrimSuffix(host, ".") + ", not of " + bare
+		}
+		rs = append(rs, Record{host, "TXT", "v=spf1 a -all", c})
 	}
 	for _, k := range keys {
 		k.Domain = bare

@@ -389,6 +389,28 @@ func TestDoctorPolicyUntrustedCertificate(t *testing.T) {
 	}
 }
 
+// The HELO name's SPF record printed with another domain's records
+// says which zone it goes in: pasted into that domain's zone it is out of
+// zone.
+func TestHostnameSPFZone(t *testing.T) {
+	cfg := testConfig()
+	comment := func(domain string) string {
+		for _, r := range zone.Records(cfg, domain, nil) {
+			if r.Name == "mail.example.test." && r.Type == "TXT" {
+				return r.Comment
+			}
+		}
+		t.Fatalf("%s: no SPF record for the hostname", domain)
+		return ""
+	}
+	if c := comment("example.test"); strings.Contains(c, "belongs in the zone") {
+		t.Errorf("example.test: %q", c)
+	}
+	if c := comment("other.test"); !strings.Contains(c, "belongs in the zone of mail.example.test, not of other.test") {
+		t.Errorf("other.test: %q", c)
+	}
+}
+
 // TestDoctorNoDNS: when no lookup answers, doctor says so once, rather
 // than calling every record missing and telling to publish it.
 func TestDoctorNoDNS(t *testing.T) {

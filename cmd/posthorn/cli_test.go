@@ -146,6 +146,17 @@ func TestCLIStopped(t *testing.T) {
 	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
 		t.Errorf("init with a bad name left %s behind: %v", fresh, err)
 	}
+	// So is a data directory that cannot be made: fixed, init runs.
+	blocked := t.TempDir()
+	if err := os.WriteFile(filepath.Join(blocked, "data"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, "data", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", blocked)
+	if _, err := os.Stat(filepath.Join(blocked, "posthorn.toml")); !os.IsNotExist(err) {
+		t.Errorf("init that could not make data/ left posthorn.toml behind: %v", err)
+	}
+	os.Remove(filepath.Join(blocked, "data"))
+	mustRun(t, "", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", blocked)
 	mustRun(t, "", "init", "--domain", "example.org", "--hostname", "mail.example.org", "--dir", fresh)
 	if out := mustRun(t, "", "--config", cfg, "user", "list"); strings.Contains(out, "carol") || strings.Contains(out, "nowhere") || strings.Count(out, "@") != 1 {
 		t.Errorf("store changed by failed commands: %q", out)

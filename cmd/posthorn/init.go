@@ -75,7 +75,7 @@ Next steps:
 
 // setup writes dir/posthorn.toml from cfg and makes the data directory and
 // certificate. It refuses to overwrite an existing set-up unless force.
-func setup(dir string, cfg config.Config, force bool) (config.Config, error) {
+func setup(dir string, cfg config.Config, force bool) (_ config.Config, err error) {
 	cfg.Path = filepath.Join(dir, "posthorn.toml")
 	if !force {
 		for _, p := range []string{cfg.Path, cfg.DataPath("posthorn.db")} {
@@ -97,8 +97,19 @@ func setup(dir string, cfg config.Config, force bool) (config.Config, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return cfg, err
 	}
+	_, statErr := os.Stat(cfg.Path)
 	if err := os.WriteFile(cfg.Path, buf.Bytes(), 0o640); err != nil {
 		return cfg, err
+	}
+	if os.IsNotExist(statErr) {
+		// A set-up that fails half-way (an unwritable data_dir) must
+		// not leave a posthorn.toml that makes the next try say
+		// "set up already".
+		defer func() {
+			if err != nil {
+				os.Remove(cfg.Path)
+			}
+		}()
 	}
 	if err := os.MkdirAll(loaded.DataPath(""), 0o700); err != nil {
 		return cfg, err

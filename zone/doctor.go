@@ -245,6 +245,10 @@ func checkTXT(ctx context.Context, res *net.Resolver, r Record, c *Check) error 
 	for _, t := range txts {
 		if strings.HasPrefix(strings.TrimSpace(t), prefix) {
 			found = append(found, t)
+		} else if prefix == "v=DKIM1" && tags(t)["v"] == "" && tags(t)["p"] != "" {
+			// v= is optional in a DKIM key record (RFC 6376
+			// section 3.6.1): a record with p= and no v= is a key.
+			found = append(found, t)
 		}
 	}
 	switch {

@@ -411,6 +411,35 @@ func TestHostnameSPFZone(t *testing.T) {
 	}
 }
 
+// A DKIM key record without its optional v=DKIM1 tag (RFC 6376 section
+// 3.6.1) is the key: doctor found "no v=DKIM1 record" and asked to
+// publish it again.
+func TestDoctorDKIMWithoutVersion(t *testing.T) {
+	cfg := testConfig()
+	keys := testKeys(t)
+	d := publish(t, zone.Zone(zone.Records(cfg, "example.test", keys)))
+	for _, r := range zone.Records(cfg, "example.test", keys) {
+		if strings.Contains(r.Name, "._domainkey.") {
+			d.Remove(r.Name, dns.TypeTXT)
+			d.Add(t, r.Name+" 300 IN TXT "+zone.QuoteTXT(strings.TrimPrefix(r.Value, "v=DKIM1; ")))
+		}
+	}
+	checks := zone.Doctor(context.Background(), cfg, resolver.New(d.Addr), "example.test", keys,
+		zone.QueueSummary{}, time.Now().Add(90*24*time.Hour))
+	n := 0
+	for _, c := range checks {
+		if strings.Contains(c.Name, "._domainkey.") {
+			n++
+			if c.Status != zone.StatusOK {
+				t.Errorf("%s: %s (%s)", c.Name, c.Status, c.Detail)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no DKIM check")
+	}
+}
+
 // TestDoctorNoDNS: when no lookup answers, doctor says so once, rather
 // than calling every record missing and telling to publish it.
 func TestDoctorNoDNS(t *testing.T) {

@@ -505,8 +505,9 @@ func bad(key, format string, args ...any) error {
 // the MX target, the EHLO name and a certificate's name, or "": labels of
 // letters, digits and hyphens (underscores are let through, as some
 // machines' names have them), 1 to 63 bytes, neither starting nor
-// ending with a hyphen, 253 bytes in all, no trailing dot (RFC 1123
-// section 2.1, RFC 5321 section 4.1.2), and not an IP address.
+// ending with a hyphen, 253 bytes in all (RFC 1123 section 2.1, RFC
+// 5321 section 4.1.2), and not an IP address. validate drops a trailing
+// dot first: the name is the same.
 func hostnameProblem(h string) string {
 	if h == "" {
 		return "it is empty"
@@ -516,9 +517,6 @@ func hostnameProblem(h string) string {
 	}
 	if net.ParseIP(h) != nil {
 		return "it is an IP address; use the name whose A record points at it"
-	}
-	if strings.HasSuffix(h, ".") {
-		return "write it without the trailing dot"
 	}
 	if len(h) > 253 {
 		return "longer than 253 bytes"
@@ -547,6 +545,12 @@ func hostnameProblem(h string) string {
 }
 
 func (c *Config) validate() error {
+	// "mail.example.org." (as written in a zone file) is the same name;
+	// the EHLO name, the MX target printed and the certificate's name
+	// are written without the dot.
+	if len(c.Hostname) > 1 {
+		c.Hostname = strings.TrimSuffix(c.Hostname, ".")
+	}
 	if msg := hostnameProblem(c.Hostname); msg != "" {
 		return bad("hostname", "%q is not a host name: %s", c.Hostname, msg)
 	}

@@ -88,7 +88,7 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"hostname = \"mail..example.org\"\n", "1: hostname: \"mail..example.org\" is not a host name: it has an empty label"},
 		{"hostname = \"-mail.example.org\"\n", "1: hostname: \"-mail.example.org\" is not a host name: a label starts"},
 		{"hostname = \"mail.example.org:25\"\n", "1: hostname: \"mail.example.org:25\" is not a host name: \":\" is not allowed"},
-		{"hostname = \"mail.example.org.\"\n", "1: hostname: \"mail.example.org.\" is not a host name: write it without the trailing dot"},
+		{"hostname = \"mail.example.org..\"\n", "1: hostname: \"mail.example.org.\" is not a host name: it has an empty label"},
 		{"hostname = \"192.0.2.1\"\n", "1: hostname: \"192.0.2.1\" is not a host name: it is an IP address"},
 		{"hostname = \"mäil.example.org\"\n", "1: hostname: \"mäil.example.org\" is not a host name: write it in A-labels, \"xn--mil-"},
 		{"hostname = \"" + strings.Repeat("a", 64) + ".example.org\"\n", "1: hostname: \"" + strings.Repeat("a", 64) + ".example.org\" is not a host name: a label is longer than 63"},
@@ -408,5 +408,18 @@ func TestEveryFieldDocumented(t *testing.T) {
 			}
 			prevDoc = field.Doc != nil
 		}
+	}
+}
+
+// TestHostnameTrailingDot: a hostname written as in a zone file, with
+// its trailing dot, is the same name; it loaded before hostname was
+// checked as a host name, and still does, without the dot.
+func TestHostnameTrailingDot(t *testing.T) {
+	c, err := Parse("posthorn.toml", []byte("hostname = \"mail.example.org.\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hostname != "mail.example.org" {
+		t.Fatalf("hostname %q, want mail.example.org", c.Hostname)
 	}
 }

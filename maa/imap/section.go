@@ -171,34 +171,44 @@ func (mr *msgReader) child(mp span, n int) (span, error) {
 		return span{}, errNoParts
 	}
 	delim := []byte("--" + mp.boundary)
-	br := bufio.NewReaderSize(io.NewSectionReader(mr.ra, mp.hdrEnd, mp.end-mp.hdrEnd), 8192)
+	// The buffer holds at least a delimiter and its "--": a line is
+	// compared with the delimiter on its first buffer-full.
+	br := bufio.NewReaderSize(io.NewSectionReader(mr.ra, mp.hdrEnd, mp.end-mp.hdrEnd), max(8192, len(delim)+4))
 	off := mp.hdrEnd
-	lineStart := true
 	prevEOL := int64(0) // length of the line ending before this line
 	count := 0
 	partStart := int64(-1)
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(line) > 0 && lineStart && bytes.HasPrefix(line, delim) {
+		lineLen := int64(len(line))
+		isDelim, closing := false, false
+		if bytes.HasPrefix(line, delim) {
 			rest := bytes.TrimRight(line[len(delim):], " \t\r\n")
-			closing := bytes.Equal(rest, []byte("--"))
-			if len(rest) == 0 || closing {
-				if count == n {
-					return mr.entity(partStart, max(partStart, off-prevEOL), mp.mediaType)
-				}
-				if closing {
-					return span{}, noPart(count)
-				}
-				count++
-				partStart = off + int64(len(line))
+			closing = bytes.Equal(rest, []byte("--"))
+			isDelim = len(rest) == 0 || closing
+		}
+		// The rest of a line longer than the buffer. A delimiter line
+		// may end in any amount of white space, as the store's parser
+		// (splitMultipart) sees it: all of it belongs to the delimiter
+		// line, and anything else makes the line an ordinary one.
+		for err == bufio.ErrBufferFull {
+			line, err = br.ReadSlice('\n')
+			lineLen += int64(len(line))
+			if len(bytes.TrimRight(line, " \t\r\n")) != 0 {
+				isDelim = false
 			}
 		}
-		off += int64(len(line))
-		if err == bufio.ErrBufferFull {
-			lineStart = false
-			continue
+		if isDelim {
+			if count == n {
+				return mr.entity(partStart, max(partStart, off-prevEOL), mp.mediaType)
+			}
+			if closing {
+				return span{}, noPart(count)
+			}
+			count++
+			partStart = off + lineLen
 		}
-		lineStart = true
+		off += lineLen
 		prevEOL = eolLen(line)
 		if err != nil {
 			if err == io.EOF && count == n {

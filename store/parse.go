@@ -78,11 +78,14 @@ func parseBlobInfo(body []byte, opts Options) BlobInfo {
 }
 
 // header reads the header block at the start of b and returns its first
-// maxFields well-formed fields and its length, up to and including the
-// blank line (all of b if there is none). Malformed lines are skipped.
+// maxFields well-formed fields (within the message's budget), and past
+// them the first of each of describedFields, and its length, up to and
+// including the blank line (all of b if there is none). Malformed lines
+// are skipped.
 func (p *mimeParser) header(b []byte) (textproto.Header, int) {
 	var kept []byte
 	n, keep := 0, false
+	var seen uint32 // describedFields kept
 	pos := 0
 	for pos < len(b) {
 		next := len(b)
@@ -104,15 +107,51 @@ func (p *mimeParser) header(b []byte) (textproto.Header, int) {
 			// White space before the colon is obsolete syntax (RFC 5322
 			// section 4.5), kept as the IMAP section locator keeps it.
 			colon := bytes.IndexByte(body, ':')
-			if colon > 0 && mailsyntax.ValidFieldName(bytes.TrimRight(body[:colon], " \t")) && n < p.maxFields && p.budget > 0 {
-				kept = appendLine(kept, body)
+			if colon <= 0 {
+				break
+			}
+			name := bytes.TrimRight(body[:colon], " \t")
+			if !mailsyntax.ValidFieldName(name) {
+				break
+			}
+			k := describedField(name)
+			switch {
+			case n < p.maxFields && p.budget > 0:
 				n++
 				p.budget--
-				keep = true
+			case k < 0 || seen&(1<<k) != 0:
+				continue
 			}
+			// Past the limits, the first field of each name that
+			// BODYSTRUCTURE and ENVELOPE describe is still kept: the
+			// IMAP section locator reads Content-Type wherever it is,
+			// and both must number the parts alike.
+			if k >= 0 {
+				seen |= 1 << k
+			}
+			kept = appendLine(kept, body)
+			keep = true
 		}
 	}
 	return parseHeaderBytes(kept), len(b)
+}
+
+// describedFields are the fields that BODYSTRUCTURE and ENVELOPE are
+// made of (RFC 9051 section 7.5.2).
+var describedFields = []string{
+	"Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Content-Id",
+	"Content-Description", "Content-Language", "Content-Location",
+	"Date", "Subject", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "In-Reply-To", "Message-Id",
+}
+
+// describedField returns the index of name in describedFields, or -1.
+func describedField(name []byte) int {
+	for i, f := range describedFields {
+		if len(f) == len(name) && strings.EqualFold(f, string(name)) {
+			return i
+		}
+	}
+	return -1
 }
 
 func appendLine(dst, line []byte) []byte {

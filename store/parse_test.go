@@ -113,15 +113,17 @@ func TestHeaderLen(t *testing.T) {
 
 func TestParseLimits(t *testing.T) {
 	// MaxHeaderFields: fields past the limit are ignored (but still part
-	// of the header length).
+	// of the header length), except the first of each field that
+	// ENVELOPE and BODYSTRUCTURE describe (TestParsePastFieldLimits).
 	var b bytes.Buffer
 	for i := 0; i < 20; i++ {
 		fmt.Fprintf(&b, "X-F%d: v\r\n", i)
 	}
-	b.WriteString("Subject: late\r\n\r\nbody\r\n")
+	b.WriteString("Content-Language: de\r\nSubject: late\r\nContent-Language: en\r\n\r\nbody\r\n")
 	bi := parseBlobInfo(b.Bytes(), Options{MaxHeaderFields: 10})
-	if bi.Envelope.Subject != "" || bi.HeaderLen != int64(b.Len()-6) {
-		t.Errorf("limited header: subject %q, len %d", bi.Envelope.Subject, bi.HeaderLen)
+	lang := bi.BodyStructure.(*imap.BodyStructureSinglePart).Extended.Language
+	if bi.Envelope.Subject != "late" || len(lang) != 1 || lang[0] != "de" || bi.HeaderLen != int64(b.Len()-6) {
+		t.Errorf("limited header: subject %q, language %q, len %d", bi.Envelope.Subject, lang, bi.HeaderLen)
 	}
 	// MaxMIMEDepth: nesting past the limit becomes an opaque part.
 	msg := nestedMultipart(10)
@@ -297,5 +299,50 @@ func TestObsoleteFieldName(t *testing.T) {
 	bi := parseBlobInfo([]byte("From: a@example.org\r\nSubject : spaced colon\r\nTo\t: b@example.org\r\n\r\nbody\r\n"), Options{})
 	if bi.Envelope.Subject != "spaced colon" || len(bi.Envelope.To) != 1 || bi.Envelope.To[0].Mailbox != "b" {
 		t.Errorf("envelope %+v", bi.Envelope)
+	}
+}
+
+// TestParsePastFieldLimits: a header past the per-block field limit, or
+// past the message's budget, still gives its Content-Type (and the
+// ENVELOPE fields). They were dropped: a multipart/alternative part
+// after 1,100 X- fields was described as text/plain while the IMAP
+// section locator, which reads the whole header, found its two parts at
+// BODY[1.1] and BODY[1.2]; a Subject after 1,100 Received fields was
+// NIL in the ENVELOPE.
+func TestParsePastFieldLimits(t *testing.T) {
+	var many strings.Builder
+	for i := range 1100 {
+		fmt.Fprintf(&many, "X-F%d: v\r\n", i)
+	}
+	msg := "Subject: top\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n" + many.String() +
+		"Content-Type: multipart/alternative; boundary=i\r\nContent-Type: text/plain\r\n\r\n" +
+		"--i\r\nContent-Type: text/plain\r\n\r\nx\r\n--i\r\nContent-Type: text/html\r\n\r\ny\r\n--i--\r\n--o--\r\n"
+	bs, ok := parseBlobInfo([]byte(msg), Options{}).BodyStructure.(*imap.BodyStructureMultiPart)
+	if !ok || len(bs.Children) != 1 {
+		t.Fatalf("BODYSTRUCTURE %#v", bs)
+	}
+	alt, ok := bs.Children[0].(*imap.BodyStructureMultiPart)
+	if !ok || alt.Subtype != "alternative" || len(alt.Children) != 2 {
+		t.Errorf("part 1 %#v, want multipart/alternative with two parts (the first Content-Type)", bs.Children[0])
+	}
+
+	received := strings.ReplaceAll(many.String(), "X-F", "Received: from h")
+	env := parseBlobInfo([]byte(received+"From: a@example.org\r\nSubject: late\r\nSubject: second\r\n\r\nbody\r\n"), Options{}).Envelope
+	if env.Subject != "late" || len(env.From) != 1 || env.From[0].Addr() != "a@example.org" {
+		t.Errorf("ENVELOPE %+v", env)
+	}
+
+	// Past the message's budget of fields, in a later part.
+	var parts strings.Builder
+	for range 110 {
+		parts.WriteString("--o\r\n" + many.String() + "\r\nfiller\r\n")
+	}
+	parts.WriteString("--o\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\n\r\nx\r\n--i\r\n\r\ny\r\n--i--\r\n--o--\r\n")
+	bs, ok = parseBlobInfo([]byte("Content-Type: multipart/mixed; boundary=o\r\n\r\n"+parts.String()), Options{}).BodyStructure.(*imap.BodyStructureMultiPart)
+	if !ok || len(bs.Children) != 111 {
+		t.Fatalf("BODYSTRUCTURE of %d parts", len(bs.Children))
+	}
+	if last, ok := bs.Children[110].(*imap.BodyStructureMultiPart); !ok || len(last.Children) != 2 {
+		t.Errorf("part 111 %#v, want multipart/alternative with two parts", bs.Children[110])
 	}
 }

@@ -50,10 +50,15 @@ type mimeParser struct {
 }
 
 // scanFactor bounds multipart splitting to this many passes over the
-// message (plus scanSlack bytes); ordinary messages, a few levels deep,
-// stay far below it.
+// message (plus scanSlack bytes). Each multipart level around a large
+// attachment costs one pass: a mail forwarded as an attachment five
+// times over is six levels, and with 4 passes its inner parts were
+// described as one opaque application/octet-stream (Dovecot describes
+// them all). 16 passes cover such chains; a hostile 45 MB message
+// nested 50 deep with a near-delimiter on every line costs about 0.3 s
+// to parse, once, at delivery.
 const (
-	scanFactor = 4
+	scanFactor = 16
 	scanSlack  = 1 << 20
 )
 

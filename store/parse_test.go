@@ -346,3 +346,36 @@ func TestParsePastFieldLimits(t *testing.T) {
 		t.Errorf("part 111 %#v, want multipart/alternative with two parts", bs.Children[110])
 	}
 }
+
+// TestParseForwardChain: a message with a 2 MB attachment forwarded as
+// an attachment five times over is six multiparts around the attachment,
+// each scanned once. With a scanning budget of 4 passes over the
+// message, the inner ones were described as an opaque
+// application/octet-stream, and the attachment could not be seen.
+func TestParseForwardChain(t *testing.T) {
+	att := strings.Repeat(strings.Repeat("QUJD", 19)+"\r\n", 2<<20/76)
+	msg := "Subject: report\r\nContent-Type: multipart/mixed; boundary=L0\r\n\r\n--L0\r\n\r\nsee attachment\r\n" +
+		"--L0\r\nContent-Type: application/pdf; name=report.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n" + att + "--L0--\r\n"
+	for i := 1; i <= 5; i++ {
+		msg = fmt.Sprintf("Subject: Fwd %d\r\nContent-Type: multipart/mixed; boundary=F%d\r\n\r\n--F%d\r\n\r\nforwarding\r\n"+
+			"--F%d\r\nContent-Type: message/rfc822\r\n\r\n%s--F%d--\r\n", i, i, i, i, msg, i)
+	}
+	bs := parseBlobInfo([]byte(msg), Options{}).BodyStructure
+	for level := 5; level >= 0; level-- {
+		mp, ok := bs.(*imap.BodyStructureMultiPart)
+		if !ok || len(mp.Children) != 2 {
+			t.Fatalf("level %d: %s, want multipart/mixed with two parts", level, bs.MediaType())
+		}
+		bs = mp.Children[1]
+		if level > 0 {
+			m, ok := bs.(*imap.BodyStructureSinglePart)
+			if !ok || m.MessageRFC822 == nil {
+				t.Fatalf("level %d: part 2 is %s, want message/rfc822", level, bs.MediaType())
+			}
+			bs = m.MessageRFC822.BodyStructure
+		}
+	}
+	if bs.MediaType() != "application/pdf" {
+		t.Errorf("innermost attachment: %s, want application/pdf", bs.MediaType())
+	}
+}

@@ -33,6 +33,12 @@ const (
 	maxTotalHeaderField = 100000
 )
 
+// MaxHeaderBytes is how much of a header block its fields are read from;
+// the block still ends at its blank line, however far. The IMAP section
+// locator reads as much of a part's header to find its Content-Type, and
+// both must see the same fields to number the parts alike.
+const MaxHeaderBytes = 1 << 20
+
 // mimeParser computes a BlobInfo from a message held in memory, working on
 // byte slices: each level of MIME nesting scans its part once; nesting
 // deeper than maxDepth, or past a scanning budget of a few passes over
@@ -99,10 +105,17 @@ func (p *mimeParser) header(b []byte) (textproto.Header, int) {
 		}
 		line := b[pos:next]
 		body := bytes.TrimRight(line, "\r\n")
+		start := pos
 		pos = next
 		switch {
 		case len(body) == 0 && len(line) > 0 && (line[0] == '\n' || line[0] == '\r'):
 			return parseHeaderBytes(kept), pos
+		case start >= MaxHeaderBytes:
+			continue // past the fields read; looking for the blank line
+		case next > MaxHeaderBytes:
+			body = bytes.TrimRight(b[start:MaxHeaderBytes], "\r\n")
+		}
+		switch {
 		case line[0] == ' ' || line[0] == '\t':
 			if keep {
 				kept = appendLine(kept, body)

@@ -20,8 +20,9 @@ import (
 // to the part, over the store's chunked io.ReaderAt; then the bytes are
 // streamed with an io.SectionReader. Nothing is parsed beyond the part.
 
-// maxHeaderBytes bounds how much of one header is read into memory.
-const maxHeaderBytes = 1 << 20
+// maxHeaderBytes bounds how much of one header is read into memory; the
+// store's parser reads the fields of as much (store.MaxHeaderBytes).
+const maxHeaderBytes = store.MaxHeaderBytes
 
 // errNoPart: the section does not exist; the FETCH answers an empty string
 // (as Dovecot does) rather than failing the command.
@@ -97,9 +98,40 @@ func (mr *msgReader) headerInto(buf []byte, start, end int64) ([]byte, int64, er
 			return buf[:i], start + int64(i), nil
 		}
 		if n >= limit {
-			return buf, start + n, nil
+			hdrEnd, err := mr.headerEnd(buf, start+n, end)
+			return buf, hdrEnd, err
 		}
 		step *= 2
+	}
+}
+
+// headerEnd finds the end of a header longer than the maxHeaderBytes kept
+// in buf, from pos on: the store's parser takes the body to start after
+// the blank line however far it is (only the fields in the first
+// maxHeaderBytes count), and so must the section locator.
+func (mr *msgReader) headerEnd(buf []byte, pos, end int64) (int64, error) {
+	br := bufio.NewReaderSize(io.NewSectionReader(mr.ra, pos, end-pos), 8192)
+	lineStart := false
+	// The line that buf ends in goes on; is it only CRs so far?
+	onlyCR := len(bytes.TrimLeft(buf[bytes.LastIndexByte(buf, '\n')+1:], "\r")) == 0
+	for {
+		chunk, err := br.ReadSlice('\n')
+		pos += int64(len(chunk))
+		if lineStart {
+			onlyCR = true
+		}
+		body, lf := bytes.CutSuffix(chunk, []byte("\n"))
+		onlyCR = onlyCR && len(bytes.TrimLeft(body, "\r")) == 0
+		if lf && onlyCR {
+			return pos, nil
+		}
+		lineStart = lf
+		switch {
+		case err == io.EOF:
+			return end, nil
+		case err != nil && err != bufio.ErrBufferFull:
+			return 0, err
+		}
 	}
 }
 

@@ -398,6 +398,38 @@ func TestSectionsAgreeOnLongLines(t *testing.T) {
 	}
 }
 
+// TestSectionsAgreeOnHugeHeaders: a part header longer than the
+// maxHeaderBytes the locator reads ends at its blank line for both
+// parsers, and both read the fields of its first maxHeaderBytes only.
+// The locator took the header to end at 1 MiB: BODY[1] of a part with
+// 1.5 MB of header fields began inside them, and BODY[1.1] and
+// BODY[1.2], which BODYSTRUCTURE described, were empty.
+func TestSectionsAgreeOnHugeHeaders(t *testing.T) {
+	st := sectionsStore(t)
+	var big strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&big, "X-Big%d: %s\r\n", i, strings.Repeat("v", 150000))
+	}
+	alt := "--i\r\nContent-Type: text/plain\r\n\r\nx\r\n--i\r\nContent-Type: text/html\r\n\r\ny\r\n--i--\r\n"
+	for _, msg := range []string{
+		// Content-Type within the first MiB, the blank line past it.
+		"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/alternative; boundary=i\r\n" +
+			big.String() + "\r\n" + alt + "--o\r\n\r\nlast\r\n--o--\r\n",
+		// Content-Type past it: not read by either.
+		"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n" + big.String() +
+			"Content-Type: multipart/alternative; boundary=i\r\n\r\n" + alt + "--o\r\n\r\nlast\r\n--o--\r\n",
+		// The top-level header, and a blank line of CRs split by the 1 MiB mark.
+		big.String() + strings.Repeat("x", maxHeaderBytes-big.Len()%maxHeaderBytes-1) + "\n\r\r\nbody\r\n",
+	} {
+		checkSectionsAgree(t, st, []byte(msg))
+	}
+	msg := "Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/alternative; boundary=i\r\n" +
+		big.String() + "\r\n" + alt + "--o--\r\n"
+	if got := sectionBytes(t, []byte(msg), &imapv2.FetchItemBodySection{Part: []int{1, 2}}); string(got) != "y" {
+		t.Errorf("BODY[1.2] = %.40q, want \"y\"", got)
+	}
+}
+
 // sectionsStore opens a store with one account for checkSectionsAgree.
 func sectionsStore(tb testing.TB) store.Store {
 	tb.Helper()

@@ -70,26 +70,13 @@ func (t *txn) addBlobRef(id uint64) error {
 }
 
 // releaseBlob drops one reference; the last one frees the chunks and the
-// info.
+// info (or dooms the blob while a reader has it: see blobPin).
 func (t *txn) releaseBlob(id uint64) error {
 	n := t.blobRefs(id)
 	if n > 1 {
 		return t.setBlobRefs(id, n-1)
 	}
-	data := t.tx.Bucket(bucketBlobData)
-	for i := uint32(0); ; i++ {
-		k := chunkKey(id, i)
-		if data.Get(k) == nil {
-			break
-		}
-		if err := data.Delete(k); err != nil {
-			return err
-		}
-	}
-	if err := t.tx.Bucket(bucketBlobInfo).Delete(u64Key(id)); err != nil {
-		return err
-	}
-	return t.tx.Bucket(bucketBlobRefs).Delete(u64Key(id))
+	return t.releaseLast(id)
 }
 
 // BlobInfo returns what was parsed of a body when it was stored.
@@ -143,17 +130,26 @@ func (s *boltStore) OpenMessage(m Message) (Blob, error) {
 }
 
 func (s *boltStore) openMessageBlob(id uint64, prefix []byte) (Blob, error) {
+	// Pinned first: a transaction that frees the blob after this view
+	// then dooms it instead (see blobPin).
+	if err := s.pin(id); err != nil {
+		return nil, err
+	}
 	var size int64
 	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketBlobInfo).Get(u64Key(id))
 		if v == nil {
 			return fmt.Errorf("blob %d: %w", id, ErrNotFound)
 		}
+		if refs := tx.Bucket(bucketBlobRefs).Get(u64Key(id)); len(refs) == 4 && binary.BigEndian.Uint32(refs) == 0 {
+			return fmt.Errorf("blob %d: %w", id, ErrNotFound) // doomed: no message has it
+		}
 		var err error
 		size, _, err = blobInfoLens(id, v)
 		return err
 	})
 	if err != nil {
+		s.unpin(id)
 		return nil, err
 	}
 	return &blobReader{s: s, id: id, prefix: prefix, size: int64(len(prefix)) + size, cached: -1}, nil
@@ -212,8 +208,8 @@ func (s *boltStore) Headers(msgs []Message) ([][]byte, error) {
 
 // blobReader reads a body chunk by chunk, each chunk in its own short read
 // transaction: no transaction stays open while the caller waits on a
-// slow client. If the blob is freed meanwhile (its last message
-// expunged), reads fail with ErrNotFound.
+// slow client. The blob stays until Close, even if its last message is
+// expunged meanwhile (see blobPin).
 type blobReader struct {
 	s      *boltStore
 	id     uint64
@@ -224,10 +220,20 @@ type blobReader struct {
 	off    int64  // for Read and Seek
 	cached int64  // chunk number in chunk, -1 for none
 	chunk  []byte // copy of the last chunk read
+	closed bool
 }
 
-func (r *blobReader) Size() int64  { return r.size }
-func (r *blobReader) Close() error { return nil }
+func (r *blobReader) Size() int64 { return r.size }
+func (r *blobReader) Close() error {
+	r.mu.Lock()
+	closed := r.closed
+	r.closed = true
+	r.mu.Unlock()
+	if !closed {
+		r.s.unpin(r.id)
+	}
+	return nil
+}
 
 func (r *blobReader) Read(p []byte) (int, error) {
 	r.mu.Lock()

@@ -62,16 +62,26 @@ func TestBlobReadAtSeek(t *testing.T) {
 	if !bytes.Equal(got, body) {
 		t.Fatal("OpenBlob content")
 	}
-	// Once freed, reads fail cleanly.
+	// Expunged while readers have it open, the body stays readable until
+	// the last of them closes, then it is freed.
+	bb.Close()
 	s.Expunge(alice, "INBOX", []uint32{msgs[0].UID})
-	if _, err := b.ReadAt(p, 0); err != nil {
-		t.Fatal("prefix read must still work without the blob")
-	}
-	if _, err := b.ReadAt(p, int64(len(prefix)+2*ChunkSize)); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("read of freed blob: %v", err)
-	}
 	if _, err := s.OpenBlob(msgs[0].BlobID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("OpenBlob of freed blob: %v", err)
+		t.Fatalf("OpenBlob of an expunged message's blob: %v", err)
+	}
+	b.Seek(0, io.SeekStart)
+	if got, err := io.ReadAll(b); err != nil || !bytes.Equal(got, whole) {
+		t.Fatalf("read after expunge: %d bytes, %v; want the whole message", len(got), err)
+	}
+	if _, err := s.BlobInfo(msgs[0].BlobID); err != nil {
+		t.Fatalf("blob gone while a reader has it: %v", err)
+	}
+	b.Close()
+	if _, err := s.BlobInfo(msgs[0].BlobID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("blob still there after its last reader closed: %v", err)
+	}
+	if infos, refs, chunks := blobCounts(t, s); infos != 0 || refs != 0 || chunks != 0 {
+		t.Fatalf("%d infos %d refs %d chunks left", infos, refs, chunks)
 	}
 }
 
@@ -166,5 +176,52 @@ func TestHeaders(t *testing.T) {
 	hdrs[0] = append(hdrs[0], 'x')
 	if !bytes.Equal(hdrs[1], want[1]) {
 		t.Fatal("appending to one header changed the next")
+	}
+}
+
+// TestDoomedBlobFreedAtOpen: a body still being read when the store
+// closed (or crashed) after its last message was expunged is freed when
+// the store next opens; the other messages' bodies stay.
+func TestDoomedBlobFreedAtOpen(t *testing.T) {
+	s, path := openTest(t, Options{})
+	ctx := context.Background()
+	for _, subj := range []string{"gone", "kept"} {
+		if _, err := s.Append(ctx, alice, "INBOX", NewMessage{Body: testMessage(subj, 2*ChunkSize)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs, _ := s.Messages(alice, "INBOX")
+	b, err := s.OpenMessage(msgs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Expunge(alice, "INBOX", []uint32{msgs[0].UID}); err != nil {
+		t.Fatal(err)
+	}
+	if infos, refs, _ := blobCounts(t, s); infos != 2 || refs != 1 {
+		t.Fatalf("while read: %d infos %d refs, want the doomed blob kept with a count record", infos, refs)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close() // too late: the store is closed
+	st, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s2 := st.(*boltStore)
+	keptChunks := (len(testMessage("kept", 2*ChunkSize)) + ChunkSize - 1) / ChunkSize
+	if infos, refs, chunks := blobCounts(t, s2); infos != 1 || refs != 0 || chunks != keptChunks {
+		t.Fatalf("after reopening: %d infos %d refs %d chunks, want only the kept message's", infos, refs, chunks)
+	}
+	kept, _ := s2.Messages(alice, "INBOX")
+	r, err := s2.OpenMessage(kept[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, _ := io.ReadAll(r); !bytes.Equal(got, testMessage("kept", 2*ChunkSize)) {
+		t.Fatal("the kept message's body changed")
 	}
 }

@@ -134,6 +134,9 @@ type boltStore struct {
 	syncWG          sync.WaitGroup // the syncer
 	roomFree        atomic.Int64   // bytes free on the file system, as last seen (CheckRoom)
 	roomAt          atomic.Int64   // when, in Unix nanoseconds
+	pinMu           sync.Mutex
+	pins            map[uint64]*blobPin // blobs being read or freed (see blobPin)
+	bgFrees         sync.WaitGroup      // doomed blobs being freed after their readers
 	failMu          sync.Mutex
 	failErr         error // a failed fsync: every write fails from then on (see fail)
 	owed            error // a failed write: a checkpoint is owed (see fail)
@@ -197,6 +200,10 @@ func Open(path string, opts Options) (st Store, err error) {
 	s.committerIdle.Store(true) // as it is until a first call comes
 	s.wg.Add(1)
 	go s.committer()
+	if err := s.freeDoomed(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("store: %s: freeing bodies of expunged messages: %w", path, err)
+	}
 	return s, nil
 }
 
@@ -346,6 +353,7 @@ func initBuckets(db *bolt.DB) error {
 func (s *boltStore) Close() error {
 	var err error
 	s.once.Do(func() {
+		s.bgFrees.Wait()
 		close(s.quit)
 		s.wg.Wait()
 		s.commitMu.Lock()

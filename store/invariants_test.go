@@ -204,6 +204,7 @@ func TestConcurrentAppendExpunge(t *testing.T) {
 					continue
 				}
 				data, err := io.ReadAll(b)
+				b.Close()
 				if err == nil && (int64(len(data)) != m.Size || !bytes.HasPrefix(data, []byte("From: Bob"))) {
 					t.Errorf("message %d: read %d bytes, size %d", m.UID, len(data), m.Size)
 				}
@@ -216,6 +217,7 @@ func TestConcurrentAppendExpunge(t *testing.T) {
 	if len(uids) != writers*per {
 		t.Fatalf("%d appends acknowledged", len(uids))
 	}
+	s.bgFrees.Wait()
 	checkRefcounts(t, s)
 }
 

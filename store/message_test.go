@@ -38,6 +38,7 @@ func TestCopyExpungeRefcounts(t *testing.T) {
 	if got, _ := io.ReadAll(b); !bytes.Equal(got, body) {
 		t.Fatal("copy unreadable after expunge of the original")
 	}
+	b.Close()
 	res, err = s.Move(alice, "Archive", []uint32{arch[0].UID}, "Trash")
 	if err != nil || len(res.DstUIDs) != 1 {
 		t.Fatalf("move %+v %v", res, err)

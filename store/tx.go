@@ -20,7 +20,11 @@ type txn struct {
 	s      *boltStore
 	events []Event
 	cache  *decodeCache // shared by the calls of one write transaction; may be nil
+	done   []func(committed bool)
 }
+
+// onDone has fn run once the transaction has committed or rolled back.
+func (t *txn) onDone(fn func(committed bool)) { t.done = append(t.done, fn) }
 
 // decodeCache keeps the decoded account and mailbox records of a write
 // transaction: the calls of a group commit mostly update the same ones,
@@ -490,6 +494,13 @@ func (s *boltStore) apply(calls []*call, want uint64) (a applied) {
 	})
 	if a.err == nil {
 		s.freelistSynced = !s.db.NoFreelistSync
+	}
+	for _, t := range a.txns {
+		if t != nil {
+			for _, fn := range t.done {
+				fn(a.err == nil)
+			}
+		}
 	}
 	s.commitNs.Add(int64(time.Since(start)))
 	return a

@@ -368,7 +368,7 @@ func TestE2EInUseAndExpunged(t *testing.T) {
 		t.Errorf("RETR 1 = %q", lines)
 	}
 	// The message expunged by the other session is not counted as left.
-	c.cmd("+OK "+env.Config.Hostname+" POP3 server signing off (1 messages left)", "QUIT")
+	c.cmd("+OK "+env.Config.Hostname+" POP3 server signing off (1 message left)", "QUIT")
 	other.cmd("+OK", "USER %s", harness.User)
 	other.cmd("+OK", "PASS %s", harness.Password) // released
 }

@@ -261,6 +261,6 @@ func (ss *session) openMaildrop(account string) error {
 	ss.log = ss.log.With("account", account)
 	count, size := drop.stat()
 	ss.log.Info("logged in", "messages", count)
-	ss.okf("Maildrop has %d messages (%d octets)", count, size)
+	ss.okf("Maildrop has %s (%d octets)", messages(count), size)
 	return nil
 }

@@ -92,6 +92,15 @@ func (ss *session) listing(args, usage string, value func(n int, e *entry) strin
 	return nil
 }
 
+// messages says "1 message" or "n messages" (RFC 1939 section 6's
+// examples: "+OK dewey POP3 server signing off (2 messages left)").
+func messages(n int) string {
+	if n == 1 {
+		return "1 message"
+	}
+	return strconv.Itoa(n) + " messages"
+}
+
 // cmdDELE marks a message as deleted (RFC 1939 section 5); it is removed
 // only at QUIT.
 func (ss *session) cmdDELE(args string) error {
@@ -116,7 +125,7 @@ func (ss *session) cmdRSET(args string) error {
 		ss.drop.msgs[i].deleted = false
 	}
 	count, size := ss.drop.stat()
-	ss.okf("Maildrop has %d messages (%d octets)", count, size)
+	ss.okf("Maildrop has %s (%d octets)", messages(count), size)
 	return nil
 }
 
@@ -155,7 +164,7 @@ func (ss *session) update() error {
 	if count := d.left(); count == 0 {
 		ss.okf("%s POP3 server signing off (maildrop empty)", ss.srv.Hostname)
 	} else {
-		ss.okf("%s POP3 server signing off (%d messages left)", ss.srv.Hostname, count)
+		ss.okf("%s POP3 server signing off (%s left)", ss.srv.Hostname, messages(count))
 	}
 	return nil
 }

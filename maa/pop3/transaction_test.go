@@ -191,3 +191,23 @@ func TestStateTable(t *testing.T) {
 	c.cmdOK("quit")
 	c.expectEOF()
 }
+
+// One message is "1 message", not "1 messages", in the greeting after
+// login, after RSET and at QUIT (RFC 1939 section 6's examples).
+func TestOneMessageWording(t *testing.T) {
+	srv, st := newTestServer(t)
+	st.add(alice, msg1)
+	c := dial(t, serve(t, srv, false))
+	c.starttls()
+	c.cmdOK("USER " + alice)
+	want := fmt.Sprintf("+OK Maildrop has 1 message (%d octets)", len(msg1))
+	if got := c.cmdOK("PASS " + alicePwd); got != want {
+		t.Errorf("PASS = %q, want %q", got, want)
+	}
+	if got := c.cmdOK("RSET"); got != want {
+		t.Errorf("RSET = %q, want %q", got, want)
+	}
+	if got := c.cmdOK("QUIT"); !strings.HasSuffix(got, "(1 message left)") {
+		t.Errorf("QUIT = %q", got)
+	}
+}

@@ -559,3 +559,46 @@ func TestE2EAccountEnded(t *testing.T) {
 		})
 	}
 }
+
+// TestE2ERetrWhileExpunged: IMAP expunges the message a POP3 client is
+// in the middle of downloading. The download completes, byte for byte,
+// and the session's QUIT still applies its DELE; before, the body's
+// chunks were freed under the reader and the server closed the session
+// mid-message (probe 9), losing the DELE.
+func TestE2ERetrWhileExpunged(t *testing.T) {
+	env := harness.Start(t, harness.Options{})
+	fill(t, env, 1)
+	// Message 2: 12 MB, far more than the socket buffers hold, so the
+	// server is still reading chunks when the expunge commits.
+	var big strings.Builder
+	big.WriteString("From: bob@example.test\r\nSubject: big\r\n\r\n")
+	for i := 0; big.Len() < 12<<20; i++ {
+		fmt.Fprintf(&big, "line %07d of a large message, to be read while it is expunged\r\n", i)
+	}
+	if _, err := env.Server.Store.Deliver(context.Background(), []byte(big.String()),
+		[]store.Delivery{{Account: harness.User, Mailbox: "INBOX"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := popLogin(t, env)
+	defer c.Close()
+	c.raw.(*net.TCPConn).SetReadBuffer(256 << 10)
+	c.cmd("+OK", "DELE 1")
+	c.cmd("+OK", "RETR 2")
+	first, err := c.ReadLine()
+	if err != nil || first != "From: bob@example.test" {
+		t.Fatalf("first line %q, %v", first, err)
+	}
+	expungeSecond(t, env)
+	rest, err := c.ReadDotLines()
+	if err != nil {
+		t.Fatalf("RETR cut short after %d more lines: %v", len(rest), err)
+	}
+	got := first + "\r\n" + strings.Join(rest, "\r\n") + "\r\n"
+	if got != big.String() {
+		t.Fatalf("RETR gave %d bytes, want the %d of the message", len(got), big.Len())
+	}
+	c.cmd("+OK", "QUIT")
+	if n := inboxCount(t, env); n != 0 {
+		t.Fatalf("%d messages left in INBOX, want 0: the DELE of message 1 was lost", n)
+	}
+}

@@ -373,7 +373,9 @@ type Store interface {
 	// BlobInfos returns many at once, for a header sync.
 	BlobInfos(ids []uint64) (map[uint64]BlobInfo, error)
 	// OpenBlob reads a body chunk by chunk; each Read or ReadAt opens its
-	// own short read transaction.
+	// own short read transaction. The body stays readable until Close,
+	// even if its last message is expunged meanwhile; Close frees it then
+	// (see blobPin), so every Blob must be closed.
 	OpenBlob(id uint64) (Blob, error)
 	// OpenMessage reads a message's bytes: its Prefix, then its blob.
 	OpenMessage(m Message) (Blob, error)

@@ -45,7 +45,10 @@ func (q *Queue) attempt(ctx context.Context, id string) error {
 		rs := q.deliverDomain(ctx, e, domain, rcpts, body)
 		results = append(results, rs...)
 		if ctx.Err() != nil {
-			return ctx.Err() // nothing recorded: the attempt is repeated
+			// Shutdown: the attempt is repeated, but not for the
+			// recipients that a server (or our MDA) has taken already.
+			q.keepDelivered(e, results)
+			return ctx.Err()
 		}
 	}
 	for _, r := range results {
@@ -188,6 +191,40 @@ func (q *Queue) count(results []result, giveUp bool) {
 	q.Metrics.Add(metrics.Delivered, int64(delivered), "to", "remote")
 	q.Metrics.Add(metrics.Bounced, int64(failed))
 	q.Metrics.Add(metrics.Deferred, int64(deferred))
+}
+
+// keepDelivered records the delivered recipients of an attempt cut
+// short by shutdown, and nothing else: the others are tried again as if
+// the attempt had not been made, and no DSN is sent for them yet.
+func (q *Queue) keepDelivered(e store.QueueEntry, results []result) {
+	delivered := map[string]bool{}
+	for _, r := range results {
+		if r.Delivered {
+			delivered[r.Address] = true
+		}
+	}
+	if len(delivered) == 0 || q.wasDropped(e.ID) {
+		return
+	}
+	left := 0
+	for i := range e.Recipients {
+		rc := &e.Recipients[i]
+		if !rc.Done && delivered[rc.Address] {
+			rc.Done, rc.LastError = true, ""
+		}
+		if !rc.Done {
+			left++
+		}
+	}
+	var err error
+	if left == 0 {
+		err = q.Store.DeleteQueueEntry(e.ID)
+	} else {
+		err = q.Store.UpdateQueueEntry(e)
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		q.Logger.Error("recording deliveries at shutdown failed", "queue_id", e.ID, "err", err)
+	}
 }
 
 // defer_ records an attempt that could not run at all (a local problem).

@@ -1,6 +1,8 @@
 package outbound_test
 
 import (
+	"context"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -166,5 +168,48 @@ func TestSlowDestinationLeavesWorkers(t *testing.T) {
 	e.run(t)
 	if got := f.wait(t); got.Rcpts[0] != "fast@remote.test" {
 		t.Fatalf("got %v", got.Rcpts)
+	}
+}
+
+// TestShutdownKeepsEarlierDomains: a shutdown during the transaction
+// with one domain keeps what the other domains' servers already took, so
+// the restarted queue does not send them the message again.
+func TestShutdownKeepsEarlierDomains(t *testing.T) {
+	f := startFakeMX(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := 0
+	f.mu.Lock()
+	f.beforeData = func() {
+		f.mu.Lock()
+		n++
+		second := n == 2
+		f.mu.Unlock()
+		if second { // the second domain: shut down before its 250
+			cancel()
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	f.mu.Unlock()
+	e := newQueueEnv(t, f.port())
+	e.Q.Workers = 1
+	e.mx(t, "one.test")
+	e.mx(t, "two.test")
+	qe := e.enqueue(t, "alice@local.test", "alice@local.test", "bob@one.test", "carol@two.test")
+	done := make(chan struct{})
+	go func() { e.Q.Run(ctx); close(done) }()
+	first := f.wait(t)
+	<-done
+	got, err := e.St.QueueEntry(qe.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return // both taken and recorded: fine
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range got.Recipients {
+		if r.Address == first.Rcpts[0] && !r.Done {
+			t.Errorf("%s took the message before the shutdown, but it is still to be sent: %+v", r.Address, got.Recipients)
+		}
 	}
 }

@@ -21,6 +21,7 @@ type result struct {
 	Status    string // enhanced status code, "5.1.1"
 	Diag      string // "smtp; 550 5.1.1 no such user" or our own words
 	RemoteMTA string // host that answered, if any
+	LastDiag  string // with GaveUp: the last attempt's Diag (Diagnostic-Code)
 	Local     bool   // one of our mailboxes (deliverLocal)
 }
 
@@ -162,7 +163,7 @@ func (q *Queue) apply(e *store.QueueEntry, results []result, now time.Time, give
 			rc.Done, rc.Failed = true, true
 			failed = append(failed, r)
 		case giveUp:
-			r.Permanent, r.GaveUp, r.Status = true, true, "4.4.7"
+			r.Permanent, r.GaveUp, r.Status, r.LastDiag = true, true, "4.4.7", r.Diag
 			r.Diag = "gave up after " + humanDuration(q.giveUpAfter()) + "; last error: " + r.Diag
 			rc.Done, rc.Failed, rc.LastError = true, true, r.Diag
 			failed = append(failed, r)

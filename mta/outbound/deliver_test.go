@@ -154,8 +154,9 @@ func TestDelayNoticeZeroIsNever(t *testing.T) {
 	}
 }
 
-// TestGiveUpDSNWording: the give-up DSN says how long in words, and does
-// not call a temporary error permanent.
+// TestGiveUpDSNWording: the give-up DSN says how long in words, does
+// not call a temporary error permanent, and gives the remote's last reply
+// as the Diagnostic-Code.
 func TestGiveUpDSNWording(t *testing.T) {
 	f := startFakeMX(t, func(string, int) error { return rcptError(451, smtp.EnhancedCode{4, 2, 1}, "busy") })
 	e := newQueueEnv(t, f.port())
@@ -166,6 +167,11 @@ func TestGiveUpDSNWording(t *testing.T) {
 	dsn := e.MDA.wait(t)
 	if !strings.Contains(dsn, "gave up after 5 days; last error: smtp; 451 4.2.1 busy") || strings.Contains(dsn, "permanent") {
 		t.Fatalf("give-up DSN:\n%s", dsn)
+	}
+	// The status part carries the remote's own reply, typed smtp, and
+	// says that time ran out with its Status.
+	if !strings.Contains(dsn, "Status: 5.4.7\r\nRemote-MTA: dns; mx.remote.test\r\nDiagnostic-Code: smtp; 451 4.2.1 busy\r\n") {
+		t.Fatalf("give-up DSN status part:\n%s", dsn)
 	}
 	e.waitEmpty(t)
 }

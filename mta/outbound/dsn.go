@@ -223,6 +223,13 @@ func writeStatus(b *bytes.Buffer, hostname string, e store.QueueEntry, rs []resu
 			fmt.Fprintf(b, "Remote-MTA: dns; %s\r\n", r.RemoteMTA)
 		}
 		diag := clean(r.Diag)
+		if r.GaveUp && r.LastDiag != "" {
+			// What the remote server last said, as its own type ("smtp;
+			// 451 4.2.1 ...", RFC 3464 section 2.3.6), as Postfix
+			// does; Status 5.4.7 and the text part say that time ran
+			// out.
+			diag = clean(r.LastDiag)
+		}
 		if !e.SMTPUTF8 {
 			diag = asciiOnly(diag)
 		}

@@ -133,6 +133,12 @@ func (q *Queue) record(ctx context.Context, e store.QueueEntry, body []byte, res
 		return q.Store.DeleteQueueEntry(e.ID)
 	}
 	e.NextAttempt = now.Add(q.backoff(e.Attempts))
+	// The last try is at the end of the lifetime, not up to RetryMax
+	// after it: the delay notice told the sender that retries end then
+	// (Will-Retry-Until), and the bounce should follow on time.
+	if end := e.Created.Add(q.giveUpAfter()); e.NextAttempt.After(end) && end.After(now) {
+		e.NextAttempt = end
+	}
 	return q.Store.UpdateQueueEntry(e)
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/metrics"
+	"github.com/posthorn/posthorn/store"
 )
 
 func rcptError(code int, ec smtp.EnhancedCode, msg string) error {
@@ -429,4 +430,22 @@ func TestTLSFailureFallsBackToPlaintext(t *testing.T) {
 		t.Fatal("TLS claimed with a server that cannot do it")
 	}
 	e.waitEmpty(t)
+}
+
+// TestLastRetryAtEndOfLifetime: the retry after a temporary failure is
+// not scheduled past GiveUpAfter, so the bounce comes when the delay
+// notice's Will-Retry-Until said, not up to RetryMax later.
+func TestLastRetryAtEndOfLifetime(t *testing.T) {
+	f := startFakeMX(t, func(string, int) error { return rcptError(451, smtp.EnhancedCode{4, 2, 1}, "busy") })
+	e := newQueueEnv(t, f.port())
+	e.Q.GiveUpAfter = time.Hour
+	e.Q.RetryInitial, e.Q.RetryMax = time.Hour, time.Hour
+	e.mx(t, "remote.test")
+	e.run(t)
+	created := time.Now().Add(-59 * time.Minute)
+	qe := e.enqueueAt(t, created, "bob@remote.test")
+	got := e.waitEntry(t, qe.ID, func(qe store.QueueEntry) bool { return qe.Attempts == 1 })
+	if end := created.Add(time.Hour); got.NextAttempt.After(end.Add(time.Second)) {
+		t.Fatalf("next attempt at %v, after the end of the lifetime %v", got.NextAttempt, end)
+	}
 }

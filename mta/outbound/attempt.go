@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,12 +102,18 @@ func (q *Queue) record(ctx context.Context, e store.QueueEntry, body []byte, res
 	}
 	now := q.now()
 	giveUp := now.Sub(e.Created) >= q.giveUpAfter()
+	before := e
+	before.Recipients = slices.Clone(e.Recipients)
 	failed, delayed, pending := q.apply(&e, results, now, giveUp)
 	q.count(results, giveUp)
 	if len(failed) > 0 {
 		if err := q.sendDSN(ctx, e, body, failed, actionFailed); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err() // shutdown: nothing recorded, the attempt is repeated
+				// Shutdown: the failures are not recorded, so the
+				// attempt and its DSN are repeated, but the
+				// deliveries are.
+				q.keepDelivered(before, results)
+				return ctx.Err()
 			}
 			// sendDSN queues a DSN it cannot deliver, so this is a store
 			// that takes no new entry. The failed recipients stay failed

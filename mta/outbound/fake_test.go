@@ -179,6 +179,8 @@ type fakeMDA struct {
 	// goes to stored.
 	mailboxes map[string]int
 	stored    chan mda.Envelope
+	// hook, if set, runs first in each Deliver; its error is returned.
+	hook func(ctx context.Context) error
 }
 
 func newFakeMDA() *fakeMDA {
@@ -193,6 +195,14 @@ func (m *fakeMDA) Resolve(addr string) (mda.Route, error) {
 }
 
 func (m *fakeMDA) Deliver(ctx context.Context, env mda.Envelope, body []byte) (mda.Result, error) {
+	m.mu.Lock()
+	hook := m.hook
+	m.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx); err != nil {
+			return mda.Result{}, err
+		}
+	}
 	m.mu.Lock()
 	full, ours := m.mailboxes[env.Recipients[0]]
 	if ours && full > 0 {

@@ -213,3 +213,41 @@ func TestShutdownKeepsEarlierDomains(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownDuringDSNKeepsDeliveries: a shutdown while the bounce for
+// one recipient is being delivered keeps the other recipient's delivery;
+// the failed one is tried (and bounced) again later.
+func TestShutdownDuringDSNKeepsDeliveries(t *testing.T) {
+	f := startFakeMX(t, func(rcpt string, _ int) error {
+		if strings.HasPrefix(rcpt, "nobody@") {
+			return rcptError(550, smtp.EnhancedCode{5, 1, 1}, "no such user")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := newQueueEnv(t, f.port())
+	e.Q.Workers = 1
+	e.MDA.hook = func(dctx context.Context) error {
+		cancel()
+		<-dctx.Done()
+		return dctx.Err()
+	}
+	e.mx(t, "remote.test")
+	qe := e.enqueue(t, "alice@local.test", "alice@local.test", "bob@remote.test", "nobody@remote.test")
+	done := make(chan struct{})
+	go func() { e.Q.Run(ctx); close(done) }()
+	<-done
+	got, err := e.St.QueueEntry(qe.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range got.Recipients {
+		switch {
+		case r.Address == "bob@remote.test" && !r.Done:
+			t.Errorf("bob took the message, but it is still to be sent: %+v", got.Recipients)
+		case r.Address == "nobody@remote.test" && r.Done:
+			t.Errorf("nobody's failure is recorded, but its DSN was not sent: %+v", got.Recipients)
+		}
+	}
+}

@@ -139,7 +139,12 @@ func (q *Queue) deliverHost(ctx context.Context, e store.QueueEntry, h host, add
 		results = append(results, out.results...)
 		keep = out.reusable
 		if len(out.rest) == 0 {
-			return results, false
+			// A server that deferred every recipient (a 4xx to each
+			// RCPT, or to the end of the data: its spool is full, say)
+			// decided nothing: the next host may take the message now,
+			// as Postfix tries a backup MX, rather than after the
+			// retry backoff.
+			return results, first && allTemporary(results)
 		}
 		// RFC 5321 section 4.5.3.1.10: a 452 reply to RCPT after others
 		// were accepted is the server's limit of recipients per
@@ -324,6 +329,16 @@ func (q *Queue) transaction(c *smtp.Client, env envelope, h host, rcpts []string
 	}
 	out.reusable = true
 	return out
+}
+
+// allTemporary reports whether every result is a temporary failure.
+func allTemporary(rs []result) bool {
+	for _, r := range rs {
+		if r.Delivered || r.Permanent {
+			return false
+		}
+	}
+	return len(rs) > 0
 }
 
 func isReply(err error) bool {

@@ -449,3 +449,65 @@ func TestLastRetryAtEndOfLifetime(t *testing.T) {
 		t.Fatalf("next attempt at %v, after the end of the lifetime %v", got.NextAttempt, end)
 	}
 }
+
+// TestNextMXWhenAllDeferred: a preferred MX that answers 451 to the end
+// of the data (its spool is full) decided nothing; the next MX takes the
+// message in the same attempt, as Postfix goes on to a backup MX.
+func TestNextMXWhenAllDeferred(t *testing.T) {
+	f := startFakeMX(t, nil)
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(f.port())))
+	if err != nil {
+		t.Skip("cannot listen on 127.0.0.2:", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				c.Write([]byte("220 full.two.test ESMTP\r\n"))
+				inData := false
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					cmd := strings.ToUpper(strings.TrimSpace(line))
+					switch {
+					case inData && cmd == ".":
+						inData = false
+						c.Write([]byte("451 4.3.1 spool full\r\n"))
+					case inData:
+					case strings.HasPrefix(cmd, "EHLO"):
+						c.Write([]byte("250 full.two.test\r\n"))
+					case cmd == "DATA":
+						inData = true
+						c.Write([]byte("354 go\r\n"))
+					case cmd == "QUIT":
+						c.Write([]byte("221 bye\r\n"))
+						return
+					default:
+						c.Write([]byte("250 ok\r\n"))
+					}
+				}
+			}()
+		}
+	}()
+	e := newQueueEnv(t, f.port())
+	e.Q.RetryInitial, e.Q.RetryMax = time.Hour, time.Hour // no second attempt in time
+	e.DNS.Add(t, "two.test. 300 IN MX 5 full.two.test.", "full.two.test. 300 IN A 127.0.0.2",
+		"two.test. 300 IN MX 10 mx.two.test.", "mx.two.test. 300 IN A 127.0.0.1")
+	e.run(t)
+	e.enqueue(t, "alice@local.test", "alice@local.test", "x@two.test")
+	select {
+	case <-f.ch:
+	case <-time.After(3 * time.Second):
+		es, _ := e.St.QueueEntries()
+		t.Fatalf("the backup MX did not get the message: %+v", es)
+	}
+	e.waitEmpty(t)
+}

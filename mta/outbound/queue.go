@@ -28,8 +28,10 @@
 //     A 452 to RCPT after others were accepted is the server's recipient
 //     limit: the rest go at once in another transaction.
 //   - MX lookup follows RFC 5321 section 5.1: preference order, equal
-//     preferences shuffled, the next host on a connection failure or a
-//     temporary failure before any recipient was accepted, the domain's
+//     preferences shuffled, the next host on a connection failure, a
+//     temporary failure before any recipient was accepted, or a
+//     transaction where every recipient failed temporarily (a 4xx to
+//     each RCPT or to the end of the data), the domain's
 //     own A/AAAA when it has no MX, and RFC 7505's null MX ("MX 0 .") as a
 //     permanent failure (5.1.10). Host addresses are looked up through
 //     Resolver, never the system's, so outbound.dns_server governs all.

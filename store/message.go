@@ -213,8 +213,8 @@ func (t *txn) addMessage(addr string, acct *Account, mb *Mailbox, m Message) (Me
 	return m, msgs.Put(uidKey(m.UID), encodeMessage(m))
 }
 
-// removeMessage deletes m from a mailbox, releasing its blob.
-func (t *txn) removeMessage(addr string, acct *Account, mb *Mailbox, m Message) error {
+// removeMessage deletes m from a mailbox, releasing its blob if release.
+func (t *txn) removeMessage(addr string, acct *Account, mb *Mailbox, m Message, release bool) error {
 	if err := t.messagesBucket(addr, mb.ID).Delete(uidKey(m.UID)); err != nil {
 		return err
 	}
@@ -224,6 +224,9 @@ func (t *txn) removeMessage(addr string, acct *Account, mb *Mailbox, m Message) 
 	}
 	mb.Size -= m.Size
 	acct.UsedBytes = max(0, acct.UsedBytes-m.Size)
+	if !release {
+		return nil
+	}
 	return t.releaseBlob(m.BlobID)
 }
 

@@ -52,8 +52,8 @@ func (t *txn) blobRefs(id uint64) uint32 {
 // setBlobRefs sets a blob's count, n >= 1: 1 is no record.
 func (t *txn) setBlobRefs(id uint64, n uint32) error {
 	refs := t.tx.Bucket(bucketBlobRefs)
-	if t.s != nil {
-		t.s.refWrites.Add(1)
+	if t.s != nil && t.s.refWritten != nil {
+		t.s.refWritten(id)
 	}
 	if n == 1 {
 		return refs.Delete(u64Key(id)) // a missing key: nothing written

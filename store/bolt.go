@@ -128,7 +128,7 @@ type boltStore struct {
 	committerIdle   atomic.Bool    // the committer waits for a first call
 	applies         chan soloApply // to the applier (commitSolo)
 	solos           atomic.Uint64  // commits made by commitSolo, for tests
-	refWrites       atomic.Uint64  // blob reference records put or deleted, for tests
+	refWritten      func(uint64)   // sees each blob reference record put or deleted, for tests
 	syncDone        chan struct{}  // a log write ended (buffered, 1)
 	pending         sync.WaitGroup // jobs not yet answered
 	replaySkipped   int            // operations of the log skipped at Open (see refused)

@@ -203,13 +203,24 @@ func (t *txn) copyMessages(addr, src string, uids []uint32, dst string, move boo
 			return CopyResult{}, err
 		}
 	}
-	var added []Message
-	for _, m := range srcMsgs {
-		if !move {
-			if err := t.addBlobRef(m.BlobID); err != nil {
+	if !move {
+		// In blob order: the records go into one node that bbolt splits
+		// only at commit, and an insert before the end of it shifts the
+		// rest, so copying a mailbox whose blobs are out of UID order (one
+		// filled by moves from several folders) took quadratic time.
+		ids := make([]uint64, len(srcMsgs))
+		for i, m := range srcMsgs {
+			ids[i] = m.BlobID
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			if err := t.addBlobRef(id); err != nil {
 				return CopyResult{}, err
 			}
 		}
+	}
+	var added []Message
+	for _, m := range srcMsgs {
 		nm, err := t.addMessage(addr, &acct, &dmb, Message{Size: m.Size, InternalDate: m.InternalDate, Flags: m.Flags, BlobID: m.BlobID, Prefix: m.Prefix})
 		if err != nil {
 			return CopyResult{}, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 )
 
@@ -273,12 +274,14 @@ func TestMoveKeepsBlobRefs(t *testing.T) {
 	for i := range uids {
 		uids[i] = uint32(i + 1)
 	}
-	w := s.refWrites.Load()
+	var w int
+	s.refWritten = func(uint64) { w++ }
 	res, err := s.Move(alice, "INBOX", uids, "Archive")
+	s.refWritten = nil
 	if err != nil || len(res.DstUIDs) != n {
 		t.Fatalf("move: %d moved, %v", len(res.DstUIDs), err)
 	}
-	if got := s.refWrites.Load() - w; got != 0 {
+	if got := w; got != 0 {
 		t.Fatalf("move wrote %d blob reference records, want 0", got)
 	}
 	if in, _ := s.Messages(alice, "INBOX"); len(in) != 0 {
@@ -307,6 +310,58 @@ func TestMoveKeepsBlobRefs(t *testing.T) {
 	b.Close()
 	s.Expunge(alice, "Archive", res.DstUIDs)
 	s.Expunge(alice, "Trash", []uint32{1})
+	if infos, refs, chunks := blobCounts(t, s); infos+refs+chunks != 0 {
+		t.Fatalf("after expunging all: %d infos %d refs %d chunks left", infos, refs, chunks)
+	}
+}
+
+// TestCopyRefsInBlobOrder: a copy writes its blob reference records in
+// blob order, whatever the UID order of the source. They all go into one
+// node that bbolt splits only at commit, and each insert before its end
+// shifts the rest: copying 40,000 messages of a mailbox filled by moves
+// from two folders took 6 s (100,000: about 40 s), against 0.2 s for the
+// same messages in blob order.
+func TestCopyRefsInBlobOrder(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	const n = 2000
+	msgs := make([]NewMessage, n)
+	for i := range msgs {
+		msgs[i] = NewMessage{Body: testMessage(fmt.Sprintf("m%d", i), 100)}
+	}
+	if _, err := s.AppendMany(context.Background(), alice, "INBOX", msgs); err != nil {
+		t.Fatal(err)
+	}
+	seq := func(a, b uint32) (u []uint32) {
+		for ; a <= b; a++ {
+			u = append(u, a)
+		}
+		return u
+	}
+	// Archive's UIDs 1..1000 hold the newer bodies, 1001..2000 the older.
+	for _, part := range [][]uint32{seq(n/2+1, n), seq(1, n/2)} {
+		if _, err := s.Move(alice, "INBOX", part, "Archive"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []uint64
+	s.refWritten = func(id uint64) { ids = append(ids, id) }
+	res, err := s.Copy(alice, "Archive", seq(1, n), "Trash")
+	s.refWritten = nil
+	if err != nil || len(res.DstUIDs) != n {
+		t.Fatalf("copy: %d copied, %v", len(res.DstUIDs), err)
+	}
+	if len(ids) != n || !slices.IsSorted(ids) {
+		t.Fatalf("%d reference records written, in blob order: %v; want %d in order", len(ids), slices.IsSorted(ids), n)
+	}
+	arch, _ := s.Messages(alice, "Archive")
+	trash, _ := s.Messages(alice, "Trash")
+	for i := range arch {
+		if trash[i].BlobID != arch[i].BlobID || blobRefCount(t, s, arch[i].BlobID) != 2 {
+			t.Fatalf("message %d: blob %d copied as %d, refcount %d", i, arch[i].BlobID, trash[i].BlobID, blobRefCount(t, s, arch[i].BlobID))
+		}
+	}
+	s.Expunge(alice, "Archive", seq(1, n))
+	s.Expunge(alice, "Trash", seq(1, n))
 	if infos, refs, chunks := blobCounts(t, s); infos+refs+chunks != 0 {
 		t.Fatalf("after expunging all: %d infos %d refs %d chunks left", infos, refs, chunks)
 	}

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/posthorn/posthorn/config"
+	"github.com/posthorn/posthorn/internal/smtpaddr"
 	"github.com/posthorn/posthorn/mda"
 	"github.com/posthorn/posthorn/store"
 )
@@ -171,23 +172,16 @@ func Domain(s string) (string, error) {
 		}
 		d = a
 	}
-	if d == "" || len(d) > 253 || !strings.Contains(d, ".") {
+	if !strings.Contains(d, ".") {
 		return "", fmt.Errorf("%q is not a valid domain name", s)
-	}
-	for _, label := range strings.Split(d, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return "", fmt.Errorf("%q is not a valid domain name", s)
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return "", fmt.Errorf("%q is not a valid domain name", s)
-			}
-		}
 	}
 	// A top-level label is never all digits (RFC 3696 section 2): that is
 	// an IP address, which mail reaches as an address literal only.
-	if tld := d[strings.LastIndexByte(d, '.')+1:]; strings.Trim(tld, "0123456789") == "" {
+	if tld := d[strings.LastIndexByte(d, '.')+1:]; tld != "" && strings.Trim(tld, "0123456789") == "" {
 		return "", fmt.Errorf("%q is not a valid domain name (an IP address?)", s)
+	}
+	if smtpaddr.NameProblem(d, false) != "" {
+		return "", fmt.Errorf("%q is not a valid domain name", s)
 	}
 	if strings.Contains(d, "xn--") {
 		if _, err := idna.Lookup.ToUnicode(d); err != nil {

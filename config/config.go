@@ -502,46 +502,18 @@ func bad(key, format string, args ...any) error {
 }
 
 // hostnameProblem says what keeps h from being a host name that can be
-// the MX target, the EHLO name and a certificate's name, or "": labels of
-// letters, digits and hyphens (underscores are let through, as some
-// machines' names have them), 1 to 63 bytes, neither starting nor
-// ending with a hyphen, 253 bytes in all (RFC 1123 section 2.1, RFC
-// 5321 section 4.1.2), and not an IP address. validate drops a trailing
-// dot first: the name is the same.
+// the MX target, the EHLO name and a certificate's name, or "" (see
+// smtpaddr.NameProblem; underscores are let through, as some machines'
+// names have them; RFC 5321 section 4.1.2), nor an IP address. validate
+// drops a trailing dot first: the name is the same.
 func hostnameProblem(h string) string {
-	if h == "" {
-		return "it is empty"
-	}
 	if a, ok := smtpaddr.ALabels(h); ok {
 		return fmt.Sprintf("write it in A-labels, %q", a)
 	}
 	if net.ParseIP(h) != nil {
 		return "it is an IP address; use the name whose A record points at it"
 	}
-	if len(h) > 253 {
-		return "longer than 253 bytes"
-	}
-	labels := strings.Split(h, ".")
-	for _, l := range labels {
-		switch {
-		case l == "":
-			return "it has an empty label"
-		case len(l) > 63:
-			return "a label is longer than 63 bytes"
-		case l[0] == '-' || l[len(l)-1] == '-':
-			return "a label starts or ends with a hyphen"
-		}
-		for i := 0; i < len(l); i++ {
-			b := l[i]
-			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_') {
-				return fmt.Sprintf("%q is not allowed in a host name", string(b))
-			}
-		}
-	}
-	if last := labels[len(labels)-1]; strings.Trim(last, "0123456789") == "" {
-		return "its last label is all digits"
-	}
-	return ""
+	return smtpaddr.NameProblem(h, true)
 }
 
 func (c *Config) validate() error {

@@ -152,7 +152,8 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 	}
 	for name, sets := range initial {
 		for _, labels := range sets {
-			if k := key(name, labels); !hasKey(values, k) {
+			k := key(name, labels)
+			if _, ok := values[k]; !ok {
 				values[k] = 0
 			}
 		}
@@ -197,9 +198,4 @@ func (r *Registry) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	return n, nil
-}
-
-func hasKey(m map[string]int64, k string) bool {
-	_, ok := m[k]
-	return ok
 }

@@ -8,6 +8,7 @@
 package smtpaddr
 
 import (
+	"fmt"
 	"strings"
 
 	"golang.org/x/net/idna"
@@ -85,4 +86,40 @@ func ALabelAddress(addr string) string {
 		return addr[:at+1] + d
 	}
 	return addr
+}
+
+// NameProblem says what keeps name, in ASCII and without a trailing dot,
+// from being a DNS host name, or "": labels of letters, digits and
+// hyphens (and underscores, if underscore), 1 to 63 bytes, neither
+// starting nor ending with a hyphen, 253 bytes in all (RFC 1123 section
+// 2.1), the last one not all digits (that is an IP address: RFC 3696
+// section 2).
+func NameProblem(name string, underscore bool) string {
+	if name == "" {
+		return "it is empty"
+	}
+	if len(name) > 253 {
+		return "longer than 253 bytes"
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		switch {
+		case l == "":
+			return "it has an empty label"
+		case len(l) > 63:
+			return "a label is longer than 63 bytes"
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return "a label starts or ends with a hyphen"
+		}
+		for i := 0; i < len(l); i++ {
+			b := l[i]
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || underscore && b == '_') {
+				return fmt.Sprintf("%q is not allowed in a host name", string(b))
+			}
+		}
+	}
+	if last := labels[len(labels)-1]; strings.Trim(last, "0123456789") == "" {
+		return "its last label is all digits"
+	}
+	return ""
 }
